@@ -1,0 +1,138 @@
+"""Checkpoints: the picklable, JSON-exportable state of a halted run.
+
+Owns: `Checkpoint` and `UndoRecord`, their JSON form, and the check that a checkpoint fits
+the reactor that resumes it.
+Must not import: the executor.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import attrs
+
+from ._errors import ResumeError
+
+__all__ = ["Checkpoint", "UndoRecord"]
+
+_FORMAT = 1
+
+
+@attrs.frozen
+class UndoRecord:
+    """A completed step that can be undone: its result and the arguments it was given.
+
+    Attributes:
+        step: the step's name.
+        value: the step's result (the undo callback's first argument).
+        arguments: the step's arguments by parameter name.
+        undo: a callback to use instead of the step's own (composed reactors).
+    """
+
+    step: str
+    value: Any
+    arguments: dict[str, Any]
+    undo: Any = attrs.field(default=None, eq=False, repr=False)
+
+
+@attrs.frozen
+class Checkpoint:
+    """Everything needed to continue a halted run, in this or another process.
+
+    Pickle it, or use `to_json`/`from_json` when every value is JSON-serialisable.
+
+    Attributes:
+        reactor: the reactor's name.
+        fingerprint: a hash of the reactor's graph; resume checks it.
+        structure: each step's dependencies, to say what changed if the fingerprint differs.
+        inputs: the run's inputs.
+        completed: the steps that completed, in plan order.
+        results: the results still needed (by pending steps or as the return value).
+        undo_stack: completed undoable steps, oldest first.
+        attempts: attempts made so far, per step.
+        reason: the halt reason.
+        halted_step: the step that halted, or None for a run timeout.
+        inner: checkpoints of composed reactors that halted inside, by step name.
+    """
+
+    reactor: str
+    fingerprint: str
+    structure: dict[str, tuple[str, ...]]
+    inputs: dict[str, Any]
+    completed: tuple[str, ...]
+    results: dict[str, Any]
+    undo_stack: tuple[UndoRecord, ...]
+    attempts: dict[str, int]
+    reason: Any = None
+    halted_step: str | None = None
+    inner: dict[str, Any] = attrs.field(factory=dict)
+
+    def check(self, reactor: str, fingerprint: str, structure: dict[str, tuple[str, ...]]) -> None:
+        """Raise `ResumeError` unless this checkpoint belongs to a reactor of this shape."""
+        if self.fingerprint == fingerprint and self.reactor == reactor:
+            return
+        differences = []
+        if self.reactor != reactor:
+            differences.append(f"it is of reactor {self.reactor!r}, not {reactor!r}")
+        old, new = self.structure, structure
+        added = sorted(new.keys() - old.keys())
+        removed = sorted(old.keys() - new.keys())
+        changed = sorted(k for k in old.keys() & new.keys() if tuple(old[k]) != tuple(new[k]))
+        if added:
+            differences.append(f"steps added since: {', '.join(map(repr, added))}")
+        if removed:
+            differences.append(f"steps removed since: {', '.join(map(repr, removed))}")
+        if changed:
+            differences.append(
+                "dependencies changed for: " + ", ".join(map(repr, changed))
+            )
+        if not differences:
+            differences.append("its inputs changed")
+        raise ResumeError(
+            "This checkpoint does not fit the reactor: " + "; ".join(differences) + "."
+        )
+
+    def to_json(self) -> str:
+        """The checkpoint as JSON (raises TypeError if a value is not JSON-serialisable).
+
+        Undo records of composed reactors hold callbacks and cannot be exported.
+        """
+        if any(r.undo is not None for r in self.undo_stack):
+            raise TypeError("a checkpoint with composed undo records cannot be exported to JSON")
+        return json.dumps(
+            {
+                "format": _FORMAT,
+                "reactor": self.reactor,
+                "fingerprint": self.fingerprint,
+                "structure": {k: list(v) for k, v in self.structure.items()},
+                "inputs": self.inputs,
+                "completed": list(self.completed),
+                "results": self.results,
+                "undo_stack": [[r.step, r.value, r.arguments] for r in self.undo_stack],
+                "attempts": self.attempts,
+                "reason": self.reason,
+                "halted_step": self.halted_step,
+                "inner": {k: json.loads(v.to_json()) for k, v in self.inner.items()},
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str | dict[str, Any]) -> Checkpoint:
+        """Load a checkpoint written by `to_json`."""
+        data = json.loads(text) if isinstance(text, str) else text
+        if data.get("format") != _FORMAT:
+            raise ResumeError(f"Unknown checkpoint format {data.get('format')!r}.")
+        return cls(
+            reactor=data["reactor"],
+            fingerprint=data["fingerprint"],
+            structure={k: tuple(v) for k, v in data["structure"].items()},
+            inputs=data["inputs"],
+            completed=tuple(data["completed"]),
+            results=data["results"],
+            undo_stack=tuple(UndoRecord(s, v, a) for s, v, a in data["undo_stack"]),
+            attempts=data["attempts"],
+            reason=data["reason"],
+            halted_step=data["halted_step"],
+            inner={k: cls.from_json(v) for k, v in data["inner"].items()},
+        )

@@ -1,0 +1,145 @@
+"""Events and middleware: what a run tells the outside world.
+
+Owns: the `Event` and `RunInfo` records, the list of event kinds, and `Middleware` dispatch
+(hooks may be sync or async, and any subset of them may be defined).
+Must not import: the executor's internals.
+
+Hook order for one run: ``on_run_start``, then ``on_event`` for each step event as it happens,
+then exactly one of ``on_run_complete``, ``on_run_error`` or ``on_run_halt``. Middleware given
+to the reactor run before middleware given to ``run()``; each hook is called on every middleware
+in that order (``on_run_complete`` threads the result through them).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from typing import Any, Final
+
+import attrs
+
+__all__ = ["EVENT_KINDS", "Event", "Middleware", "RunInfo"]
+
+EVENT_KINDS: Final = frozenset(
+    {
+        "step_start",
+        "step_complete",
+        "step_error",
+        "step_retry",
+        "step_halt",
+        "compensate_start",
+        "compensate_complete",
+        "compensate_continue",
+        "compensate_retry",
+        "compensate_error",
+        "undo_start",
+        "undo_complete",
+        "undo_retry",
+        "undo_error",
+        "guard_skip",
+    }
+)
+
+
+@attrs.frozen
+class Event:
+    """One thing that happened to one step.
+
+    Attributes:
+        kind: one of `EVENT_KINDS`.
+        step: the step's name; steps of composed reactors are named ``parent.child``.
+        attempt: the attempt number, from 1 (0 for undo events before any attempt).
+        time: the event loop's clock (``loop.time()``) when it happened.
+        value: the result (``step_complete``, ``compensate_continue``), the halt reason
+            (``step_halt``), the retry delay (``step_retry``), else None.
+        error: the exception, for ``*_error`` and ``*_retry`` kinds.
+        run_id: the run it belongs to.
+        concurrency: how many steps of the run were running at that moment.
+    """
+
+    kind: str
+    step: str
+    attempt: int
+    time: float
+    value: Any = None
+    error: BaseException | None = None
+    run_id: str = ""
+    concurrency: int = 0
+
+
+@attrs.frozen
+class RunInfo:
+    """What middleware learns about a run.
+
+    Attributes:
+        reactor: the reactor's name.
+        run_id: unique per run.
+        inputs: the inputs given.
+        context: the ``context=`` dict.
+        parent: the run_id of the run that composed this one, if any.
+        step_names: the planned steps, in plan order.
+        critical_path: the plan's critical path.
+        start: the loop time at which the run started.
+    """
+
+    reactor: str
+    run_id: str
+    inputs: dict[str, Any]
+    context: dict[str, Any]
+    parent: str | None = None
+    step_names: tuple[str, ...] = ()
+    critical_path: tuple[str, ...] = ()
+    start: float = 0.0
+
+
+_HOOKS: Final = ("on_run_start", "on_run_complete", "on_run_error", "on_run_halt", "on_event")
+
+
+class Middleware:
+    """The hooks of a list of middleware objects, bound once per run.
+
+    Any object with any of ``on_run_start(run)``, ``on_run_complete(run, result)``,
+    ``on_run_error(run, error)``, ``on_run_halt(run, checkpoint)`` and ``on_event(event)``
+    is middleware; each hook may be sync or async.
+    """
+
+    __slots__ = ("hooks",)
+
+    def __init__(self, middleware: Sequence[Any]) -> None:
+        self.hooks: dict[str, list[Any]] = {name: [] for name in _HOOKS}
+        for m in middleware:
+            found = False
+            for name in _HOOKS:
+                fn = getattr(m, name, None)
+                if fn is not None:
+                    self.hooks[name].append(fn)
+                    found = True
+            if not found:
+                raise TypeError(
+                    f"{m!r} is not middleware: it has none of the hooks {', '.join(_HOOKS)}."
+                )
+
+    @property
+    def wants_events(self) -> bool:
+        """Whether any middleware listens for step events."""
+        return bool(self.hooks["on_event"])
+
+    def __bool__(self) -> bool:
+        return any(self.hooks.values())
+
+    async def call(self, name: str, *args: Any) -> None:
+        """Call hook `name` on each middleware, awaiting async ones, in order."""
+        for fn in self.hooks[name]:
+            out = fn(*args)
+            if inspect.isawaitable(out):
+                await out
+
+    async def complete(self, run: RunInfo, result: Any) -> Any:
+        """Call ``on_run_complete``; a hook returning non-None replaces the result."""
+        for fn in self.hooks["on_run_complete"]:
+            out = fn(run, result)
+            if inspect.isawaitable(out):
+                out = await out
+            if out is not None:
+                result = out
+        return result

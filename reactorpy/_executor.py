@@ -1,0 +1,995 @@
+"""Execution: one run of a compiled `Plan`, its scheduling, retries, undo, halt and cancel.
+
+Owns: `Run`, the per-run mutable state (a definition never changes while it runs).
+Must not import: the CLI.
+
+The scheduling loop, in the graphlib style (counters prepared at plan time):
+
+1. Check the inputs; seed the value array with inputs and constants.
+2. Start every root step. Starting step ``j``:
+   a. a plain ``def`` with no options runs at once, inline on the loop thread; its
+      completion (step 3) may start more steps, iteratively, never recursively;
+   b. anything else needs a worker task. With a limiter, the step takes a slot first, or
+      waits in the limiter's queue (critical path first) for one.
+3. A worker task runs its step (attempts, retries, compensation: ``_attempts``). When the step
+   completes, the worker records the result, releases the results no remaining step needs,
+   and decrements the counter of each dependent; a dependent that reaches zero is started
+   (step 2), except that the worker keeps one of them, the most critical, and runs it
+   itself in that step's own ``contextvars`` context instead of paying for a new task. With
+   a limiter, the slot it frees goes to the best waiting step, which it may likewise run.
+4. When every step is done, the run returns the value of ``returns``.
+5. When an error stands (or a step halts, or the run's timeout passes), nothing new starts:
+   running steps are awaited for ``grace`` seconds, then cancelled. On failure every completed
+   step with an undo is undone, newest completion first, and `RunFailed` is raised; on halt
+   `Halted` carries a `Checkpoint`. Cancellation of ``run()`` cancels running steps at once,
+   undoes, and re-raises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import functools
+import inspect
+import itertools
+import uuid
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any, Final
+
+from ._arguments import Context, dig
+from ._checkpoint import Checkpoint, UndoRecord
+from ._errors import _UNSET, Halt, Halted, InputError, Retry, RunFailed
+from ._events import Event, Middleware, RunInfo
+from ._limiter import Limiter
+from ._step import Callback, Continue, NewSteps
+
+if TYPE_CHECKING:
+    from ._plan import Plan
+    from ._reactor import Reactor
+
+__all__ = ["Run"]
+
+# Step kinds, per run.
+_SYNC: Final = 0  # plain def, no options: called inline
+_ASYNC: Final = 1  # async def, no options: awaited directly
+_FEATURED: Final = 2  # anything else: through _attempts
+
+# Step states.
+_PENDING: Final = 0
+_STARTED: Final = 1
+_DONE: Final = 2
+
+_UNDO_ATTEMPTS: Final = 5
+# A worker that has run this many steps back to back yields to the event loop once.
+_YIELD_EVERY: Final = 64
+
+_ids = itertools.count(1)
+
+
+class _InContext:
+    """Await a coroutine with every resumption inside `ctx` (a step's own context).
+
+    Lets one worker task run several steps one after another, each in its own copy of the
+    caller's context, without a task per step.
+    """
+
+    __slots__ = ("coro", "ctx")
+
+    def __init__(self, coro: Any, ctx: contextvars.Context) -> None:
+        self.coro = coro
+        self.ctx = ctx
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        run = self.ctx.run
+        send = self.coro.send
+        throw = self.coro.throw
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                if error is None:
+                    yielded = run(send, value)
+                else:
+                    yielded = run(throw, error)
+            except StopIteration as stop:
+                return stop.value
+            try:
+                value = yield yielded
+                error = None
+            except BaseException as exc:  # noqa: BLE001 - forwarded into the step
+                value, error = None, exc
+
+
+class _Waiting:
+    """A step of a run waiting in the limiter's queue."""
+
+    __slots__ = ("i", "run")
+
+    def __init__(self, run: Run, i: int) -> None:
+        self.run = run
+        self.i = i
+
+    def wake(self, key: str | None) -> None:
+        self.run._wake(self.i)
+
+
+class _StepFailed(Exception):
+    """Internal: the standing error of step `i` after its attempts."""
+
+    def __init__(self, error: BaseException, attempt: int) -> None:
+        self.error = error
+        self.attempt = attempt
+
+
+class _Pending(Exception):
+    """Internal: the step stopped without completing and stays pending (halt/stop)."""
+
+
+class Run:
+    """One execution of a plan. Build with `Reactor.run()`, not directly."""
+
+    def __init__(
+        self,
+        reactor: Reactor,
+        plan: Plan,
+        inputs: dict[str, Any],
+        *,
+        context: dict[str, Any] | None,
+        async_: bool,
+        limiter: Limiter | None,
+        timeout: float | None,
+        grace: float,
+        middleware: Middleware | None,
+        prefix: str = "",
+        parent: str | None = None,
+        checkpoint: Checkpoint | None = None,
+        executor: Any = None,
+    ) -> None:
+        self.reactor = reactor
+        self.plan = plan
+        self.inputs = inputs
+        self.data = context if context is not None else {}
+        self.run_id = uuid.uuid4().hex[:12]
+        self.parent = parent
+        self.prefix = prefix
+        self.grace = grace
+        self.timeout = timeout
+        self.async_ = async_
+        self.default_executor = executor
+        self.mw = middleware if middleware else None
+        self.emit = self.mw is not None and self.mw.wants_events
+        self.checkpoint = checkpoint
+        n = plan.size
+        self.n = n
+        if not async_:
+            limiter = Limiter(1)
+        self.limiter = limiter
+        steps = plan.steps
+        self.kinds = [_kind(s, self.emit, async_) for s in steps]
+        self.needs_slot = [
+            limiter is not None
+            and (not async_ or s.is_async or s.executor is not None or executor is not None)
+            and (not getattr(s, "composite", False) or not async_)
+            for s in steps
+        ]
+        self.names = [prefix + name for name in plan.order]
+        self.vals: list[Any] = [None] * n
+        self.vals.extend(inputs[name] for name in plan.inputs)
+        self.vals.extend(plan.constants)
+        self.remaining = list(plan.ndeps)
+        self.consumers_left = list(plan.consumers)
+        keep = [plan.returns is None] * n
+        if plan.return_slot is not None and plan.return_slot < n:
+            keep[plan.return_slot] = True
+        self.keep = keep
+        self.state = bytearray(n)
+        self.holding = bytearray(n)  # 1 while step i holds a limiter slot
+        self.attempts = [0] * n
+        self.n_done = 0
+        self.undo_stack: list[UndoRecord] = []
+        self.errors: list[BaseException] = []
+        self.fatal: BaseException | None = None  # a BaseException to re-raise after undo
+        self.halt_reason: Any = _UNSET
+        self.halt_step: str | None = None
+        self.stopping = False
+        self.gate = 0  # running async_=False steps: nothing new starts while > 0
+        self.held: list[int] = []
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.live = 0
+        self.in_executor: dict[int, concurrent.futures.Future[Any] | asyncio.Future[Any]] = {}
+        self.abandoned: list[str] = []
+        self.base_ctx = contextvars.copy_context()
+        self.wakeup: asyncio.Future[None] | None = None
+        self.info: RunInfo | None = None
+        self.inner: dict[str, Any] = {}  # child checkpoints of composite steps, by step name
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    # ------------------------------------------------------------------ public entry
+    async def execute(self) -> Any:
+        """Run to completion; returns the `returns` value or raises."""
+        loop = self.loop = asyncio.get_running_loop()
+        self.wakeup = loop.create_future()
+        self._check_input_paths()
+        if self.mw is not None:
+            self.info = RunInfo(
+                reactor=self.plan.reactor,
+                run_id=self.run_id,
+                inputs=dict(self.inputs),
+                context=self.data,
+                parent=self.parent,
+                step_names=tuple(self.names),
+                critical_path=self.plan.critical_path,
+                start=loop.time(),
+            )
+            await self.mw.call("on_run_start", self.info)
+        deadline = None
+        if self.timeout is not None:
+            deadline = loop.call_later(self.timeout, self._on_deadline)
+        try:
+            if self.checkpoint is not None:
+                self._restore(self.checkpoint)
+            self._start_many(self.plan.roots if self.checkpoint is None else self._resumable())
+            if self.n_done < self.n or self.live:
+                try:
+                    await self.wakeup
+                except asyncio.CancelledError:
+                    await self._shielded(self._cancelled())
+                    raise
+                if self.stopping:
+                    await self._shielded(self._drain())
+        finally:
+            if deadline is not None:
+                deadline.cancel()
+        return await self._finish()
+
+    # ------------------------------------------------------------------ starting steps
+    def _start_many(self, ready: Any) -> None:
+        """Start the given ready steps (from the coordinator, not a worker)."""
+        for j in sorted(ready, key=self._order_key):
+            if self.stopping:
+                return
+            if self.state[j] != _PENDING:
+                continue
+            if self.gate:
+                self.held.append(j)
+            elif self.kinds[j] == _SYNC:
+                self._run_sync_chain(j)
+            else:
+                self._launch(j)
+
+    def _order_key(self, i: int) -> tuple[int, int]:
+        return (-self.plan.priority[i], i)
+
+    def _launch(self, j: int) -> None:
+        """Give step j a worker task, once it has a slot (or queue it for one)."""
+        self.state[j] = _STARTED
+        if self.needs_slot[j]:
+            limiter = self.limiter
+            assert limiter is not None
+            key = self.plan.steps[j].concurrency_key
+            if not limiter.try_acquire(key):
+                limiter.enqueue(self.plan.priority[j], key, _Waiting(self, j))
+                return
+            self.holding[j] = 1
+        self._spawn(j)
+
+    def _spawn(self, j: int, preset: Any = _UNSET) -> None:
+        self.state[j] = _STARTED
+        self.live += 1
+        ctx = self.base_ctx.copy()
+        task = asyncio.get_running_loop().create_task(self._work(j, preset), context=ctx)
+        self.tasks.add(task)
+
+    def _wake(self, j: int) -> None:
+        """The limiter gave step j a slot (released by another run)."""
+        self.holding[j] = 1
+        if self.stopping:
+            self.state[j] = _PENDING
+            self._release(j)
+            return
+        self._spawn(j)
+
+    def _release(self, i: int) -> int:
+        """Give back step i's slot, if it holds one.
+
+        Returns a step of this run that the freed slot went to, for the caller to run
+        itself, or -1. A step of another run is woken instead.
+        """
+        if not self.holding[i]:
+            return -1
+        self.holding[i] = 0
+        assert self.limiter is not None
+        waiter = self.limiter.release(self.plan.steps[i].concurrency_key)
+        if waiter is None:
+            return -1
+        if waiter.run is self and not self.stopping:  # type: ignore[attr-defined]
+            j: int = waiter.i  # type: ignore[attr-defined]
+            self.holding[j] = 1
+            return j
+        waiter.wake(None)
+        return -1
+
+    # ------------------------------------------------------------------ arguments
+    def _args(self, i: int, attempt: int) -> tuple[list[Any], dict[str, Any]]:
+        simple = self.plan.simple[i]
+        vals = self.vals
+        if simple is not None:
+            return [vals[s] for s in simple], {}
+        pos: list[Any] = []
+        kw: dict[str, Any] = {}
+        name = self.plan.order[i]
+        for a in self.plan.argv[i]:
+            if a.source is None:
+                v: Any = Context(self.run_id, self.names[i], attempt, self.data, self.plan.reactor)
+            else:
+                v = vals[a.slot]
+                if a.path:
+                    v = dig(v, a.path, name, a.param, a.source)
+            if a.positional:
+                pos.append(v)
+            else:
+                kw[a.param] = v
+        return pos, kw
+
+    def _named_args(self, i: int, attempt: int = 1) -> dict[str, Any]:
+        """The step's arguments by parameter name (for callbacks)."""
+        pos, kw = self._args(i, attempt)
+        out = {a.param: v for a, v in zip(
+            (a for a in self.plan.argv[i] if a.positional), pos, strict=True)}
+        out.update(kw)
+        return out
+
+    def _check_input_paths(self) -> None:
+        n = self.n
+        for step_name, param, source in self.plan.input_paths:
+            slot = n + self.plan.inputs.index(source.name)
+            try:
+                dig(self.vals[slot], source.path, step_name, param, source)
+            except LookupError as exc:
+                raise InputError(
+                    f"Step {step_name!r}, argument {param!r}: input {source.name!r} has no "
+                    f"item {getattr(exc, 'at', '?')!r} along the path {source.path!r}.",
+                    reactor=self.plan.reactor,
+                    available=self.plan.inputs,
+                    step=step_name,
+                    argument=param,
+                    path=source.path,
+                ) from None
+
+    # ------------------------------------------------------------------ running steps
+    def _run_sync_chain(self, j: int) -> None:
+        """Run plain-def step j inline, then any plain-def steps that become ready, iteratively."""
+        stack = [j]
+        while stack:
+            i = stack.pop()
+            self.state[i] = _STARTED
+            try:
+                pos, _ = self._args(i, 1)
+                value = self.base_ctx.copy().run(self.plan.steps[i].fn, *pos)
+            except Exception as exc:
+                self._fail(i, exc, 1)
+                continue
+            except BaseException as exc:
+                self._fatal(i, exc)
+                continue
+            if type(value) is NewSteps:
+                self._spawn(i, value)  # planning and running new steps needs a task
+                continue
+            self.attempts[i] = 1
+            self._record(i, value, None)
+            for d in self._newly_ready(i):
+                if self.gate:
+                    self.held.append(d)
+                elif self.kinds[d] == _SYNC:
+                    stack.append(d)
+                else:
+                    self._launch(d)
+
+    def _newly_ready(self, i: int) -> list[int]:
+        """Decrement the counters of i's dependents; return those that reached zero."""
+        out: list[int] = []
+        if self.stopping:
+            return out
+        remaining = self.remaining
+        for d in self.plan.dependents[i]:
+            remaining[d] -= 1
+            if remaining[d] == 0 and self.state[d] == _PENDING:
+                out.append(d)
+        if len(out) > 1:
+            out.sort(key=self._order_key)
+        return out
+
+    def _record(
+        self, i: int, value: Any, arguments: dict[str, Any] | None, *, undoable: bool = True
+    ) -> None:
+        """Step i completed with value: store it, push its undo, release what is not needed."""
+        self.state[i] = _DONE
+        self.vals[i] = value
+        self.n_done += 1
+        if undoable and self.plan.steps[i].undo_callback is not None:
+            if arguments is None:
+                arguments = self._named_args(i, self.attempts[i] or 1)
+            self.undo_stack.append(UndoRecord(self.plan.order[i], value, arguments))
+        vals = self.vals
+        left = self.consumers_left
+        keep = self.keep
+        for j in self.plan.deps[i]:
+            left[j] -= 1
+            if left[j] == 0 and not keep[j]:
+                vals[j] = None
+        if not self.plan.dependents[i] and not keep[i]:
+            vals[i] = None
+        if self.n_done == self.n:
+            self._wake_coordinator()
+
+    def _wake_coordinator(self) -> None:
+        w = self.wakeup
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    async def _work(self, i: int, preset: Any = _UNSET) -> None:
+        """A worker task: run step i, then keep running the ready steps it is handed.
+
+        The first step runs in the task's own context; later ones through `_InContext`,
+        each in a fresh copy of the caller's context.
+        """
+        first = True
+        streak = 0
+        try:
+            while i >= 0:
+                step = self.plan.steps[i]
+                gated = not step.async_
+                arguments: dict[str, Any] | None = None
+                try:
+                    if self.stopping:
+                        raise _Pending
+                    if streak and streak % _YIELD_EVERY == 0:
+                        await asyncio.sleep(0)  # long inline streaks still let others run
+                        if self.stopping:
+                            raise _Pending
+                    if gated:
+                        self.gate += 1
+                    if preset is not _UNSET:
+                        value, preset = preset, _UNSET
+                    elif self.kinds[i] == _ASYNC:
+                        pos, kw = self._args(i, 1)
+                        self.attempts[i] = 1
+                        coro = step.fn(*pos, **kw)
+                        value = await coro if first else await _InContext(coro, self.base_ctx.copy())
+                    else:
+                        coro = self._attempts(i)
+                        value, arguments = (
+                            await coro if first else await _InContext(coro, self.base_ctx.copy())
+                        )
+                    if type(value) is NewSteps:
+                        self._drop_slot(i)  # new steps take their own slots
+                        value = await self._new_steps(i, value)
+                except _Pending:
+                    self.state[i] = _PENDING
+                    i = self._release(i)
+                    continue
+                except _StepFailed as failed:
+                    self._fail(i, failed.error, failed.attempt)
+                    i = self._release(i)
+                    continue
+                except Halt as halt:
+                    self._halt(i, halt)
+                    i = self._release(i)
+                    continue
+                except asyncio.CancelledError:
+                    self.state[i] = _PENDING
+                    if not self.stopping:
+                        # Not cancelled by this run (which only cancels once stopping).
+                        self._fatal(i, asyncio.CancelledError())
+                    self._release(i)
+                    return
+                except Exception as exc:
+                    self._fail(i, exc, self.attempts[i] or 1)
+                    i = self._release(i)
+                    continue
+                except BaseException as exc:
+                    self._fatal(i, exc)
+                    i = self._release(i)
+                    continue
+                finally:
+                    if gated:
+                        self.gate -= 1
+                first = False
+                streak += 1
+                if value is _Skipped:
+                    self._record(i, None, None, undoable=False)
+                else:
+                    self._record(i, value, arguments)
+                i = self._continue(i)
+                if self.gate == 0 and self.held and not self.stopping:
+                    held, self.held = self.held, []
+                    self._start_many(held)
+        finally:
+            self.live -= 1
+            self.tasks.discard(asyncio.current_task())  # type: ignore[arg-type]
+            if self.live == 0 and (self.stopping or self.n_done == self.n):
+                self._wake_coordinator()
+
+    def _drop_slot(self, i: int) -> None:
+        """Step i stops holding its slot early (it waits on child steps that need slots)."""
+        nxt = self._release(i)
+        if nxt >= 0:
+            self._spawn(nxt)
+
+    def _continue(self, i: int) -> int:
+        """After step i completed in a worker: start what became ready; return a step to run.
+
+        The worker keeps the most critical newly ready step that can use i's slot (or needs
+        none); the others get tasks or wait for slots. Then i's slot, if still held, is
+        released, which may hand back a waiting step of this run to continue with.
+        """
+        cont = -1
+        limiter = self.limiter
+        for d in self._newly_ready(i):
+            if self.gate:
+                self.held.append(d)
+            elif self.kinds[d] == _SYNC:
+                self._run_sync_chain(d)
+            elif cont < 0 and not self.needs_slot[d]:
+                cont = d
+                self.state[d] = _STARTED
+            elif (
+                cont < 0
+                and self.holding[i]
+                and self.plan.steps[d].concurrency_key == self.plan.steps[i].concurrency_key
+                and not limiter.outranks(self.plan.priority[d])  # type: ignore[union-attr]
+            ):
+                cont = d  # inherits i's slot
+                self.state[d] = _STARTED
+                self.holding[i] = 0
+                self.holding[d] = 1
+            else:
+                self._launch(d)
+        nxt = self._release(i)
+        if cont < 0:
+            return nxt
+        if nxt >= 0:
+            self._spawn(nxt)
+        return cont
+
+    # ------------------------------------------------------------------ attempts
+    async def _attempts(self, i: int) -> tuple[Any, dict[str, Any]]:
+        """Run step i with its options: guard, attempts, timeout, retries, compensation."""
+        step = self.plan.steps[i]
+        name = self.names[i]
+        retries = step.retries
+        first_attempt = self.attempts[i]
+        arguments = self._named_args(i, first_attempt + 1)
+        if step.when is not None:
+            ok = step.when.fn(**step.when.kwargs(arguments, self._context(i, 1)))
+            if inspect.isawaitable(ok):
+                ok = await ok
+            if not ok:
+                if self.emit:
+                    await self._event("guard_skip", i, 0)
+                return _Skipped, arguments
+        attempt = first_attempt
+        while True:
+            attempt += 1
+            self.attempts[i] = attempt
+            if self.emit:
+                await self._event("step_start", i, attempt)
+            try:
+                pos, kw = self._args(i, attempt)
+                value = await self._call(i, step, pos, kw)
+            except Halt as halt:
+                if self.emit:
+                    await self._event("step_halt", i, attempt, value=halt.reason)
+                raise
+            except Exception as exc:
+                error: BaseException = exc
+                retryable = isinstance(exc, Retry) or (
+                    bool(step.retry_on) and isinstance(exc, step.retry_on)
+                )
+                if retryable and attempt - first_attempt <= retries:
+                    delay = self._delay(step, attempt - first_attempt, exc)
+                    if self.emit:
+                        await self._event("step_retry", i, attempt, value=delay, error=exc)
+                    await self._pause(delay)
+                    continue
+                if isinstance(exc, Retry):
+                    error = _unwrap_retry(exc)
+                if self.emit:
+                    await self._event("step_error", i, attempt, error=error)
+                compensate = step.compensate_callback
+                if compensate is not None:
+                    if self.emit:
+                        await self._event("compensate_start", i, attempt, error=error)
+                    try:
+                        out = compensate.fn(
+                            error, **compensate.kwargs(arguments, self._context(i, attempt))
+                        )
+                        if inspect.isawaitable(out):
+                            out = await out
+                    except Retry as retry:
+                        if attempt - first_attempt <= retries:
+                            delay = self._delay(step, attempt - first_attempt, retry)
+                            if self.emit:
+                                await self._event(
+                                    "compensate_retry", i, attempt, value=delay, error=retry
+                                )
+                            await self._pause(delay)
+                            continue
+                    except Exception as cexc:
+                        if self.emit:
+                            await self._event("compensate_error", i, attempt, error=cexc)
+                        raise _StepFailed(cexc, attempt) from None
+                    else:
+                        if isinstance(out, Continue):
+                            if self.emit:
+                                await self._event(
+                                    "compensate_continue", i, attempt, value=out.value
+                                )
+                            return out.value, arguments
+                        if self.emit:
+                            await self._event("compensate_complete", i, attempt, error=error)
+                if retryable or attempt - first_attempt > 1:
+                    error.add_note(f"(after {attempt - first_attempt} attempts)")
+                raise _StepFailed(error, attempt) from None
+            if self.emit:
+                await self._event("step_complete", i, attempt, value=value)
+            return value, arguments
+
+    def _context(self, i: int, attempt: int) -> Context:
+        return Context(self.run_id, self.names[i], attempt, self.data, self.plan.reactor)
+
+    @staticmethod
+    def _delay(step: Any, attempt: int, exc: BaseException) -> float:
+        if isinstance(exc, Retry) and exc.delay is not None:
+            return float(exc.delay)
+        backoff = step.backoff
+        if backoff is None:
+            return 0.0
+        if callable(backoff):
+            return float(backoff(attempt, exc))
+        return float(backoff)
+
+    async def _pause(self, delay: float) -> None:
+        """Wait out a backoff, but give up (leaving the step pending) if the run stops."""
+        if self.stopping:
+            raise _Pending
+        if delay > 0:
+            stop = self.loop.create_future()  # type: ignore[union-attr]
+            self._stop_waiters.add(stop)
+            try:
+                await asyncio.wait((stop,), timeout=delay)
+            finally:
+                self._stop_waiters.discard(stop)
+                stop.cancel()
+        else:
+            await asyncio.sleep(0)
+        if self.stopping:
+            raise _Pending
+
+    async def _call(self, i: int, step: Any, pos: list[Any], kw: dict[str, Any]) -> Any:
+        """One attempt: call the function (inline, awaited, or in an executor)."""
+        executor = step.executor if step.executor is not None else self.default_executor
+        if executor is not None and not step.is_async:
+            call = self._in_executor(i, step, executor, pos, kw)
+        elif step.is_async:
+            call = step.fn(*pos, **kw)
+        else:
+            return step.fn(*pos, **kw)
+        if step.timeout is None:
+            return await call
+        async with asyncio.timeout(step.timeout):
+            return await call
+
+    async def _in_executor(
+        self, i: int, step: Any, executor: Any, pos: list[Any], kw: dict[str, Any]
+    ) -> Any:
+        from ._offload import submit
+
+        loop = asyncio.get_running_loop()
+        future = submit(executor, step, pos, kw, self.names[i])
+        wrapped = asyncio.wrap_future(future, loop=loop)
+        self.in_executor[i] = future
+        try:
+            return await wrapped
+        finally:
+            self.in_executor.pop(i, None)
+
+    # ------------------------------------------------------------------ dynamic steps
+    async def _new_steps(self, i: int, new: NewSteps) -> Any:
+        from ._dynamic import run_new_steps
+
+        return await run_new_steps(self, i, new)
+
+    # ------------------------------------------------------------------ stopping
+    def _stop(self) -> None:
+        if not self.stopping:
+            self.stopping = True
+            if self.limiter is not None:
+                self.limiter.discard(self)
+            for w in self._stop_waiters:
+                if not w.done():
+                    w.set_result(None)
+        self._wake_coordinator()
+
+    @functools.cached_property
+    def _stop_waiters(self) -> set[asyncio.Future[None]]:
+        return set()
+
+    def _fail(self, i: int, error: BaseException, attempt: int) -> None:
+        self.state[i] = _PENDING
+        if self.halt_reason is not _UNSET and not self.errors:
+            # Halting: a step that fails while the run drains stays pending for resume.
+            return
+        error.add_note(f"reactorpy: step {self.names[i]!r} failed (attempt {attempt})")
+        self.errors.append(error)
+        self._stop()
+
+    def _fatal(self, i: int, error: BaseException) -> None:
+        self.state[i] = _PENDING
+        if self.fatal is None:
+            self.fatal = error
+        self._stop()
+
+    def _halt(self, i: int, halt: Halt) -> None:
+        if halt.result is not _UNSET:
+            self._record(i, halt.result, None)
+        else:
+            self.state[i] = _PENDING
+        if self.halt_reason is _UNSET:
+            self.halt_reason = halt.reason
+            self.halt_step = self.names[i]
+        self._stop()
+
+    def _on_deadline(self) -> None:
+        if not self.stopping and self.n_done < self.n:
+            self.halt_reason = "timeout"
+            self.halt_step = None
+            self._stop()
+
+    async def _shielded(self, coro: Any) -> None:
+        """Run `coro` to the end even if this task is cancelled meanwhile; re-cancel after."""
+        task = asyncio.ensure_future(coro)
+        cancelled = False
+        while not task.done():
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                if task.done():
+                    break
+                cancelled = True
+        if cancelled:
+            task.result()
+            raise asyncio.CancelledError
+        task.result()
+
+    async def _drain(self) -> None:
+        """Await running steps for `grace` seconds, then cancel the rest."""
+        if self.tasks:
+            _, pending = await asyncio.wait(set(self.tasks), timeout=self.grace)
+            if pending:
+                await self._cancel_tasks()
+
+    async def _cancel_tasks(self) -> None:
+        for i, fut in list(self.in_executor.items()):
+            if not fut.done() and not fut.cancel():
+                self.abandoned.append(self.names[i])
+        for t in list(self.tasks):
+            t.cancel()
+        if self.tasks:
+            await asyncio.wait(set(self.tasks))
+
+    async def _cancelled(self) -> None:
+        """run() itself was cancelled: cancel running steps now, then undo."""
+        self.stopping = True
+        self._stop()
+        await self._cancel_tasks()
+        errors = await self._undo_all()
+        if errors:
+            # Undo errors cannot travel with CancelledError; keep them on the run for inspection.
+            self.undo_errors = errors
+
+    # ------------------------------------------------------------------ undo
+    async def _undo_all(self) -> list[BaseException]:
+        """Undo completed steps, newest first; return the undo errors."""
+        errors: list[BaseException] = []
+        stack = self.undo_stack
+        while stack:
+            record = stack.pop()
+            err = await self._undo_one(record)
+            if err is not None:
+                errors.append(err)
+        return errors
+
+    async def _undo_one(self, record: UndoRecord) -> BaseException | None:
+        i = self.plan.index.get(record.step, -1)
+        name = self.prefix + record.step
+        callback: Callback | None
+        if record.undo is not None:
+            callback = record.undo
+        else:
+            callback = self.plan.steps[i].undo_callback if i >= 0 else None
+        if callback is None:  # pragma: no cover - records are only made for undoable steps
+            return None
+        ctx = Context(self.run_id, name, 1, self.data, self.plan.reactor)
+        last: BaseException | None = None
+        for attempt in range(1, _UNDO_ATTEMPTS + 1):
+            if self.emit:
+                await self._event_named("undo_start", name, attempt)
+            try:
+                out = callback.fn(record.value, **callback.kwargs(record.arguments, ctx))
+                if inspect.isawaitable(out):
+                    await out
+            except Retry as retry:
+                last = retry
+                if self.emit:
+                    await self._event_named("undo_retry", name, attempt, error=retry)
+                if retry.delay:
+                    await asyncio.sleep(retry.delay)
+                continue
+            except Exception as exc:
+                if self.emit:
+                    await self._event_named("undo_error", name, attempt, error=exc)
+                exc.add_note(f"reactorpy: undo of step {name!r} failed (attempt {attempt})")
+                return exc
+            if self.emit:
+                await self._event_named("undo_complete", name, attempt)
+            return None
+        assert last is not None
+        error = _unwrap_retry(last)
+        if error is last:
+            error = RuntimeError(f"undo of step {name!r} asked to retry {_UNDO_ATTEMPTS} times")
+        error.add_note(
+            f"reactorpy: undo of step {name!r} gave up after {_UNDO_ATTEMPTS} attempts"
+        )
+        if self.emit:
+            await self._event_named("undo_error", name, _UNDO_ATTEMPTS, error=error)
+        return error
+
+    # ------------------------------------------------------------------ the end
+    async def _finish(self) -> Any:
+        if self.errors or self.fatal is not None:
+            undo_errors = await self._shielded_undo()
+            if self.fatal is not None:
+                raise self.fatal
+            excs = [e if isinstance(e, Exception) else RuntimeError(repr(e)) for e in self.errors]
+            excs.extend(e if isinstance(e, Exception) else RuntimeError(repr(e))
+                        for e in undo_errors)
+            failed = [n for e in self.errors for n in _step_of(e)]
+            message = f"reactor {self.plan.reactor!r} failed in step(s) {', '.join(failed)}"
+            if undo_errors:
+                message += f"; {len(undo_errors)} undo(s) failed too"
+            group = RunFailed(message, excs, reactor=self.plan.reactor, abandoned=self.abandoned)
+            if self.abandoned:
+                group.add_note(
+                    "reactorpy: still running in a thread or process, abandoned: "
+                    + ", ".join(self.abandoned)
+                )
+            if self.mw is not None:
+                await self.mw.call("on_run_error", self.info, group)
+            raise group
+        if self.halt_reason is not _UNSET:
+            checkpoint = self.make_checkpoint()
+            if self.mw is not None:
+                await self.mw.call("on_run_halt", self.info, checkpoint)
+            raise Halted(self.halt_reason, checkpoint, self.halt_step)
+        result = self.result()
+        if self.mw is not None:
+            result = await self.mw.complete(self.info, result)  # type: ignore[arg-type]
+        return result
+
+    async def _shielded_undo(self) -> list[BaseException]:
+        out: list[BaseException] = []
+
+        async def undo() -> None:
+            out.extend(await self._undo_all())
+
+        await self._shielded(undo())
+        return out
+
+    def result(self) -> Any:
+        plan = self.plan
+        if plan.returns is None:
+            return dict(zip(plan.order, self.vals, strict=False))
+        return self.vals[plan.return_slot]  # type: ignore[index]
+
+    # ------------------------------------------------------------------ checkpoint
+    def make_checkpoint(self) -> Checkpoint:
+        plan = self.plan
+        done = [name for name, s in zip(plan.order, self.state, strict=True) if s == _DONE]
+        results = {}
+        for name in done:
+            i = plan.index[name]
+            v = self.vals[i]
+            if self.keep[i] or self.consumers_left[i] > 0:
+                results[name] = v
+        return Checkpoint(
+            reactor=plan.reactor,
+            fingerprint=plan.fingerprint,
+            structure=dict(plan.structure),
+            inputs=dict(self.inputs),
+            completed=tuple(done),
+            results=results,
+            undo_stack=tuple(self.undo_stack),
+            attempts={name: a for name, a in zip(plan.order, self.attempts, strict=True) if a},
+            reason=self.halt_reason,
+            halted_step=self.halt_step,
+            inner=dict(self.inner),
+        )
+
+    def _restore(self, cp: Checkpoint) -> None:
+        index = self.plan.index
+        for name in cp.completed:
+            i = index[name]
+            self.state[i] = _DONE
+            self.n_done += 1
+            self.vals[i] = cp.results.get(name)
+        for name in cp.completed:
+            i = index[name]
+            for d in self.plan.dependents[i]:
+                self.remaining[d] -= 1
+            for j in self.plan.deps[i]:
+                self.consumers_left[j] -= 1
+        self.undo_stack = list(cp.undo_stack)
+        self.inner = dict(cp.inner)
+        if self.n_done == self.n:
+            self._wake_coordinator()
+
+    def _resumable(self) -> list[int]:
+        return [
+            i for i in range(self.n) if self.state[i] == _PENDING and self.remaining[i] == 0
+        ]
+
+    # ------------------------------------------------------------------ events
+    async def _event(
+        self, kind: str, i: int, attempt: int, *, value: Any = None,
+        error: BaseException | None = None,
+    ) -> None:
+        await self._event_named(kind, self.names[i], attempt, value=value, error=error)
+
+    async def _event_named(
+        self, kind: str, name: str, attempt: int, *, value: Any = None,
+        error: BaseException | None = None,
+    ) -> None:
+        assert self.mw is not None and self.loop is not None
+        running = self.limiter.running if self.limiter is not None else self.live
+        await self.mw.call(
+            "on_event",
+            Event(kind, name, attempt, self.loop.time(), value, error, self.run_id, running),
+        )
+
+
+class _SkippedType:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<skipped>"
+
+
+
+_Skipped: Final = _SkippedType()
+
+
+def _kind(step: Any, emit: bool, async_: bool) -> int:
+    if emit or step.has_features or getattr(step, "composite", False):
+        return _FEATURED
+    if step.is_async:
+        return _ASYNC
+    return _SYNC if async_ else _FEATURED
+
+
+def _unwrap_retry(retry: Retry) -> BaseException:
+    if retry.__cause__ is not None:
+        return retry.__cause__
+    if isinstance(retry.reason, BaseException):
+        return retry.reason
+    return retry
+
+
+def _step_of(error: BaseException) -> list[str]:
+    for note in getattr(error, "__notes__", ()):
+        if note.startswith("reactorpy: step "):
+            return [note.split("'")[1]]
+    return []
+
+

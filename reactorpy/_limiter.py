@@ -1,0 +1,153 @@
+"""The concurrency budget: a cap on running steps, overall and per `concurrency_key`.
+
+Owns: `Limiter`, the slot counts and the queue of steps waiting for a slot, ordered by
+priority (longest remaining chain first), then by arrival. One limiter may be shared by several
+runs and by every reactor composed into a run; a slot freed by one run may go to another.
+Must not import: the executor (waiters are opaque objects with a ``wake`` method).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+__all__ = ["Limiter"]
+
+
+class Waiter(Protocol):
+    """What the limiter hands a slot to: a run's pending step."""
+
+    def wake(self, key: str | None) -> None:  # pragma: no cover - protocol
+        """Start the step; its slot (and its key's slot) is already taken for it."""
+
+
+class Limiter:
+    """A concurrency budget that runs can share.
+
+    Args:
+        max_concurrency: how many steps may run at once; None for no overall cap.
+        limits: caps per ``concurrency_key``, e.g. ``{"db": 2}``.
+
+    Pass it as ``max_concurrency=`` to several runs to give them one budget.
+
+    >>> shared = Limiter(8, limits={"db": 2})
+    >>> shared
+    Limiter(8, limits={'db': 2}, running=0, waiting=0)
+    """
+
+    __slots__ = ("_counter", "_heap", "_keyed", "_running", "limits", "max_concurrency")
+
+    def __init__(
+        self, max_concurrency: int | None = None, *, limits: Mapping[str, int] | None = None
+    ) -> None:
+        if max_concurrency is not None and (
+            not isinstance(max_concurrency, int) or max_concurrency < 1
+        ):
+            raise ValueError(f"max_concurrency must be an int >= 1 or None, got {max_concurrency!r}")
+        for key, cap in (limits or {}).items():
+            if not isinstance(cap, int) or cap < 1:
+                raise ValueError(f"limits[{key!r}] must be an int >= 1, got {cap!r}")
+        self.max_concurrency = max_concurrency
+        self.limits: dict[str, int] = dict(limits or {})
+        self._running = 0
+        self._keyed: dict[str, int] = dict.fromkeys(self.limits, 0)
+        # (-priority, seq, key, waiter): the best waiting step first.
+        self._heap: list[tuple[int, int, str | None, Any]] = []
+        self._counter = itertools.count()
+
+    def __repr__(self) -> str:
+        return (
+            f"Limiter({self.max_concurrency!r}, limits={self.limits!r}, "
+            f"running={self._running}, waiting={len(self._heap)})"
+        )
+
+    @property
+    def running(self) -> int:
+        """How many slots are taken now."""
+        return self._running
+
+    def with_limits(self, limits: Mapping[str, int] | None) -> Limiter:
+        """Add per-key caps that this limiter does not have yet (a run's own ``limits=``)."""
+        for key, cap in (limits or {}).items():
+            if key not in self.limits:
+                self.limits[key] = cap
+                self._keyed[key] = 0
+        return self
+
+    def _free(self, key: str | None) -> bool:
+        if self.max_concurrency is not None and self._running >= self.max_concurrency:
+            return False
+        if key is not None and key in self.limits:
+            return self._keyed[key] < self.limits[key]
+        return True
+
+    def try_acquire(self, key: str | None) -> bool:
+        """Take a slot now if one is free.
+
+        Waiting steps never lose to a newcomer: each release hands its slot to the best
+        waiter that fits, so a slot that is free now is one that no waiter can use.
+        """
+        if not self._free(key):
+            return False
+        self._take(key)
+        return True
+
+    def _take(self, key: str | None) -> None:
+        self._running += 1
+        if key is not None and key in self._keyed:
+            self._keyed[key] += 1
+
+    def outranks(self, priority: int) -> bool:
+        """Whether a waiting step has a higher priority than `priority`."""
+        return bool(self._heap) and -self._heap[0][0] > priority
+
+    def enqueue(self, priority: int, key: str | None, waiter: Waiter) -> None:
+        """Queue `waiter` until a slot for `key` is free."""
+        heapq.heappush(self._heap, (-priority, next(self._counter), key, waiter))
+
+    def release(self, key: str | None) -> Waiter | None:
+        """Give back a slot; returns the waiter the slot went to, for the caller to wake.
+
+        The caller may run the returned waiter's step itself (the slot is taken for it).
+        """
+        self._running -= 1
+        if key is not None and key in self._keyed:
+            self._keyed[key] -= 1
+        return self._pop()
+
+    def _pop(self) -> Waiter | None:
+        heap = self._heap
+        if not heap:
+            return None
+        if not self.limits:
+            if self._free(None):
+                _, _, key, waiter = heapq.heappop(heap)
+                self._take(key)
+                return waiter  # type: ignore[no-any-return]
+            return None
+        # With per-key caps the best waiter may be blocked by its key: take the best that fits.
+        skipped = []
+        found = None
+        while heap:
+            entry = heapq.heappop(heap)
+            if self._free(entry[2]):
+                found = entry
+                break
+            skipped.append(entry)
+            if self.max_concurrency is not None and self._running >= self.max_concurrency:
+                break
+        for entry in skipped:
+            heapq.heappush(heap, entry)
+        if found is None:
+            return None
+        self._take(found[2])
+        return found[3]  # type: ignore[no-any-return]
+
+    def discard(self, run: Any) -> None:
+        """Forget every queued step of `run` (the run is stopping)."""
+        kept = [e for e in self._heap if getattr(e[3], "run", None) is not run]
+        if len(kept) != len(self._heap):
+            self._heap = kept
+            heapq.heapify(self._heap)

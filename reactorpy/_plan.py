@@ -1,0 +1,280 @@
+"""Planning: validate a reactor's steps, build its `networkx.DiGraph`, compile a `Plan`.
+
+Owns: reference resolution (parameter names to inputs or steps), cycle and unknown-name checks,
+topological generations, per-step priorities, and the compact integer-indexed arrays the
+executor runs from. A `Plan` is immutable and cached by the reactor until its definition changes.
+Must not import: asyncio, the executor.
+
+The arrays, for step index ``i`` (indices follow ``Plan.order``):
+
+- ``slots``: one value array holds step results at ``[0, n)``, inputs at ``[n, n + k)`` and
+  constant `Value` arguments after them, so resolving an argument is one index.
+- ``argv[i]``: ``(param, slot, path, source, positional)`` per wired parameter.
+- ``simple[i]``: the slots to pass positionally when no argument has a path or is keyword-only
+  (the common case, resolved by a single list comprehension), else None.
+- ``dependents[i]``, ``ndeps[i]``: the graphlib-style counters of the scheduler.
+- ``consumers[i]``: how many distinct steps read the result (for releasing it).
+- ``priority[i]``: the length of the longest chain of steps from ``i`` to a sink.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import networkx as nx
+
+from ._arguments import Input, Result, Source, Value
+from ._errors import CycleError, DefinitionError, UnknownReferenceError, did_you_mean
+
+if TYPE_CHECKING:
+    from ._step import Step
+
+__all__ = ["ArgSpec", "Plan", "build_graph", "compile_plan"]
+
+
+@attrs.frozen
+class ArgSpec:
+    """One wired parameter: where its value comes from."""
+
+    param: str
+    slot: int  # index into the run's value array; -1 for the Context
+    path: tuple[Any, ...]
+    source: Source | None  # None: the run Context
+    positional: bool
+
+
+@attrs.frozen(eq=False)
+class Plan:
+    """The validated, compiled form of a reactor: what a run executes.
+
+    Attributes:
+        generations: topological generations of step names (each list in definition order).
+        order: the steps in plan order (generations, then definition order).
+        critical_path: the longest chain of dependent steps, by number of steps.
+        inputs: the reactor's declared inputs.
+        returns: the step or input whose value ``run()`` returns (None: every result).
+    """
+
+    reactor: str
+    generations: tuple[tuple[str, ...], ...]
+    order: tuple[str, ...]
+    critical_path: tuple[str, ...]
+    inputs: tuple[str, ...]
+    returns: str | None
+    graph: Any = attrs.field(repr=False)  # networkx.DiGraph
+    # -- compiled arrays (see the module docstring) --
+    steps: tuple[Step[..., Any], ...] = attrs.field(repr=False)
+    index: dict[str, int] = attrs.field(repr=False)
+    argv: tuple[tuple[ArgSpec, ...], ...] = attrs.field(repr=False)
+    simple: tuple[tuple[int, ...] | None, ...] = attrs.field(repr=False)
+    dependents: tuple[tuple[int, ...], ...] = attrs.field(repr=False)
+    deps: tuple[tuple[int, ...], ...] = attrs.field(repr=False)
+    ndeps: tuple[int, ...] = attrs.field(repr=False)
+    consumers: tuple[int, ...] = attrs.field(repr=False)
+    priority: tuple[int, ...] = attrs.field(repr=False)
+    constants: tuple[Any, ...] = attrs.field(repr=False)
+    input_paths: tuple[tuple[str, str, Input], ...] = attrs.field(repr=False)
+    return_slot: int | None = attrs.field(repr=False)
+    roots: tuple[int, ...] = attrs.field(repr=False)
+    fingerprint: str = attrs.field(repr=False)
+    structure: dict[str, tuple[str, ...]] = attrs.field(repr=False)
+
+    @property
+    def size(self) -> int:
+        """The number of steps."""
+        return len(self.steps)
+
+
+def _wire(step: Step[..., Any], inputs: set[str], steps: set[str]) -> dict[str, Source | None]:
+    """Map each parameter of `step` to its source (None for the Context)."""
+    wiring: dict[str, Source | None] = {}
+    for p in step.params:
+        if p.name in step.args:
+            wiring[p.name] = step.args[p.name]
+        elif p.is_context:
+            wiring[p.name] = None
+        elif p.name in inputs:
+            wiring[p.name] = Input(p.name)
+        elif p.name in steps and p.name != step.name:
+            wiring[p.name] = Result(p.name)
+        elif not p.has_default:
+            available = sorted(inputs | steps - {step.name})
+            raise DefinitionError(
+                f"Step {step.name!r}: parameter {p.name!r} matches no input or step and has "
+                f"no default.{did_you_mean(p.name, available)} Wire it with "
+                f"args={{{p.name!r}: ...}}; available: "
+                f"{', '.join(map(repr, available)) or '(none)'}."
+            )
+    for extra in step.args.keys() - wiring.keys():  # only for functions taking **kwargs
+        wiring[extra] = step.args[extra]
+    return wiring
+
+
+def build_graph(
+    reactor: str, inputs: Sequence[str], steps: Sequence[Step[..., Any]]
+) -> tuple[Any, dict[str, dict[str, Source | None]]]:
+    """Build the DiGraph of inputs and steps, checking every reference; returns it and wiring."""
+    graph = nx.DiGraph(name=reactor)
+    input_set = set(inputs)
+    step_names = {s.name for s in steps}
+    for name in inputs:
+        graph.add_node(name, kind="input")
+    for s in steps:
+        graph.add_node(s.name, kind="step", step=s)
+    wirings: dict[str, dict[str, Source | None]] = {}
+    for s in steps:
+        wiring = _wire(s, input_set, step_names)
+        wirings[s.name] = wiring
+        for param, source in wiring.items():
+            if isinstance(source, Input):
+                if source.name not in input_set:
+                    raise UnknownReferenceError(s.name, source.name, inputs, what="input")
+                _add_edge(graph, source.name, s.name, param)
+            elif isinstance(source, Result):
+                if source.step not in step_names:
+                    raise UnknownReferenceError(s.name, source.step, step_names - {s.name})
+                _add_edge(graph, source.step, s.name, param)
+        for dep in s.wait_for:
+            if dep not in step_names:
+                raise UnknownReferenceError(s.name, dep, step_names - {s.name})
+            if not graph.has_edge(dep, s.name):
+                graph.add_edge(dep, s.name, args=[], kind="wait_for")
+    return graph, wirings
+
+
+def _add_edge(graph: Any, src: str, dst: str, param: str) -> None:
+    if graph.has_edge(src, dst):
+        data = graph.edges[src, dst]
+        data["args"].append(param)
+        data["kind"] = "argument"
+    else:
+        graph.add_edge(src, dst, args=[param], kind="argument")
+
+
+def _find_cycle(graph: Any) -> list[str]:
+    cycle = nx.find_cycle(graph)
+    path = [edge[0] for edge in cycle]
+    return [*path, path[0]]
+
+
+def compile_plan(
+    reactor: str,
+    inputs: Sequence[str],
+    steps: Sequence[Step[..., Any]],
+    returns: str | None,
+) -> Plan:
+    """Validate and compile. Raises `DefinitionError` subclasses for what is wrong."""
+    graph, wirings = build_graph(reactor, inputs, steps)
+    if returns is not None and returns not in graph:
+        raise UnknownReferenceError("returns", returns, graph.nodes, what="step or input")
+    step_graph = graph.subgraph(s.name for s in steps)
+    if not nx.is_directed_acyclic_graph(step_graph):
+        if any(step_graph.has_edge(n, n) for n in step_graph):  # pragma: no cover - wiring skips
+            pass
+        raise CycleError(_find_cycle(step_graph), reactor)
+
+    definition_order = {s.name: k for k, s in enumerate(steps)}
+    generations = tuple(
+        tuple(sorted(gen, key=definition_order.__getitem__))
+        for gen in nx.topological_generations(step_graph)
+    )
+    order = tuple(name for gen in generations for name in gen)
+    index = {name: i for i, name in enumerate(order)}
+    by_name = {s.name: s for s in steps}
+    ordered_steps = tuple(by_name[name] for name in order)
+    n = len(order)
+    input_slot = {name: n + k for k, name in enumerate(inputs)}
+
+    constants: list[Any] = []
+    argv: list[tuple[ArgSpec, ...]] = []
+    simple: list[tuple[int, ...] | None] = []
+    deps: list[tuple[int, ...]] = []
+    consumers = [0] * n
+    input_paths: list[tuple[str, str, Input]] = []
+    for i, s in enumerate(ordered_steps):
+        specs: list[ArgSpec] = []
+        positional_ok = True
+        read: set[int] = set()
+        params = {p.name: p for p in s.params}
+        for param, source in wirings[s.name].items():
+            positional = param in params and params[param].positional and positional_ok
+            if not positional:
+                positional_ok = False  # everything after a keyword-only goes by keyword
+            if source is None:
+                specs.append(ArgSpec(param, -1, (), None, positional))
+                continue
+            if isinstance(source, Input):
+                slot, path = input_slot[source.name], source.path
+                if path:
+                    input_paths.append((s.name, param, source))
+            elif isinstance(source, Result):
+                slot, path = index[source.step], source.path
+                read.add(slot)
+            else:
+                assert isinstance(source, Value)
+                slot, path = n + len(inputs) + len(constants), ()
+                constants.append(source.value)
+            specs.append(ArgSpec(param, slot, path, source, positional))
+        for j in read:
+            consumers[j] += 1
+        argv.append(tuple(specs))
+        is_simple = all(a.positional and not a.path and a.source is not None for a in specs)
+        simple.append(tuple(a.slot for a in specs) if is_simple else None)
+        deps.append(tuple(sorted(index[p] for p in step_graph.predecessors(s.name))))
+
+    dependents_l: list[list[int]] = [[] for _ in range(n)]
+    for i, ds in enumerate(deps):
+        for j in ds:
+            dependents_l[j].append(i)
+    priority = [1] * n
+    for i in range(n - 1, -1, -1):
+        if dependents_l[i]:
+            priority[i] = 1 + max(priority[j] for j in dependents_l[i])
+    critical: list[str] = []
+    if n:
+        i = min(range(n), key=lambda k: (-priority[k], k))
+        while True:
+            critical.append(order[i])
+            if not dependents_l[i]:
+                break
+            i = min(dependents_l[i], key=lambda k: (-priority[k], k))
+
+    return_slot = None
+    if returns is not None:
+        return_slot = index[returns] if returns in index else input_slot[returns]
+    structure = {
+        name: tuple(sorted(graph.predecessors(name))) for name in order
+    }
+    return Plan(
+        reactor=reactor,
+        generations=generations,
+        order=order,
+        critical_path=tuple(critical),
+        inputs=tuple(inputs),
+        returns=returns,
+        graph=graph,
+        steps=ordered_steps,
+        index=index,
+        argv=tuple(argv),
+        simple=tuple(simple),
+        dependents=tuple(tuple(d) for d in dependents_l),
+        deps=tuple(deps),
+        ndeps=tuple(len(d) for d in deps),
+        consumers=tuple(consumers),
+        priority=tuple(priority),
+        constants=tuple(constants),
+        input_paths=tuple(input_paths),
+        return_slot=return_slot,
+        roots=tuple(i for i in range(n) if not deps[i]),
+        fingerprint=_fingerprint(inputs, structure),
+        structure=structure,
+    )
+
+
+def _fingerprint(inputs: Iterable[str], structure: dict[str, tuple[str, ...]]) -> str:
+    import hashlib
+
+    text = repr((sorted(inputs), sorted(structure.items())))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -1,0 +1,362 @@
+"""The `Reactor`: a named set of inputs and steps, and the entry points that run it.
+
+Owns: registration of steps (duplicate and signature checks at decoration), the cached
+`Plan`, run option validation, and ``run``/``run_sync``/``resume``.
+Must not import: the CLI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, ParamSpec, TypeVar, overload
+
+from ._arguments import Source
+from ._checkpoint import Checkpoint
+from ._errors import DefinitionError, DuplicateStepError, InputError, ResumeError
+from ._events import Middleware
+from ._limiter import Limiter
+from ._plan import Plan, compile_plan
+from ._step import Step
+
+__all__ = ["Reactor"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class Reactor:
+    """A workflow: inputs, steps wired by their arguments, and what to return.
+
+    Args:
+        name: the reactor's name (in errors, traces and diagrams).
+        inputs: the names of the inputs every run must be given.
+        returns: the step (or input) whose value ``run()`` returns; None returns a dict of
+            every step's result.
+        max_concurrency: default cap on running steps (an int or a shared `Limiter`).
+        limits: default caps per ``concurrency_key``.
+        middleware: middleware objects for every run.
+        executor: default executor for plain ``def`` steps (``"thread"``, a
+            ``concurrent.futures.Executor`` or a dask ``Client``); None runs them on the loop.
+
+    >>> r = Reactor("double", inputs=["x"], returns="twice")
+    >>> @r.step
+    ... def twice(x):
+    ...     return 2 * x
+    >>> r.run_sync({"x": 21})
+    42
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        inputs: Iterable[str] = (),
+        returns: str | None = None,
+        max_concurrency: int | Limiter | None = None,
+        limits: Mapping[str, int] | None = None,
+        middleware: Sequence[Any] = (),
+        executor: Any = None,
+    ) -> None:
+        self.name = name
+        self.inputs: tuple[str, ...] = (inputs,) if isinstance(inputs, str) else tuple(inputs)
+        if len(set(self.inputs)) != len(self.inputs):
+            raise DefinitionError(f"Reactor {name!r} declares an input twice: {self.inputs!r}.")
+        self._returns = returns
+        self.max_concurrency = max_concurrency
+        self.limits = dict(limits or {})
+        self.middleware = list(middleware)
+        Middleware(self.middleware)  # fail early on objects that are not middleware
+        self.executor = executor
+        self._steps: dict[str, Step[..., Any]] = {}
+        self._version = 0
+        self._cached: tuple[Any, Plan] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Reactor {self.name!r}: {len(self._steps)} steps, inputs {list(self.inputs)}>"
+
+    # ------------------------------------------------------------------ defining
+    @property
+    def returns(self) -> str | None:
+        """The step or input whose value ``run()`` returns (None: every result)."""
+        return self._returns
+
+    @returns.setter
+    def returns(self, name: str | None) -> None:
+        self._returns = name
+        self._version += 1
+
+    @property
+    def steps(self) -> Mapping[str, Step[..., Any]]:
+        """The registered steps by name, in definition order."""
+        return dict(self._steps)
+
+    @overload
+    def step(self, fn: Callable[P, R], /) -> Step[P, R]: ...
+    @overload
+    def step(
+        self,
+        *,
+        name: str | None = ...,
+        args: Mapping[str, Source] | None = ...,
+        wait_for: Iterable[str] | str = ...,
+        async_: bool = ...,
+        retries: int = ...,
+        retry_on: type[BaseException] | Iterable[type[BaseException]] = ...,
+        backoff: float | Callable[[int, BaseException], float] | None = ...,
+        timeout: float | None = ...,
+        executor: Any = ...,
+        concurrency_key: str | None = ...,
+        when: Callable[..., Any] | None = ...,
+        description: str | None = ...,
+    ) -> Callable[[Callable[P, R]], Step[P, R]]: ...
+    def step(self, fn: Any = None, /, **options: Any) -> Any:
+        """Define a step and register it; use bare or with options.
+
+        Options (keyword-only): ``name``, ``args`` (``{param: rp.Input/rp.Result/rp.Value}``),
+        ``wait_for``, ``async_``, ``retries``, ``retry_on``, ``backoff``, ``timeout``,
+        ``executor``, ``concurrency_key``, ``when``, ``description``.
+
+        Returns:
+            The `Step`, still callable like the function.
+
+        Raises:
+            DuplicateStepError: the name is taken by a step or an input.
+            DefinitionError: the options or the signature are wrong.
+        """
+        if fn is not None:
+            return self.add(Step(fn, **options))
+
+        def decorate(f: Callable[P, R]) -> Step[P, R]:
+            return self.add(Step(f, **options))
+
+        return decorate
+
+    def add(
+        self,
+        step: Step[P, R],
+        name: str | None = None,
+        args: Mapping[str, Source] | None = None,
+    ) -> Step[P, R]:
+        """Register a `Step` (made with ``@rp.step``), optionally renamed or rewired.
+
+        Returns the registered step: `step` itself, or a copy when `name` or `args` is given
+        (the copy shares `step`'s undo and compensate callbacks).
+        """
+        if not isinstance(step, Step):
+            raise DefinitionError(
+                f"reactor.add() takes a Step (made with @rp.step), got {step!r}."
+            )
+        if name is not None or args is not None:
+            step = step.evolve(name=name, args=args)
+        if step.name in self._steps:
+            raise DuplicateStepError(step.name, self.name)
+        if step.name in self.inputs:
+            raise DuplicateStepError(step.name, self.name, clashes_with="input")
+        self._steps[step.name] = step
+        self._version += 1
+        return step
+
+    # ------------------------------------------------------------------ planning
+    def _key(self) -> tuple[Any, ...]:
+        return (self._version, tuple(s.version for s in self._steps.values()))
+
+    def plan(self) -> Plan:
+        """Validate the definition and return its (cached) `Plan`.
+
+        Raises:
+            UnknownReferenceError: a step or ``returns`` names nothing that exists.
+            CycleError: steps depend on each other in a cycle.
+            DefinitionError: a parameter matches no input or step.
+        """
+        key = self._key()
+        cached = self._cached
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        plan = compile_plan(self.name, self.inputs, list(self._steps.values()), self._returns)
+        self._cached = (key, plan)
+        return plan
+
+    @property
+    def graph(self) -> Any:
+        """The ``networkx.DiGraph`` of inputs and steps (node attributes ``kind``, ``step``;
+        edge attributes ``args``, the parameters the edge feeds, and ``kind``)."""
+        return self.plan().graph
+
+    def to_mermaid(self, direction: str = "TD", expand: bool = False) -> str:
+        """A Mermaid flowchart of the inputs, steps, argument edges and the return."""
+        from ._mermaid import flowchart
+
+        return flowchart(self, direction=direction, expand=expand)
+
+    # ------------------------------------------------------------------ running
+    def _limiter(
+        self,
+        max_concurrency: int | Limiter | None,
+        limits: Mapping[str, int] | None,
+    ) -> Limiter | None:
+        cap = self.max_concurrency if max_concurrency is None else max_concurrency
+        merged = {**self.limits, **(limits or {})}
+        if isinstance(cap, Limiter):
+            return cap.with_limits(merged)
+        if cap is None and not merged:
+            return None
+        return Limiter(cap, limits=merged)
+
+    def _inputs(self, plan: Plan, inputs: Mapping[str, Any] | None) -> dict[str, Any]:
+        if inputs is None:
+            inputs = {}
+        if not isinstance(inputs, Mapping):
+            raise InputError(
+                f"Reactor {self.name!r} takes its inputs as a mapping, got "
+                f"{type(inputs).__name__}.",
+                reactor=self.name,
+                available=self.inputs,
+            )
+        missing = [name for name in plan.inputs if name not in inputs]
+        unexpected = [name for name in inputs if name not in plan.inputs]
+        if missing or unexpected:
+            raise InputError(
+                reactor=self.name, missing=missing, unexpected=unexpected, available=plan.inputs
+            )
+        return dict(inputs)
+
+    def _prepare(
+        self,
+        plan: Plan,
+        inputs: dict[str, Any],
+        *,
+        context: dict[str, Any] | None,
+        async_: bool,
+        max_concurrency: int | Limiter | None,
+        limits: Mapping[str, int] | None,
+        timeout: float | None,
+        grace: float,
+        middleware: Sequence[Any],
+        checkpoint: Checkpoint | None = None,
+        limiter: Limiter | None = None,
+        prefix: str = "",
+        parent: str | None = None,
+    ) -> Any:
+        from ._executor import Run
+
+        if timeout is not None and not timeout > 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
+        if not grace >= 0:
+            raise ValueError(f"grace must be >= 0 seconds, got {grace!r}")
+        if context is not None and not isinstance(context, dict):
+            raise TypeError(f"context must be a dict, got {type(context).__name__}")
+        mw = [*self.middleware, *middleware]
+        return Run(
+            self,
+            plan,
+            inputs,
+            context=context,
+            async_=async_,
+            limiter=limiter if limiter is not None else self._limiter(max_concurrency, limits),
+            timeout=timeout,
+            grace=grace,
+            middleware=Middleware(mw) if mw else None,
+            checkpoint=checkpoint,
+            executor=self.executor,
+            prefix=prefix,
+            parent=parent,
+        )
+
+    async def run(
+        self,
+        inputs: Mapping[str, Any] | None = None,
+        /,
+        *,
+        context: dict[str, Any] | None = None,
+        async_: bool = True,
+        max_concurrency: int | Limiter | None = None,
+        limits: Mapping[str, int] | None = None,
+        timeout: float | None = None,
+        grace: float = 5.0,
+        middleware: Sequence[Any] = (),
+    ) -> Any:
+        """Run the reactor and return the value of ``returns``.
+
+        Args:
+            inputs: a value for every declared input, by name.
+            context: a dict steps can read through ``rp.Context.data``.
+            async_: False runs one step at a time, in plan order.
+            max_concurrency: cap on running steps (an int, or a `Limiter` shared with other
+                runs); overrides the reactor's default.
+            limits: caps per ``concurrency_key``, added to the reactor's.
+            timeout: seconds after which the run halts (resumable), raising `Halted`.
+            grace: seconds running steps get to finish after an error or halt before they
+                are cancelled.
+            middleware: middleware for this run, after the reactor's own.
+
+        Raises:
+            InputError: inputs are missing or undeclared (before any step runs).
+            DefinitionError: the definition is wrong (before any step runs).
+            RunFailed: a step's error stood; completed steps were undone first.
+            Halted: a step halted or the timeout passed; resume with `resume`.
+
+        >>> import asyncio
+        >>> r = Reactor("hello", inputs=["who"], returns="greet")
+        >>> @r.step
+        ... async def greet(who):
+        ...     return f"hello {who}"
+        >>> asyncio.run(r.run({"who": "you"}))
+        'hello you'
+        """
+        plan = self.plan()
+        run = self._prepare(
+            plan,
+            self._inputs(plan, inputs),
+            context=context,
+            async_=async_,
+            max_concurrency=max_concurrency,
+            limits=limits,
+            timeout=timeout,
+            grace=grace,
+            middleware=middleware,
+        )
+        return await run.execute()
+
+    def run_sync(self, inputs: Mapping[str, Any] | None = None, /, **options: Any) -> Any:
+        """`run` for code with no running event loop (it starts one with ``asyncio.run``)."""
+        return asyncio.run(self.run(inputs, **options))
+
+    async def resume(
+        self,
+        checkpoint: Checkpoint,
+        /,
+        *,
+        context: dict[str, Any] | None = None,
+        async_: bool = True,
+        max_concurrency: int | Limiter | None = None,
+        limits: Mapping[str, int] | None = None,
+        timeout: float | None = None,
+        grace: float = 5.0,
+        middleware: Sequence[Any] = (),
+    ) -> Any:
+        """Continue a halted run from its `Checkpoint`; takes the options of `run`.
+
+        Completed steps are not run again; the halting step runs again unless it halted
+        with a ``result``. A checkpoint may be resumed more than once, independently.
+
+        Raises:
+            ResumeError: the checkpoint belongs to another reactor, or this one changed.
+        """
+        if not isinstance(checkpoint, Checkpoint):
+            raise ResumeError(f"resume() takes a Checkpoint, got {type(checkpoint).__name__}.")
+        plan = self.plan()
+        checkpoint.check(self.name, plan.fingerprint, plan.structure)
+        run = self._prepare(
+            plan,
+            self._inputs(plan, checkpoint.inputs),
+            context=context,
+            async_=async_,
+            max_concurrency=max_concurrency,
+            limits=limits,
+            timeout=timeout,
+            grace=grace,
+            middleware=middleware,
+            checkpoint=checkpoint,
+        )
+        return await run.execute()
