@@ -223,6 +223,8 @@ class Run:
                 start=loop.time(),
             )
             await self.mw.call("on_run_start", self.info)
+            # Context variables the middleware set (a tracing span, say) reach every step.
+            self.base_ctx = contextvars.copy_context()
         deadline = None
         if self.timeout is not None:
             deadline = loop.call_later(self.timeout, self._on_deadline)

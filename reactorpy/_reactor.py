@@ -233,6 +233,7 @@ class Reactor:
         timeout: float | None,
         grace: float,
         middleware: Sequence[Any],
+        executor: Any = None,
         checkpoint: Checkpoint | None = None,
         limiter: Limiter | None = None,
         prefix: str = "",
@@ -258,7 +259,7 @@ class Reactor:
             grace=grace,
             middleware=Middleware(mw) if mw else None,
             checkpoint=checkpoint,
-            executor=self.executor,
+            executor=executor if executor is not None else self.executor,
             prefix=prefix,
             parent=parent,
         )
@@ -275,6 +276,7 @@ class Reactor:
         timeout: float | None = None,
         grace: float = 5.0,
         middleware: Sequence[Any] = (),
+        executor: Any = None,
     ) -> Any:
         """Run the reactor and return the value of ``returns``.
 
@@ -289,6 +291,8 @@ class Reactor:
             grace: seconds running steps get to finish after an error or halt before they
                 are cancelled.
             middleware: middleware for this run, after the reactor's own.
+            executor: where plain ``def`` steps without their own ``executor=`` run in
+                this run (overrides the reactor's default).
 
         Raises:
             InputError: inputs are missing or undeclared (before any step runs).
@@ -315,6 +319,7 @@ class Reactor:
             timeout=timeout,
             grace=grace,
             middleware=middleware,
+            executor=executor,
         )
         return await run.execute()
 
@@ -334,6 +339,7 @@ class Reactor:
         timeout: float | None = None,
         grace: float = 5.0,
         middleware: Sequence[Any] = (),
+        executor: Any = None,
     ) -> Any:
         """Continue a halted run from its `Checkpoint`; takes the options of `run`.
 
@@ -357,6 +363,7 @@ class Reactor:
             timeout=timeout,
             grace=grace,
             middleware=middleware,
+            executor=executor,
             checkpoint=checkpoint,
         )
         return await run.execute()
