@@ -174,6 +174,8 @@ class Run:
             for s in steps
         ]
         self.names = [prefix + name for name in plan.order]
+        # Critical path first; one step at a time goes in plan order instead.
+        self.priority = plan.priority if async_ else tuple(range(n, 0, -1))
         self.vals: list[Any] = [None] * n
         self.vals.extend(inputs[name] for name in plan.inputs)
         self.vals.extend(plan.constants)
@@ -185,6 +187,7 @@ class Run:
         self.keep = keep
         self.state = bytearray(n)
         self.holding = bytearray(n)  # 1 while step i holds a limiter slot
+        self.gated = bytearray(n)  # 1 while async_=False step i holds back new starts
         self.attempts = [0] * n
         self.n_done = 0
         self.undo_stack: list[UndoRecord] = []
@@ -261,7 +264,7 @@ class Run:
                 self._launch(j)
 
     def _order_key(self, i: int) -> tuple[int, int]:
-        return (-self.plan.priority[i], i)
+        return (-self.priority[i], i)
 
     def _launch(self, j: int) -> None:
         """Give step j a worker task, once it has a slot (or queue it for one)."""
@@ -271,17 +274,29 @@ class Run:
             assert limiter is not None
             key = self.plan.steps[j].concurrency_key
             if not limiter.try_acquire(key):
-                limiter.enqueue(self.plan.priority[j], key, _Waiting(self, j))
+                limiter.enqueue(self.priority[j], key, _Waiting(self, j))
                 return
             self.holding[j] = 1
         self._spawn(j)
 
     def _spawn(self, j: int, preset: Any = _UNSET) -> None:
         self.state[j] = _STARTED
+        self._gate(j)
         self.live += 1
         ctx = self.base_ctx.copy()
         task = asyncio.get_running_loop().create_task(self._work(j, preset), context=ctx)
         self.tasks.add(task)
+
+    def _gate(self, j: int) -> None:
+        """An async_=False step is starting: hold back new starts until it ends."""
+        if not self.plan.steps[j].async_ and not self.gated[j]:
+            self.gated[j] = 1
+            self.gate += 1
+
+    def _ungate(self, j: int) -> None:
+        if self.gated[j]:
+            self.gated[j] = 0
+            self.gate -= 1
 
     def _wake(self, j: int) -> None:
         """The limiter gave step j a slot (released by another run)."""
@@ -441,7 +456,7 @@ class Run:
         try:
             while i >= 0:
                 step = self.plan.steps[i]
-                gated = not step.async_
+                self._gate(i)
                 arguments: dict[str, Any] | None = None
                 try:
                     if self.stopping:
@@ -450,8 +465,6 @@ class Run:
                         await asyncio.sleep(0)  # long inline streaks still let others run
                         if self.stopping:
                             raise _Pending
-                    if gated:
-                        self.gate += 1
                     if preset is not _UNSET:
                         value, preset = preset, _UNSET
                     elif self.kinds[i] == _ASYNC:
@@ -495,8 +508,7 @@ class Run:
                     i = self._release(i)
                     continue
                 finally:
-                    if gated:
-                        self.gate -= 1
+                    self._ungate(i)
                 first = False
                 streak += 1
                 if value is _Skipped:
@@ -540,7 +552,7 @@ class Run:
                 cont < 0
                 and self.holding[i]
                 and self.plan.steps[d].concurrency_key == self.plan.steps[i].concurrency_key
-                and not limiter.outranks(self.plan.priority[d])  # type: ignore[union-attr]
+                and not limiter.outranks(self.priority[d])  # type: ignore[union-attr]
             ):
                 cont = d  # inherits i's slot
                 self.state[d] = _STARTED

@@ -1,0 +1,1 @@
+"""Shared fixtures: every test is guarded against hangs by pytest-timeout (see pyproject)."""

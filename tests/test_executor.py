@@ -1,0 +1,588 @@
+"""Running: concurrency, limits, ordering, contexts, inputs, results and clean shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import gc
+import threading
+import weakref
+
+import pytest
+
+import reactorpy as rp
+
+
+def leftover_tasks() -> set[asyncio.Task]:
+    return {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
+
+
+async def test_independent_steps_overlap():
+    """Independent async steps run at once: they all meet at one barrier."""
+    barrier = asyncio.Barrier(3)
+    r = rp.Reactor("meet", inputs=["x"], returns="join")
+
+    async def meet(x):
+        await barrier.wait()
+        return x
+
+    for name in ("a", "b", "c"):
+        r.add(rp.step(meet), name=name)
+
+    @r.step
+    def join(a, b, c):
+        return a + b + c
+
+    async with asyncio.timeout(5):
+        assert 3 == await r.run({"x": 1})
+
+
+async def test_no_generation_barrier():
+    """A step starts when its own dependencies are done, not when its generation is."""
+    slow_may_finish = asyncio.Event()
+    r = rp.Reactor("skew", returns="sink")
+
+    @r.step
+    async def slow():
+        await slow_may_finish.wait()
+        return 1
+
+    @r.step
+    async def fast():
+        return 2
+
+    @r.step
+    async def after_fast(fast):
+        # Only reachable while `slow` (same generation as `fast`) is still running.
+        slow_may_finish.set()
+        return fast
+
+    @r.step
+    def sink(slow, after_fast):
+        return slow + after_fast
+
+    async with asyncio.timeout(5):
+        assert 3 == await r.run()
+
+
+async def test_max_concurrency_caps_running_steps():
+    """No more than max_concurrency async steps run at once, and the cap is reached."""
+    running = peak = 0
+    gate = asyncio.Event()
+    r = rp.Reactor("capped")
+
+    async def work(i):
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await gate.wait()
+        running -= 1
+        return i
+
+    for i in range(20):
+        r.add(rp.step(work), name=f"w{i}", args={"i": rp.Value(i)})
+
+    async def open_gate():
+        while peak < 3:
+            await asyncio.sleep(0)
+        for _ in range(10):
+            await asyncio.sleep(0)
+        gate.set()
+
+    async with asyncio.timeout(5):
+        opener = asyncio.create_task(open_gate())
+        result = await r.run(max_concurrency=3)
+        await opener
+    assert 3 == peak
+    assert list(range(20)) == [result[f"w{i}"] for i in range(20)]
+
+
+async def test_concurrency_key_limits():
+    """Steps with a concurrency_key are capped by limits= in addition to the overall cap."""
+    running = {"db": 0, "other": 0}
+    peak = {"db": 0, "other": 0}
+    r = rp.Reactor("keys", limits={"db": 2})
+
+    async def work(kind):
+        running[kind] += 1
+        peak[kind] = max(peak[kind], running[kind])
+        for _ in range(5):
+            await asyncio.sleep(0)
+        running[kind] -= 1
+
+    for i in range(6):
+        r.add(rp.step(concurrency_key="db")(work), name=f"db{i}", args={"kind": rp.Value("db")})
+        r.add(rp.step(work), name=f"o{i}", args={"kind": rp.Value("other")})
+    async with asyncio.timeout(5):
+        await r.run()
+    assert 2 == peak["db"]
+    assert 6 == peak["other"]
+
+
+async def test_saturated_limiter_starts_critical_path_first():
+    """With one slot, the ready step with the longest chain after it starts first."""
+    log: list[str] = []
+    r = rp.Reactor("priority")
+
+    async def s(name):
+        log.append(name)
+
+    r.add(rp.step(s), name="short", args={"name": rp.Value("short")})
+    r.add(rp.step(s), name="long1", args={"name": rp.Value("long1")})
+    r.add(rp.step(s), name="long2", args={"name": rp.Value("long2")}, )
+    r.add(rp.step(s, wait_for="long1"), name="long2b", args={"name": rp.Value("long2b")})
+    r.add(rp.step(s, wait_for="long2b"), name="long3", args={"name": rp.Value("long3")})
+    await r.run(max_concurrency=1)
+    assert "long1" == log[0]
+    assert log.index("long1") < log.index("long2b") < log.index("long3")
+
+
+async def test_run_async_false_is_plan_order_one_at_a_time():
+    """async_=False runs one step at a time, in plan order."""
+    log: list[str] = []
+    running = peak = 0
+    r = rp.Reactor("seq")
+
+    async def s(name):
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        log.append(name)
+        await asyncio.sleep(0)
+        running -= 1
+
+    for name, deps in [("a", ()), ("b", ()), ("c", ("a",)), ("d", ("b",)), ("e", ())]:
+        r.add(rp.step(s, wait_for=deps), name=name, args={"name": rp.Value(name)})
+    await r.run(async_=False)
+    assert list(r.plan().order) == log
+    assert 1 == peak
+
+
+async def test_step_async_false_holds_back_new_starts():
+    """A step with async_=False is awaited inline: nothing new starts until it ends."""
+    log: list[str] = []
+    r = rp.Reactor("inline")
+
+    @r.step(async_=False)
+    async def critical():
+        log.append("critical start")
+        for _ in range(5):
+            await asyncio.sleep(0)
+        log.append("critical end")
+
+    @r.step
+    async def first():
+        return 1
+
+    @r.step
+    async def later(first):
+        log.append("later")
+
+    await r.run()
+    assert ["critical start", "critical end", "later"] == log
+
+
+async def test_plain_def_runs_on_the_loop_thread():
+    """A plain def step runs on the event loop's thread; executor='thread' does not."""
+    loop_thread = threading.get_ident()
+    r = rp.Reactor("threads")
+
+    @r.step
+    def on_loop():
+        return threading.get_ident()
+
+    @r.step(executor="thread")
+    def in_thread():
+        return threading.get_ident()
+
+    result = await r.run()
+    assert loop_thread == result["on_loop"]
+    assert loop_thread != result["in_thread"]
+
+
+VAR: contextvars.ContextVar[str] = contextvars.ContextVar("VAR", default="unset")
+
+
+async def test_each_step_gets_its_own_context_copy():
+    """A step sees the caller's context variables; what it sets is seen by no other step."""
+    VAR.set("caller")
+    seen: dict[str, str] = {}
+    r = rp.Reactor("ctx")
+
+    async def setter(name):
+        seen[name] = VAR.get()
+        VAR.set(name)
+        await asyncio.sleep(0)
+        return name
+
+    r.add(rp.step(setter), name="a", args={"name": rp.Value("a")})
+    r.add(rp.step(setter), name="b", args={"name": rp.Value("b")}, )
+    # c and d run after a, c continued inline by a's worker.
+    r.add(rp.step(setter, wait_for="a"), name="c", args={"name": rp.Value("c")})
+    r.add(rp.step(setter, wait_for="a"), name="d", args={"name": rp.Value("d")})
+
+    @r.step(wait_for=["c", "d"])
+    def sync_reader():
+        seen["sync"] = VAR.get()
+
+    @r.step(wait_for="sync_reader", executor="thread")
+    def thread_reader():
+        seen["thread"] = VAR.get()
+
+    await r.run()
+    assert all(v == "caller" for v in seen.values()), seen
+    assert "caller" == VAR.get()
+
+
+async def test_inputs_missing_and_unexpected_all_named():
+    """Missing and undeclared inputs raise InputError naming all of them, before any step."""
+    ran = []
+    r = rp.Reactor("inp", inputs=["user_id", "region"])
+
+    @r.step
+    def s(user_id, region):
+        ran.append(1)
+
+    with pytest.raises(rp.InputError) as info:
+        await r.run({"usr_id": 1})
+    assert ["region", "user_id"] == info.value.missing
+    assert ["usr_id"] == info.value.unexpected
+    assert "Did you mean 'user_id'?" in str(info.value)
+    assert isinstance(info.value, ValueError)
+    assert [] == ran
+
+
+async def test_returns_none_gives_every_result():
+    """A reactor without returns returns a dict of every step's result."""
+    r = rp.Reactor("all", inputs=["x"])
+
+    @r.step
+    def a(x):
+        return x + 1
+
+    @r.step
+    async def b(a):
+        return a * 2
+
+    assert {"a": 2, "b": 4} == await r.run({"x": 1})
+
+
+async def test_returns_may_name_an_input():
+    """returns may name an input."""
+    r = rp.Reactor("echo", inputs=["x"], returns="x")
+
+    @r.step
+    def a(x):
+        return x
+
+    assert 7 == await r.run({"x": 7})
+
+
+async def test_sources_paths_values_and_context():
+    """Input/Result paths index into values; Value passes constants; Context describes the run."""
+    r = rp.Reactor("paths", inputs=["order"], returns="use")
+
+    @r.step
+    def totals(order):
+        return {"sum": sum(order["items"]), "items": order["items"]}
+
+    @r.step(
+        args={
+            "first": rp.Input("order", "items", 0),
+            "total": rp.Result("totals", "sum"),
+            "factor": rp.Value(10),
+        }
+    )
+    def use(first, total, factor, ctx: rp.Context):
+        return (first, total * factor, ctx.step, ctx.attempt, ctx.data["who"], ctx.reactor)
+
+    got = await r.run({"order": {"items": [3, 4]}}, context={"who": "test"})
+    assert (3, 70, "use", 1, "test", "paths") == got
+
+
+async def test_missing_input_path_is_an_input_error_before_any_step():
+    """A path into an input that does not exist is an InputError naming step and argument."""
+    ran = []
+    r = rp.Reactor("badpath", inputs=["order"])
+
+    @r.step
+    def early():
+        ran.append(1)
+
+    @r.step(args={"first": rp.Input("order", "itemz", 0)})
+    def use(first):
+        return first
+
+    with pytest.raises(rp.InputError) as info:
+        await r.run({"order": {"items": [1]}})
+    assert ("use", "first") == (info.value.step, info.value.argument)
+    assert [] == ran
+
+
+async def test_missing_result_path_fails_the_consumer():
+    """A path into a result that does not exist fails the consuming step with PathError."""
+    r = rp.Reactor("badresult")
+
+    @r.step
+    def producer():
+        return {"a": 1}
+
+    @r.step(args={"b": rp.Result("producer", "b")})
+    def consumer(b):
+        return b
+
+    with pytest.raises(rp.RunFailed) as info:
+        await r.run()
+    [err] = info.value.exceptions
+    assert isinstance(err, rp.PathError)
+    assert ("consumer", "b") == (err.step, err.argument)
+
+
+async def test_wait_for_orders_without_passing_values():
+    """wait_for makes a step wait for another without receiving its result."""
+    log = []
+    r = rp.Reactor("wait")
+
+    @r.step
+    async def first():
+        await asyncio.sleep(0)
+        log.append("first")
+
+    @r.step(wait_for="first")
+    async def second():
+        log.append("second")
+
+    await r.run()
+    assert ["first", "second"] == log
+
+
+async def test_first_error_stops_new_starts_and_raises_run_failed():
+    """After an error no new step starts; RunFailed is an ExceptionGroup with notes."""
+    started = []
+    r = rp.Reactor("fail")
+
+    @r.step
+    async def boom():
+        raise ValueError("no")
+
+    @r.step
+    async def after(boom):
+        started.append("after")
+
+    with pytest.raises(rp.RunFailed) as info:
+        await r.run()
+    assert isinstance(info.value, ExceptionGroup)
+    [err] = info.value.exceptions
+    assert isinstance(err, ValueError)
+    assert any("'boom'" in note for note in err.__notes__)
+    assert [] == started
+
+
+async def test_except_star_reaches_the_original_error():
+    """except* catches the original exception type inside RunFailed."""
+    r = rp.Reactor("star")
+
+    @r.step
+    def boom():
+        raise KeyError("k")
+
+    caught = []
+    try:
+        await r.run()
+    except* KeyError as group:
+        caught.extend(group.exceptions)
+    assert 1 == len(caught)
+
+
+async def test_running_steps_get_grace_then_are_cancelled():
+    """On error, running steps finish within grace, else are cancelled; nothing leaks."""
+    finished, cancelled = [], []
+    r = rp.Reactor("grace")
+
+    @r.step
+    async def quick_sibling():
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        finished.append("quick")
+
+    @r.step
+    async def stuck():
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.append("stuck")
+            raise
+
+    @r.step
+    async def boom():
+        await asyncio.sleep(0)
+        raise RuntimeError("x")
+
+    with pytest.raises(rp.RunFailed):
+        await r.run(grace=0.05)
+    assert ["quick"] == finished
+    assert ["stuck"] == cancelled
+    assert set() == leftover_tasks()
+
+
+async def test_cancel_from_outside_cancels_steps_and_leaves_nothing():
+    """Cancelling run() cancels running steps, re-raises CancelledError, leaks no task."""
+    started = asyncio.Event()
+    cancelled = []
+    r = rp.Reactor("cancel")
+
+    @r.step
+    async def forever():
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.append(1)
+            raise
+
+    task = asyncio.create_task(r.run())
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert [1] == cancelled
+    assert set() == leftover_tasks()
+
+
+async def test_timeout_around_run_surfaces_as_timeout_error():
+    """asyncio.timeout around run() cancels it and the caller sees TimeoutError."""
+    r = rp.Reactor("t")
+
+    @r.step
+    async def forever():
+        await asyncio.Event().wait()
+
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.01):
+            await r.run()
+    assert set() == leftover_tasks()
+
+
+async def test_intermediate_results_are_released():
+    """A result no remaining step needs is dropped when its last consumer completes."""
+
+    class Big:
+        pass
+
+    refs: list[weakref.ref] = []
+    observed = []
+    r = rp.Reactor("release", returns="c")
+
+    @r.step
+    def a():
+        big = Big()
+        refs.append(weakref.ref(big))
+        return big
+
+    @r.step
+    def b(a):
+        return 1
+
+    @r.step
+    async def c(b):
+        gc.collect()
+        observed.append(refs[0]() is None)
+        return b
+
+    assert 1 == await r.run()
+    assert [True] == observed
+
+
+async def test_one_reactor_runs_concurrently_with_itself():
+    """Several runs of one reactor at once share nothing."""
+    r = rp.Reactor("many", inputs=["x"], returns="out")
+
+    @r.step
+    async def mid(x):
+        await asyncio.sleep(0)
+        return x * 2
+
+    @r.step
+    async def out(mid):
+        return mid + 1
+
+    results = await asyncio.gather(*(r.run({"x": i}) for i in range(50)))
+    assert [2 * i + 1 for i in range(50)] == results
+
+
+async def test_shared_limiter_caps_several_runs_together():
+    """A Limiter passed to several runs gives them one budget."""
+    running = peak = 0
+    limiter = rp.Limiter(2)
+    r = rp.Reactor("shared")
+
+    async def work():
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        running -= 1
+
+    for i in range(4):
+        r.add(rp.step(work), name=f"w{i}")
+    await asyncio.gather(*(r.run(max_concurrency=limiter) for _ in range(3)))
+    assert 2 == peak
+    assert 0 == limiter.running
+
+
+def test_run_sync_without_a_loop():
+    """run_sync runs a reactor from plain synchronous code."""
+    r = rp.Reactor("sync", inputs=["x"], returns="a")
+
+    @r.step
+    async def a(x):
+        return x + 1
+
+    assert 2 == r.run_sync({"x": 1})
+
+
+async def test_long_chain_runs_inline_and_yields():
+    """A long chain of ready steps completes (continued inline) and still lets others run."""
+    ticks = 0
+    stop = False
+
+    async def ticker():
+        nonlocal ticks
+        while not stop:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    r = rp.Reactor("chain", returns="s999")
+
+    async def inc(x):
+        return x + 1
+
+    r.add(rp.step(inc), name="s0", args={"x": rp.Value(0)})
+    for i in range(1, 1000):
+        r.add(rp.step(inc), name=f"s{i}", args={"x": rp.Result(f"s{i - 1}")})
+    t = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    before = ticks
+    assert 1000 == await r.run()
+    stop = True
+    await t
+    assert ticks > before
+
+
+async def test_bad_run_options_are_rejected():
+    """Nonsense run options raise before anything runs."""
+    r = rp.Reactor("opts")
+
+    @r.step
+    def a():
+        return 1
+
+    with pytest.raises(ValueError, match="timeout"):
+        await r.run(timeout=0)
+    with pytest.raises(ValueError, match="grace"):
+        await r.run(grace=-1)
+    with pytest.raises(ValueError, match="max_concurrency"):
+        await r.run(max_concurrency=0)
+    with pytest.raises(rp.InputError):
+        await r.run([1, 2])  # type: ignore[arg-type]
