@@ -1,0 +1,445 @@
+"""Saga semantics: retries, backoff, timeouts, guards, compensation, undo, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import reactorpy as rp
+from reactorpy.testing import run_virtual
+
+
+class Events:
+    """A middleware that keeps (kind, step, attempt, time) tuples."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple[str, str, int, float]] = []
+
+    def on_event(self, event: rp.Event) -> None:
+        self.log.append((event.kind, event.step, event.attempt, event.time))
+
+    def kinds(self, step: str) -> list[str]:
+        return [k for k, s, _, _ in self.log if s == step]
+
+
+def test_retries_with_fixed_backoff_on_virtual_time():
+    """A step retried twice waits its backoff each time: exact virtual durations."""
+    calls = []
+    r = rp.Reactor("retry", returns="flaky")
+
+    @r.step(retries=2, retry_on=ConnectionError, backoff=1.5)
+    async def flaky():
+        calls.append(asyncio.get_running_loop().time())
+        if len(calls) < 3:
+            raise ConnectionError("down")
+        return "up"
+
+    assert "up" == run_virtual(r.run())
+    assert [0.0, 1.5, 3.0] == calls
+
+
+def test_callable_backoff_and_retry_delay_override():
+    """backoff may be callable(attempt, error); rp.Retry(delay=) overrides it."""
+    calls = []
+    r = rp.Reactor("retry2", returns="s")
+
+    @r.step(retries=3, backoff=lambda attempt, error: 2.0**attempt)
+    async def s():
+        calls.append(asyncio.get_running_loop().time())
+        if len(calls) == 1:
+            raise rp.Retry("again")  # backoff(1) = 2
+        if len(calls) == 2:
+            raise rp.Retry("again", delay=0.25)
+        return len(calls)
+
+    assert 3 == run_virtual(r.run())
+    assert [0.0, 2.0, 2.25] == calls
+
+
+def test_attempts_run_out_last_error_stands_with_note():
+    """When attempts run out the last error stands, noting the attempt count."""
+    r = rp.Reactor("exhaust")
+
+    @r.step(retries=2, retry_on=ValueError)
+    def s():
+        raise ValueError("bad")
+
+    with pytest.raises(rp.RunFailed) as info:
+        run_virtual(r.run())
+    [err] = info.value.exceptions
+    assert isinstance(err, ValueError)
+    assert any("after 3 attempts" in n for n in err.__notes__)
+    assert any("attempt 3" in n for n in err.__notes__)
+
+
+def test_exhausted_retry_stands_as_its_cause():
+    """An rp.Retry raised from an error stands as that error when attempts run out."""
+    r = rp.Reactor("cause")
+
+    @r.step(retries=1)
+    def s():
+        try:
+            raise OSError("disk")
+        except OSError as exc:
+            raise rp.Retry("once more") from exc
+
+    with pytest.raises(rp.RunFailed) as info:
+        run_virtual(r.run())
+    [err] = info.value.exceptions
+    assert isinstance(err, OSError)
+
+
+def test_error_not_in_retry_on_is_not_retried():
+    """Errors outside retry_on fail at once."""
+    calls = []
+    r = rp.Reactor("noretry")
+
+    @r.step(retries=5, retry_on=ConnectionError)
+    def s():
+        calls.append(1)
+        raise KeyError("x")
+
+    with pytest.raises(rp.RunFailed):
+        run_virtual(r.run())
+    assert [1] == calls
+
+
+def test_timeout_per_attempt_on_virtual_time():
+    """timeout bounds each attempt; a timed-out attempt may be retried."""
+    starts = []
+    r = rp.Reactor("timeout", returns="s")
+
+    @r.step(timeout=2.0, retries=1, retry_on=TimeoutError)
+    async def s():
+        starts.append(asyncio.get_running_loop().time())
+        if len(starts) == 1:
+            await asyncio.sleep(10)
+        return "ok"
+
+    assert "ok" == run_virtual(r.run())
+    assert [0.0, 2.0] == starts
+
+
+def test_compensate_continue_retry_and_none():
+    """compensate gets the error and its named args; Continue succeeds, Retry re-runs, None fails."""
+    seen = []
+    r = rp.Reactor("comp", inputs=["order_id"])
+
+    @r.step(retries=1)
+    def charge(order_id):
+        raise RuntimeError(f"declined {order_id}")
+
+    @charge.compensate
+    def fallback(error, order_id):
+        seen.append((type(error).__name__, order_id))
+        return rp.Continue("cash")
+
+    @r.step(retries=1)
+    def flaky():
+        if not seen or seen[-1] != "retried":
+            seen.append("retried")
+            raise RuntimeError("first")
+        return "second"
+
+    @flaky.compensate
+    def ask_again(error):
+        raise rp.Retry("try again")
+
+    result = run_virtual(r.run({"order_id": 7}))
+    assert {"charge": "cash", "flaky": "second"} == result
+    assert ("RuntimeError", 7) in seen
+
+
+def test_compensate_returning_none_lets_error_stand():
+    """A compensate returning None leaves the error standing."""
+    r = rp.Reactor("stand")
+    calls = []
+
+    @r.step
+    async def s():
+        raise ValueError("v")
+
+    @s.compensate
+    async def note(error):
+        calls.append(error)
+
+    with pytest.raises(rp.RunFailed) as info:
+        run_virtual(r.run())
+    assert calls == list(info.value.exceptions)
+
+
+def test_compensate_is_called_once_per_failed_attempt():
+    """Compensation runs once per failed attempt, and retries are bounded by retries."""
+    calls = []
+    r = rp.Reactor("count")
+
+    @r.step(retries=2)
+    def s():
+        raise ValueError("v")
+
+    @s.compensate
+    def again(error):
+        calls.append(1)
+        raise rp.Retry()
+
+    with pytest.raises(rp.RunFailed):
+        run_virtual(r.run())
+    assert 3 == len(calls)
+
+
+def test_undo_newest_first_with_result_and_named_args():
+    """Completed steps are undone newest completion first, with result and named args."""
+    undone = []
+    r = rp.Reactor("undo", inputs=["order_id"])
+
+    @r.step
+    async def reserve(order_id):
+        return f"stock-{order_id}"
+
+    @reserve.undo
+    async def release(value, order_id):
+        undone.append(("release", value, order_id))
+
+    @r.step
+    def charge(reserve, order_id):
+        return f"charge-{order_id}"
+
+    @charge.undo
+    def refund(value):
+        undone.append(("refund", value))
+
+    @r.step
+    async def ship(charge):
+        raise RuntimeError("truck broke")
+
+    with pytest.raises(rp.RunFailed) as info:
+        run_virtual(r.run({"order_id": 1}))
+    assert [("refund", "charge-1"), ("release", "stock-1", 1)] == undone
+    assert 1 == len(info.value.exceptions)
+
+
+def test_undo_errors_are_collected_and_other_undos_still_run():
+    """An undo that fails does not stop the others; its error joins the group."""
+    undone = []
+    r = rp.Reactor("undoerr")
+
+    @r.step
+    def a():
+        return "a"
+
+    @a.undo
+    def undo_a(value):
+        undone.append("a")
+
+    @r.step
+    def b(a):
+        return "b"
+
+    @b.undo
+    def undo_b(value):
+        raise OSError("cannot undo b")
+
+    @r.step
+    def c(b):
+        raise ValueError("c failed")
+
+    with pytest.raises(rp.RunFailed) as info:
+        run_virtual(r.run())
+    assert ["a"] == undone
+    kinds = sorted(type(e).__name__ for e in info.value.exceptions)
+    assert ["OSError", "ValueError"] == kinds
+    oserr = next(e for e in info.value.exceptions if isinstance(e, OSError))
+    assert any("undo of step 'b'" in n for n in oserr.__notes__)
+
+
+def test_undo_retry_at_most_five_attempts():
+    """Undo may ask for Retry; after 5 attempts it gives up with an error."""
+    attempts = []
+    r = rp.Reactor("undoretry")
+
+    @r.step
+    def a():
+        return 1
+
+    @a.undo
+    def undo_a(value):
+        attempts.append(1)
+        raise rp.Retry("not yet")
+
+    @r.step
+    def b(a):
+        raise ValueError("b")
+
+    with pytest.raises(rp.RunFailed) as info:
+        run_virtual(r.run())
+    assert 5 == len(attempts)
+    assert 2 == len(info.value.exceptions)
+
+
+def test_guard_skips_step_result_none_never_undone_dependents_run():
+    """A falsy when= guard skips the step: result None, not undone, dependents still run."""
+    undone = []
+    events = Events()
+    r = rp.Reactor("guard", inputs=["vip"])
+
+    @r.step(when=lambda vip: vip)
+    def discount(vip):
+        return 10
+
+    @discount.undo
+    def undo_discount(value):
+        undone.append(value)
+
+    @r.step
+    def price(discount):
+        return 100 - (discount or 0)
+
+    @r.step
+    def fail(price):
+        raise ValueError(price)
+
+    with pytest.raises(rp.RunFailed) as info:
+        run_virtual(r.run({"vip": False}, middleware=[events]))
+    assert [] == undone
+    assert ValueError(100).args == info.value.exceptions[0].args
+    assert ["guard_skip"] == events.kinds("discount")
+
+
+def test_event_kinds_of_a_retry_compensate_undo_story():
+    """Every outcome is an event, in order, with attempts and times."""
+    events = Events()
+    r = rp.Reactor("story")
+
+    @r.step
+    def a():
+        return 1
+
+    @a.undo
+    def undo_a(value):
+        return None
+
+    @r.step(retries=1, backoff=1.0)
+    def b(a):
+        raise rp.Retry("later")
+
+    @b.compensate
+    def comp_b(error):
+        return None
+
+    with pytest.raises(rp.RunFailed):
+        run_virtual(r.run(middleware=[events]))
+    assert ["step_start", "step_complete", "undo_start", "undo_complete"] == events.kinds("a")
+    assert [
+        "step_start",
+        "step_retry",
+        "step_start",
+        "step_error",
+        "compensate_start",
+        "compensate_complete",
+    ] == events.kinds("b")
+    b_starts = [t for k, s, _, t in events.log if s == "b" and k == "step_start"]
+    assert [0.0, 1.0] == b_starts
+
+
+def test_no_new_attempt_once_another_error_stands():
+    """A step waiting on backoff does not try again after another step's error stood."""
+    calls = []
+    r = rp.Reactor("stop-retrying")
+
+    @r.step(retries=5, backoff=10.0)
+    async def patient():
+        calls.append(asyncio.get_running_loop().time())
+        raise rp.Retry("later")
+
+    @r.step
+    async def boom():
+        await asyncio.sleep(1.0)
+        raise ValueError("boom")
+
+    with pytest.raises(rp.RunFailed) as info:
+        run_virtual(r.run())
+    assert [0.0] == calls
+    assert [ValueError] == [type(e) for e in info.value.exceptions]
+
+
+def test_cancellation_undoes_completed_steps_shielded():
+    """Cancelling run() undoes completed steps (even async undo), then re-raises."""
+    undone = []
+
+    async def main():
+        r = rp.Reactor("cancel-undo")
+        started = asyncio.Event()
+
+        @r.step
+        async def done_first():
+            return "x"
+
+        @done_first.undo
+        async def undo_first(value):
+            await asyncio.sleep(1.0)
+            undone.append(value)
+
+        @r.step(wait_for="done_first")
+        async def forever():
+            started.set()
+            await asyncio.Event().wait()
+
+        task = asyncio.create_task(r.run())
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        leftover = {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
+        return leftover
+
+    assert set() == run_virtual(main())
+    assert ["x"] == undone
+
+
+def test_keyboard_interrupt_propagates_unwrapped_after_undo():
+    """A KeyboardInterrupt in a step propagates as itself, after undo."""
+    undone = []
+    r = rp.Reactor("kbd")
+
+    @r.step
+    def a():
+        return 1
+
+    @a.undo
+    def undo_a(value):
+        undone.append(value)
+
+    @r.step
+    async def b(a):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_virtual(r.run())
+    assert [1] == undone
+
+
+def test_abandoned_steps_are_not_undone_and_undo_happens_once():
+    """Only completed undoable steps are undone, each exactly once."""
+    undone = []
+    r = rp.Reactor("once")
+
+    async def work(n):
+        await asyncio.sleep(n)
+        return n
+
+    def undo(value):
+        undone.append(value)
+
+    for n in (1, 2, 3):
+        s = r.add(rp.step(work), name=f"w{n}", args={"n": rp.Value(n)})
+        s.undo(undo)
+
+    @r.step
+    async def boom():
+        await asyncio.sleep(2.5)
+        raise ValueError
+
+    with pytest.raises(rp.RunFailed):
+        run_virtual(r.run(grace=0.1))
+    assert [2, 1] == undone
