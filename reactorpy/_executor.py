@@ -384,6 +384,9 @@ class Run:
             try:
                 pos, _ = self._args(i, 1)
                 value = self.base_ctx.copy().run(self.plan.steps[i].fn, *pos)
+            except Halt as halt:
+                self._halt(i, halt)
+                continue
             except Exception as exc:
                 self._fail(i, exc, 1)
                 continue

@@ -1,0 +1,256 @@
+"""Halting and resuming: checkpoints, timeouts, resume in another process."""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import reactorpy as rp
+from reactorpy.testing import run_virtual
+
+
+def approval_reactor(log: list[str], approved: dict[str, bool]) -> rp.Reactor:
+    r = rp.Reactor("approval", inputs=["doc"], returns="publish")
+
+    @r.step
+    async def draft(doc):
+        log.append("draft")
+        return f"draft({doc})"
+
+    @r.step
+    async def approve(draft):
+        log.append("approve")
+        if not approved["yes"]:
+            raise rp.Halt("waiting for approval")
+        return "approved"
+
+    @r.step
+    async def publish(draft, approve):
+        log.append("publish")
+        return f"{draft} {approve}"
+
+    return r
+
+
+async def test_halt_and_resume_without_redoing_work():
+    """A halted run raises Halted; resume finishes it without re-running completed steps."""
+    log: list[str] = []
+    approved = {"yes": False}
+    r = approval_reactor(log, approved)
+    with pytest.raises(rp.Halted) as info:
+        await r.run({"doc": "d"})
+    assert "waiting for approval" == info.value.reason
+    assert "approve" == info.value.step
+    cp = info.value.checkpoint
+    assert ("draft",) == cp.completed
+    approved["yes"] = True
+    assert "draft(d) approved" == await r.resume(cp)
+    assert ["draft", "approve", "approve", "publish"] == log
+
+
+async def test_halt_with_result_completes_the_step():
+    """Halt(result=v) counts the step as completed with v; dependents get it on resume."""
+    r = rp.Reactor("halt-result", returns="after")
+    log = []
+
+    @r.step
+    async def pause():
+        log.append("pause")
+        raise rp.Halt("later", result=41)
+
+    @r.step
+    async def after(pause):
+        return pause + 1
+
+    with pytest.raises(rp.Halted) as info:
+        await r.run()
+    assert 42 == await r.resume(info.value.checkpoint)
+    assert ["pause"] == log
+
+
+async def test_halt_lets_running_steps_finish_and_keeps_them():
+    """Steps in flight when a halt comes finish and are kept; none re-runs on resume."""
+    counts: dict[str, int] = {}
+    release = asyncio.Event()
+    r = rp.Reactor("inflight")
+
+    async def count(name):
+        counts[name] = counts.get(name, 0) + 1
+
+    @r.step
+    async def slow():
+        await count("slow")
+        await release.wait()
+        return "slow"
+
+    @r.step
+    async def halter():
+        await count("halter")
+        release.set()
+        if counts["halter"] == 1:
+            raise rp.Halt("stop")
+
+    @r.step
+    async def later(slow, halter):
+        await count("later")
+        return "later"
+
+    with pytest.raises(rp.Halted) as info:
+        await r.run()
+    assert {"slow"} == set(info.value.checkpoint.completed)
+    result = await r.resume(info.value.checkpoint)
+    assert {"slow": "slow", "halter": None, "later": "later"} == result
+    assert {"slow": 1, "halter": 2, "later": 1} == counts
+
+
+def test_run_timeout_halts_resumably_on_virtual_time():
+    """run(timeout=) halts when the deadline passes; the checkpoint resumes."""
+    r = rp.Reactor("deadline", returns="b")
+
+    @r.step
+    async def a():
+        await asyncio.sleep(5)
+        return 1
+
+    @r.step
+    async def b(a):
+        await asyncio.sleep(5)
+        return a + 1
+
+    async def main():
+        with pytest.raises(rp.Halted) as info:
+            await r.run(timeout=7, grace=1)
+        assert info.value.step is None
+        assert "timeout" == info.value.reason
+        assert ("a",) == info.value.checkpoint.completed
+        return await r.resume(info.value.checkpoint)
+
+    assert 2 == run_virtual(main())
+
+
+async def test_failure_after_resume_undoes_steps_from_before_the_halt():
+    """After a resumed run fails, steps completed before the halt are undone too."""
+    undone = []
+    fail = {"now": False}
+    r = rp.Reactor("undo-across")
+
+    @r.step
+    def reserve():
+        return "r"
+
+    @reserve.undo
+    def unreserve(value):
+        undone.append(value)
+
+    @r.step
+    def gate(reserve):
+        if not fail["now"]:
+            raise rp.Halt("wait")
+        raise ValueError("rejected")
+
+    with pytest.raises(rp.Halted) as info:
+        await r.run()
+    fail["now"] = True
+    with pytest.raises(rp.RunFailed):
+        await r.resume(info.value.checkpoint)
+    assert ["r"] == undone
+
+
+async def test_resume_twice_is_independent():
+    """One checkpoint can be resumed twice; each resume is its own run."""
+    log: list[str] = []
+    r = approval_reactor(log, {"yes": False})
+    with pytest.raises(rp.Halted) as info:
+        await r.run({"doc": "x"})
+    cp = pickle.loads(pickle.dumps(info.value.checkpoint))
+    with pytest.raises(rp.Halted):
+        await r.resume(cp)
+    with pytest.raises(rp.Halted):
+        await r.resume(cp)
+    assert ["draft", "approve", "approve", "approve"] == log
+
+
+async def test_resume_with_changed_reactor_names_the_difference():
+    """Resuming with a reactor whose graph changed raises ResumeError naming what differs."""
+    r = approval_reactor([], {"yes": False})
+    with pytest.raises(rp.Halted) as info:
+        await r.run({"doc": "x"})
+
+    @r.step
+    def audit(publish):
+        return publish
+
+    with pytest.raises(rp.ResumeError, match="steps added since: 'audit'"):
+        await r.resume(info.value.checkpoint)
+
+
+async def test_checkpoint_json_round_trip():
+    """A checkpoint of JSON-friendly values round-trips through JSON and resumes."""
+    approved = {"yes": False}
+    r = approval_reactor([], approved)
+    with pytest.raises(rp.Halted) as info:
+        await r.run({"doc": "j"})
+    text = info.value.checkpoint.to_json()
+    cp = rp.Checkpoint.from_json(text)
+    assert cp == info.value.checkpoint
+    approved["yes"] = True
+    assert "draft(j) approved" == await r.resume(cp)
+
+
+async def test_middleware_sees_halt():
+    """on_run_halt receives the checkpoint and step_halt is an event."""
+    seen = []
+
+    class M:
+        def on_run_halt(self, run, checkpoint):
+            seen.append(("halt", run.reactor, checkpoint.reason))
+
+        def on_event(self, event):
+            if event.kind == "step_halt":
+                seen.append(("event", event.step, event.value))
+
+    r = approval_reactor([], {"yes": False})
+    with pytest.raises(rp.Halted):
+        await r.run({"doc": "m"}, middleware=[M()])
+    assert [
+        ("event", "approve", "waiting for approval"),
+        ("halt", "approval", "waiting for approval"),
+    ] == seen
+
+
+def test_halt_in_one_process_resume_in_another(tmp_path: Path):
+    """Halt in one Python process, pickle to a file, resume in a fresh process."""
+    root = Path(__file__).resolve().parent.parent
+    cp_file = tmp_path / "cp.pickle"
+    script = textwrap.dedent(
+        f"""
+        import asyncio, pickle, sys
+        import reactorpy as rp
+        from tests.examples import approval
+        if sys.argv[1] == "halt":
+            try:
+                asyncio.run(approval.reactor.run({{"doc": "contract"}}))
+            except rp.Halted as halted:
+                with open({str(cp_file)!r}, "wb") as f:
+                    pickle.dump(halted.checkpoint, f)
+                print("halted")
+        else:
+            approval.APPROVED.add("contract")
+            with open({str(cp_file)!r}, "rb") as f:
+                cp = pickle.load(f)
+            print(asyncio.run(approval.reactor.resume(cp)))
+        """
+    )
+    env_cmd = [sys.executable, "-c", script]
+    first = subprocess.run([*env_cmd, "halt"], cwd=root, capture_output=True, text=True, timeout=60)
+    assert "halted" == first.stdout.strip(), first.stderr
+    second = subprocess.run(
+        [*env_cmd, "resume"], cwd=root, capture_output=True, text=True, timeout=60
+    )
+    assert "published contract (reviewed)" == second.stdout.strip(), second.stderr
