@@ -1,0 +1,152 @@
+"""Property tests over random DAGs and random failures: the saga's invariants."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import reactorpy as rp
+from reactorpy.testing import run_virtual
+from tests.strategies import dags
+
+
+class Harness:
+    """Builds a reactor from a drawn DAG and records what happens."""
+
+    def __init__(self, dag: Any) -> None:
+        self.parents, self.kinds, self.sleeps, self.undoable, self.sync = dag
+        self.log: list[tuple[str, int]] = []
+        self.completed: list[int] = []
+        self.undone: list[int] = []
+        self.running = 0
+        self.peak = 0
+        self.raised: list[BaseException] = []
+        self.reactor = self.build()
+
+    def build(self) -> rp.Reactor:
+        r = rp.Reactor("random")
+        for i, parents in enumerate(self.parents):
+            kind = self.kinds[i]
+            options: dict[str, Any] = {"wait_for": [f"s{p}" for p in parents]}
+            if kind == "retry_then_ok":
+                options.update(retries=2, retry_on=ConnectionError, backoff=0.5)
+            s = r.add(rp.step(self.make_fn(i), name=f"s{i}", **options))
+            if kind == "continue":
+                s.compensate(self.make_compensate(i))
+            if self.undoable[i]:
+                s.undo(self.make_undo(i))
+        return r
+
+    def make_fn(self, i: int):
+        kind, sleeps = self.kinds[i], self.sleeps[i]
+        attempts = [0]
+
+        def outcome():
+            attempts[0] += 1
+            if kind == "fail":
+                err = ValueError(f"s{i}")
+                self.raised.append(err)
+                raise err
+            if kind == "continue":
+                raise KeyError(f"s{i}")
+            if kind == "retry_then_ok" and attempts[0] == 1:
+                raise ConnectionError(f"s{i}")
+            self.completed.append(i)
+            return i
+
+        if self.sync[i] and kind != "retry_then_ok":
+
+            def sync_fn():
+                self.log.append(("start", i))
+                try:
+                    return outcome()
+                finally:
+                    self.log.append(("end", i))
+
+            return sync_fn
+
+        async def async_fn():
+            self.log.append(("start", i))
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+            try:
+                for _ in range(sleeps):
+                    await asyncio.sleep(0)
+                return outcome()
+            finally:
+                self.running -= 1
+                self.log.append(("end", i))
+
+        return async_fn
+
+    def make_compensate(self, i: int):
+        def compensate(error):
+            self.completed.append(i)
+            return rp.Continue(i)
+
+        return compensate
+
+    def make_undo(self, i: int):
+        def undo(value):
+            self.undone.append(i)
+            if self.kinds[i] == "undo_error":
+                err = OSError(f"undo s{i}")
+                self.raised.append(err)
+                raise err
+
+        return undo
+
+    def check_dependencies(self) -> None:
+        ended: set[int] = set()
+        for what, i in self.log:
+            if what == "start":
+                assert set(self.parents[i]) <= ended, f"s{i} started before its parents"
+            else:
+                ended.add(i)
+
+
+async def run_and_check(h: Harness, limit: int | None, async_: bool) -> Any:
+    try:
+        result = await h.reactor.run(max_concurrency=limit, async_=async_, grace=100)
+    except rp.RunFailed as failed:
+        result = failed
+    leftover = {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
+    assert set() == leftover
+    return result
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(dag=dags(), limit=st.one_of(st.none(), st.integers(min_value=1, max_value=4)))
+def test_saga_invariants_on_random_dags(dag: Any, limit: int | None) -> None:
+    """Dependencies respected, limit kept, each completed undoable step undone once, newest
+    first, exactly the standing errors raised, and no task left behind."""
+    h = Harness(dag)
+    result = run_virtual(run_and_check(h, limit, True))
+    h.check_dependencies()
+    if limit is not None:
+        assert h.peak <= limit
+    failed = any(k == "fail" for k in h.kinds) and isinstance(result, rp.RunFailed)
+    if isinstance(result, rp.RunFailed):
+        expected_undone = [i for i in reversed(h.completed) if h.undoable[i]]
+        assert expected_undone == h.undone
+        assert sorted(map(id, h.raised)) == sorted(map(id, result.exceptions))
+    else:
+        assert not failed
+        assert [] == h.undone
+        assert len(h.completed) == len(h.kinds)
+        assert {f"s{i}": i for i in range(len(h.kinds))} == result
+
+
+@settings(max_examples=75, deadline=None)
+@given(dag=dags(behaviours=("ok", "retry_then_ok", "continue")))
+def test_one_at_a_time_gives_the_same_results(dag: Any) -> None:
+    """async_=False and concurrent runs of a failure-free DAG give the same results."""
+    concurrent = run_virtual(run_and_check(Harness(dag), None, True))
+    h = Harness(dag)
+    sequential = run_virtual(run_and_check(h, None, False))
+    assert concurrent == sequential
+    assert h.peak <= 1
+    h.check_dependencies()
