@@ -13,7 +13,7 @@ import attrs
 
 from ._errors import ReactorError
 
-__all__ = ["Context", "Input", "PathError", "Result", "Source", "Value", "dig"]
+__all__ = ["Context", "Input", "NameRef", "PathError", "Result", "Source", "Value", "dig"]
 
 
 @attrs.frozen(init=False, repr=False)
@@ -61,6 +61,10 @@ class Value:
     """
 
     value: Any
+
+
+class NameRef(Input):
+    """A bare name that means the input of that name, or else the step of that name."""
 
 
 Source = Input | Result | Value

@@ -166,11 +166,15 @@ class Run:
             limiter = Limiter(1)
         self.limiter = limiter
         steps = plan.steps
-        self.kinds = [_kind(s, self.emit, async_) for s in steps]
+        # A run-wide executor sends plain defs away: they need _call, not the inline path.
+        self.kinds = [
+            _kind(s, self.emit or (executor is not None and not s.is_async), async_)
+            for s in steps
+        ]
         self.needs_slot = [
             limiter is not None
             and (not async_ or s.is_async or s.executor is not None or executor is not None)
-            and (not getattr(s, "composite", False) or not async_)
+            and (not s.composite or not async_)
             for s in steps
         ]
         self.names = [prefix + name for name in plan.order]
@@ -206,6 +210,7 @@ class Run:
         self.wakeup: asyncio.Future[None] | None = None
         self.info: RunInfo | None = None
         self.inner: dict[str, Any] = {}  # child checkpoints of composite steps, by step name
+        self.extra_undo: dict[int, list[UndoRecord]] = {}  # children's undo, by composite
         self.loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------------ public entry
@@ -431,6 +436,10 @@ class Run:
             if arguments is None:
                 arguments = self._named_args(i, self.attempts[i] or 1)
             self.undo_stack.append(UndoRecord(self.plan.order[i], value, arguments))
+        if self.extra_undo:
+            children = self.extra_undo.pop(i, None)
+            if children:
+                self.undo_stack.extend(children)
         vals = self.vals
         left = self.consumers_left
         keep = self.keep
@@ -593,8 +602,11 @@ class Run:
             if self.emit:
                 await self._event("step_start", i, attempt)
             try:
-                pos, kw = self._args(i, attempt)
-                value = await self._call(i, step, pos, kw)
+                if step.composite:
+                    value = await self._composite(step, i, arguments)
+                else:
+                    pos, kw = self._args(i, attempt)
+                    value = await self._call(i, step, pos, kw)
             except Halt as halt:
                 if self.emit:
                     await self._event("step_halt", i, attempt, value=halt.reason)
@@ -698,6 +710,25 @@ class Run:
         async with asyncio.timeout(step.timeout):
             return await call
 
+    async def _composite(self, step: Any, i: int, arguments: dict[str, Any]) -> Any:
+        self.extra_undo.pop(i, None)
+        if step.timeout is None:
+            return await step.call(self, i, arguments)
+        async with asyncio.timeout(step.timeout):
+            return await step.call(self, i, arguments)
+
+    def available_values(self, i: int) -> dict[str, Any]:
+        """What steps added by step i may use: held results, inputs, i's own arguments."""
+        plan = self.plan
+        out = {
+            name: self.vals[j]
+            for j, name in enumerate(plan.order)
+            if self.state[j] == _DONE and (self.keep[j] or self.consumers_left[j] > 0)
+        }
+        out.update(zip(plan.inputs, self.vals[self.n : self.n + len(plan.inputs)], strict=True))
+        out.update(self._named_args(i, self.attempts[i] or 1))
+        return out
+
     async def _in_executor(
         self, i: int, step: Any, executor: Any, pos: list[Any], kw: dict[str, Any]
     ) -> Any:
@@ -714,7 +745,7 @@ class Run:
 
     # ------------------------------------------------------------------ dynamic steps
     async def _new_steps(self, i: int, new: NewSteps) -> Any:
-        from ._dynamic import run_new_steps
+        from ._composite import run_new_steps
 
         return await run_new_steps(self, i, new)
 
@@ -988,7 +1019,7 @@ _Skipped: Final = _SkippedType()
 
 
 def _kind(step: Any, emit: bool, async_: bool) -> int:
-    if emit or step.has_features or getattr(step, "composite", False):
+    if emit or step.has_features or step.composite:
         return _FEATURED
     if step.is_async:
         return _ASYNC

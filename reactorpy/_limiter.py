@@ -23,6 +23,20 @@ class Waiter(Protocol):
         """Start the step; its slot (and its key's slot) is already taken for it."""
 
 
+class _FutureWaiter:
+    __slots__ = ("future",)
+    run = None
+
+    def __init__(self) -> None:
+        import asyncio
+
+        self.future: Any = asyncio.get_running_loop().create_future()
+
+    def wake(self, key: str | None) -> None:
+        # A cancelled acquirer removed itself from the queue, so the future is pending.
+        self.future.set_result(None)
+
+
 class Limiter:
     """A concurrency budget that runs can share.
 
@@ -144,6 +158,28 @@ class Limiter:
             return None
         self._take(found[2])
         return found[3]  # type: ignore[no-any-return]
+
+    async def acquire(self, key: str | None = None, priority: int = 0) -> None:
+        """Wait for a slot (for work outside a run's scheduler, such as map elements)."""
+        if self.try_acquire(key):
+            return
+        waiter = _FutureWaiter()
+        self.enqueue(priority, key, waiter)
+        try:
+            await waiter.future
+        except BaseException:
+            if waiter.future.done() and not waiter.future.cancelled():
+                self.release_and_wake(key)  # the slot came just as we were cancelled
+            else:
+                self._heap = [e for e in self._heap if e[3] is not waiter]
+                heapq.heapify(self._heap)
+            raise
+
+    def release_and_wake(self, key: str | None = None) -> None:
+        """Give back a slot taken with `acquire`, waking whoever it goes to."""
+        waiter = self.release(key)
+        if waiter is not None:
+            waiter.wake(key)
 
     def discard(self, run: Any) -> None:
         """Forget every queued step of `run` (the run is stopping)."""

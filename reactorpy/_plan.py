@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import networkx as nx
 
-from ._arguments import Input, Result, Source, Value
+from ._arguments import Input, NameRef, Result, Source, Value
 from ._errors import CycleError, DefinitionError, UnknownReferenceError, did_you_mean
 
 if TYPE_CHECKING:
@@ -109,6 +109,11 @@ def _wire(step: Step[..., Any], inputs: set[str], steps: set[str]) -> dict[str, 
             )
     for extra in step.args.keys() - wiring.keys():  # only for functions taking **kwargs
         wiring[extra] = step.args[extra]
+    for param, source in wiring.items():
+        if isinstance(source, NameRef) and source.name not in inputs:
+            wiring[param] = Result(source.name, *source.path)
+        elif isinstance(source, NameRef):
+            wiring[param] = Input(source.name, *source.path)
     return wiring
 
 

@@ -11,13 +11,13 @@ import asyncio
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar, overload
 
-from ._arguments import Source
+from ._arguments import Input, Source
 from ._checkpoint import Checkpoint
 from ._errors import DefinitionError, DuplicateStepError, InputError, ResumeError
 from ._events import Middleware
 from ._limiter import Limiter
 from ._plan import Plan, compile_plan
-from ._step import Step
+from ._step import Step, step
 
 __all__ = ["Reactor"]
 
@@ -156,6 +156,84 @@ class Reactor:
         self._steps[step.name] = step
         self._version += 1
         return step
+
+    # ------------------------------------------------------------------ composing
+    def compose(
+        self,
+        name: str,
+        child: Reactor,
+        args: Mapping[str, Source] | None = None,
+        **options: Any,
+    ) -> Step[..., Any]:
+        """Add a step that runs `child` with the given arguments as its inputs.
+
+        Inputs of `child` not in `args` are wired by name, like a step's parameters. The
+        child shares this run's limiter; the composing step holds no slot while it runs.
+        When this reactor fails after the child finished, the child's steps are undone as a
+        unit, newest first. A halt inside the child halts this run, and resume continues
+        inside the child. Options are those of `step` (except ``executor`` and ``async_``).
+
+        >>> inner = Reactor("inner", inputs=["x"], returns="inc")
+        >>> _ = inner.step(lambda x: x + 1, name="inc")
+        >>> outer = Reactor("outer", inputs=["y"], returns="plus")
+        >>> _ = outer.compose("plus", inner, args={"x": Input("y")})
+        >>> outer.run_sync({"y": 1})
+        2
+        """
+        from ._composite import make_compose
+
+        return self.add(make_compose(name, child, args, options))
+
+    def map(
+        self,
+        name: str,
+        over: Source | str,
+        step_or_reactor: Step[..., Any] | Reactor,
+        *,
+        as_: str | None = None,
+        batch_size: int = 100,
+        **options: Any,
+    ) -> Step[..., Any]:
+        """Add a step that runs `step_or_reactor` once per element of `over`.
+
+        `over` (a source, or the name of an input or step) must resolve to an iterable or
+        an async iterable; at most `batch_size` elements are taken and run at a time, under
+        the shared limiter. The result is the list of results in input order. The element
+        is passed as the parameter (or input) named `as_`, by default the only one; other
+        parameters are wired by name from this reactor. When an element fails, the other
+        elements of its batch are cancelled and every completed element is undone.
+
+        >>> r = Reactor("squares", inputs=["xs"], returns="squares")
+        >>> _ = r.map("squares", "xs", step(lambda x: x * x, name="square"))
+        >>> r.run_sync({"xs": [1, 2, 3]})
+        [1, 4, 9]
+        """
+        from ._composite import make_map
+
+        return self.add(make_map(name, over, step_or_reactor, as_, batch_size, options))
+
+    def switch(
+        self,
+        name: str,
+        on: Source | str,
+        cases: Iterable[tuple[Callable[[Any], Any], Step[..., Any] | Reactor]],
+        default: Step[..., Any] | Reactor | None = None,
+        **options: Any,
+    ) -> Step[..., Any]:
+        """Add a step that runs the first case whose predicate is truthy for `on`'s value.
+
+        Each case is ``(predicate, step_or_reactor)``; their parameters are wired by name
+        from this reactor. With no match, `default` runs, or the result is None.
+
+        >>> r = Reactor("sign", inputs=["n"], returns="sign")
+        >>> _ = r.switch("sign", "n", [(lambda n: n < 0, step(lambda n: "-", name="neg"))],
+        ...              default=step(lambda n: "+", name="pos"))
+        >>> r.run_sync({"n": -5}), r.run_sync({"n": 5})
+        ('-', '+')
+        """
+        from ._composite import make_switch
+
+        return self.add(make_switch(name, on, cases, default, options))
 
     # ------------------------------------------------------------------ planning
     def _key(self) -> tuple[Any, ...]:

@@ -175,6 +175,8 @@ class Step(Generic[P, R]):
         "when",
     )
 
+    composite = False  # compose/map/switch steps (see _composite.py) set it
+
     fn: Callable[P, R]
     name: str
     args: dict[str, Source]

@@ -1,0 +1,411 @@
+"""Composite steps: compose, map, switch, and steps added at run time (`NewSteps`).
+
+Owns: `CompositeStep` and how a child run is started from a parent run: it shares the
+parent's limiter, middleware and context, its steps' events are named ``parent.child``, and
+on success its undo records join the parent's undo stack as one contiguous unit, so a later
+failure of the parent undoes the child's steps newest first. A composite step holds no limiter
+slot while its children run, so nesting cannot deadlock.
+Must not import: the CLI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import AsyncIterable, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ._arguments import Input, NameRef, Result, Source
+from ._checkpoint import UndoRecord
+from ._errors import DefinitionError, Halt, Halted
+from ._step import NewSteps, Step
+
+if TYPE_CHECKING:
+    from ._executor import Run
+    from ._reactor import Reactor
+
+__all__ = ["CompositeStep", "make_compose", "make_map", "make_switch", "run_new_steps"]
+
+_ITEMS = "_items"
+_ON = "_on"
+
+
+def _signature_fn(name: str, params: Sequence[str]) -> Callable[..., Any]:
+    """A placeholder function whose signature names the composite's wired parameters."""
+
+    async def composite(**kwargs: Any) -> Any:  # pragma: no cover - never called directly
+        raise TypeError(f"composite step {name!r} runs only inside a reactor")
+
+    composite.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter(p, inspect.Parameter.POSITIONAL_OR_KEYWORD) for p in params]
+    )
+    composite.__name__ = name
+    composite.__qualname__ = name
+    return composite
+
+
+class CompositeStep(Step[..., Any]):
+    """A step that runs other steps or reactors (made by compose, map and switch)."""
+
+    composite = True
+
+    def __init__(
+        self,
+        name: str,
+        params: Sequence[str],
+        call: Callable[[Run, int, dict[str, Any]], Any],
+        children: dict[str, Reactor],
+        args: Mapping[str, Source] | None = None,
+        **options: Any,
+    ) -> None:
+        for bad in ("executor", "async_"):
+            if bad in options:
+                raise DefinitionError(f"Composite step {name!r} does not take {bad}=.")
+        super().__init__(_signature_fn(name, params), name=name, args=args, **options)
+        self.call = call
+        self.children = children
+
+    @property
+    def has_features(self) -> bool:
+        return True
+
+
+def child_reactor(unit: Step[..., Any] | Reactor) -> Reactor:
+    """The reactor to run for `unit`: itself, or a one-step reactor around a step."""
+    from ._reactor import Reactor
+
+    if isinstance(unit, Reactor):
+        return unit
+    if not isinstance(unit, Step):
+        raise DefinitionError(f"Expected a Step or a Reactor, got {unit!r}.")
+    cached = getattr(unit, "_as_reactor", None)
+    if cached is not None and cached[0] == unit.version:
+        return cached[1]  # type: ignore[no-any-return]
+    wired = [p.name for p in unit.params if not p.is_context and p.name not in unit.args]
+    r = Reactor(unit.name, inputs=wired, returns=unit.name)
+    r.add(unit.evolve(args={p: Input(p) for p in wired}))
+    unit.__dict__["_as_reactor"] = (unit.version, r)
+    return r
+
+
+async def run_child(
+    run: Run,
+    i: int,
+    reactor: Reactor,
+    inputs: dict[str, Any],
+    label: str,
+    *,
+    checkpoint: Any = None,
+) -> tuple[Any, list[UndoRecord]]:
+    """Run `reactor` as a child of step i of `run`; returns its result and undo records."""
+    from ._executor import Run as RunType
+
+    plan = reactor.plan()
+    child = RunType(
+        reactor,
+        plan,
+        inputs,
+        context=run.data,
+        async_=run.async_,
+        limiter=run.limiter if run.async_ else None,
+        timeout=None,
+        grace=run.grace,
+        middleware=run.mw,
+        prefix=f"{run.names[i]}.{label}" if label else f"{run.names[i]}.",
+        parent=run.run_id,
+        checkpoint=checkpoint,
+        executor=run.default_executor,
+    )
+    value = await child.execute()
+    records = []
+    for rec in child.undo_stack:
+        undo = rec.undo
+        if undo is None:
+            undo = plan.steps[plan.index[rec.step]].undo_callback
+        step_name = f"{run.plan.order[i]}.{label}{rec.step}"
+        records.append(UndoRecord(step_name, rec.value, rec.arguments, undo))
+    return value, records
+
+
+def _wiring_for(reactor: Reactor, args: Mapping[str, Source] | None) -> dict[str, Source]:
+    args = dict(args or {})
+    unknown = set(args) - set(reactor.inputs)
+    if unknown:
+        raise DefinitionError(
+            f"args names {sorted(unknown)!r}, which are not inputs of reactor "
+            f"{reactor.name!r}; its inputs: {list(reactor.inputs)!r}."
+        )
+    return args
+
+
+def make_compose(
+    name: str, child: Reactor, args: Mapping[str, Source] | None, options: dict[str, Any]
+) -> CompositeStep:
+    """The step behind ``reactor.compose``."""
+    from ._reactor import Reactor
+
+    if not isinstance(child, Reactor):
+        raise DefinitionError(f"compose({name!r}, ...) takes a Reactor, got {child!r}.")
+    wiring = _wiring_for(child, args)
+
+    async def call(run: Run, i: int, arguments: dict[str, Any]) -> Any:
+        inner = run.inner.pop(name, None)
+        try:
+            value, records = await run_child(
+                run, i, child, {k: arguments[k] for k in child.inputs}, "", checkpoint=inner
+            )
+        except Halted as halted:
+            run.inner[name] = halted.checkpoint
+            raise Halt(halted.reason) from None
+        run.extra_undo[i] = records
+        return value
+
+    return CompositeStep(
+        name, list(child.inputs), call, {name: child}, args=wiring, **options
+    )
+
+
+async def _batches(items: Any, size: int) -> Any:
+    """Yield lists of at most `size` elements of a sync or async iterable."""
+    batch: list[Any] = []
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            batch.append(item)
+            if len(batch) >= size:
+                yield batch
+                batch = []
+    else:
+        for item in items:
+            batch.append(item)
+            if len(batch) >= size:
+                yield batch
+                batch = []
+    if batch:
+        yield batch
+
+
+def make_map(
+    name: str,
+    over: Source | str,
+    unit: Step[..., Any] | Reactor,
+    as_: str | None,
+    batch_size: int,
+    options: dict[str, Any],
+) -> CompositeStep:
+    """The step behind ``reactor.map``."""
+    child = child_reactor(unit)
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise DefinitionError(f"map {name!r}: batch_size must be an int >= 1.")
+    if as_ is None:
+        if len(child.inputs) != 1:
+            raise DefinitionError(
+                f"map {name!r}: {child.name!r} takes {list(child.inputs)!r}; "
+                "say which one receives the element with as_=..."
+            )
+        as_ = child.inputs[0]
+    elif as_ not in child.inputs:
+        raise DefinitionError(
+            f"map {name!r}: as_={as_!r} is not a parameter of {child.name!r}; "
+            f"choose one of {list(child.inputs)!r}."
+        )
+    element = as_
+    others = [p for p in child.inputs if p != element]
+    source = over if not isinstance(over, str) else _by_name(over)
+    args: dict[str, Source] = {_ITEMS: source}
+    args.update(options.pop("args", None) or {})
+
+    plain = unit if isinstance(unit, Step) and _is_plain(unit) else None
+
+    async def call(run: Run, i: int, arguments: dict[str, Any]) -> Any:
+        shared = {k: arguments[k] for k in others}
+        if plain is not None and not run.emit:
+            return await _map_plain(run, plain, element, shared, arguments[_ITEMS], batch_size)
+        results: list[Any] = []
+        records: list[UndoRecord] = []
+        index = 0
+        try:
+            async for batch in _batches(arguments[_ITEMS], batch_size):
+                outcomes = await _run_batch(run, i, child, element, shared, batch, index)
+                for value, recs in outcomes:
+                    results.append(value)
+                    records.extend(recs)
+                index += len(batch)
+        except BaseException:
+            await _undo_records(run, records)
+            raise
+        run.extra_undo[i] = records
+        return results
+
+    return CompositeStep(name, [_ITEMS, *others], call, {name: child}, args=args, **options)
+
+
+def _is_plain(unit: Step[..., Any]) -> bool:
+    """A step with no options or callbacks: map may call it directly, without a child run."""
+    return (
+        not unit.has_features
+        and unit.undo_callback is None
+        and unit.async_
+        and not any(p.is_context for p in unit.params)
+    )
+
+
+async def _map_plain(
+    run: Run, unit: Step[..., Any], element: str, shared: dict[str, Any], items: Any,
+    batch_size: int,
+) -> list[Any]:
+    """map's fast path: call a plain step per element, one task each, under the limiter."""
+    fn = unit.fn
+    limiter = run.limiter
+    key = unit.concurrency_key
+    loop = asyncio.get_running_loop()
+    results: list[Any] = []
+
+    if not unit.is_async:
+        async for batch in _batches(items, batch_size):
+            for item in batch:
+                results.append(run.base_ctx.copy().run(fn, **shared, **{element: item}))
+        return results
+
+    async def one(item: Any) -> Any:
+        if limiter is None:
+            return await fn(**shared, **{element: item})
+        await limiter.acquire(key)
+        try:
+            return await fn(**shared, **{element: item})
+        finally:
+            limiter.release_and_wake(key)
+
+    async for batch in _batches(items, batch_size):
+        tasks = [loop.create_task(one(item), context=run.base_ctx.copy()) for item in batch]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        finally:
+            # On an element's error (or our cancellation) the rest of the batch is cancelled;
+            # either way no element task outlives the map.
+            for t in tasks:
+                t.cancel()
+            await asyncio.wait(tasks)
+        for t in tasks:
+            if not t.cancelled() and t.exception() is not None:
+                raise t.exception()  # type: ignore[misc]
+        results.extend(t.result() for t in tasks)
+    return results
+
+
+async def _run_batch(
+    run: Run, i: int, child: Reactor, element: str, shared: dict[str, Any], batch: list[Any],
+    start: int,
+) -> list[tuple[Any, list[UndoRecord]]]:
+    tasks = [
+        asyncio.ensure_future(
+            run_child(run, i, child, {**shared, element: item}, f"[{start + k}].")
+        )
+        for k, item in enumerate(batch)
+    ]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.wait(tasks)
+        raise
+    failed = [t for t in tasks if t.done() and not t.cancelled() and t.exception() is not None]
+    if failed:
+        for t in tasks:
+            t.cancel()
+        await asyncio.wait(tasks)
+        done = [t.result() for t in tasks if not t.cancelled() and t.exception() is None]
+        await _undo_records(run, [r for _, recs in done for r in recs])
+        errors = [t.exception() for t in failed]
+        first = errors[0]
+        assert first is not None
+        if isinstance(first, Halted):
+            raise Halt(first.reason)
+        raise first
+    return [t.result() for t in tasks]
+
+
+async def _undo_records(run: Run, records: list[UndoRecord]) -> None:
+    """Undo records a composite collected before it failed (newest first)."""
+    errors = []
+    for record in reversed(records):
+        err = await run._undo_one(record)
+        if err is not None:
+            errors.append(err)
+    if errors:
+        raise ExceptionGroup("undo failed inside a composite step", errors)
+
+
+def _by_name(name: str) -> Source:
+    return NameRef(name)
+
+
+def make_switch(
+    name: str,
+    on: Source | str,
+    cases: Iterable[tuple[Callable[[Any], Any], Step[..., Any] | Reactor]],
+    default: Step[..., Any] | Reactor | None,
+    options: dict[str, Any],
+) -> CompositeStep:
+    """The step behind ``reactor.switch``."""
+    branches = [(pred, child_reactor(unit)) for pred, unit in cases]
+    for pred, _ in branches:
+        if not callable(pred):
+            raise DefinitionError(f"switch {name!r}: each case is (predicate, step_or_reactor).")
+    fallback = child_reactor(default) if default is not None else None
+    params: list[str] = []
+    for child in [b for _, b in branches] + ([fallback] if fallback else []):
+        for p in child.inputs:
+            if p not in params:
+                params.append(p)
+    args: dict[str, Source] = {_ON: on if not isinstance(on, str) else _by_name(on)}
+    args.update(options.pop("args", None) or {})
+
+    async def call(run: Run, i: int, arguments: dict[str, Any]) -> Any:
+        value = arguments[_ON]
+        chosen = next((b for pred, b in branches if pred(value)), fallback)
+        if chosen is None:
+            return None
+        result, records = await run_child(
+            run, i, chosen, {k: arguments[k] for k in chosen.inputs}, f"{chosen.name}."
+        )
+        run.extra_undo[i] = records
+        return result
+
+    children = {f"{k}: {b.name}": b for k, (_, b) in enumerate(branches)}
+    if fallback is not None:
+        children[f"default: {fallback.name}"] = fallback
+    return CompositeStep(name, [_ON, *params], call, children, args=args, **options)
+
+
+async def run_new_steps(run: Run, i: int, new: NewSteps) -> Any:
+    """Plan and run the steps a step returned; loops while the replacement returns more."""
+    from ._reactor import Reactor
+
+    own = run.plan.order[i]
+    while True:
+        for s in new.steps:
+            if not isinstance(s, Step):
+                raise DefinitionError(f"NewSteps from {own!r}: {s!r} is not a Step.")
+        available = run.available_values(i)
+        names = {s.name for s in new.steps}
+        inputs = {k: v for k, v in available.items() if k not in names}
+        replace = own in names
+        r = Reactor(
+            f"{run.plan.reactor}.{own}", inputs=list(inputs), returns=own if replace else None
+        )
+        for s in new.steps:
+            # Results of the running reactor reach the new steps as inputs of their own.
+            outer = {
+                p: Input(src.step, *src.path)
+                for p, src in s.args.items()
+                if isinstance(src, Result) and src.step not in names
+            }
+            r.add(s.evolve(args=outer) if outer else s)
+        value, records = await run_child(run, i, r, inputs, "")
+        run.extra_undo.setdefault(i, []).extend(records)
+        if not replace:
+            return new.value
+        if type(value) is not NewSteps:
+            return value
+        new = value

@@ -1,0 +1,342 @@
+"""Composition: compose, map, switch and steps added at run time."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import tracemalloc
+
+import pytest
+
+import reactorpy as rp
+from reactorpy.testing import run_virtual
+
+
+class Peak:
+    def __init__(self) -> None:
+        self.running = 0
+        self.peak = 0
+
+    async def work(self, n: int = 3) -> None:
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        for _ in range(n):
+            await asyncio.sleep(0)
+        self.running -= 1
+
+
+def nested(peak: Peak) -> rp.Reactor:
+    """Three levels: outer maps users through a composed per-user reactor with fan-out."""
+    leaf = rp.Reactor("leaf", inputs=["user"], returns="merge")
+
+    async def fetch(user):
+        await peak.work()
+        return user
+
+    for name in ("profile", "prefs", "activity"):
+        leaf.add(rp.step(fetch), name=name)
+
+    @leaf.step
+    def merge(profile, prefs, activity):
+        return profile
+
+    middle = rp.Reactor("middle", inputs=["user"], returns="data")
+    middle.compose("data", leaf)
+
+    outer = rp.Reactor("outer", inputs=["users"], returns="all")
+    outer.map("all", "users", middle, batch_size=4)
+    return outer
+
+
+async def test_limiter_shared_across_three_levels():
+    """One max_concurrency caps steps at every nesting level together."""
+    peak = Peak()
+    outer = nested(peak)
+    async with asyncio.timeout(10):
+        result = await outer.run({"users": list(range(10))}, max_concurrency=3)
+    assert list(range(10)) == result
+    assert 3 == peak.peak
+
+
+async def test_nesting_does_not_deadlock_at_one_slot():
+    """Composite steps hold no slot, so any nesting runs under max_concurrency=1."""
+    peak = Peak()
+    async with asyncio.timeout(10):
+        assert [0, 1, 2] == await nested(peak).run({"users": [0, 1, 2]}, max_concurrency=1)
+    assert 1 == peak.peak
+
+
+async def test_map_keeps_input_order_under_random_completion():
+    """map returns results in input order whatever order elements finish in."""
+    rng = random.Random(7)
+    delays = [rng.randint(0, 5) for _ in range(50)]
+    r = rp.Reactor("order", inputs=["xs"], returns="out")
+
+    @rp.step
+    async def slow_echo(x):
+        for _ in range(delays[x]):
+            await asyncio.sleep(0)
+        return x
+
+    r.map("out", "xs", slow_echo, batch_size=7)
+    assert list(range(50)) == await r.run({"xs": range(50)})
+
+
+async def test_map_over_async_iterator_with_extra_wired_parameter():
+    """map takes async iterables; other parameters of the step are wired by name."""
+    r = rp.Reactor("aiter", inputs=["factor"], returns="out")
+
+    @r.step
+    async def numbers():
+        async def gen():
+            for i in range(5):
+                yield i
+
+        return gen()
+
+    @rp.step
+    async def scale(x, factor):
+        return x * factor
+
+    r.map("out", "numbers", scale, as_="x")
+    assert [0, 3, 6, 9, 12] == await r.run({"factor": 3})
+
+
+def test_map_of_100000_elements_keeps_memory_flat():
+    """map materialises at most batch_size elements at a time: memory stays flat."""
+    r = rp.Reactor("big", inputs=["n"], returns="total")
+
+    @r.step
+    def items(n):
+        return (i for i in range(n))
+
+    @rp.step
+    async def noop(x):
+        return None
+
+    r.map("mapped", "items", noop, batch_size=100)
+
+    @r.step
+    def total(mapped):
+        return len(mapped)
+
+    async def peak_for(n: int) -> int:
+        tracemalloc.start()
+        try:
+            assert n == await r.run({"n": n})
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    small = run_virtual(peak_for(10_000))
+    large = run_virtual(peak_for(100_000))
+    # The result list itself grows (8 bytes a slot); everything else stays flat.
+    assert large - small < 90_000 * 8 + 200_000
+
+
+async def test_map_element_failure_undoes_completed_elements():
+    """When an element fails, completed elements are undone and the run fails."""
+    undone = []
+    element = rp.Reactor("element", inputs=["x"], returns="book")
+
+    @element.step
+    async def book(x):
+        if x == 3:
+            raise ValueError("sold out")
+        await asyncio.sleep(0)
+        return x
+
+    @book.undo
+    def cancel_booking(value):
+        undone.append(value)
+
+    r = rp.Reactor("trip", inputs=["xs"], returns="all")
+    r.map("all", "xs", element, batch_size=2)
+    with pytest.raises(rp.RunFailed) as info:
+        await r.run({"xs": [0, 1, 2, 3, 4]})
+    assert sorted(undone) == [0, 1, 2]
+    assert info.value.exceptions
+
+
+async def test_nested_map_inside_compose_inside_map():
+    """Maps nest inside composed reactors inside maps, to any depth."""
+    square = rp.step(lambda x: x * x, name="square")
+    row = rp.Reactor("row", inputs=["xs"], returns="squares")
+    row.map("squares", "xs", square)
+    wrapper = rp.Reactor("wrapper", inputs=["xs"], returns="inner")
+    wrapper.compose("inner", row)
+    grid = rp.Reactor("grid", inputs=["rows"], returns="out")
+    grid.map("out", "rows", wrapper)
+    assert [[1, 4], [9, 16, 25]] == await grid.run({"rows": [[1, 2], [3, 4, 5]]})
+
+
+async def test_parent_failure_undoes_composed_child_as_unit_newest_first():
+    """A parent failing after its child finished undoes the child's steps newest first."""
+    undone = []
+    child = rp.Reactor("child", inputs=["order"], returns="b")
+
+    @child.step
+    def a(order):
+        return f"a{order}"
+
+    @a.undo
+    def undo_a(value):
+        undone.append(value)
+
+    @child.step
+    def b(a):
+        return "b"
+
+    @b.undo
+    def undo_b(value):
+        undone.append(value)
+
+    parent = rp.Reactor("parent", inputs=["order"])
+
+    @parent.step
+    def before(order):
+        return "before"
+
+    @before.undo
+    def undo_before(value):
+        undone.append(value)
+
+    parent.compose("sub", child, wait_for="before")
+
+    @parent.step
+    def fail(sub):
+        raise RuntimeError("late failure")
+
+    with pytest.raises(rp.RunFailed):
+        await parent.run({"order": 1})
+    assert ["b", "a1", "before"] == undone
+
+
+async def test_compose_args_must_match_child_inputs():
+    """compose args naming something that is not an input of the child is an error."""
+    child = rp.Reactor("child", inputs=["x"], returns="x")
+    parent = rp.Reactor("parent")
+    with pytest.raises(rp.DefinitionError, match=r"inputs of reactor 'child'.*\['x'\]"):
+        parent.compose("sub", child, args={"y": rp.Value(1)})
+
+
+async def test_child_halt_halts_parent_and_resume_continues_inside():
+    """A halt inside a composed child halts the parent; resume continues in the child."""
+    log = []
+    go = {"yes": False}
+    child = rp.Reactor("child", returns="second")
+
+    @child.step
+    async def first():
+        log.append("first")
+        return 1
+
+    @child.step
+    async def second(first):
+        log.append("second")
+        if not go["yes"]:
+            raise rp.Halt("wait")
+        return first + 1
+
+    parent = rp.Reactor("parent", returns="sub")
+    parent.compose("sub", child)
+    with pytest.raises(rp.Halted) as info:
+        await parent.run()
+    go["yes"] = True
+    assert 2 == await parent.resume(info.value.checkpoint)
+    assert ["first", "second", "second"] == log
+
+
+async def test_switch_picks_first_match_default_and_none():
+    """switch runs the first matching case, else the default, else returns None."""
+    r = rp.Reactor("route", inputs=["amount"], returns="route")
+    big = rp.step(lambda amount: f"manual {amount}", name="manual")
+    small = rp.step(lambda amount: f"auto {amount}", name="auto")
+    r.switch("route", "amount", [(lambda a: a > 100, big), (lambda a: a > 10, small)])
+    assert "manual 500" == await r.run({"amount": 500})
+    assert "auto 50" == await r.run({"amount": 50})
+    assert None is await r.run({"amount": 5})
+
+
+async def test_switch_branch_may_be_a_reactor():
+    """A switch case may run a whole reactor."""
+    branch = rp.Reactor("double", inputs=["n"], returns="twice")
+    branch.step(lambda n: 2 * n, name="twice")
+    r = rp.Reactor("sw", inputs=["n"], returns="s")
+    r.switch("s", "n", [(lambda n: True, branch)])
+    assert 8 == await r.run({"n": 4})
+
+
+async def test_recursive_countdown_with_new_steps():
+    """A step returning NewSteps with its own name replaces itself: loops work."""
+    seen = []
+    r = rp.Reactor("countdown", inputs=["n"], returns="count")
+
+    @rp.step
+    def count(n):
+        seen.append(n)
+        if n == 0:
+            return "liftoff"
+        return rp.NewSteps(steps=[count.evolve(args={"n": rp.Value(n - 1)})])
+
+    r.add(count)
+    assert "liftoff" == await r.run({"n": 50})
+    assert list(range(50, -1, -1)) == seen
+
+
+async def test_new_steps_may_use_earlier_results_and_each_other():
+    """New steps see earlier results and inputs and each other's results."""
+    r = rp.Reactor("dyn", inputs=["base"], returns="grow")
+
+    @r.step
+    def seed(base):
+        return base * 10
+
+    @r.step
+    async def grow(seed):
+        @rp.step
+        def plus_one(seed):
+            return seed + 1
+
+        @rp.step(name="grow")
+        def final(plus_one, base):
+            return plus_one + base
+
+        return rp.NewSteps(steps=[plus_one, final])
+
+    assert 23 == await r.run({"base": 2})
+
+
+async def test_bad_new_step_fails_run_with_definition_error_and_undoes():
+    """A new step that cannot be planned fails the run with a definition error; undo runs."""
+    undone = []
+    r = rp.Reactor("baddyn")
+
+    @r.step
+    def first():
+        return 1
+
+    @first.undo
+    def undo_first(value):
+        undone.append(value)
+
+    @r.step
+    def spawn(first):
+        @rp.step
+        def orphan(nothing_like_this):
+            return 1
+
+        return rp.NewSteps(steps=[orphan])
+
+    with pytest.raises(rp.RunFailed) as info:
+        await r.run()
+    assert isinstance(info.value.exceptions[0], rp.DefinitionError)
+    assert [1] == undone
+
+
+def test_mermaid_expand_draws_children():
+    """to_mermaid(expand=True) shows composed sub-reactors."""
+    peak = Peak()
+    text = nested(peak).to_mermaid(expand=True)
+    assert "subgraph" in text
+    assert "merge" in text
