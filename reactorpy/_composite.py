@@ -160,9 +160,7 @@ def make_compose(
         run.extra_undo[i] = records
         return value
 
-    return CompositeStep(
-        name, list(child.inputs), call, {name: child}, args=wiring, **options
-    )
+    return CompositeStep(name, list(child.inputs), call, {name: child}, args=wiring, **options)
 
 
 async def _batches(items: Any, size: int) -> Any:
@@ -250,7 +248,11 @@ def _is_plain(unit: Step[..., Any]) -> bool:
 
 
 async def _map_plain(
-    run: Run, unit: Step[..., Any], element: str, shared: dict[str, Any], items: Any,
+    run: Run,
+    unit: Step[..., Any],
+    element: str,
+    shared: dict[str, Any],
+    items: Any,
     batch_size: int,
 ) -> list[Any]:
     """map's fast path: call a plain step per element, one task each, under the limiter."""
@@ -293,7 +295,12 @@ async def _map_plain(
 
 
 async def _run_batch(
-    run: Run, i: int, child: Reactor, element: str, shared: dict[str, Any], batch: list[Any],
+    run: Run,
+    i: int,
+    child: Reactor,
+    element: str,
+    shared: dict[str, Any],
+    batch: list[Any],
     start: int,
 ) -> list[tuple[Any, list[UndoRecord]]]:
     tasks = [
@@ -327,11 +334,11 @@ async def _run_batch(
 
 async def _undo_records(run: Run, records: list[UndoRecord]) -> None:
     """Undo records a composite collected before it failed (newest first)."""
-    errors = []
+    errors: list[Exception] = []
     for record in reversed(records):
         err = await run._undo_one(record)
         if err is not None:
-            errors.append(err)
+            errors.append(err if isinstance(err, Exception) else RuntimeError(repr(err)))
     if errors:
         raise ExceptionGroup("undo failed inside a composite step", errors)
 

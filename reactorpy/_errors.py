@@ -191,7 +191,7 @@ class ResumeError(ReactorError, ValueError):
     """A checkpoint cannot be resumed by this reactor (its graph changed, or it is not one)."""
 
 
-class RunFailed(ReactorError, ExceptionGroup):  # type: ignore[misc]
+class RunFailed(ReactorError, ExceptionGroup):
     """A run failed: the standing step errors, then any undo errors, as an ExceptionGroup.
 
     Each member carries notes (``add_note``) naming its step and attempt, so
@@ -205,17 +205,13 @@ class RunFailed(ReactorError, ExceptionGroup):  # type: ignore[misc]
     reactor: str
     abandoned: list[str]
 
-    def __new__(
-        cls, message: str, exceptions: Sequence[Exception], **kwargs: Any
-    ) -> RunFailed:
+    def __new__(cls, message: str, exceptions: Sequence[Exception], **kwargs: Any) -> RunFailed:
         self = super().__new__(cls, message, exceptions)
         self.reactor = kwargs.get("reactor", "")
         self.abandoned = list(kwargs.get("abandoned", ()))
         return self
 
-    def __init__(
-        self, message: str, exceptions: Sequence[Exception], **kwargs: Any
-    ) -> None:
+    def __init__(self, message: str, exceptions: Sequence[Exception], **kwargs: Any) -> None:
         super().__init__(message, exceptions)
 
     def derive(self, excs: Sequence[Exception]) -> RunFailed:  # type: ignore[override]
@@ -254,7 +250,7 @@ class Halted(ReactorError):
         return (type(self), (self.reason, self.checkpoint, self.step))
 
 
-class Retry(Exception):  # noqa: N818 - a signal, named for what the step asks for
+class Retry(Exception):
     """Raised by a step (or its compensate/undo) to ask for another attempt.
 
     Args:
@@ -276,7 +272,7 @@ def _rebuild_retry(reason: Any, delay: float | None) -> Retry:
     return Retry(reason, delay=delay)
 
 
-class Halt(Exception):  # noqa: N818 - a signal, not an error
+class Halt(Exception):
     """Raised by a step to pause the run; `run()` then raises `Halted`.
 
     Args:

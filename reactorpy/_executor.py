@@ -97,7 +97,7 @@ class _InContext:
             try:
                 value = yield yielded
                 error = None
-            except BaseException as exc:  # noqa: BLE001 - forwarded into the step
+            except BaseException as exc:
                 value, error = None, exc
 
 
@@ -168,8 +168,7 @@ class Run:
         steps = plan.steps
         # A run-wide executor sends plain defs away: they need _call, not the inline path.
         self.kinds = [
-            _kind(s, self.emit or (executor is not None and not s.is_async), async_)
-            for s in steps
+            _kind(s, self.emit or (executor is not None and not s.is_async), async_) for s in steps
         ]
         self.needs_slot = [
             limiter is not None
@@ -357,8 +356,10 @@ class Run:
     def _named_args(self, i: int, attempt: int = 1) -> dict[str, Any]:
         """The step's arguments by parameter name (for callbacks)."""
         pos, kw = self._args(i, attempt)
-        out = {a.param: v for a, v in zip(
-            (a for a in self.plan.argv[i] if a.positional), pos, strict=True)}
+        out = {
+            a.param: v
+            for a, v in zip((a for a in self.plan.argv[i] if a.positional), pos, strict=True)
+        }
         out.update(kw)
         return out
 
@@ -483,7 +484,9 @@ class Run:
                         pos, kw = self._args(i, 1)
                         self.attempts[i] = 1
                         coro = step.fn(*pos, **kw)
-                        value = await coro if first else await _InContext(coro, self.base_ctx.copy())
+                        value = (
+                            await coro if first else await _InContext(coro, self.base_ctx.copy())
+                        )
                     else:
                         coro = self._attempts(i)
                         value, arguments = (
@@ -533,7 +536,7 @@ class Run:
                     self._start_many(held)
         finally:
             self.live -= 1
-            self.tasks.discard(asyncio.current_task())  # type: ignore[arg-type]
+            self.tasks.discard(asyncio.current_task())
             if self.live == 0 and (self.stopping or self.n_done == self.n):
                 self._wake_coordinator()
 
@@ -583,7 +586,6 @@ class Run:
     async def _attempts(self, i: int) -> tuple[Any, dict[str, Any]]:
         """Run step i with its options: guard, attempts, timeout, retries, compensation."""
         step = self.plan.steps[i]
-        name = self.names[i]
         retries = step.retries
         first_attempt = self.attempts[i]
         arguments = self._named_args(i, first_attempt + 1)
@@ -860,7 +862,7 @@ class Run:
         if callback is None:  # pragma: no cover - records are only made for undoable steps
             return None
         ctx = Context(self.run_id, name, 1, self.data, self.plan.reactor)
-        last: BaseException | None = None
+        last: Retry | None = None
         for attempt in range(1, _UNDO_ATTEMPTS + 1):
             if self.emit:
                 await self._event_named("undo_start", name, attempt)
@@ -887,9 +889,7 @@ class Run:
         error = _unwrap_retry(last)
         if error is last:
             error = RuntimeError(f"undo of step {name!r} asked to retry {_UNDO_ATTEMPTS} times")
-        error.add_note(
-            f"reactorpy: undo of step {name!r} gave up after {_UNDO_ATTEMPTS} attempts"
-        )
+        error.add_note(f"reactorpy: undo of step {name!r} gave up after {_UNDO_ATTEMPTS} attempts")
         if self.emit:
             await self._event_named("undo_error", name, _UNDO_ATTEMPTS, error=error)
         return error
@@ -901,8 +901,9 @@ class Run:
             if self.fatal is not None:
                 raise self.fatal
             excs = [e if isinstance(e, Exception) else RuntimeError(repr(e)) for e in self.errors]
-            excs.extend(e if isinstance(e, Exception) else RuntimeError(repr(e))
-                        for e in undo_errors)
+            excs.extend(
+                e if isinstance(e, Exception) else RuntimeError(repr(e)) for e in undo_errors
+            )
             failed = [n for e in self.errors for n in _step_of(e)]
             message = f"reactor {self.plan.reactor!r} failed in step(s) {', '.join(failed)}"
             if undo_errors:
@@ -984,22 +985,31 @@ class Run:
             self._wake_coordinator()
 
     def _resumable(self) -> list[int]:
-        return [
-            i for i in range(self.n) if self.state[i] == _PENDING and self.remaining[i] == 0
-        ]
+        return [i for i in range(self.n) if self.state[i] == _PENDING and self.remaining[i] == 0]
 
     # ------------------------------------------------------------------ events
     async def _event(
-        self, kind: str, i: int, attempt: int, *, value: Any = None,
+        self,
+        kind: str,
+        i: int,
+        attempt: int,
+        *,
+        value: Any = None,
         error: BaseException | None = None,
     ) -> None:
         await self._event_named(kind, self.names[i], attempt, value=value, error=error)
 
     async def _event_named(
-        self, kind: str, name: str, attempt: int, *, value: Any = None,
+        self,
+        kind: str,
+        name: str,
+        attempt: int,
+        *,
+        value: Any = None,
         error: BaseException | None = None,
     ) -> None:
-        assert self.mw is not None and self.loop is not None
+        assert self.mw is not None
+        assert self.loop is not None
         running = self.limiter.running if self.limiter is not None else self.live
         await self.mw.call(
             "on_event",
@@ -1012,7 +1022,6 @@ class _SkippedType:
 
     def __repr__(self) -> str:
         return "<skipped>"
-
 
 
 _Skipped: Final = _SkippedType()
@@ -1039,5 +1048,3 @@ def _step_of(error: BaseException) -> list[str]:
         if note.startswith("reactorpy: step "):
             return [note.split("'")[1]]
     return []
-
-

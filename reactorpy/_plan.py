@@ -174,17 +174,16 @@ def compile_plan(
     graph, wirings = build_graph(reactor, inputs, steps)
     if returns is not None and returns not in graph:
         raise UnknownReferenceError("returns", returns, graph.nodes, what="step or input")
-    step_graph = graph.subgraph(s.name for s in steps)
-    if not nx.is_directed_acyclic_graph(step_graph):
-        if any(step_graph.has_edge(n, n) for n in step_graph):  # pragma: no cover - wiring skips
-            pass
-        raise CycleError(_find_cycle(step_graph), reactor)
-
+    # A real graph, not a subgraph view: views are slow to walk.
+    step_graph = graph.subgraph(s.name for s in steps).copy()
     definition_order = {s.name: k for k, s in enumerate(steps)}
-    generations = tuple(
-        tuple(sorted(gen, key=definition_order.__getitem__))
-        for gen in nx.topological_generations(step_graph)
-    )
+    try:
+        generations = tuple(
+            tuple(sorted(gen, key=definition_order.__getitem__))
+            for gen in nx.topological_generations(step_graph)
+        )
+    except nx.NetworkXUnfeasible:
+        raise CycleError(_find_cycle(step_graph), reactor) from None
     order = tuple(name for gen in generations for name in gen)
     index = {name: i for i, name in enumerate(order)}
     by_name = {s.name: s for s in steps}
@@ -198,7 +197,7 @@ def compile_plan(
     deps: list[tuple[int, ...]] = []
     consumers = [0] * n
     input_paths: list[tuple[str, str, Input]] = []
-    for i, s in enumerate(ordered_steps):
+    for s in ordered_steps:
         specs: list[ArgSpec] = []
         positional_ok = True
         read: set[int] = set()
@@ -249,9 +248,7 @@ def compile_plan(
     return_slot = None
     if returns is not None:
         return_slot = index[returns] if returns in index else input_slot[returns]
-    structure = {
-        name: tuple(sorted(graph.predecessors(name))) for name in order
-    }
+    structure = {name: tuple(sorted(graph.predecessors(name))) for name in order}
     return Plan(
         reactor=reactor,
         generations=generations,

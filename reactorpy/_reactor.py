@@ -11,13 +11,13 @@ import asyncio
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar, overload
 
-from ._arguments import Input, Source
+from ._arguments import Source
 from ._checkpoint import Checkpoint
 from ._errors import DefinitionError, DuplicateStepError, InputError, ResumeError
 from ._events import Middleware
 from ._limiter import Limiter
 from ._plan import Plan, compile_plan
-from ._step import Step, step
+from ._step import Step
 
 __all__ = ["Reactor"]
 
@@ -110,7 +110,7 @@ class Reactor:
         when: Callable[..., Any] | None = ...,
         description: str | None = ...,
     ) -> Callable[[Callable[P, R]], Step[P, R]]: ...
-    def step(self, fn: Any = None, /, **options: Any) -> Any:
+    def step(self, fn: Any = None, /, **options: Any) -> Any:  # type: ignore[misc]
         """Define a step and register it; use bare or with options.
 
         Options (keyword-only): ``name``, ``args`` (``{param: rp.Input/rp.Result/rp.Value}``),
@@ -144,9 +144,7 @@ class Reactor:
         (the copy shares `step`'s undo and compensate callbacks).
         """
         if not isinstance(step, Step):
-            raise DefinitionError(
-                f"reactor.add() takes a Step (made with @rp.step), got {step!r}."
-            )
+            raise DefinitionError(f"reactor.add() takes a Step (made with @rp.step), got {step!r}.")
         if name is not None or args is not None:
             step = step.evolve(name=name, args=args)
         if step.name in self._steps:

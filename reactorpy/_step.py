@@ -211,6 +211,7 @@ class Step(Generic[P, R]):
         when: Callable[..., Any] | None = None,
         description: str | None = None,
         _hooks: _Hooks | None = None,
+        _inspected: tuple[list[Param], bool] | None = None,
     ) -> None:
         if not callable(fn):
             raise DefinitionError(f"A step needs a function, got {fn!r}.")
@@ -219,7 +220,9 @@ class Step(Generic[P, R]):
         if not isinstance(self.name, str) or not self.name:
             raise DefinitionError(f"A step name must be a non-empty string, got {self.name!r}.")
         self.is_async = inspect.iscoroutinefunction(fn)
-        params, self.takes_kwargs = inspect_params(fn, f"step {self.name!r}")
+        if _inspected is None:  # signatures are inspected once, at decoration
+            _inspected = inspect_params(fn, f"step {self.name!r}")
+        params, self.takes_kwargs = _inspected
         self.params = tuple(params)
         self.args = _check_sources(self.name, args or {})
         known = {p.name for p in params}
@@ -236,7 +239,7 @@ class Step(Generic[P, R]):
             raise DefinitionError(f"Step {self.name!r}: retries must be an int >= 0.")
         self.retries = retries
         self.retry_on = (
-            (retry_on,) if isinstance(retry_on, type) else tuple(retry_on)  # type: ignore[arg-type]
+            (retry_on,) if isinstance(retry_on, type) else tuple(retry_on)
         )
         if backoff is not None and not callable(backoff) and backoff < 0:
             raise DefinitionError(f"Step {self.name!r}: backoff must be >= 0 seconds.")
@@ -325,7 +328,9 @@ class Step(Generic[P, R]):
         self._hooks.version += 1
         return fn
 
-    def evolve(self, *, name: str | None = None, args: Mapping[str, Source] | None = None) -> Step[P, R]:
+    def evolve(
+        self, *, name: str | None = None, args: Mapping[str, Source] | None = None
+    ) -> Step[P, R]:
         """A copy under another name or wiring that shares this step's callbacks."""
         return Step(
             self.fn,
@@ -342,6 +347,7 @@ class Step(Generic[P, R]):
             when=self.when.fn if self.when else None,
             description=self.description,
             _hooks=self._hooks,
+            _inspected=(list(self.params), self.takes_kwargs),
         )
 
     @property

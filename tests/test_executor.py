@@ -69,12 +69,15 @@ async def test_max_concurrency_caps_running_steps():
     """No more than max_concurrency async steps run at once, and the cap is reached."""
     running = peak = 0
     gate = asyncio.Event()
+    reached = asyncio.Event()
     r = rp.Reactor("capped")
 
     async def work(i):
         nonlocal running, peak
         running += 1
         peak = max(peak, running)
+        if peak == 3:
+            reached.set()
         await gate.wait()
         running -= 1
         return i
@@ -83,8 +86,7 @@ async def test_max_concurrency_caps_running_steps():
         r.add(rp.step(work), name=f"w{i}", args={"i": rp.Value(i)})
 
     async def open_gate():
-        while peak < 3:
-            await asyncio.sleep(0)
+        await reached.wait()
         for _ in range(10):
             await asyncio.sleep(0)
         gate.set()
@@ -129,7 +131,11 @@ async def test_saturated_limiter_starts_critical_path_first():
 
     r.add(rp.step(s), name="short", args={"name": rp.Value("short")})
     r.add(rp.step(s), name="long1", args={"name": rp.Value("long1")})
-    r.add(rp.step(s), name="long2", args={"name": rp.Value("long2")}, )
+    r.add(
+        rp.step(s),
+        name="long2",
+        args={"name": rp.Value("long2")},
+    )
     r.add(rp.step(s, wait_for="long1"), name="long2b", args={"name": rp.Value("long2b")})
     r.add(rp.step(s, wait_for="long2b"), name="long3", args={"name": rp.Value("long3")})
     await r.run(max_concurrency=1)
@@ -216,7 +222,11 @@ async def test_each_step_gets_its_own_context_copy():
         return name
 
     r.add(rp.step(setter), name="a", args={"name": rp.Value("a")})
-    r.add(rp.step(setter), name="b", args={"name": rp.Value("b")}, )
+    r.add(
+        rp.step(setter),
+        name="b",
+        args={"name": rp.Value("b")},
+    )
     # c and d run after a, c continued inline by a's worker.
     r.add(rp.step(setter, wait_for="a"), name="c", args={"name": rp.Value("c")})
     r.add(rp.step(setter, wait_for="a"), name="d", args={"name": rp.Value("d")})

@@ -122,7 +122,7 @@ def test_timeout_per_attempt_on_virtual_time():
 
 
 def test_compensate_continue_retry_and_none():
-    """compensate gets the error and its named args; Continue succeeds, Retry re-runs, None fails."""
+    """compensate gets the error and named args; Continue succeeds, Retry runs again."""
     seen = []
     r = rp.Reactor("comp", inputs=["order_id"])
 

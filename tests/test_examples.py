@@ -1,0 +1,42 @@
+"""The runnable examples under reactorpy/examples do what the README says."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import reactorpy as rp
+from reactorpy.examples import payment
+
+
+async def test_payment_saga_ships_or_releases_stock():
+    """A good order ships; a declined card charges nothing and releases the stock."""
+    payment.LEDGER.clear()
+    good = {"id": 1, "sku": "mug", "card": "ok", "amount": 12}
+    assert "shipped order 1" == await payment.checkout.run({"order": good})
+    payment.LEDGER.clear()
+    bad = {"id": 2, "sku": "tea", "card": "declined", "amount": 7}
+    with pytest.raises(rp.RunFailed) as info:
+        await payment.checkout.run({"order": bad})
+    assert [payment.CardDeclined] == [type(e) for e in info.value.exceptions]
+    assert ["reserved tea", "released tea (hold-2)"] == payment.LEDGER
+
+
+def test_approval_example_halts_then_resumes_in_a_new_process(tmp_path: Path):
+    """The approval example halts in one process and publishes from another."""
+    root = Path(__file__).resolve().parent.parent
+    env_path = {"PYTHONPATH": str(root)}
+    cmd = [sys.executable, "-m", "reactorpy.examples.approval"]
+    first = subprocess.run(
+        [*cmd, "start", "doc.pdf"], cwd=tmp_path, capture_output=True, text=True,
+        timeout=60, env={**env_path, "PATH": ""},
+    )
+    assert first.stdout.startswith("halted: waiting for approval of doc.pdf"), first.stderr
+    second = subprocess.run(
+        [*cmd, "approve", "doc.pdf"], cwd=tmp_path, capture_output=True, text=True,
+        timeout=60, env={**env_path, "PATH": ""},
+    )
+    assert "published doc.pdf (rendered), approved" == second.stdout.strip(), second.stderr
