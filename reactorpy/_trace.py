@@ -1,0 +1,567 @@
+"""Trace: a middleware that records a run's timeline, and its exporters.
+
+Owns: `Trace` (the recorder), the records it produces (`Span`, `TracedRun`, `TraceSummary`),
+and the views of them: the trace-event format (Chrome, Perfetto), Mermaid Gantt charts and a
+text summary.
+Must not import: the executor's internals (a trace is built from `Event` and `RunInfo` only).
+
+Recording is kept cheap: ``on_event`` does one dict lookup on the event kind, builds one
+tuple and stores it; every view is computed afterwards, from those tuples. Times are the
+event loop's clock (``Event.time``), so under `reactorpy.testing.run_virtual` they are exact.
+
+A span is one attempt of one step (phase ``"step"``), one compensation (``"compensate"``) or
+one undo (``"undo"``), with an outcome: ``complete``, ``error``, ``retry``, ``halt``, ``skip``
+(a guard said no), ``continue`` (a compensation that turned the error into a value), or
+``cancelled`` (it never reported an end before its run ended).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+from collections.abc import Iterable
+from typing import Any, Final
+
+import attrs
+
+from ._events import Event, RunInfo
+
+__all__ = ["Span", "Trace", "TraceSummary", "TracedRun"]
+
+# event kind -> (phase, outcome); outcome None opens a span.
+_KINDS: Final[dict[str, tuple[str, str | None]]] = {
+    "step_start": ("step", None),
+    "step_complete": ("step", "complete"),
+    "step_error": ("step", "error"),
+    "step_retry": ("step", "retry"),
+    "step_halt": ("step", "halt"),
+    "guard_skip": ("step", "skip"),
+    "compensate_start": ("compensate", None),
+    "compensate_complete": ("compensate", "complete"),
+    "compensate_continue": ("compensate", "continue"),
+    "compensate_retry": ("compensate", "retry"),
+    "compensate_error": ("compensate", "error"),
+    "undo_start": ("undo", None),
+    "undo_complete": ("undo", "complete"),
+    "undo_retry": ("undo", "retry"),
+    "undo_error": ("undo", "error"),
+}
+_SLOWEST: Final = 5
+
+
+@attrs.frozen
+class Span:
+    """One recorded attempt, compensation or undo of one step.
+
+    Attributes:
+        step: the step's name (``parent.child`` in composed reactors).
+        run_id: the run it belongs to.
+        phase: ``"step"``, ``"compensate"`` or ``"undo"``.
+        attempt: the attempt number.
+        start: loop time when it started.
+        end: loop time when it ended.
+        outcome: ``complete``, ``error``, ``retry``, ``halt``, ``skip``, ``continue`` or
+            ``cancelled``.
+        concurrency: how many steps of the run were running when it started.
+        error: the exception, for failed outcomes.
+    """
+
+    step: str
+    run_id: str
+    phase: str
+    attempt: int
+    start: float
+    end: float
+    outcome: str
+    concurrency: int
+    error: BaseException | None = None
+
+    @property
+    def duration(self) -> float:
+        """``end - start``, in seconds."""
+        return self.end - self.start
+
+    @property
+    def label(self) -> str:
+        """A short display name: the step, its phase, and its attempt after the first."""
+        name = self.step if self.phase == "step" else f"{self.phase} {self.step}"
+        return name if self.attempt <= 1 else f"{name} (attempt {self.attempt})"
+
+
+@attrs.frozen
+class TracedRun:
+    """One recorded run.
+
+    Attributes:
+        reactor: the reactor's name.
+        run_id: the run's id.
+        parent: the run_id of the run that composed it, if any.
+        root: the run_id of the outermost run it belongs to (its own, when not composed).
+        start: loop time when it started.
+        end: loop time when it ended (None while it runs).
+        outcome: ``running``, ``complete``, ``error`` or ``halt``.
+        step_names: its planned steps, in plan order.
+        critical_path: its plan's critical path.
+    """
+
+    reactor: str
+    run_id: str
+    parent: str | None
+    root: str
+    start: float
+    end: float | None
+    outcome: str
+    step_names: tuple[str, ...]
+    critical_path: tuple[str, ...]
+
+
+@attrs.frozen
+class TraceSummary:
+    """What a traced run did, in numbers; ``str()`` gives a readable report.
+
+    Attributes:
+        reactor: the reactor's name.
+        run_id: the run's id.
+        outcome: ``complete``, ``error``, ``halt`` or ``running``.
+        wall_time: seconds from the run's start to its end.
+        steps: how many distinct steps ran (or were skipped), composed ones included.
+        critical_path: the plan's critical path (the longest chain of dependent steps).
+        critical_path_time: the measured seconds of that chain (each step from its first
+            start to its last end, summed).
+        peak_concurrency: the most steps running at one moment.
+        peak_at: when that moment began, in seconds after the run's start.
+        slowest: up to five ``(step, seconds)`` pairs, slowest first.
+        busy_time: the summed duration of every step attempt (composite steps, which
+            only wait for their children, are not counted).
+        parallelism: ``busy_time / wall_time``: the parallelism achieved.
+        available_parallelism: ``busy_time`` over the longer of ``critical_path_time``
+            and the slowest step: no schedule of these steps could do better than this.
+    """
+
+    reactor: str
+    run_id: str
+    outcome: str
+    wall_time: float
+    steps: int
+    critical_path: tuple[str, ...]
+    critical_path_time: float
+    peak_concurrency: int
+    peak_at: float
+    slowest: tuple[tuple[str, float], ...]
+    busy_time: float
+    parallelism: float
+    available_parallelism: float
+
+    def __str__(self) -> str:
+        lines = [
+            f"reactor {self.reactor!r} run {self.run_id}: {self.outcome}, "
+            f"{self.steps} step{'s' if self.steps != 1 else ''} in {self.wall_time:.3f} s",
+            f"  critical path:  {' -> '.join(self.critical_path) or '(none)'} "
+            f"({self.critical_path_time:.3f} s)",
+            f"  busiest moment: {self.peak_concurrency} step"
+            f"{'s' if self.peak_concurrency != 1 else ''} at once, at +{self.peak_at:.3f} s",
+            f"  parallelism:    {self.parallelism:.2f}x achieved, at most "
+            f"{self.available_parallelism:.2f}x available",
+        ]
+        if self.slowest:
+            lines.append("  slowest steps:")
+            width = max(len(name) for name, _ in self.slowest)
+            lines.extend(f"    {name:<{width}}  {secs:.3f} s" for name, secs in self.slowest)
+        return "\n".join(lines)
+
+
+# A finished span, as recorded: the fields of `Span` in order.
+_Record = tuple[str, str, str, int, float, float, str, int, BaseException | None]
+
+
+class Trace:
+    """Middleware that records when each step of a run started and ended, and how.
+
+    Give it to ``run()`` (or to the reactor) as middleware; one `Trace` may record several
+    runs, one after another or at once, and the runs of composed reactors with them. Then
+    export the timeline with `to_chrome_trace` (open it in https://ui.perfetto.dev or
+    ``chrome://tracing``), `to_mermaid_gantt`, or read `summary`.
+
+    >>> import asyncio, json, reactorpy as rp
+    >>> r = rp.Reactor("nap", returns="sleep")
+    >>> @r.step
+    ... async def sleep():
+    ...     await asyncio.sleep(0.01)
+    >>> trace = Trace()
+    >>> asyncio.run(r.run(middleware=[trace]))
+    >>> [(s.step, s.outcome) for s in trace.spans]
+    [('sleep', 'complete')]
+    >>> "traceEvents" in json.loads(json.dumps(trace.to_chrome_trace()))
+    True
+    """
+
+    __slots__ = ("_done", "_open", "_runs")
+
+    def __init__(self) -> None:
+        self._runs: dict[str, TracedRun] = {}
+        # (run_id, step, phase) -> (start, attempt, concurrency) of spans not yet ended.
+        self._open: dict[tuple[str, str, str], tuple[float, int, int]] = {}
+        self._done: list[_Record] = []
+
+    def __repr__(self) -> str:
+        return f"<Trace: {len(self._runs)} runs, {len(self._done)} spans>"
+
+    # ------------------------------------------------------------------ middleware hooks
+    def on_run_start(self, run: RunInfo) -> None:
+        """Record that `run` started."""
+        parent = self._runs.get(run.parent) if run.parent is not None else None
+        self._runs[run.run_id] = TracedRun(
+            reactor=run.reactor,
+            run_id=run.run_id,
+            parent=run.parent,
+            root=parent.root if parent is not None else run.run_id,
+            start=run.start,
+            end=None,
+            outcome="running",
+            step_names=run.step_names,
+            critical_path=run.critical_path,
+        )
+
+    def on_event(self, event: Event) -> None:
+        """Record a step event: open a span, or close the open one with an outcome."""
+        found = _KINDS.get(event.kind)
+        if found is None:
+            return
+        phase, outcome = found
+        key = (event.run_id, event.step, phase)
+        if outcome is None:
+            self._open[key] = (event.time, event.attempt, event.concurrency)
+            return
+        opened = self._open.pop(key, None)
+        if opened is None:  # a guard skip, or an end that no start announced
+            opened = (event.time, event.attempt, event.concurrency)
+        self._done.append(
+            (event.step, event.run_id, phase, opened[1], opened[0], event.time, outcome,
+             opened[2], event.error)
+        )  # fmt: skip
+
+    def on_run_complete(self, run: RunInfo, result: Any) -> None:
+        """Record that `run` completed (the result is left as it is)."""
+        self._end(run, "complete")
+
+    def on_run_error(self, run: RunInfo, error: BaseException) -> None:
+        """Record that `run` failed."""
+        self._end(run, "error")
+
+    def on_run_halt(self, run: RunInfo, checkpoint: Any) -> None:
+        """Record that `run` halted."""
+        self._end(run, "halt")
+
+    def _end(self, run: RunInfo, outcome: str) -> None:
+        try:
+            now = asyncio.get_running_loop().time()
+        except RuntimeError:  # called by hand, outside a loop
+            now = max((r[5] for r in self._done if r[1] == run.run_id), default=run.start)
+        # Spans that never reported an end: steps cancelled after the grace period.
+        for key in [k for k in self._open if k[0] == run.run_id]:
+            start, attempt, concurrency = self._open.pop(key)
+            self._done.append(
+                (key[1], key[0], key[2], attempt, start, now, "cancelled", concurrency, None)
+            )
+        known = self._runs.get(run.run_id)
+        if known is None:
+            self.on_run_start(run)
+            known = self._runs[run.run_id]
+        self._runs[run.run_id] = attrs.evolve(known, end=now, outcome=outcome)
+
+    # ------------------------------------------------------------------ records
+    @property
+    def runs(self) -> list[TracedRun]:
+        """The recorded runs, in the order they started."""
+        return sorted(self._runs.values(), key=lambda r: r.start)
+
+    @property
+    def spans(self) -> list[Span]:
+        """The finished spans by start time, then outer runs first, plan order, end time."""
+        rank: dict[str, dict[str, int]] = {
+            run_id: {name: k for k, name in enumerate(run.step_names)}
+            for run_id, run in self._runs.items()
+        }
+        depth = {run_id: self._depth(run) for run_id, run in self._runs.items()}
+        none: dict[str, int] = {}
+        return sorted(
+            (Span(*r) for r in self._done),
+            key=lambda s: (
+                s.start,
+                depth.get(s.run_id, 0),
+                rank.get(s.run_id, none).get(s.step, -1),
+                s.end,
+            ),
+        )
+
+    def _depth(self, run: TracedRun) -> int:
+        depth = 0
+        while run.parent is not None and run.parent in self._runs and depth < len(self._runs):
+            run = self._runs[run.parent]
+            depth += 1
+        return depth
+
+    def _root(self, run_id: str) -> str:
+        run = self._runs.get(run_id)
+        return run.root if run is not None else run_id
+
+    def _groups(self) -> list[tuple[str, list[Span]]]:
+        """The spans grouped by outermost run, in the order those runs started."""
+        groups: dict[str, list[Span]] = {}
+        for run in self.runs:
+            if run.root == run.run_id:
+                groups[run.run_id] = []
+        for span in self.spans:
+            groups.setdefault(self._root(span.run_id), []).append(span)
+        return list(groups.items())
+
+    def _origin(self) -> float:
+        starts = [r.start for r in self._runs.values()]
+        starts.extend(r[4] for r in self._done)
+        return min(starts, default=0.0)
+
+    def _run_end(self, run: TracedRun, spans: Iterable[Span]) -> float:
+        if run.end is not None:
+            return run.end
+        return max((s.end for s in spans), default=run.start)
+
+    # ------------------------------------------------------------------ exporters
+    def to_chrome_trace(self) -> dict[str, Any]:
+        """The timeline in the trace-event format, as a JSON-serialisable dict.
+
+        Each outermost run is a process (``pid``, from 1) whose thread 0 holds a span for
+        the whole run; its steps, composed reactors' steps included, are complete (``"X"``)
+        events on threads 1, 2, ...: one lane per concurrent slot, so overlapping steps
+        never share a lane and the number of lanes is the peak concurrency. Times are in
+        microseconds from the first recorded run's start. Write it with ``json.dump`` and
+        open it in https://ui.perfetto.dev or ``chrome://tracing``.
+
+        Returns:
+            ``{"traceEvents": [...], "displayTimeUnit": "ms"}``.
+        """
+        t0 = self._origin()
+        events: list[dict[str, Any]] = []
+        for pid, (root, spans) in enumerate(self._groups(), start=1):
+            run = self._runs.get(root)
+            name = f"{run.reactor} {root}" if run is not None else root
+            events.append(_meta("process_name", pid, 0, name))
+            events.append(_meta("process_sort_index", pid, 0, pid, key="sort_index"))
+            events.append(_meta("thread_name", pid, 0, "run"))
+            if run is not None:
+                end = self._run_end(run, spans)
+                events.append(
+                    {
+                        "name": run.reactor,
+                        "cat": "run",
+                        "ph": "X",
+                        "ts": _us(run.start - t0),
+                        "dur": _us(end - run.start),
+                        "pid": pid,
+                        "tid": 0,
+                        "args": {"run_id": root, "outcome": run.outcome},
+                    }
+                )
+            lanes = _lanes(spans)
+            for lane in range(1, max(lanes, default=0) + 1):
+                events.append(_meta("thread_name", pid, lane, f"lane {lane}"))
+                events.append(_meta("thread_sort_index", pid, lane, lane, key="sort_index"))
+            for span, lane in zip(spans, lanes, strict=True):
+                args: dict[str, Any] = {
+                    "run_id": span.run_id,
+                    "attempt": span.attempt,
+                    "outcome": span.outcome,
+                    "concurrency": span.concurrency,
+                }
+                if span.error is not None:
+                    args["error"] = repr(span.error)
+                events.append(
+                    {
+                        "name": span.step if span.phase == "step" else span.label,
+                        "cat": span.phase,
+                        "ph": "X",
+                        "ts": _us(span.start - t0),
+                        "dur": _us(span.end - span.start),
+                        "pid": pid,
+                        "tid": lane,
+                        "args": args,
+                    }
+                )
+        return {"traceEvents": events, "displayTimeUnit": "ms"}
+
+    def to_mermaid_gantt(self, *, title: str | None = None) -> str:
+        """The timeline as a Mermaid Gantt chart: one section per run, one task per span.
+
+        Times are whole milliseconds from the first recorded run's start (``dateFormat x``);
+        failed attempts are ``crit``, halted ones ``active``, skipped steps milestones.
+
+        Args:
+            title: the chart's title; by default the reactor's name (with one run).
+
+        >>> print(Trace().to_mermaid_gantt(title="nothing yet"))
+        gantt
+            title nothing yet
+            dateFormat x
+            axisFormat %S.%L
+        """
+        runs = self.runs
+        if title is None:
+            reactors = {r.reactor for r in runs if r.root == r.run_id}
+            title = reactors.pop() if len(reactors) == 1 else "reactorpy trace"
+        t0 = self._origin()
+        by_run: dict[str, list[Span]] = {r.run_id: [] for r in runs}
+        for span in self.spans:
+            by_run.setdefault(span.run_id, []).append(span)
+        last = max((s.end for s in self.spans), default=t0)
+        last = max([last, *(r.end for r in runs if r.end is not None)])
+        lines = [
+            "gantt",
+            f"    title {_gantt_text(title)}",
+            "    dateFormat x",
+            f"    axisFormat {'%S.%L' if last - t0 < 60 else '%M:%S'}",
+        ]
+        several = len({self._root(run_id) for run_id in by_run}) > 1
+        for run_id, spans in by_run.items():
+            run = self._runs.get(run_id)
+            section = run.reactor if run is not None else run_id
+            parent = self._runs.get(run.parent) if run and run.parent else None
+            if parent is not None:
+                section = f"{section} (composed in {parent.reactor})"
+            if several:
+                section = f"{section} {run_id}"
+            lines.append(f"    section {_gantt_text(section)}")
+            for span in spans:
+                tag = _GANTT_TAGS.get(span.outcome, "")
+                start = _ms(span.start - t0)
+                end = start if span.outcome == "skip" else _ms(span.end - t0)
+                lines.append(f"    {_gantt_text(span.label)} :{tag}{start}, {end}")
+        return "\n".join(lines)
+
+    def summary(self, run_id: str | None = None) -> TraceSummary:
+        """Numbers about one run and the runs composed into it.
+
+        Args:
+            run_id: the outermost run to summarise; by default the last one that started.
+
+        Raises:
+            LookupError: no such run was recorded (or none at all).
+        """
+        roots = [r for r in self.runs if r.root == r.run_id]
+        if run_id is None:
+            if not roots:
+                raise LookupError("This Trace has recorded no run yet.")
+            run = roots[-1]
+        elif run_id in self._runs:
+            run = self._runs[run_id]
+        else:
+            raise LookupError(
+                f"This Trace has no run {run_id!r}; it has {', '.join(map(repr, self._runs))}."
+            )
+        tree = {run.run_id} | {
+            r.run_id for r in self._runs.values() if self._descends(r, run.run_id)
+        }
+        spans = [s for s in self.spans if s.run_id in tree]
+        end = self._run_end(run, spans)
+        wall = end - run.start
+        steps = [s for s in spans if s.phase == "step"]
+        names = {s.step for s in steps}
+        composite = {s.step[:k] for s in steps for k, c in enumerate(s.step) if c in ".["}
+        leaves = [s for s in steps if s.step not in composite]
+        # Each step from its first start to its last end (retries and backoff included).
+        first: dict[str, float] = {}
+        final: dict[str, float] = {}
+        for s in steps:
+            first[s.step] = min(first.get(s.step, s.start), s.start)
+            final[s.step] = max(final.get(s.step, s.end), s.end)
+        took = {name: final[name] - first[name] for name in first}
+        slowest = sorted(((n, t) for n, t in took.items() if n not in composite),
+                         key=lambda nt: -nt[1])  # fmt: skip
+        critical_time = sum(took.get(name, 0.0) for name in run.critical_path)
+        busy = sum(s.duration for s in leaves)
+        peak, peak_at = _peak(leaves)
+        bound = max(critical_time, slowest[0][1] if slowest else 0.0)
+        return TraceSummary(
+            reactor=run.reactor,
+            run_id=run.run_id,
+            outcome=run.outcome,
+            wall_time=wall,
+            steps=len(names),
+            critical_path=run.critical_path,
+            critical_path_time=critical_time,
+            peak_concurrency=peak,
+            peak_at=(peak_at - run.start) if peak else 0.0,
+            slowest=tuple(slowest[:_SLOWEST]),
+            busy_time=busy,
+            parallelism=busy / wall if wall > 0 else 0.0,
+            available_parallelism=busy / bound if bound > 0 else 0.0,
+        )
+
+    def _descends(self, run: TracedRun, ancestor: str) -> bool:
+        seen: set[str] = set()
+        while run.parent is not None and run.parent not in seen:
+            if run.parent == ancestor:
+                return True
+            seen.add(run.parent)
+            parent = self._runs.get(run.parent)
+            if parent is None:
+                return False
+            run = parent
+        return False
+
+
+_GANTT_TAGS: Final = {
+    "error": "crit, ",
+    "retry": "crit, ",
+    "cancelled": "crit, ",
+    "halt": "active, ",
+    "skip": "milestone, ",
+}
+
+
+def _us(seconds: float) -> float:
+    """Seconds as microseconds, rounded to the nanosecond (float noise removed)."""
+    return round(seconds * 1e6, 3)
+
+
+def _ms(seconds: float) -> int:
+    return round(seconds * 1e3)
+
+
+def _meta(name: str, pid: int, tid: int, value: Any, *, key: str = "name") -> dict[str, Any]:
+    return {"name": name, "ph": "M", "ts": 0, "pid": pid, "tid": tid, "args": {key: value}}
+
+
+def _gantt_text(text: str) -> str:
+    """`text` made safe for a Gantt line (``:`` separates a task's name from its data)."""
+    for bad in (":", ";", "#", "\r", "\n"):
+        text = text.replace(bad, " ")
+    return text.strip() or "_"
+
+
+def _lanes(spans: list[Span]) -> list[int]:
+    """A lane (from 1) per span, sorted by start, so that overlapping spans never share one.
+
+    Greedy interval partitioning: each span takes the lowest free lane, so the number of
+    lanes equals the largest number of spans running at one moment.
+    """
+    busy: list[tuple[float, int]] = []  # (end, lane) of spans holding a lane
+    free: list[int] = []
+    out: list[int] = []
+    for span in spans:
+        while busy and busy[0][0] <= span.start:
+            heapq.heappush(free, heapq.heappop(busy)[1])
+        lane = heapq.heappop(free) if free else len(busy) + 1
+        heapq.heappush(busy, (span.end, lane))
+        out.append(lane)
+    return out
+
+
+def _peak(spans: list[Span]) -> tuple[int, float]:
+    """The most spans running at one moment, and when that began (ends before starts)."""
+    edges = sorted([(s.start, 1) for s in spans] + [(s.end, -1) for s in spans])
+    running = peak = 0
+    at = 0.0
+    for t, delta in edges:
+        running += delta
+        if running > peak:
+            peak, at = running, t
+    return peak, at
