@@ -14,8 +14,6 @@ clear error.
 6
 """
 
-from __future__ import annotations
-
 from ._arguments import Context, Input, PathError, Result, Value
 from ._checkpoint import Checkpoint, UndoRecord
 from ._errors import (
@@ -33,10 +31,12 @@ from ._errors import (
 )
 from ._events import EVENT_KINDS, Event, RunInfo
 from ._limiter import Limiter
+from ._logging import LoggingMiddleware
 from ._offload import OffloadError
 from ._plan import Plan
 from ._reactor import Reactor
 from ._step import Continue, NewSteps, Step, step
+from ._trace import Trace
 
 __version__ = "0.1.0"
 
@@ -54,6 +54,7 @@ __all__ = [
     "Input",
     "InputError",
     "Limiter",
+    "LoggingMiddleware",
     "NewSteps",
     "OffloadError",
     "PathError",
@@ -66,6 +67,7 @@ __all__ = [
     "RunFailed",
     "RunInfo",
     "Step",
+    "Trace",
     "UndoRecord",
     "UnknownReferenceError",
     "Value",
