@@ -631,7 +631,7 @@ async def run_benchmarks(
     unknown = selected - set(WORKLOADS)
     if unknown:
         raise ValueError(f"unknown workloads {sorted(unknown)}; choose from {list(WORKLOADS)}")
-    header = Row(*(name for name, _ in COLUMNS), verdict="verdict")  # type: ignore[arg-type]
+    header = Row("workload", "contender", "figure", "vs tasks", "target", "verdict")
     print(format_row(header))
     print("-" * (sum(w + 2 for _, w in COLUMNS) + 7))
     jobs: dict[str, Callable[[], Awaitable[None]]] = {
@@ -657,7 +657,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=lambda s: [w.strip() for w in s.split(",") if w.strip()],
         help=f"comma-separated workloads among {', '.join(WORKLOADS)}",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.only or ()) - set(WORKLOADS))
+    if unknown:
+        parser.error(f"unknown workloads {unknown}; choose from {', '.join(WORKLOADS)}")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -666,7 +670,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"python {sys.version.split()[0]}, networkx {nx.__version__}, "
         f"{'quick' if args.quick else 'full'} mode"
     )
-    asyncio.run(run_benchmarks(args.quick, args.only))
+    cfg = Config.make(args.quick)
+    asyncio.run(run_benchmarks(args.quick, args.only, out=cfg))
+    print(
+        f"\nfigures: best of {cfg.fast_reps} (no-op) / {cfg.slow_reps} (sleeping) runs; "
+        "'vs tasks' is contender/tasks (tasks+sem for limited)."
+    )
     if load_reactorpy() is None:
         print(f"reactorpy not benchmarked: {_RP_ERROR}")
     return 0
