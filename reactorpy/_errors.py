@@ -10,6 +10,8 @@ Must not import: anything else in the package.
     │   └── DuplicateStepError        .name, .reactor
     ├── InputError (ValueError)       .missing, .unexpected, .step/.argument/.path
     ├── ResumeError (ValueError)      a checkpoint does not fit the reactor
+    ├── PathError (LookupError)       a path into a result does not exist (_arguments.py)
+    ├── OffloadError (TypeError)      a step or argument cannot go to a process (_offload.py)
     ├── RunFailed (ExceptionGroup)    the standing step errors plus any undo errors
     └── Halted                        .reason, .checkpoint: the run paused and can resume
 
