@@ -84,9 +84,7 @@ class Checkpoint:
         if removed:
             differences.append(f"steps removed since: {', '.join(map(repr, removed))}")
         if changed:
-            differences.append(
-                "dependencies changed for: " + ", ".join(map(repr, changed))
-            )
+            differences.append("dependencies changed for: " + ", ".join(map(repr, changed)))
         if not differences:
             differences.append("its inputs changed")
         raise ResumeError(

@@ -59,7 +59,9 @@ class Limiter:
         if max_concurrency is not None and (
             not isinstance(max_concurrency, int) or max_concurrency < 1
         ):
-            raise ValueError(f"max_concurrency must be an int >= 1 or None, got {max_concurrency!r}")
+            raise ValueError(
+                f"max_concurrency must be an int >= 1 or None, got {max_concurrency!r}"
+            )
         for key, cap in (limits or {}).items():
             if not isinstance(cap, int) or cap < 1:
                 raise ValueError(f"limits[{key!r}] must be an int >= 1, got {cap!r}")
