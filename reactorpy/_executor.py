@@ -34,7 +34,7 @@ import functools
 import inspect
 import itertools
 import uuid
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from ._arguments import Context, dig
@@ -42,6 +42,7 @@ from ._checkpoint import Checkpoint, UndoRecord
 from ._errors import _UNSET, Halt, Halted, InputError, Retry, RunFailed
 from ._events import Event, Middleware, RunInfo
 from ._limiter import Limiter
+from ._plan import KIND_ASYNC, KIND_FEATURED, KIND_SYNC
 from ._step import Callback, Continue, NewSteps
 
 if TYPE_CHECKING:
@@ -50,10 +51,10 @@ if TYPE_CHECKING:
 
 __all__ = ["Run"]
 
-# Step kinds, per run.
-_SYNC: Final = 0  # plain def, no options: called inline
-_ASYNC: Final = 1  # async def, no options: awaited directly
-_FEATURED: Final = 2  # anything else: through _attempts
+# Step kinds, per run (a plain run uses the plan's, see `step_kind`).
+_SYNC: Final = KIND_SYNC  # plain def, no options: called inline
+_ASYNC: Final = KIND_ASYNC  # async def, no options: awaited directly
+_FEATURED: Final = KIND_FEATURED  # anything else: through _attempts
 
 # Step states.
 _PENDING: Final = 0
@@ -71,34 +72,37 @@ class _InContext:
     """Await a coroutine with every resumption inside `ctx` (a step's own context).
 
     Lets one worker task run several steps one after another, each in its own copy of the
-    caller's context, without a task per step.
+    caller's context, without a task per step. The worker starts the coroutine itself with
+    ``ctx.run(coro.send, None)``, as most steps finish without ever suspending; only one that
+    suspends comes here, with `yielded`, what that first send yielded (for the task to wait
+    on before the coroutine is resumed).
     """
 
-    __slots__ = ("coro", "ctx")
+    __slots__ = ("coro", "ctx", "yielded")
 
-    def __init__(self, coro: Any, ctx: contextvars.Context) -> None:
+    def __init__(self, coro: Any, ctx: contextvars.Context, yielded: Any) -> None:
         self.coro = coro
         self.ctx = ctx
+        self.yielded = yielded
 
     def __await__(self) -> Generator[Any, Any, Any]:
         run = self.ctx.run
         send = self.coro.send
         throw = self.coro.throw
-        value: Any = None
-        error: BaseException | None = None
+        yielded = self.yielded
         while True:
             try:
-                if error is None:
-                    yielded = run(send, value)
-                else:
-                    yielded = run(throw, error)
-            except StopIteration as stop:
-                return stop.value
-            try:
                 value = yield yielded
-                error = None
-            except BaseException as exc:
-                value, error = None, exc
+            except BaseException as exc:  # forwarded into the step (cancellation, mostly)
+                try:
+                    yielded = run(throw, exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    yielded = run(send, value)
+                except StopIteration as stop:
+                    return stop.value
 
 
 class _Waiting:
@@ -166,19 +170,31 @@ class Run:
             limiter = Limiter(1)
         self.limiter = limiter
         steps = plan.steps
-        # A run-wide executor sends plain defs away: they need _call, not the inline path.
-        self.kinds = [
-            _kind(s, self.emit or (executor is not None and not s.is_async), async_) for s in steps
-        ]
-        self.needs_slot = [
-            limiter is not None
-            and (not async_ or s.is_async or s.executor is not None or executor is not None)
-            and (not s.composite or not async_)
-            for s in steps
-        ]
-        self.names = [prefix + name for name in plan.order]
+        # Per-step arrays are read-only during the run: a plain run shares the plan's.
+        self.kinds: Sequence[int]
+        if async_ and not self.emit and executor is None:
+            self.kinds = plan.kinds
+        else:
+            # A run-wide executor sends plain defs away: they need _call, not the inline path.
+            self.kinds = [
+                _kind(s, self.emit or (executor is not None and not s.is_async), async_)
+                for s in steps
+            ]
+        self.needs_slot: Sequence[bool]
+        if limiter is None:
+            self.needs_slot = (False,) * n
+        else:
+            self.needs_slot = [
+                (not async_ or s.is_async or s.executor is not None or executor is not None)
+                and (not s.composite or not async_)
+                for s in steps
+            ]
+        self.names: Sequence[str] = [prefix + name for name in plan.order] if prefix else plan.order
         # Critical path first; one step at a time goes in plan order instead.
         self.priority = plan.priority if async_ else tuple(range(n, 0, -1))
+        # The dependents of each step in the order they start when made ready together (the
+        # order of `_order_key`; plan.dependents is in index order, which async_=False wants).
+        self.ready_order = plan.ready_order if async_ else plan.dependents
         self.vals: list[Any] = [None] * n
         self.vals.extend(inputs[name] for name in plan.inputs)
         self.vals.extend(plan.constants)
@@ -188,6 +204,9 @@ class Run:
         if plan.return_slot is not None and plan.return_slot < n:
             keep[plan.return_slot] = True
         self.keep = keep
+        # Whether a completion may free results: not when every result is kept (no
+        # ``returns``), where consumers_left only ever matters together with keep.
+        self.releasing = plan.returns is not None
         self.state = bytearray(n)
         self.holding = bytearray(n)  # 1 while step i holds a limiter slot
         self.gated = bytearray(n)  # 1 while async_=False step i holds back new starts
@@ -201,7 +220,9 @@ class Run:
         self.stopping = False
         self.gate = 0  # running async_=False steps: nothing new starts while > 0
         self.held: list[int] = []
-        self.tasks: set[asyncio.Task[None]] = set()
+        # The live worker tasks, by the step each started with (a step starts at most once a
+        # run), so a worker can drop its own entry without asking for the current task.
+        self.tasks: dict[int, asyncio.Task[None]] = {}
         self.live = 0
         self.in_executor: dict[int, concurrent.futures.Future[Any] | asyncio.Future[Any]] = {}
         self.abandoned: list[str] = []
@@ -285,11 +306,12 @@ class Run:
 
     def _spawn(self, j: int, preset: Any = _UNSET) -> None:
         self.state[j] = _STARTED
-        self._gate(j)
+        if self.plan.exclusive[j]:
+            self._gate(j)
         self.live += 1
-        ctx = self.base_ctx.copy()
-        task = asyncio.get_running_loop().create_task(self._work(j, preset), context=ctx)
-        self.tasks.add(task)
+        self.tasks[j] = self.loop.create_task(  # type: ignore[union-attr]
+            self._work(j, preset), context=self.base_ctx.copy()
+        )
 
     def _gate(self, j: int) -> None:
         """An async_=False step is starting: hold back new starts until it ends."""
@@ -418,12 +440,12 @@ class Run:
         if self.stopping:
             return out
         remaining = self.remaining
-        for d in self.plan.dependents[i]:
+        state = self.state
+        # ready_order is already sorted by _order_key, and so is any subsequence of it.
+        for d in self.ready_order[i]:
             remaining[d] -= 1
-            if remaining[d] == 0 and self.state[d] == _PENDING:
+            if remaining[d] == 0 and state[d] == _PENDING:
                 out.append(d)
-        if len(out) > 1:
-            out.sort(key=self._order_key)
         return out
 
     def _record(
@@ -431,25 +453,27 @@ class Run:
     ) -> None:
         """Step i completed with value: store it, push its undo, release what is not needed."""
         self.state[i] = _DONE
-        self.vals[i] = value
+        vals = self.vals
+        vals[i] = value
         self.n_done += 1
-        if undoable and self.plan.steps[i].undo_callback is not None:
+        plan = self.plan
+        if undoable and plan.has_undo[i]:
             if arguments is None:
                 arguments = self._named_args(i, self.attempts[i] or 1)
-            self.undo_stack.append(UndoRecord(self.plan.order[i], value, arguments))
+            self.undo_stack.append(UndoRecord(plan.order[i], value, arguments))
         if self.extra_undo:
             children = self.extra_undo.pop(i, None)
             if children:
                 self.undo_stack.extend(children)
-        vals = self.vals
-        left = self.consumers_left
-        keep = self.keep
-        for j in self.plan.deps[i]:
-            left[j] -= 1
-            if left[j] == 0 and not keep[j]:
-                vals[j] = None
-        if not self.plan.dependents[i] and not keep[i]:
-            vals[i] = None
+        if self.releasing:
+            left = self.consumers_left
+            keep = self.keep
+            for j in plan.deps[i]:
+                left[j] -= 1
+                if left[j] == 0 and not keep[j]:
+                    vals[j] = None
+            if not plan.dependents[i] and not keep[i]:
+                vals[i] = None
         if self.n_done == self.n:
             self._wake_coordinator()
 
@@ -464,12 +488,23 @@ class Run:
         The first step runs in the task's own context; later ones through `_InContext`,
         each in a fresh copy of the caller's context.
         """
+        started = i
         first = True
         streak = 0
+        # What every step reads, as locals: attribute lookups cost as much as no-op steps.
+        plan = self.plan
+        steps = plan.steps
+        simple = plan.simple
+        exclusive = plan.exclusive
+        kinds = self.kinds
+        vals = self.vals
+        attempts = self.attempts
+        base_ctx = self.base_ctx
         try:
             while i >= 0:
-                step = self.plan.steps[i]
-                self._gate(i)
+                ran = i  # i is reassigned on failure before the finally below runs
+                if exclusive[i]:
+                    self._gate(i)
                 arguments: dict[str, Any] | None = None
                 try:
                     if self.stopping:
@@ -480,18 +515,37 @@ class Run:
                             raise _Pending
                     if preset is not _UNSET:
                         value, preset = preset, _UNSET
-                    elif self.kinds[i] == _ASYNC:
-                        pos, kw = self._args(i, 1)
-                        self.attempts[i] = 1
-                        coro = step.fn(*pos, **kw)
-                        value = (
-                            await coro if first else await _InContext(coro, self.base_ctx.copy())
-                        )
                     else:
-                        coro = self._attempts(i)
-                        value, arguments = (
-                            await coro if first else await _InContext(coro, self.base_ctx.copy())
-                        )
+                        kind = kinds[i]
+                        if kind == _ASYNC:
+                            slots = simple[i]
+                            if slots is not None:
+                                args = [vals[k] for k in slots]
+                                attempts[i] = 1
+                                coro = steps[i].fn(*args)
+                            else:
+                                pos, kw = self._args(i, 1)
+                                attempts[i] = 1
+                                coro = steps[i].fn(*pos, **kw)
+                        else:
+                            coro = self._attempts(i)
+                        if first:
+                            out = await coro
+                        else:
+                            # In a fresh copy of the caller's context. Most steps finish
+                            # without suspending: start it here, and only a step that does
+                            # suspend pays for the _InContext trampoline.
+                            ctx = base_ctx.copy()
+                            try:
+                                yielded = ctx.run(coro.send, None)
+                            except StopIteration as stop:
+                                out = stop.value
+                            else:
+                                out = await _InContext(coro, ctx, yielded)
+                        if kind == _ASYNC:
+                            value = out
+                        else:
+                            value, arguments = out
                     if type(value) is NewSteps:
                         self._drop_slot(i)  # new steps take their own slots
                         value = await self._new_steps(i, value)
@@ -523,7 +577,8 @@ class Run:
                     i = self._release(i)
                     continue
                 finally:
-                    self._ungate(i)
+                    if exclusive[ran]:
+                        self._ungate(ran)
                 first = False
                 streak += 1
                 if value is _Skipped:
@@ -536,7 +591,7 @@ class Run:
                     self._start_many(held)
         finally:
             self.live -= 1
-            self.tasks.discard(asyncio.current_task())
+            del self.tasks[started]
             if self.live == 0 and (self.stopping or self.n_done == self.n):
                 self._wake_coordinator()
 
@@ -553,16 +608,41 @@ class Run:
         none); the others get tasks or wait for slots. Then i's slot, if still held, is
         released, which may hand back a waiting step of this run to continue with.
         """
-        cont = -1
         limiter = self.limiter
+        if limiter is None and not self.stopping:
+            # No slots to inherit or hand back. A step with a single dependent (a chain)
+            # needs no list: the same decisions as below, for that one step.
+            dependents = self.ready_order[i]
+            if not dependents:
+                return -1
+            if len(dependents) == 1:
+                d = dependents[0]
+                remaining = self.remaining
+                remaining[d] -= 1
+                if remaining[d] or self.state[d] != _PENDING:
+                    return -1
+                if self.gate:
+                    self.held.append(d)
+                elif self.kinds[d] == _SYNC:
+                    self._run_sync_chain(d)
+                else:
+                    self.state[d] = _STARTED
+                    return d
+                return -1
+        cont = -1
+        kinds = self.kinds
+        needs_slot = self.needs_slot
         for d in self._newly_ready(i):
             if self.gate:
                 self.held.append(d)
-            elif self.kinds[d] == _SYNC:
+            elif kinds[d] == _SYNC:
                 self._run_sync_chain(d)
-            elif cont < 0 and not self.needs_slot[d]:
-                cont = d
-                self.state[d] = _STARTED
+            elif not needs_slot[d]:
+                if cont < 0:
+                    cont = d
+                    self.state[d] = _STARTED
+                else:
+                    self._spawn(d)  # what _launch does for a step that needs no slot
             elif (
                 cont < 0
                 and self.holding[i]
@@ -816,7 +896,7 @@ class Run:
     async def _drain(self) -> None:
         """Await running steps for `grace` seconds, then cancel the rest."""
         if self.tasks:
-            _, pending = await asyncio.wait(set(self.tasks), timeout=self.grace)
+            _, pending = await asyncio.wait(set(self.tasks.values()), timeout=self.grace)
             if pending:
                 await self._cancel_tasks()
 
@@ -824,10 +904,10 @@ class Run:
         for i, fut in list(self.in_executor.items()):
             if not fut.done() and not fut.cancel():
                 self.abandoned.append(self.names[i])
-        for t in list(self.tasks):
+        for t in list(self.tasks.values()):
             t.cancel()
         if self.tasks:
-            await asyncio.wait(set(self.tasks))
+            await asyncio.wait(set(self.tasks.values()))
 
     async def _cancelled(self) -> None:
         """run() itself was cancelled: cancel running steps now, then undo."""

@@ -15,6 +15,11 @@ The arrays, for step index ``i`` (indices follow ``Plan.order``):
 - ``dependents[i]``, ``ndeps[i]``: the graphlib-style counters of the scheduler.
 - ``consumers[i]``: how many distinct steps read the result (for releasing it).
 - ``priority[i]``: the length of the longest chain of steps from ``i`` to a sink.
+- ``ready_order[i]``: ``dependents[i]`` most critical first (``-priority``, then index), so
+  the scheduler never sorts the steps a completion makes ready.
+- ``kinds[i]``, ``has_undo[i]``, ``exclusive[i]``: per-step flags the executor would otherwise
+  read through properties on every step of every run (how a plain run calls the step, whether
+  it has an undo, whether it runs alone: ``async_=False``).
 """
 
 from __future__ import annotations
@@ -31,7 +36,19 @@ from ._errors import CycleError, DefinitionError, UnknownReferenceError, did_you
 if TYPE_CHECKING:
     from ._step import Step
 
-__all__ = ["ArgSpec", "Plan", "build_graph", "compile_plan"]
+__all__ = ["ArgSpec", "Plan", "build_graph", "compile_plan", "step_kind"]
+
+# How a step is called, in a plain run (no events, no run-wide executor, async_=True):
+KIND_SYNC = 0  # plain def, no options: called inline
+KIND_ASYNC = 1  # async def, no options: awaited directly
+KIND_FEATURED = 2  # anything else: through the executor's attempts loop
+
+
+def step_kind(step: Step[..., Any]) -> int:
+    """The kind of `step` in a plain run (the executor adjusts it for other runs)."""
+    if step.has_features or step.composite:
+        return KIND_FEATURED
+    return KIND_ASYNC if step.is_async else KIND_SYNC
 
 
 @attrs.frozen
@@ -74,6 +91,10 @@ class Plan:
     ndeps: tuple[int, ...] = attrs.field(repr=False)
     consumers: tuple[int, ...] = attrs.field(repr=False)
     priority: tuple[int, ...] = attrs.field(repr=False)
+    ready_order: tuple[tuple[int, ...], ...] = attrs.field(repr=False)
+    kinds: tuple[int, ...] = attrs.field(repr=False)
+    has_undo: tuple[bool, ...] = attrs.field(repr=False)
+    exclusive: tuple[bool, ...] = attrs.field(repr=False)
     constants: tuple[Any, ...] = attrs.field(repr=False)
     input_paths: tuple[tuple[str, str, Input], ...] = attrs.field(repr=False)
     return_slot: int | None = attrs.field(repr=False)
@@ -266,6 +287,10 @@ def compile_plan(
         ndeps=tuple(len(d) for d in deps),
         consumers=tuple(consumers),
         priority=tuple(priority),
+        ready_order=tuple(tuple(sorted(d, key=lambda k: (-priority[k], k))) for d in dependents_l),
+        kinds=tuple(step_kind(s) for s in ordered_steps),
+        has_undo=tuple(s.undo_callback is not None for s in ordered_steps),
+        exclusive=tuple(not s.async_ for s in ordered_steps),
         constants=tuple(constants),
         input_paths=tuple(input_paths),
         return_slot=return_slot,
