@@ -34,7 +34,7 @@ import functools
 import inspect
 import itertools
 import uuid
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from ._arguments import Context, dig
@@ -232,11 +232,13 @@ class Run:
         self.inner: dict[str, Any] = {}  # child checkpoints of composite steps, by step name
         self.extra_undo: dict[int, list[UndoRecord]] = {}  # children's undo, by composite
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.new_task: Callable[..., asyncio.Task[None]] = asyncio.ensure_future
 
     # ------------------------------------------------------------------ public entry
     async def execute(self) -> Any:
         """Run to completion; returns the `returns` value or raises."""
         loop = self.loop = asyncio.get_running_loop()
+        self.new_task = _task_factory(loop)
         self.wakeup = loop.create_future()
         self._check_input_paths()
         if self.mw is not None:
@@ -309,9 +311,7 @@ class Run:
         if self.plan.exclusive[j]:
             self._gate(j)
         self.live += 1
-        self.tasks[j] = self.loop.create_task(  # type: ignore[union-attr]
-            self._work(j, preset), context=self.base_ctx.copy()
-        )
+        self.tasks[j] = self.new_task(self._work(j, preset), context=self.base_ctx.copy())
 
     def _gate(self, j: int) -> None:
         """An async_=False step is starting: hold back new starts until it ends."""
@@ -485,21 +485,15 @@ class Run:
     async def _work(self, i: int, preset: Any = _UNSET) -> None:
         """A worker task: run step i, then keep running the ready steps it is handed.
 
-        The first step runs in the task's own context; later ones through `_InContext`,
-        each in a fresh copy of the caller's context.
+        The first step runs in the task's own context; later ones each in a fresh copy of
+        the caller's context (through `_InContext` once they suspend).
         """
         started = i
         first = True
         streak = 0
-        # What every step reads, as locals: attribute lookups cost as much as no-op steps.
+        # Most workers run a single step (fan-outs): few locals, every one pays for itself.
         plan = self.plan
-        steps = plan.steps
-        simple = plan.simple
         exclusive = plan.exclusive
-        kinds = self.kinds
-        vals = self.vals
-        attempts = self.attempts
-        base_ctx = self.base_ctx
         try:
             while i >= 0:
                 ran = i  # i is reassigned on failure before the finally below runs
@@ -516,17 +510,17 @@ class Run:
                     if preset is not _UNSET:
                         value, preset = preset, _UNSET
                     else:
-                        kind = kinds[i]
+                        kind = self.kinds[i]
                         if kind == _ASYNC:
-                            slots = simple[i]
-                            if slots is not None:
-                                args = [vals[k] for k in slots]
-                                attempts[i] = 1
-                                coro = steps[i].fn(*args)
+                            fetch = plan.fetch[i]
+                            if fetch is not None:
+                                args = fetch(self.vals)
+                                self.attempts[i] = 1
+                                coro = plan.steps[i].fn(*args)
                             else:
                                 pos, kw = self._args(i, 1)
-                                attempts[i] = 1
-                                coro = steps[i].fn(*pos, **kw)
+                                self.attempts[i] = 1
+                                coro = plan.steps[i].fn(*pos, **kw)
                         else:
                             coro = self._attempts(i)
                         if first:
@@ -535,7 +529,7 @@ class Run:
                             # In a fresh copy of the caller's context. Most steps finish
                             # without suspending: start it here, and only a step that does
                             # suspend pays for the _InContext trampoline.
-                            ctx = base_ctx.copy()
+                            ctx = self.base_ctx.copy()
                             try:
                                 yielded = ctx.run(coro.send, None)
                             except StopIteration as stop:
@@ -1113,6 +1107,22 @@ def _kind(step: Any, emit: bool, async_: bool) -> int:
     if step.is_async:
         return _ASYNC
     return _SYNC if async_ else _FEATURED
+
+
+def _task_factory(loop: asyncio.AbstractEventLoop) -> Callable[..., asyncio.Task[None]]:
+    """How this run makes worker tasks: ``loop.create_task``, or what it amounts to.
+
+    On a stock loop with no task factory (and no debug traceback trimming), create_task is
+    just ``asyncio.Task(coro, loop=loop, context=ctx)`` behind a Python-level call; a fan-out
+    makes one task per step, so it skips the wrapper.
+    """
+    if (
+        type(loop).create_task is asyncio.BaseEventLoop.create_task
+        and loop.get_task_factory() is None
+        and not loop.get_debug()
+    ):
+        return functools.partial(asyncio.Task, loop=loop)
+    return loop.create_task
 
 
 def _unwrap_retry(retry: Retry) -> BaseException:
