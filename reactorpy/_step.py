@@ -238,9 +238,7 @@ class Step(Generic[P, R]):
         if not isinstance(retries, int) or retries < 0:
             raise DefinitionError(f"Step {self.name!r}: retries must be an int >= 0.")
         self.retries = retries
-        self.retry_on = (
-            (retry_on,) if isinstance(retry_on, type) else tuple(retry_on)
-        )
+        self.retry_on = (retry_on,) if isinstance(retry_on, type) else tuple(retry_on)
         if backoff is not None and not callable(backoff) and backoff < 0:
             raise DefinitionError(f"Step {self.name!r}: backoff must be >= 0 seconds.")
         self.backoff = backoff

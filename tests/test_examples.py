@@ -31,12 +31,20 @@ def test_approval_example_halts_then_resumes_in_a_new_process(tmp_path: Path):
     env_path = {"PYTHONPATH": str(root)}
     cmd = [sys.executable, "-m", "reactorpy.examples.approval"]
     first = subprocess.run(
-        [*cmd, "start", "doc.pdf"], cwd=tmp_path, capture_output=True, text=True,
-        timeout=60, env={**env_path, "PATH": ""},
+        [*cmd, "start", "doc.pdf"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**env_path, "PATH": ""},
     )
     assert first.stdout.startswith("halted: waiting for approval of doc.pdf"), first.stderr
     second = subprocess.run(
-        [*cmd, "approve", "doc.pdf"], cwd=tmp_path, capture_output=True, text=True,
-        timeout=60, env={**env_path, "PATH": ""},
+        [*cmd, "approve", "doc.pdf"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**env_path, "PATH": ""},
     )
     assert "published doc.pdf (rendered), approved" == second.stdout.strip(), second.stderr

@@ -40,11 +40,12 @@ async def publish(render: str, approval: str) -> str:
     return f"published {render}, {approval}"
 
 
-async def main(argv: list[str]) -> int:
+def main(argv: list[str]) -> int:
+    """``start DOC`` runs until the approval halts; ``approve DOC`` approves and resumes."""
     command, document = argv
     if command == "start":
         try:
-            print(await publishing.run({"document": document}))
+            print(asyncio.run(publishing.run({"document": document})))
         except rp.Halted as halted:
             STATE.write_bytes(pickle.dumps(halted.checkpoint))
             print(f"halted: {halted.reason}; checkpoint in {STATE}")
@@ -52,9 +53,9 @@ async def main(argv: list[str]) -> int:
     with APPROVALS.open("a") as f:
         f.write(document + "\n")
     checkpoint = pickle.loads(STATE.read_bytes())
-    print(await publishing.resume(checkpoint))
+    print(asyncio.run(publishing.resume(checkpoint)))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main(sys.argv[1:])))
+    sys.exit(main(sys.argv[1:]))
