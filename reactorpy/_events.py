@@ -5,7 +5,9 @@ Owns: the `Event` and `RunInfo` records, the list of event kinds, and `Middlewar
 Must not import: the executor's internals.
 
 Hook order for one run: ``on_run_start``, then ``on_event`` for each step event as it happens,
-then exactly one of ``on_run_complete``, ``on_run_error`` or ``on_run_halt``. Middleware given
+then exactly one of ``on_run_complete``, ``on_run_error`` or ``on_run_halt`` (a run cancelled
+from outside, or ended by a ``KeyboardInterrupt``, ends with ``on_run_error`` given that
+exception). Middleware given
 to the reactor run before middleware given to ``run()``; each hook is called on every middleware
 in that order (``on_run_complete`` threads the result through them).
 """
@@ -103,10 +105,11 @@ class Middleware:
     is middleware; each hook may be sync or async.
     """
 
-    __slots__ = ("hooks",)
+    __slots__ = ("event_kinds", "hooks", "sync_events")
 
     def __init__(self, middleware: Sequence[Any]) -> None:
         self.hooks: dict[str, list[Any]] = {name: [] for name in _HOOKS}
+        kinds: set[str] = set()
         for m in middleware:
             found = False
             for name in _HOOKS:
@@ -118,11 +121,20 @@ class Middleware:
                 raise TypeError(
                     f"{m!r} is not middleware: it has none of the hooks {', '.join(_HOOKS)}."
                 )
+            if getattr(m, "on_event", None) is not None:
+                wanted = getattr(m, "event_kinds", None)
+                kinds.update(EVENT_KINDS if wanted is None else wanted)
+        #: The kinds some middleware wants: no other event object is ever built. Middleware
+        #: may narrow it with an ``event_kinds`` attribute (a collection of kinds).
+        self.event_kinds: frozenset[str] = frozenset(kinds)
+        #: Whether every on_event hook is a plain function: then events are delivered
+        #: without awaiting, and steps keep their fast paths.
+        self.sync_events = not any(inspect.iscoroutinefunction(fn) for fn in self.hooks["on_event"])
 
     @property
     def wants_events(self) -> bool:
         """Whether any middleware listens for step events."""
-        return bool(self.hooks["on_event"])
+        return bool(self.event_kinds)
 
     def __bool__(self) -> bool:
         return any(self.hooks.values())

@@ -42,6 +42,7 @@ from ._checkpoint import Checkpoint, UndoRecord
 from ._errors import _UNSET, Halt, Halted, InputError, Retry, RunFailed
 from ._events import Event, Middleware, RunInfo
 from ._limiter import Limiter
+from ._offload import OffloadError
 from ._plan import KIND_ASYNC, KIND_FEATURED, KIND_SYNC
 from ._step import Callback, Continue, NewSteps
 
@@ -163,6 +164,10 @@ class Run:
         self.default_executor = executor
         self.mw = middleware if middleware else None
         self.emit = self.mw is not None and self.mw.wants_events
+        self.emit_kinds: frozenset[str] = self.mw.event_kinds if self.mw else frozenset()
+        # Sync on_event hooks: events are delivered inline and steps keep their fast paths.
+        self.fast_events = self.emit and self.mw is not None and self.mw.sync_events
+        self.event_hooks: list[Any] = self.mw.hooks["on_event"] if self.mw else []
         self.checkpoint = checkpoint
         n = plan.size
         self.n = n
@@ -172,12 +177,13 @@ class Run:
         steps = plan.steps
         # Per-step arrays are read-only during the run: a plain run shares the plan's.
         self.kinds: Sequence[int]
-        if async_ and not self.emit and executor is None:
+        slow_events = self.emit and not self.fast_events
+        if async_ and not slow_events and executor is None:
             self.kinds = plan.kinds
         else:
             # A run-wide executor sends plain defs away: they need _call, not the inline path.
             self.kinds = [
-                _kind(s, self.emit or (executor is not None and not s.is_async), async_)
+                _kind(s, slow_events or (executor is not None and not s.is_async), async_)
                 for s in steps
             ]
         self.needs_slot: Sequence[bool]
@@ -249,7 +255,7 @@ class Run:
                 context=self.data,
                 parent=self.parent,
                 step_names=tuple(self.names),
-                critical_path=self.plan.critical_path,
+                critical_path=tuple(self.prefix + name for name in self.plan.critical_path),
                 start=loop.time(),
             )
             await self.mw.call("on_run_start", self.info)
@@ -265,8 +271,8 @@ class Run:
             if self.n_done < self.n or self.live:
                 try:
                     await self.wakeup
-                except asyncio.CancelledError:
-                    await self._shielded(self._cancelled())
+                except asyncio.CancelledError as cancelled:
+                    await self._shielded(self._cancelled(cancelled))
                     raise
                 if self.stopping:
                     await self._shielded(self._drain())
@@ -406,16 +412,24 @@ class Run:
     def _run_sync_chain(self, j: int) -> None:
         """Run plain-def step j inline, then any plain-def steps that become ready, iteratively."""
         stack = [j]
+        events = self.fast_events
         while stack:
             i = stack.pop()
             self.state[i] = _STARTED
+            self.attempts[i] = 1
             try:
                 pos, _ = self._args(i, 1)
+                if events:
+                    self._emit_now("step_start", self.names[i], 1)
                 value = self.base_ctx.copy().run(self.plan.steps[i].fn, *pos)
             except Halt as halt:
+                if events:
+                    self._emit_now("step_halt", self.names[i], 1, halt.reason)
                 self._halt(i, halt)
                 continue
             except Exception as exc:
+                if events:
+                    self._emit_now("step_error", self.names[i], 1, error=exc)
                 self._fail(i, exc, 1)
                 continue
             except BaseException as exc:
@@ -424,7 +438,8 @@ class Run:
             if type(value) is NewSteps:
                 self._spawn(i, value)  # planning and running new steps needs a task
                 continue
-            self.attempts[i] = 1
+            if events:
+                self._emit_now("step_complete", self.names[i], 1, value)
             self._record(i, value, None)
             for d in self._newly_ready(i):
                 if self.gate:
@@ -512,6 +527,8 @@ class Run:
                     else:
                         kind = self.kinds[i]
                         if kind == _ASYNC:
+                            if self.fast_events:
+                                self._emit_now("step_start", self.names[i], 1)
                             fetch = plan.fetch[i]
                             if fetch is not None:
                                 args = fetch(self.vals)
@@ -538,6 +555,8 @@ class Run:
                                 out = await _InContext(coro, ctx, yielded)
                         if kind == _ASYNC:
                             value = out
+                            if self.fast_events and type(value) is not NewSteps:
+                                self._emit_now("step_complete", self.names[i], 1, value)
                         else:
                             value, arguments = out
                     if type(value) is NewSteps:
@@ -552,6 +571,8 @@ class Run:
                     i = self._release(i)
                     continue
                 except Halt as halt:
+                    if self.fast_events and self.kinds[i] != _FEATURED:
+                        self._emit_now("step_halt", self.names[i], 1, halt.reason)
                     self._halt(i, halt)
                     i = self._release(i)
                     continue
@@ -563,6 +584,10 @@ class Run:
                     self._release(i)
                     return
                 except Exception as exc:
+                    if self.fast_events:
+                        self._emit_now(
+                            "step_error", self.names[i], self.attempts[i] or 1, error=exc
+                        )
                     self._fail(i, exc, self.attempts[i] or 1)
                     i = self._release(i)
                     continue
@@ -690,7 +715,9 @@ class Run:
             except Exception as exc:
                 error: BaseException = exc
                 retryable = isinstance(exc, Retry) or (
-                    bool(step.retry_on) and isinstance(exc, step.retry_on)
+                    bool(step.retry_on)
+                    and isinstance(exc, step.retry_on)
+                    and not isinstance(exc, OffloadError)  # it would fail the same way again
                 )
                 if retryable and attempt - first_attempt <= retries:
                     delay = self._delay(step, attempt - first_attempt, exc)
@@ -721,6 +748,9 @@ class Run:
                                 )
                             await self._pause(delay)
                             continue
+                        # No attempt left: compensation ended and the error stands.
+                        if self.emit:
+                            await self._event("compensate_complete", i, attempt, error=error)
                     except Exception as cexc:
                         if self.emit:
                             await self._event("compensate_error", i, attempt, error=cexc)
@@ -816,6 +846,12 @@ class Run:
         self.in_executor[i] = future
         try:
             return await wrapped
+        except asyncio.CancelledError:
+            # A timeout or the run's stop cancelled the wait; a call already running in a
+            # thread or process cannot be stopped and runs on without us.
+            if not future.cancel() and not future.done():
+                self.abandoned.append(self.names[i])
+            raise
         finally:
             self.in_executor.pop(i, None)
 
@@ -895,23 +931,22 @@ class Run:
                 await self._cancel_tasks()
 
     async def _cancel_tasks(self) -> None:
-        for i, fut in list(self.in_executor.items()):
-            if not fut.done() and not fut.cancel():
-                self.abandoned.append(self.names[i])
         for t in list(self.tasks.values()):
             t.cancel()
         if self.tasks:
             await asyncio.wait(set(self.tasks.values()))
 
-    async def _cancelled(self) -> None:
-        """run() itself was cancelled: cancel running steps now, then undo."""
+    async def _cancelled(self, cancelled: asyncio.CancelledError) -> None:
+        """run() itself was cancelled: cancel running steps now, undo, tell middleware."""
         self.stopping = True
         self._stop()
         await self._cancel_tasks()
         errors = await self._undo_all()
-        if errors:
-            # Undo errors cannot travel with CancelledError; keep them on the run for inspection.
-            self.undo_errors = errors
+        for error in errors:
+            # Undo errors cannot travel with CancelledError: attach them as notes.
+            cancelled.add_note(f"reactorpy: undo failed during cancellation: {error!r}")
+        if self.mw is not None:
+            await self.mw.call("on_run_error", self.info, cancelled)
 
     # ------------------------------------------------------------------ undo
     async def _undo_all(self) -> list[BaseException]:
@@ -936,7 +971,6 @@ class Run:
         if callback is None:  # pragma: no cover - records are only made for undoable steps
             return None
         ctx = Context(self.run_id, name, 1, self.data, self.plan.reactor)
-        last: Retry | None = None
         for attempt in range(1, _UNDO_ATTEMPTS + 1):
             if self.emit:
                 await self._event_named("undo_start", name, attempt)
@@ -945,12 +979,23 @@ class Run:
                 if inspect.isawaitable(out):
                     await out
             except Retry as retry:
-                last = retry
-                if self.emit:
-                    await self._event_named("undo_retry", name, attempt, error=retry)
-                if retry.delay:
-                    await asyncio.sleep(retry.delay)
-                continue
+                if attempt < _UNDO_ATTEMPTS:
+                    if self.emit:
+                        await self._event_named("undo_retry", name, attempt, error=retry)
+                    if retry.delay:
+                        await asyncio.sleep(retry.delay)
+                    continue
+                error = _unwrap_retry(retry)
+                if error is retry:
+                    error = RuntimeError(
+                        f"undo of step {name!r} asked to retry {_UNDO_ATTEMPTS} times"
+                    )
+                error.add_note(
+                    f"reactorpy: undo of step {name!r} gave up after {_UNDO_ATTEMPTS} attempts"
+                )
+                if self.emit:  # ends the last undo_start, like any failed undo
+                    await self._event_named("undo_error", name, attempt, error=error)
+                return error
             except Exception as exc:
                 if self.emit:
                     await self._event_named("undo_error", name, attempt, error=exc)
@@ -959,20 +1004,15 @@ class Run:
             if self.emit:
                 await self._event_named("undo_complete", name, attempt)
             return None
-        assert last is not None
-        error = _unwrap_retry(last)
-        if error is last:
-            error = RuntimeError(f"undo of step {name!r} asked to retry {_UNDO_ATTEMPTS} times")
-        error.add_note(f"reactorpy: undo of step {name!r} gave up after {_UNDO_ATTEMPTS} attempts")
-        if self.emit:
-            await self._event_named("undo_error", name, _UNDO_ATTEMPTS, error=error)
-        return error
+        raise AssertionError("unreachable: the last attempt returns")  # pragma: no cover
 
     # ------------------------------------------------------------------ the end
     async def _finish(self) -> Any:
         if self.errors or self.fatal is not None:
             undo_errors = await self._shielded_undo()
             if self.fatal is not None:
+                if self.mw is not None:
+                    await self.mw.call("on_run_error", self.info, self.fatal)
                 raise self.fatal
             excs = [e if isinstance(e, Exception) else RuntimeError(repr(e)) for e in self.errors]
             excs.extend(
@@ -1082,13 +1122,37 @@ class Run:
         value: Any = None,
         error: BaseException | None = None,
     ) -> None:
+        if kind not in self.emit_kinds:
+            return
+        if self.fast_events:
+            self._emit_now(kind, name, attempt, value, error)
+            return
         assert self.mw is not None
         assert self.loop is not None
-        running = self.limiter.running if self.limiter is not None else self.live
         await self.mw.call(
             "on_event",
-            Event(kind, name, attempt, self.loop.time(), value, error, self.run_id, running),
+            Event(kind, name, attempt, self.loop.time(), value, error, self.run_id, self.live),
         )
+
+    def _emit_now(
+        self,
+        kind: str,
+        name: str,
+        attempt: int,
+        value: Any = None,
+        error: BaseException | None = None,
+    ) -> None:
+        """Deliver an event to sync on_event hooks at once (``fast_events`` runs only).
+
+        ``concurrency`` is the run's worker tasks: each runs one step at a time.
+        """
+        if kind in self.emit_kinds:
+            assert self.loop is not None
+            event = Event(
+                kind, name, attempt, self.loop.time(), value, error, self.run_id, self.live
+            )
+            for hook in self.event_hooks:
+                hook(event)
 
 
 class _SkippedType:

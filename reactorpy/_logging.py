@@ -14,7 +14,7 @@ import asyncio
 import logging
 from typing import Any, Final
 
-from ._events import Event, RunInfo
+from ._events import EVENT_KINDS, Event, RunInfo
 
 __all__ = ["LoggingMiddleware"]
 
@@ -67,6 +67,15 @@ class LoggingMiddleware:
 
     def __repr__(self) -> str:
         return f"<LoggingMiddleware {self.logger.name!r} at {logging.getLevelName(self.level)}>"
+
+    @property
+    def event_kinds(self) -> frozenset[str]:
+        """The event kinds worth building: those whose level the logger has enabled.
+
+        Read when a run starts, so at WARNING a successful run builds no event at all.
+        """
+        enabled = self.logger.isEnabledFor
+        return frozenset(k for k in EVENT_KINDS if enabled(self._levels.get(k, self.level)))
 
     def on_run_start(self, run: RunInfo) -> None:
         """Log that a run started."""

@@ -441,10 +441,6 @@ def test_partial_records_still_export():
     assert "slowest" not in str(trace.summary("e"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: a run cancelled from outside calls none of on_run_complete/error/halt",
-)
 def test_run_cancelled_from_outside_is_ended():
     """A run cancelled by asyncio.timeout around run() is recorded as ended, not running."""
     r = rp.Reactor("cancelled", returns="slow")
@@ -464,10 +460,6 @@ def test_run_cancelled_from_outside_is_ended():
     assert trace.runs[0].outcome != "running"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: a compensate raising Retry with no attempts left emits no compensate_* end",
-)
 def test_compensate_asking_retry_without_attempts_left_is_ended():
     """A compensation that asks for a retry when none is left still reports how it ended."""
     r = rp.Reactor("comp", returns="charge")

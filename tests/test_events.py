@@ -1,0 +1,180 @@
+"""Events and middleware: kinds filters, sync and async hooks, endings of every run."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+import reactorpy as rp
+from reactorpy.testing import run_virtual
+
+
+def story() -> rp.Reactor:
+    r = rp.Reactor("story", returns="c")
+
+    @r.step
+    def a():
+        return 1
+
+    @r.step
+    async def b(a):
+        await asyncio.sleep(0)
+        return a + 1
+
+    @r.step(retries=1, retry_on=KeyError)
+    async def c(b):
+        return b + 1
+
+    return r
+
+
+class SyncHooks:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str]] = []
+
+    def on_event(self, event: rp.Event) -> None:
+        self.events.append((event.kind, event.step))
+
+
+class AsyncHooks:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str]] = []
+
+    async def on_event(self, event: rp.Event) -> None:
+        await asyncio.sleep(0)
+        self.events.append((event.kind, event.step))
+
+
+async def test_sync_and_async_hooks_see_the_same_events():
+    """Sync hooks (delivered inline) and async hooks (awaited) get the same event stream."""
+    sync, asyn = SyncHooks(), AsyncHooks()
+    assert 3 == await story().run(middleware=[sync])
+    assert 3 == await story().run(middleware=[asyn])
+    expected = [
+        ("step_start", "a"),
+        ("step_complete", "a"),
+        ("step_start", "b"),
+        ("step_complete", "b"),
+        ("step_start", "c"),
+        ("step_complete", "c"),
+    ]
+    assert expected == sync.events
+    assert expected == asyn.events
+
+
+async def test_event_kinds_attribute_narrows_what_is_built():
+    """Middleware with event_kinds receives only those kinds."""
+
+    class OnlyErrors(SyncHooks):
+        event_kinds = frozenset({"step_error"})
+
+    hooks = OnlyErrors()
+    r = rp.Reactor("e")
+
+    @r.step
+    def ok():
+        return 1
+
+    @r.step
+    async def bad(ok):
+        raise ValueError("x")
+
+    with pytest.raises(rp.RunFailed):
+        await r.run(middleware=[hooks])
+    assert [("step_error", "bad")] == hooks.events
+
+
+async def test_logging_at_warning_builds_no_event_for_a_good_run():
+    """LoggingMiddleware's event_kinds follow the logger level: WARNING wants errors only."""
+    logger = logging.getLogger("test.reactorpy.quiet")
+    logger.setLevel(logging.WARNING)
+    mw = rp.LoggingMiddleware(logger)
+    assert "step_start" not in mw.event_kinds
+    assert "step_error" in mw.event_kinds
+    logger.setLevel(logging.DEBUG)
+    assert "step_start" in mw.event_kinds
+
+
+def test_keyboard_interrupt_ends_with_on_run_error():
+    """A run ended by KeyboardInterrupt tells middleware through on_run_error."""
+    seen = []
+
+    class M:
+        def on_run_error(self, run, error):
+            seen.append(type(error))
+
+    r = rp.Reactor("kbd")
+
+    @r.step
+    def a():
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_virtual(r.run(middleware=[M()]))
+    assert [KeyboardInterrupt] == seen
+
+
+def test_cancelled_run_ends_with_on_run_error():
+    """A run cancelled from outside tells middleware through on_run_error."""
+    seen = []
+
+    class M:
+        def on_run_error(self, run, error):
+            seen.append(type(error))
+
+    r = rp.Reactor("cancel")
+
+    @r.step
+    async def slow():
+        await asyncio.sleep(10)
+
+    async def main():
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(1):
+                await r.run(middleware=[M()])
+
+    run_virtual(main())
+    assert [asyncio.CancelledError] == seen
+
+
+def test_undo_giving_up_ends_its_last_start():
+    """After 5 undo attempts the last undo_start is matched by an undo_error."""
+    hooks = SyncHooks()
+    r = rp.Reactor("undo-5")
+
+    @r.step
+    def a():
+        return 1
+
+    @a.undo
+    def never(value):
+        raise rp.Retry("not yet")
+
+    @r.step
+    def b(a):
+        raise ValueError
+
+    with pytest.raises(rp.RunFailed):
+        run_virtual(r.run(middleware=[hooks]))
+    undo = [k for k, s in hooks.events if s == "a" and k.startswith("undo")]
+    assert ["undo_start", "undo_retry"] * 4 + ["undo_start", "undo_error"] == undo
+
+
+async def test_composed_run_info_names_are_prefixed():
+    """A composed child's RunInfo names its steps and critical path with the parent prefix."""
+    infos = []
+
+    class M:
+        def on_run_start(self, run):
+            infos.append(run)
+
+    child = rp.Reactor("child", returns="x")
+    child.step(lambda: 1, name="x")
+    parent = rp.Reactor("parent", returns="sub")
+    parent.compose("sub", child)
+    await parent.run(middleware=[M()])
+    inner = next(i for i in infos if i.parent is not None)
+    assert ("sub.x",) == inner.step_names
+    assert ("sub.x",) == inner.critical_path
