@@ -118,7 +118,7 @@ async def run_child(
     )
     value = await child.execute()
     records = []
-    for rec in child.undo_stack:
+    for rec in child.undo_records():
         undo = rec.undo
         if undo is None:
             undo = plan.steps[plan.index[rec.step]].undo_callback

@@ -66,7 +66,10 @@ _UNDO_ATTEMPTS: Final = 5
 # A worker that has run this many steps back to back yields to the event loop once.
 _YIELD_EVERY: Final = 64
 
+# Run ids: unique within a process by the counter, across processes by the random prefix
+# (uuid4 per run would cost more than a whole small run).
 _ids = itertools.count(1)
+_PROCESS_ID = uuid.uuid4().hex[:8]
 
 
 class _InContext:
@@ -155,7 +158,7 @@ class Run:
         self.plan = plan
         self.inputs = inputs
         self.data = context if context is not None else {}
-        self.run_id = uuid.uuid4().hex[:12]
+        self.run_id = f"{_PROCESS_ID}-{next(_ids):x}"
         self.parent = parent
         self.prefix = prefix
         self.grace = grace
@@ -218,7 +221,9 @@ class Run:
         self.gated = bytearray(n)  # 1 while async_=False step i holds back new starts
         self.attempts = [0] * n
         self.n_done = 0
-        self.undo_stack: list[UndoRecord] = []
+        # UndoRecords, or (step index, value, argument values) tuples of simple steps that
+        # become UndoRecords only when read (`undo_records`): most undo stacks are never used.
+        self.undo_stack: list[UndoRecord | tuple[int, Any, Sequence[Any]]] = []
         self.errors: list[BaseException] = []
         self.fatal: BaseException | None = None  # a BaseException to re-raise after undo
         self.halt_reason: Any = _UNSET
@@ -383,6 +388,9 @@ class Run:
 
     def _named_args(self, i: int, attempt: int = 1) -> dict[str, Any]:
         """The step's arguments by parameter name (for callbacks)."""
+        fetch = self.plan.fetch[i]
+        if fetch is not None:
+            return dict(zip(self.plan.param_names[i], fetch(self.vals), strict=True))
         pos, kw = self._args(i, attempt)
         out = {
             a.param: v
@@ -473,9 +481,14 @@ class Run:
         self.n_done += 1
         plan = self.plan
         if undoable and plan.has_undo[i]:
-            if arguments is None:
+            if arguments is not None:
+                self.undo_stack.append(UndoRecord(plan.order[i], value, arguments))
+            elif (fetch := plan.fetch[i]) is not None:
+                # Most undos never run: keep the argument values, name them if needed.
+                self.undo_stack.append((i, value, fetch(vals)))
+            else:
                 arguments = self._named_args(i, self.attempts[i] or 1)
-            self.undo_stack.append(UndoRecord(plan.order[i], value, arguments))
+                self.undo_stack.append(UndoRecord(plan.order[i], value, arguments))
         if self.extra_undo:
             children = self.extra_undo.pop(i, None)
             if children:
@@ -682,13 +695,29 @@ class Run:
         return cont
 
     # ------------------------------------------------------------------ attempts
-    async def _attempts(self, i: int) -> tuple[Any, dict[str, Any]]:
-        """Run step i with its options: guard, attempts, timeout, retries, compensation."""
+    async def _attempts(self, i: int) -> tuple[Any, dict[str, Any] | None]:
+        """Run step i with its options: guard, attempts, timeout, retries, compensation.
+
+        Returns the value and, when a callback needed them, the arguments by name (so undo
+        does not build them again).
+        """
         step = self.plan.steps[i]
         retries = step.retries
         first_attempt = self.attempts[i]
-        arguments = self._named_args(i, first_attempt + 1)
+        # Built only when a callback needs them: most attempts succeed without.
+        arguments: dict[str, Any] | None = None
+        fetch = self.plan.fetch[i]
+        # Plain awaits or calls need no _call frame (no executor, no timeout).
+        direct = (
+            fetch is not None
+            and not step.composite
+            and (
+                (step.is_async and step.timeout is None)
+                or (not step.is_async and step.executor is None and self.default_executor is None)
+            )
+        )
         if step.when is not None:
+            arguments = self._named_args(i, first_attempt + 1)
             ok = step.when.fn(**step.when.kwargs(arguments, self._context(i, 1)))
             if inspect.isawaitable(ok):
                 ok = await ok
@@ -703,7 +732,14 @@ class Run:
             if self.emit:
                 await self._event("step_start", i, attempt)
             try:
-                if step.composite:
+                if direct:
+                    assert fetch is not None
+                    value = step.fn(*fetch(self.vals))
+                    if step.is_async:
+                        value = await value
+                elif step.composite:
+                    if arguments is None:
+                        arguments = self._named_args(i, attempt)
                     value = await self._composite(step, i, arguments)
                 else:
                     pos, kw = self._args(i, attempt)
@@ -731,6 +767,8 @@ class Run:
                     await self._event("step_error", i, attempt, error=error)
                 compensate = step.compensate_callback
                 if compensate is not None:
+                    if arguments is None:
+                        arguments = self._named_args(i, attempt)
                     if self.emit:
                         await self._event("compensate_start", i, attempt, error=error)
                     try:
@@ -954,11 +992,22 @@ class Run:
         errors: list[BaseException] = []
         stack = self.undo_stack
         while stack:
-            record = stack.pop()
+            record = self._as_record(stack.pop())
             err = await self._undo_one(record)
             if err is not None:
                 errors.append(err)
         return errors
+
+    def _as_record(self, entry: UndoRecord | tuple[int, Any, Sequence[Any]]) -> UndoRecord:
+        if isinstance(entry, UndoRecord):
+            return entry
+        i, value, argvals = entry
+        names = self.plan.param_names[i]
+        return UndoRecord(self.plan.order[i], value, dict(zip(names, argvals, strict=True)))
+
+    def undo_records(self) -> list[UndoRecord]:
+        """The undo stack as records, oldest first."""
+        return [self._as_record(entry) for entry in self.undo_stack]
 
     async def _undo_one(self, record: UndoRecord) -> BaseException | None:
         i = self.plan.index.get(record.step, -1)
@@ -1073,7 +1122,7 @@ class Run:
             inputs=dict(self.inputs),
             completed=tuple(done),
             results=results,
-            undo_stack=tuple(self.undo_stack),
+            undo_stack=tuple(self.undo_records()),
             attempts={name: a for name, a in zip(plan.order, self.attempts, strict=True) if a},
             reason=self.halt_reason,
             halted_step=self.halt_step,

@@ -10,6 +10,7 @@ The arrays, for step index ``i`` (indices follow ``Plan.order``):
 - ``slots``: one value array holds step results at ``[0, n)``, inputs at ``[n, n + k)`` and
   constant `Value` arguments after them, so resolving an argument is one index.
 - ``argv[i]``: ``(param, slot, path, source, positional)`` per wired parameter.
+- ``param_names[i]``: the parameter names of ``argv[i]``, in order.
 - ``simple[i]``: the slots to pass positionally when no argument has a path or is keyword-only
   (the common case, resolved by a single list comprehension), else None.
 - ``fetch[i]``: for a ``simple`` step, ``fetch[i](values)`` returns those arguments: an
@@ -90,6 +91,7 @@ class Plan:
     index: dict[str, int] = attrs.field(repr=False)
     argv: tuple[tuple[ArgSpec, ...], ...] = attrs.field(repr=False)
     simple: tuple[tuple[int, ...] | None, ...] = attrs.field(repr=False)
+    param_names: tuple[tuple[str, ...], ...] = attrs.field(repr=False)
     fetch: tuple[Callable[[Sequence[Any]], Sequence[Any]] | None, ...] = attrs.field(repr=False)
     dependents: tuple[tuple[int, ...], ...] = attrs.field(repr=False)
     deps: tuple[tuple[int, ...], ...] = attrs.field(repr=False)
@@ -287,6 +289,7 @@ def compile_plan(
         index=index,
         argv=tuple(argv),
         simple=tuple(simple),
+        param_names=tuple(tuple(a.param for a in specs) for specs in argv),
         fetch=tuple(None if slots is None else _fetcher(slots) for slots in simple),
         dependents=tuple(tuple(d) for d in dependents_l),
         deps=tuple(deps),

@@ -17,7 +17,7 @@ from ._errors import DefinitionError, DuplicateStepError, InputError, ResumeErro
 from ._events import Middleware
 from ._limiter import Limiter
 from ._plan import Plan, compile_plan
-from ._step import Step
+from ._step import Step, hooks_generation
 
 __all__ = ["Reactor"]
 
@@ -70,7 +70,7 @@ class Reactor:
         self.executor = executor
         self._steps: dict[str, Step[..., Any]] = {}
         self._version = 0
-        self._cached: tuple[Any, Plan] | None = None
+        self._cached: tuple[Any, Plan, int] | None = None
 
     def __repr__(self) -> str:
         return f"<Reactor {self.name!r}: {len(self._steps)} steps, inputs {list(self.inputs)}>"
@@ -237,6 +237,13 @@ class Reactor:
     def _key(self) -> tuple[Any, ...]:
         return (self._version, tuple(s.version for s in self._steps.values()))
 
+    def _fresh_plan(self) -> Plan | None:
+        """The cached plan if nothing changed since it was made (cheap: no scan of steps)."""
+        cached = self._cached
+        if cached is not None and cached[2] == hooks_generation() and cached[0][0] == self._version:
+            return cached[1]
+        return None
+
     def plan(self) -> Plan:
         """Validate the definition and return its (cached) `Plan`.
 
@@ -245,12 +252,17 @@ class Reactor:
             CycleError: steps depend on each other in a cycle.
             DefinitionError: a parameter matches no input or step.
         """
+        fresh = self._fresh_plan()
+        if fresh is not None:
+            return fresh
         key = self._key()
+        generation = hooks_generation()
         cached = self._cached
         if cached is not None and cached[0] == key:
+            self._cached = (key, cached[1], generation)
             return cached[1]
         plan = compile_plan(self.name, self.inputs, list(self._steps.values()), self._returns)
-        self._cached = (key, plan)
+        self._cached = (key, plan, generation)
         return plan
 
     @property

@@ -114,6 +114,16 @@ class Callback:
         return kw
 
 
+# Bumped whenever any step's callbacks change: a reactor whose plan was made at the current
+# generation need not look at its steps to know the plan is still good.
+_generation = [0]
+
+
+def hooks_generation() -> int:
+    """A counter of callback registrations on any step (for plan caches)."""
+    return _generation[0]
+
+
 class _Hooks:
     """The callbacks of a step, shared by every copy of it (see `Step.evolve`)."""
 
@@ -311,6 +321,7 @@ class Step(Generic[P, R]):
         """
         self._hooks.undo = Callback.of(fn, leading=True, what=f"the undo of {self.name!r}")
         self._hooks.version += 1
+        _generation[0] += 1
         return fn
 
     def compensate(self, fn: F) -> F:
@@ -324,6 +335,7 @@ class Step(Generic[P, R]):
             fn, leading=True, what=f"the compensate of {self.name!r}"
         )
         self._hooks.version += 1
+        _generation[0] += 1
         return fn
 
     def evolve(
