@@ -212,10 +212,9 @@ def make_map(
     args: dict[str, Source] = {_ITEMS: source}
     args.update(options.pop("args", None) or {})
 
-    plain = unit if isinstance(unit, Step) and _is_plain(unit) else None
-
     async def call(run: Run, i: int, arguments: dict[str, Any]) -> Any:
         shared = {k: arguments[k] for k in others}
+        plain = _plain_step(unit)  # at run time: callbacks may have been added since
         if plain is not None and not run.emit:
             return await _map_plain(run, plain, element, shared, arguments[_ITEMS], batch_size)
         results: list[Any] = []
@@ -235,6 +234,21 @@ def make_map(
         return results
 
     return CompositeStep(name, [_ITEMS, *others], call, {name: child}, args=args, **options)
+
+
+def _plain_step(unit: Step[..., Any] | Reactor) -> Step[..., Any] | None:
+    """The step map may call directly: a plain step, or the one plain step of a reactor
+    that only passes its inputs to it by name and returns its result."""
+    if isinstance(unit, Step):
+        return unit if _is_plain(unit) else None
+    steps = list(unit.steps.values())
+    if len(steps) != 1 or unit.middleware or unit.executor is not None:
+        return None
+    only = steps[0]
+    wired = {p.name for p in only.params}
+    if unit.returns != only.name or only.args or only.wait_for or wired != set(unit.inputs):
+        return None
+    return only if _is_plain(only) else None
 
 
 def _is_plain(unit: Step[..., Any]) -> bool:

@@ -340,3 +340,30 @@ def test_mermaid_expand_draws_children():
     text = nested(peak).to_mermaid(expand=True)
     assert "subgraph" in text
     assert "merge" in text
+
+
+async def test_map_over_one_step_reactor_honours_limiter_and_later_undo():
+    """A one-step child reactor is mapped under the limiter, and an undo added later runs."""
+    peak = Peak()
+    undone = []
+    child = rp.Reactor("one", inputs=["x"], returns="work")
+
+    @child.step
+    async def work(x):
+        await peak.work()
+        if x == 5:
+            raise ValueError("five")
+        return x
+
+    r = rp.Reactor("many", inputs=["xs"], returns="out")
+    r.map("out", "xs", child, batch_size=4)
+    assert [0, 1, 2, 3] == await r.run({"xs": range(4)}, max_concurrency=2)
+    assert 2 == peak.peak
+
+    @work.undo
+    def forget(value):
+        undone.append(value)
+
+    with pytest.raises(rp.RunFailed):
+        await r.run({"xs": range(8)}, max_concurrency=2)
+    assert {0, 1, 2, 3} <= set(undone)
