@@ -17,7 +17,7 @@ from ._errors import DefinitionError, DuplicateStepError, InputError, ResumeErro
 from ._events import Middleware
 from ._limiter import Limiter
 from ._plan import Plan, compile_plan
-from ._step import Step, hooks_generation
+from ._step import Step, check_executor, hooks_generation
 
 __all__ = ["Reactor"]
 
@@ -67,6 +67,8 @@ class Reactor:
         self.limits = dict(limits or {})
         self.middleware = list(middleware)
         Middleware(self.middleware)  # fail early on objects that are not middleware
+        if executor is not None:
+            check_executor(executor, f"Reactor {name!r}")
         self.executor = executor
         self._steps: dict[str, Step[..., Any]] = {}
         self._version = 0
@@ -335,6 +337,8 @@ class Reactor:
             raise ValueError(f"grace must be >= 0 seconds, got {grace!r}")
         if context is not None and not isinstance(context, dict):
             raise TypeError(f"context must be a dict, got {type(context).__name__}")
+        if executor is not None:
+            check_executor(executor, f"run() of {self.name!r}")
         mw = [*self.middleware, *middleware]
         return Run(
             self,

@@ -261,15 +261,7 @@ class Step(Generic[P, R]):
                     f"Step {self.name!r} is an async def and cannot be sent to an executor; "
                     "make it a plain def, or drop executor=."
                 )
-            if not (
-                executor in _EXECUTOR_STRINGS
-                or isinstance(executor, concurrent.futures.Executor)
-                or hasattr(executor, "submit")
-            ):
-                raise DefinitionError(
-                    f"Step {self.name!r}: executor must be 'thread', a "
-                    f"concurrent.futures.Executor or a dask Client, got {executor!r}."
-                )
+            check_executor(executor, f"Step {self.name!r}")
         self.executor = executor
         self.concurrency_key = concurrency_key
         self.when = (
@@ -370,6 +362,19 @@ class Step(Generic[P, R]):
             or self.executor is not None
             or self.when is not None
             or self._hooks.compensate is not None
+        )
+
+
+def check_executor(executor: Any, where: str) -> None:
+    """Raise DefinitionError unless `executor` is something steps can be sent to."""
+    if not (
+        (isinstance(executor, str) and executor in _EXECUTOR_STRINGS)
+        or isinstance(executor, concurrent.futures.Executor)
+        or hasattr(executor, "submit")
+    ):
+        raise DefinitionError(
+            f"{where}: executor must be 'thread', a concurrent.futures.Executor or a dask "
+            f"Client, got {executor!r}."
         )
 
 

@@ -596,3 +596,15 @@ async def test_bad_run_options_are_rejected():
         await r.run(max_concurrency=0)
     with pytest.raises(rp.InputError):
         await r.run([1, 2])  # type: ignore[arg-type]
+
+
+async def test_bad_executor_is_a_definition_error_everywhere():
+    """A typo in executor= is reported for a step, a reactor and a run alike."""
+    with pytest.raises(rp.DefinitionError, match="executor must be"):
+        rp.step(executor="threads")(lambda: 1)
+    with pytest.raises(rp.DefinitionError, match="Reactor 'r'"):
+        rp.Reactor("r", executor="threads")
+    r = rp.Reactor("ok")
+    r.step(lambda: 1, name="one")
+    with pytest.raises(rp.DefinitionError, match="run\\(\\) of 'ok'"):
+        await r.run(executor=object())
