@@ -237,6 +237,7 @@ class Run:
         self.live = 0
         self.in_executor: dict[int, concurrent.futures.Future[Any] | asyncio.Future[Any]] = {}
         self.abandoned: list[str] = []
+        self.hook_errors: list[BaseException] = []  # middleware failures while undoing
         self.base_ctx = contextvars.copy_context()
         self.wakeup: asyncio.Future[None] | None = None
         self.info: RunInfo | None = None
@@ -998,6 +999,16 @@ class Run:
                 errors.append(err)
         return errors
 
+    async def _undo_event(
+        self, kind: str, name: str, attempt: int, *, error: BaseException | None = None
+    ) -> None:
+        """Tell middleware about an undo; a hook that fails must not stop the undo itself."""
+        try:
+            await self._event_named(kind, name, attempt, error=error)
+        except Exception as exc:
+            exc.add_note(f"reactorpy: middleware failed on {kind} of step {name!r}")
+            self.hook_errors.append(exc)
+
     def _as_record(self, entry: UndoRecord | tuple[int, Any, Sequence[Any]]) -> UndoRecord:
         if isinstance(entry, UndoRecord):
             return entry
@@ -1022,7 +1033,7 @@ class Run:
         ctx = Context(self.run_id, name, 1, self.data, self.plan.reactor)
         for attempt in range(1, _UNDO_ATTEMPTS + 1):
             if self.emit:
-                await self._event_named("undo_start", name, attempt)
+                await self._undo_event("undo_start", name, attempt)
             try:
                 out = callback.fn(record.value, **callback.kwargs(record.arguments, ctx))
                 if inspect.isawaitable(out):
@@ -1030,7 +1041,7 @@ class Run:
             except Retry as retry:
                 if attempt < _UNDO_ATTEMPTS:
                     if self.emit:
-                        await self._event_named("undo_retry", name, attempt, error=retry)
+                        await self._undo_event("undo_retry", name, attempt, error=retry)
                     if retry.delay:
                         await asyncio.sleep(retry.delay)
                     continue
@@ -1043,15 +1054,15 @@ class Run:
                     f"reactorpy: undo of step {name!r} gave up after {_UNDO_ATTEMPTS} attempts"
                 )
                 if self.emit:  # ends the last undo_start, like any failed undo
-                    await self._event_named("undo_error", name, attempt, error=error)
+                    await self._undo_event("undo_error", name, attempt, error=error)
                 return error
             except Exception as exc:
                 if self.emit:
-                    await self._event_named("undo_error", name, attempt, error=exc)
+                    await self._undo_event("undo_error", name, attempt, error=exc)
                 exc.add_note(f"reactorpy: undo of step {name!r} failed (attempt {attempt})")
                 return exc
             if self.emit:
-                await self._event_named("undo_complete", name, attempt)
+                await self._undo_event("undo_complete", name, attempt)
             return None
         raise AssertionError("unreachable: the last attempt returns")  # pragma: no cover
 
@@ -1059,6 +1070,7 @@ class Run:
     async def _finish(self) -> Any:
         if self.errors or self.fatal is not None:
             undo_errors = await self._shielded_undo()
+            undo_errors.extend(self.hook_errors)
             if self.fatal is not None:
                 if self.mw is not None:
                     await self.mw.call("on_run_error", self.info, self.fatal)

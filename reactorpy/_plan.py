@@ -220,8 +220,7 @@ def _compile(
     if returns is not None and returns not in graph:
         raise UnknownReferenceError("returns", returns, graph.nodes, what="step or input")
     step_preds = {
-        s.name: [p for p in graph.pred[s.name] if graph.nodes[p]["kind"] == "step"]
-        for s in steps
+        s.name: [p for p in graph.pred[s.name] if graph.nodes[p]["kind"] == "step"] for s in steps
     }
     generations = _generations(steps, step_preds)
     if sum(map(len, generations)) < len(steps):

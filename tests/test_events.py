@@ -178,3 +178,74 @@ async def test_composed_run_info_names_are_prefixed():
     inner = next(i for i in infos if i.parent is not None)
     assert ("sub.x",) == inner.step_names
     assert ("sub.x",) == inner.critical_path
+
+
+class Exploding:
+    """Middleware whose hook raises on one event kind."""
+
+    def __init__(self, kind: str, step: str | None = None, asynchronous: bool = False) -> None:
+        self.kind, self.step = kind, step
+        if asynchronous:
+            self.on_event = self._async_on_event  # type: ignore[method-assign]
+
+    def on_event(self, event: rp.Event) -> None:
+        if event.kind == self.kind and (self.step is None or event.step == self.step):
+            raise RuntimeError(f"middleware broke on {event.kind}")
+
+    async def _async_on_event(self, event: rp.Event) -> None:
+        await asyncio.sleep(0)
+        Exploding.on_event(self, event)
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+@pytest.mark.parametrize("kind", ["step_start", "step_complete", "undo_start"])
+def test_a_raising_middleware_fails_the_run_cleanly(kind: str, asynchronous: bool):
+    """A middleware that raises fails the run: undo still runs and nothing leaks."""
+    undone = []
+    r = rp.Reactor("explode")
+
+    @r.step
+    async def a():
+        return "a"
+
+    @a.undo
+    def undo_a(value):
+        undone.append(value)
+
+    @r.step
+    async def b(a):
+        if kind == "undo_start":
+            raise ValueError("b fails so that undo starts")
+        return "b"
+
+    async def main():
+        with pytest.raises(rp.RunFailed) as info:
+            await r.run(
+                middleware=[Exploding(kind, None if kind == "undo_start" else "b", asynchronous)]
+            )
+        leftover = {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
+        return info.value, leftover
+
+    failed, leftover = run_virtual(main())
+    assert set() == leftover
+    messages = [str(e) for e in failed.exceptions]
+    if kind == "undo_start":
+        assert any("middleware broke" in m for m in messages)
+    else:
+        assert ["middleware broke on " + kind] == messages
+    assert ["a"] == undone
+
+
+def test_middleware_raising_at_run_start_starts_nothing():
+    """A failing on_run_start fails the run before any step starts."""
+    ran = []
+
+    class Bad:
+        def on_run_start(self, run):
+            raise RuntimeError("no")
+
+    r = rp.Reactor("start")
+    r.step(lambda: ran.append(1), name="s")
+    with pytest.raises(RuntimeError, match="no"):
+        run_virtual(r.run(middleware=[Bad()]))
+    assert [] == ran
