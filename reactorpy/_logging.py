@@ -43,7 +43,7 @@ class LoggingMiddleware:
         logger: the logger to use; by default ``logging.getLogger("reactorpy")``.
         level: the level of ordinary messages (default ``logging.INFO``).
 
-    >>> import reactorpy as rp, sys
+    >>> import logging, sys, reactorpy as rp
     >>> log = logging.getLogger("doctest.reactorpy")
     >>> log.addHandler(logging.StreamHandler(sys.stdout)); log.setLevel(logging.INFO)
     >>> r = rp.Reactor("hello", returns="greet", middleware=[LoggingMiddleware(log)])
