@@ -422,8 +422,10 @@ class Run:
         """Run plain-def step j inline, then any plain-def steps that become ready, iteratively."""
         stack = [j]
         events = self.fast_events
+        inline = 0
         while stack:
             i = stack.pop()
+            inline += 1
             self.state[i] = _STARTED
             self.attempts[i] = 1
             try:
@@ -453,8 +455,10 @@ class Run:
             for d in self._newly_ready(i):
                 if self.gate:
                     self.held.append(d)
-                elif self.kinds[d] == _SYNC:
+                elif self.kinds[d] == _SYNC and inline < _YIELD_EVERY:
                     stack.append(d)
+                elif self.kinds[d] == _SYNC:
+                    self._spawn(d)  # a long run of plain defs: let the loop breathe first
                 else:
                     self._launch(d)
 

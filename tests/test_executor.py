@@ -608,3 +608,32 @@ async def test_bad_executor_is_a_definition_error_everywhere():
     r.step(lambda: 1, name="one")
     with pytest.raises(rp.DefinitionError, match="run\\(\\) of 'ok'"):
         await r.run(executor=object())
+
+
+async def test_long_chain_of_plain_defs_still_yields_to_the_loop():
+    """A long chain of plain def steps does not hold the event loop for its whole length."""
+    ticks = 0
+    stop = False
+
+    async def ticker():
+        nonlocal ticks
+        while not stop:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    r = rp.Reactor("sync-chain", returns="s499")
+
+    def inc(x):
+        return x + 1
+
+    r.add(rp.step(inc), name="s0", args={"x": rp.Value(0)})
+    for i in range(1, 500):
+        r.add(rp.step(inc), name=f"s{i}", args={"x": rp.Result(f"s{i - 1}")})
+    t = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    before = ticks
+    assert 500 == await r.run()
+    during = ticks - before
+    stop = True
+    await t
+    assert during >= 500 // 64
