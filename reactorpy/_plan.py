@@ -148,15 +148,15 @@ def _wire(step: Step[..., Any], inputs: set[str], steps: set[str]) -> dict[str, 
 def build_graph(
     reactor: str, inputs: Sequence[str], steps: Sequence[Step[..., Any]]
 ) -> tuple[Any, dict[str, dict[str, Source | None]]]:
-    """Build the DiGraph of inputs and steps, checking every reference; returns it and wiring."""
-    graph = nx.DiGraph(name=reactor)
+    """Build the DiGraph of inputs and steps, checking every reference; returns it and wiring.
+
+    Edges carry ``args`` (the parameters they feed, empty for ordering only) and ``kind``
+    (``"argument"`` or ``"wait_for"``). Built in bulk: one networkx call per kind of item.
+    """
     input_set = set(inputs)
     step_names = {s.name for s in steps}
-    for name in inputs:
-        graph.add_node(name, kind="input")
-    for s in steps:
-        graph.add_node(s.name, kind="step", step=s)
     wirings: dict[str, dict[str, Source | None]] = {}
+    edges: dict[tuple[str, str], dict[str, Any]] = {}
     for s in steps:
         wiring = _wire(s, input_set, step_names)
         wirings[s.name] = wiring
@@ -164,26 +164,27 @@ def build_graph(
             if isinstance(source, Input):
                 if source.name not in input_set:
                     raise UnknownReferenceError(s.name, source.name, inputs, what="input")
-                _add_edge(graph, source.name, s.name, param)
+                src = source.name
             elif isinstance(source, Result):
                 if source.step not in step_names:
                     raise UnknownReferenceError(s.name, source.step, step_names - {s.name})
-                _add_edge(graph, source.step, s.name, param)
+                src = source.step
+            else:
+                continue
+            data = edges.get((src, s.name))
+            if data is None:
+                edges[src, s.name] = {"args": [param], "kind": "argument"}
+            else:
+                data["args"].append(param)
         for dep in s.wait_for:
             if dep not in step_names:
                 raise UnknownReferenceError(s.name, dep, step_names - {s.name})
-            if not graph.has_edge(dep, s.name):
-                graph.add_edge(dep, s.name, args=[], kind="wait_for")
+            edges.setdefault((dep, s.name), {"args": [], "kind": "wait_for"})
+    graph = nx.DiGraph(name=reactor)
+    graph.add_nodes_from(inputs, kind="input")
+    graph.add_nodes_from((s.name, {"kind": "step", "step": s}) for s in steps)
+    graph.add_edges_from((u, v, d) for (u, v), d in edges.items())
     return graph, wirings
-
-
-def _add_edge(graph: Any, src: str, dst: str, param: str) -> None:
-    if graph.has_edge(src, dst):
-        data = graph.edges[src, dst]
-        data["args"].append(param)
-        data["kind"] = "argument"
-    else:
-        graph.add_edge(src, dst, args=[param], kind="argument")
 
 
 def _find_cycle(graph: Any) -> list[str]:
