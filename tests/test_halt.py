@@ -254,3 +254,34 @@ def test_halt_in_one_process_resume_in_another(tmp_path: Path):
         [*env_cmd, "resume"], cwd=root, capture_output=True, text=True, timeout=60
     )
     assert "published contract (reviewed)" == second.stdout.strip(), second.stderr
+
+
+async def test_resume_releases_results_like_a_fresh_run():
+    """Results restored from a checkpoint are released once their consumers complete."""
+    r = rp.Reactor("chain-resume", returns="d")
+    gate = {"open": False}
+
+    @r.step
+    def a():
+        return "a"
+
+    @r.step
+    def b(a):
+        return a + "b"
+
+    @r.step
+    def c(b):
+        if not gate["open"]:
+            raise rp.Halt("wait")
+        return b + "c"
+
+    @r.step
+    def d(c):
+        return c + "d"
+
+    with pytest.raises(rp.Halted) as info:
+        await r.run()
+    cp = info.value.checkpoint
+    assert {"b": "ab"} == cp.results  # a's result was released: only c needs b
+    gate["open"] = True
+    assert "abcd" == await r.resume(cp)

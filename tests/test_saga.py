@@ -443,3 +443,93 @@ def test_abandoned_steps_are_not_undone_and_undo_happens_once():
     with pytest.raises(rp.RunFailed):
         run_virtual(r.run(grace=0.1))
     assert [2, 1] == undone
+
+
+def test_compensate_that_raises_makes_its_error_stand():
+    """A compensate that raises: its error stands, the step's error is its context."""
+    events = Events()
+    r = rp.Reactor("comp-raise")
+
+    @r.step
+    async def charge():
+        raise ValueError("declined")
+
+    @charge.compensate
+    def fallback(error):
+        raise OSError("fallback is down")
+
+    with pytest.raises(rp.RunFailed) as info:
+        run_virtual(r.run(middleware=[events]))
+    [err] = info.value.exceptions
+    assert isinstance(err, OSError)
+    assert isinstance(err.__context__, ValueError)
+    assert "compensate_error" in events.kinds("charge")
+
+
+def test_async_guard_and_retry_with_exception_reason():
+    """An async when= guard is awaited; Retry(reason=exc) stands as that exception."""
+    r = rp.Reactor("async-guard", inputs=["go"])
+
+    async def allowed(go):
+        await asyncio.sleep(1)
+        return go
+
+    @r.step(when=allowed)
+    def guarded(go):
+        return "ran"
+
+    @r.step(retries=1)
+    def retry_reason():
+        raise rp.Retry(LookupError("gone"))
+
+    with pytest.raises(rp.RunFailed) as info:
+        run_virtual(r.run({"go": False}))
+    assert [LookupError] == [type(e) for e in info.value.exceptions]
+
+
+def test_composite_timeout_bounds_the_whole_child():
+    """timeout= on a composed step bounds the child reactor's whole run."""
+    child = rp.Reactor("slow-child", returns="nap")
+
+    @child.step
+    async def nap():
+        await asyncio.sleep(10)
+
+    parent = rp.Reactor("parent", returns="sub")
+    parent.compose("sub", child, timeout=2.0)
+    with pytest.raises(rp.RunFailed) as info:
+        run_virtual(parent.run())
+    assert [TimeoutError] == [type(e) for e in info.value.exceptions]
+
+
+def test_cancellation_keeps_undo_errors_as_notes():
+    """Undo errors during cancellation travel as notes on the CancelledError."""
+
+    async def main():
+        r = rp.Reactor("cancel-undo-error")
+        started = asyncio.Event()
+
+        @r.step
+        def first():
+            return 1
+
+        @first.undo
+        def undo_first(value):
+            raise OSError("cannot undo")
+
+        @r.step(wait_for="first")
+        async def forever():
+            started.set()
+            await asyncio.Event().wait()
+
+        task = asyncio.create_task(r.run())
+        await started.wait()
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError as cancelled:
+            return getattr(cancelled, "__notes__", [])
+        return []
+
+    notes = run_virtual(main())
+    assert any("cannot undo" in n for n in notes)
