@@ -781,7 +781,7 @@ class Run:
                             error, **compensate.kwargs(arguments, self._context(i, attempt))
                         )
                         if inspect.isawaitable(out):
-                            out = await out
+                            out = await self._shielded(out)
                     except Retry as retry:
                         if attempt - first_attempt <= retries:
                             delay = self._delay(step, attempt - first_attempt, retry)
@@ -950,9 +950,14 @@ class Run:
             self.halt_step = None
             self._stop()
 
-    async def _shielded(self, coro: Any) -> None:
-        """Run `coro` to the end even if this task is cancelled meanwhile; re-cancel after."""
-        task = asyncio.ensure_future(coro)
+    @staticmethod
+    async def _shielded(aw: Any) -> Any:
+        """Await `aw` to the end even if this task is cancelled meanwhile; re-cancel after.
+
+        Undo and compensation must finish once started: the cancellation that interrupts
+        the run is delivered when they are done.
+        """
+        task = asyncio.ensure_future(aw)
         cancelled = False
         while not task.done():
             try:
@@ -964,7 +969,7 @@ class Run:
         if cancelled:
             task.result()
             raise asyncio.CancelledError
-        task.result()
+        return task.result()
 
     async def _drain(self) -> None:
         """Await running steps for `grace` seconds, then cancel the rest."""

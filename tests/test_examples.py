@@ -48,3 +48,16 @@ def test_approval_example_halts_then_resumes_in_a_new_process(tmp_path: Path):
         env={**env_path, "PATH": ""},
     )
     assert "published doc.pdf (rendered), approved" == second.stdout.strip(), second.stderr
+
+
+async def test_scoring_example_sends_scores_to_a_process_pool():
+    """The scaling-out example scores each user in a process pool, in user order."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from reactorpy.examples import scoring
+    from reactorpy.examples.seed import user_data
+
+    with ProcessPoolExecutor(2) as pool:
+        scores = await scoring.score_users([3, 1, 2], pool)
+    expected = [scoring.cpu_score(await user_data.run({"user_id": u})) for u in (3, 1, 2)]
+    assert expected == scores

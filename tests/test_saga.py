@@ -533,3 +533,31 @@ def test_cancellation_keeps_undo_errors_as_notes():
 
     notes = run_virtual(main())
     assert any("cannot undo" in n for n in notes)
+
+
+def test_compensation_finishes_even_when_the_run_is_cancelled():
+    """A compensation in progress when run() is cancelled runs to its end first."""
+    log = []
+
+    async def main():
+        r = rp.Reactor("shielded-compensate")
+
+        @r.step
+        async def charge():
+            raise ValueError("declined")
+
+        @charge.compensate
+        async def notify(error):
+            log.append("compensating")
+            await asyncio.sleep(1.0)
+            log.append("compensated")
+
+        task = asyncio.create_task(r.run())
+        await asyncio.sleep(0.5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return asyncio.get_running_loop().time()
+
+    assert 1.0 == run_virtual(main())
+    assert ["compensating", "compensated"] == log
