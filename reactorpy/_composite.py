@@ -215,7 +215,7 @@ def make_map(
     async def call(run: Run, i: int, arguments: dict[str, Any]) -> Any:
         shared = {k: arguments[k] for k in others}
         plain = _plain_step(unit)  # at run time: callbacks may have been added since
-        if plain is not None and not run.emit:
+        if plain is not None and (plain.is_async or run.default_executor is None) and not run.emit:
             return await _map_plain(run, plain, element, shared, arguments[_ITEMS], batch_size)
         results: list[Any] = []
         records: list[UndoRecord] = []
@@ -271,7 +271,9 @@ async def _map_plain(
 ) -> list[Any]:
     """map's fast path: call a plain step per element, one task each, under the limiter."""
     fn = unit.fn
-    limiter = run.limiter
+    # One step at a time (async_=False): elements one after another, and the run's own
+    # one-slot limiter is held by the map step itself.
+    limiter = run.limiter if run.async_ else None
     key = unit.concurrency_key
     loop = asyncio.get_running_loop()
     results: list[Any] = []
@@ -290,6 +292,12 @@ async def _map_plain(
             return await fn(**shared, **{element: item})
         finally:
             limiter.release_and_wake(key)
+
+    if not run.async_:
+        async for batch in _batches(items, batch_size):
+            for item in batch:
+                results.append(await loop.create_task(one(item), context=run.base_ctx.copy()))
+        return results
 
     async for batch in _batches(items, batch_size):
         tasks = [loop.create_task(one(item), context=run.base_ctx.copy()) for item in batch]
@@ -317,6 +325,19 @@ async def _run_batch(
     batch: list[Any],
     start: int,
 ) -> list[tuple[Any, list[UndoRecord]]]:
+    if not run.async_:  # one step at a time: one element after another
+        done: list[tuple[Any, list[UndoRecord]]] = []
+        for k, item in enumerate(batch):
+            try:
+                done.append(
+                    await run_child(run, i, child, {**shared, element: item}, f"[{start + k}].")
+                )
+            except BaseException as exc:
+                await _undo_records(run, [r for _, recs in done for r in recs])
+                if isinstance(exc, Halted):
+                    raise Halt(exc.reason) from None
+                raise
+        return done
     tasks = [
         asyncio.ensure_future(
             run_child(run, i, child, {**shared, element: item}, f"[{start + k}].")

@@ -367,3 +367,31 @@ async def test_map_over_one_step_reactor_honours_limiter_and_later_undo():
     with pytest.raises(rp.RunFailed):
         await r.run({"xs": range(8)}, max_concurrency=2)
     assert {0, 1, 2, 3} <= set(undone)
+
+
+@pytest.mark.parametrize("child_kind", ["step", "reactor", "two-step reactor"])
+async def test_one_at_a_time_runs_map_compose_and_switch_one_step_at_a_time(child_kind):
+    """run(async_=False) runs composite children one step at a time too, without deadlock."""
+    peak = Peak()
+
+    async def work(x):
+        await peak.work()
+        return x
+
+    if child_kind == "step":
+        unit: rp.Step | rp.Reactor = rp.step(work)
+    else:
+        unit = rp.Reactor("child", inputs=["x"], returns="work")
+        unit.add(rp.step(work))
+        if child_kind == "two-step reactor":
+            unit.add(rp.step(work, wait_for="work"), name="again", args={"x": rp.Input("x")})
+    r = rp.Reactor("seq", inputs=["xs"])
+    r.map("mapped", "xs", unit)
+    r.compose("composed", nested(peak), args={"users": rp.Input("xs")})
+    r.switch("switched", "xs", [(lambda xs: True, rp.step(lambda xs: len(xs), name="n"))])
+    async with asyncio.timeout(10):
+        result = await r.run({"xs": [1, 2, 3]}, async_=False)
+    assert [1, 2, 3] == result["mapped"]
+    assert [1, 2, 3] == result["composed"]
+    assert 3 == result["switched"]
+    assert 1 == peak.peak
