@@ -244,12 +244,14 @@ class Run:
         self.inner: dict[str, Any] = {}  # child checkpoints of composite steps, by step name
         self.extra_undo: dict[int, list[UndoRecord]] = {}  # children's undo, by composite
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.clock: Callable[[], float] = _no_clock
         self.new_task: Callable[..., asyncio.Task[None]] = asyncio.ensure_future
 
     # ------------------------------------------------------------------ public entry
     async def execute(self) -> Any:
         """Run to completion; returns the `returns` value or raises."""
         loop = self.loop = asyncio.get_running_loop()
+        self.clock = loop.time
         self.new_task = _task_factory(loop)
         self.wakeup = loop.create_future()
         self._check_input_paths()
@@ -1217,10 +1219,7 @@ class Run:
         ``concurrency`` is the run's worker tasks: each runs one step at a time.
         """
         if kind in self.emit_kinds:
-            assert self.loop is not None
-            event = Event(
-                kind, name, attempt, self.loop.time(), value, error, self.run_id, self.live
-            )
+            event = Event(kind, name, attempt, self.clock(), value, error, self.run_id, self.live)
             for hook in self.event_hooks:
                 hook(event)
 
@@ -1233,6 +1232,10 @@ class _SkippedType:
 
 
 _Skipped: Final = _SkippedType()
+
+
+def _no_clock() -> float:  # pragma: no cover - replaced when the run starts
+    raise RuntimeError("the run has not started")
 
 
 def _kind(step: Any, emit: bool, async_: bool) -> int:
