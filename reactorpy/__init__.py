@@ -14,6 +14,9 @@ clear error.
 6
 """
 
+# The executor is imported here, not by the definition layer (which must not import it), so
+# that a first run pays no import time.
+from . import _executor  # noqa: F401
 from ._arguments import Context, Input, PathError, Result, Value
 from ._checkpoint import Checkpoint, UndoRecord
 from ._errors import (

