@@ -218,6 +218,16 @@ class Run:
         self.releasing = plan.returns is not None
         self.state = bytearray(n)
         self.holding = bytearray(n)  # 1 while step i holds a limiter slot
+        # Steps a new worker may start on the short path (`_work_plain`): plain async steps
+        # with simple arguments, in runs with no limiter and no events.
+        self.plain: Sequence[bool] = (
+            [
+                k == _ASYNC and f is not None and not x
+                for k, f, x in zip(self.kinds, plan.fetch, plan.exclusive, strict=True)
+            ]
+            if limiter is None and not self.emit
+            else (False,) * n
+        )
         self.gated = bytearray(n)  # 1 while async_=False step i holds back new starts
         self.attempts = [0] * n
         self.n_done = 0
@@ -325,7 +335,11 @@ class Run:
         if self.plan.exclusive[j]:
             self._gate(j)
         self.live += 1
-        self.tasks[j] = self.new_task(self._work(j, preset), context=self.base_ctx.copy())
+        if preset is _UNSET and self.plain[j]:
+            coro = self._work_plain(j)
+        else:
+            coro = self._work(j, preset)
+        self.tasks[j] = self.new_task(coro, context=self.base_ctx.copy())
 
     def _gate(self, j: int) -> None:
         """An async_=False step is starting: hold back new starts until it ends."""
@@ -517,122 +531,165 @@ class Run:
         if w is not None and not w.done():
             w.set_result(None)
 
-    async def _work(self, i: int, preset: Any = _UNSET) -> None:
-        """A worker task: run step i, then keep running the ready steps it is handed.
-
-        The first step runs in the task's own context; later ones each in a fresh copy of
-        the caller's context (through `_InContext` once they suspend).
+    async def _work_plain(self, i: int) -> None:
+        """A worker task for a plain async step: the short path of `_work` (most fan-out
+        leaves take it), which hands over to `_steps` for what follows or anything unusual.
         """
-        started = i
-        first = True
-        streak = 0
-        # Most workers run a single step (fan-outs): few locals, every one pays for itself.
-        plan = self.plan
-        exclusive = plan.exclusive
         try:
-            while i >= 0:
-                ran = i  # i is reassigned on failure before the finally below runs
-                if exclusive[i]:
-                    self._gate(i)
-                arguments: dict[str, Any] | None = None
-                try:
-                    if self.stopping:
-                        raise _Pending
-                    if streak and streak % _YIELD_EVERY == 0:
-                        await asyncio.sleep(0)  # long inline streaks still let others run
-                        if self.stopping:
-                            raise _Pending
-                    if preset is not _UNSET:
-                        value, preset = preset, _UNSET
-                    else:
-                        kind = self.kinds[i]
-                        if kind == _ASYNC:
-                            if self.fast_events:
-                                self._emit_now("step_start", self.names[i], 1)
-                            fetch = plan.fetch[i]
-                            if fetch is not None:
-                                args = fetch(self.vals)
-                                self.attempts[i] = 1
-                                coro = plan.steps[i].fn(*args)
-                            else:
-                                pos, kw = self._args(i, 1)
-                                self.attempts[i] = 1
-                                coro = plan.steps[i].fn(*pos, **kw)
-                        else:
-                            coro = self._attempts(i)
-                        if first:
-                            out = await coro
-                        else:
-                            # In a fresh copy of the caller's context. Most steps finish
-                            # without suspending: start it here, and only a step that does
-                            # suspend pays for the _InContext trampoline.
-                            ctx = self.base_ctx.copy()
-                            try:
-                                yielded = ctx.run(coro.send, None)
-                            except StopIteration as stop:
-                                out = stop.value
-                            else:
-                                out = await _InContext(coro, ctx, yielded)
-                        if kind == _ASYNC:
-                            value = out
-                            if self.fast_events and type(value) is not NewSteps:
-                                self._emit_now("step_complete", self.names[i], 1, value)
-                        else:
-                            value, arguments = out
-                    if type(value) is NewSteps:
-                        self._drop_slot(i)  # new steps take their own slots
-                        value = await self._new_steps(i, value)
-                except _Pending:
-                    self.state[i] = _PENDING
-                    i = self._release(i)
-                    continue
-                except _StepFailed as failed:
-                    self._fail(i, failed.error, failed.attempt)
-                    i = self._release(i)
-                    continue
-                except Halt as halt:
-                    if self.fast_events and self.kinds[i] != _FEATURED:
-                        self._emit_now("step_halt", self.names[i], 1, halt.reason)
-                    self._halt(i, halt)
-                    i = self._release(i)
-                    continue
-                except asyncio.CancelledError:
-                    self.state[i] = _PENDING
-                    if not self.stopping:
-                        # Not cancelled by this run (which only cancels once stopping).
-                        self._fatal(i, asyncio.CancelledError())
-                    self._release(i)
-                    return
-                except Exception as exc:
-                    if self.fast_events:
-                        self._emit_now(
-                            "step_error", self.names[i], self.attempts[i] or 1, error=exc
-                        )
-                    self._fail(i, exc, self.attempts[i] or 1)
-                    i = self._release(i)
-                    continue
-                except BaseException as exc:
-                    self._fatal(i, exc)
-                    i = self._release(i)
-                    continue
-                finally:
-                    if exclusive[ran]:
-                        self._ungate(ran)
-                first = False
-                streak += 1
-                if value is _Skipped:
-                    self._record(i, None, None, undoable=False)
-                else:
-                    self._record(i, value, arguments)
-                i = self._continue(i)
+            if self.stopping:
+                self.state[i] = _PENDING
+                return
+            plan = self.plan
+            self.attempts[i] = 1
+            try:
+                value = await plan.steps[i].fn(*plan.fetch[i](self.vals))  # type: ignore[misc]
+            except Halt as halt:
+                self._halt(i, halt)
+                return
+            except asyncio.CancelledError:
+                self.state[i] = _PENDING
+                if not self.stopping:
+                    self._fatal(i, asyncio.CancelledError())
+                return
+            except Exception as exc:
+                self._fail(i, exc, 1)
+                return
+            except BaseException as exc:
+                self._fatal(i, exc)
+                return
+            if type(value) is NewSteps:
+                await self._steps(i, value, False)
+                return
+            self._record(i, value, None)
+            if plan.ready_order[i]:
+                nxt = self._continue(i)
                 if self.gate == 0 and self.held and not self.stopping:
                     held, self.held = self.held, []
                     self._start_many(held)
+                if nxt >= 0:
+                    await self._steps(nxt, _UNSET, False)
         finally:
             self.live -= 1
-            del self.tasks[started]
+            del self.tasks[i]
             if self.live == 0 and (self.stopping or self.n_done == self.n):
                 self._wake_coordinator()
+
+    async def _work(self, i: int, preset: Any = _UNSET) -> None:
+        """A worker task: run step i, then keep running the ready steps it is handed."""
+        try:
+            await self._steps(i, preset, True)
+        finally:
+            self.live -= 1
+            del self.tasks[i]
+            if self.live == 0 and (self.stopping or self.n_done == self.n):
+                self._wake_coordinator()
+
+    async def _steps(self, i: int, preset: Any, first: bool) -> None:
+        """Run step i (its value preset, for NewSteps from a plain def), then the steps the
+        worker is handed, until none is left.
+
+        The first step of a task runs in the task's own context; later ones each in a
+        fresh copy of the caller's context (through `_InContext` once they suspend).
+        """
+        streak = 0
+        plan = self.plan
+        exclusive = plan.exclusive
+        while i >= 0:
+            ran = i  # i is reassigned on failure before the finally below runs
+            if exclusive[i]:
+                self._gate(i)
+            arguments: dict[str, Any] | None = None
+            try:
+                if self.stopping:
+                    raise _Pending
+                if streak and streak % _YIELD_EVERY == 0:
+                    await asyncio.sleep(0)  # long inline streaks still let others run
+                    if self.stopping:
+                        raise _Pending
+                if preset is not _UNSET:
+                    value, preset = preset, _UNSET
+                else:
+                    kind = self.kinds[i]
+                    if kind == _ASYNC:
+                        if self.fast_events:
+                            self._emit_now("step_start", self.names[i], 1)
+                        fetch = plan.fetch[i]
+                        if fetch is not None:
+                            args = fetch(self.vals)
+                            self.attempts[i] = 1
+                            coro = plan.steps[i].fn(*args)
+                        else:
+                            pos, kw = self._args(i, 1)
+                            self.attempts[i] = 1
+                            coro = plan.steps[i].fn(*pos, **kw)
+                    else:
+                        coro = self._attempts(i)
+                    if first:
+                        out = await coro
+                    else:
+                        # In a fresh copy of the caller's context. Most steps finish
+                        # without suspending: start it here, and only a step that does
+                        # suspend pays for the _InContext trampoline.
+                        ctx = self.base_ctx.copy()
+                        try:
+                            yielded = ctx.run(coro.send, None)
+                        except StopIteration as stop:
+                            out = stop.value
+                        else:
+                            out = await _InContext(coro, ctx, yielded)
+                    if kind == _ASYNC:
+                        value = out
+                        if self.fast_events and type(value) is not NewSteps:
+                            self._emit_now("step_complete", self.names[i], 1, value)
+                    else:
+                        value, arguments = out
+                if type(value) is NewSteps:
+                    self._drop_slot(i)  # new steps take their own slots
+                    value = await self._new_steps(i, value)
+            except _Pending:
+                self.state[i] = _PENDING
+                i = self._release(i)
+                continue
+            except _StepFailed as failed:
+                self._fail(i, failed.error, failed.attempt)
+                i = self._release(i)
+                continue
+            except Halt as halt:
+                if self.fast_events and self.kinds[i] != _FEATURED:
+                    self._emit_now("step_halt", self.names[i], 1, halt.reason)
+                self._halt(i, halt)
+                i = self._release(i)
+                continue
+            except asyncio.CancelledError:
+                self.state[i] = _PENDING
+                if not self.stopping:
+                    # Not cancelled by this run (which only cancels once stopping).
+                    self._fatal(i, asyncio.CancelledError())
+                self._release(i)
+                return
+            except Exception as exc:
+                if self.fast_events:
+                    self._emit_now("step_error", self.names[i], self.attempts[i] or 1, error=exc)
+                self._fail(i, exc, self.attempts[i] or 1)
+                i = self._release(i)
+                continue
+            except BaseException as exc:
+                self._fatal(i, exc)
+                i = self._release(i)
+                continue
+            finally:
+                if exclusive[ran]:
+                    self._ungate(ran)
+            first = False
+            streak += 1
+            if value is _Skipped:
+                self._record(i, None, None, undoable=False)
+            else:
+                self._record(i, value, arguments)
+            i = self._continue(i)
+            if self.gate == 0 and self.held and not self.stopping:
+                held, self.held = self.held, []
+                self._start_many(held)
 
     def _drop_slot(self, i: int) -> None:
         """Step i stops holding its slot early (it waits on child steps that need slots)."""
