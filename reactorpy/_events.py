@@ -94,6 +94,28 @@ class RunInfo:
     start: float = 0.0
 
 
+#: Each event kind as (phase, outcome): ``phase`` is ``"step"``, ``"compensate"`` or
+#: ``"undo"``; an outcome of None opens a span of that phase, any other closes it (for
+#: exporters such as `Trace` and the OpenTelemetry middleware).
+EVENT_PHASES: Final[dict[str, tuple[str, str | None]]] = {
+    "step_start": ("step", None),
+    "step_complete": ("step", "complete"),
+    "step_error": ("step", "error"),
+    "step_retry": ("step", "retry"),
+    "step_halt": ("step", "halt"),
+    "guard_skip": ("step", "skip"),
+    "compensate_start": ("compensate", None),
+    "compensate_complete": ("compensate", "complete"),
+    "compensate_continue": ("compensate", "continue"),
+    "compensate_retry": ("compensate", "retry"),
+    "compensate_error": ("compensate", "error"),
+    "undo_start": ("undo", None),
+    "undo_complete": ("undo", "complete"),
+    "undo_retry": ("undo", "retry"),
+    "undo_error": ("undo", "error"),
+}
+assert EVENT_PHASES.keys() == EVENT_KINDS
+
 _HOOKS: Final = ("on_run_start", "on_run_complete", "on_run_error", "on_run_halt", "on_event")
 
 

@@ -325,9 +325,6 @@ class Reactor:
         middleware: Sequence[Any],
         executor: Any = None,
         checkpoint: Checkpoint | None = None,
-        limiter: Limiter | None = None,
-        prefix: str = "",
-        parent: str | None = None,
     ) -> Any:
         from ._executor import Run
 
@@ -346,14 +343,12 @@ class Reactor:
             inputs,
             context=context,
             async_=async_,
-            limiter=limiter if limiter is not None else self._limiter(max_concurrency, limits),
+            limiter=self._limiter(max_concurrency, limits),
             timeout=timeout,
             grace=grace,
             middleware=Middleware(mw) if mw else None,
             checkpoint=checkpoint,
             executor=executor if executor is not None else self.executor,
-            prefix=prefix,
-            parent=parent,
         )
 
     async def run(

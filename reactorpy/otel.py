@@ -22,28 +22,11 @@ import asyncio
 import time
 from typing import Any, Final
 
-from ._events import Event, RunInfo
+from ._events import EVENT_PHASES, Event, RunInfo
 
 __all__ = ["OpenTelemetryMiddleware"]
 
-# event kind -> (phase, outcome); outcome None opens a span.
-_KINDS: Final[dict[str, tuple[str, str | None]]] = {
-    "step_start": ("step", None),
-    "step_complete": ("step", "complete"),
-    "step_error": ("step", "error"),
-    "step_retry": ("step", "retry"),
-    "step_halt": ("step", "halt"),
-    "guard_skip": ("step", "skip"),
-    "compensate_start": ("compensate", None),
-    "compensate_complete": ("compensate", "complete"),
-    "compensate_continue": ("compensate", "continue"),
-    "compensate_retry": ("compensate", "retry"),
-    "compensate_error": ("compensate", "error"),
-    "undo_start": ("undo", None),
-    "undo_complete": ("undo", "complete"),
-    "undo_retry": ("undo", "retry"),
-    "undo_error": ("undo", "error"),
-}
+_KINDS: Final = EVENT_PHASES
 _FAILED: Final = frozenset({"error", "retry", "cancelled"})
 _MISSING: Final = (
     "reactorpy.otel needs OpenTelemetry, which is not installed: "
