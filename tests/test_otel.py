@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import Any
 
 import pytest
 
@@ -20,6 +19,7 @@ import reactorpy as rp
 from reactorpy._events import Event, RunInfo
 from reactorpy.otel import OpenTelemetryMiddleware
 from reactorpy.testing import run_virtual
+from tests.examples.seed_reactor import seed
 
 
 @pytest.fixture
@@ -32,35 +32,6 @@ def otel() -> tuple[TracerProvider, InMemorySpanExporter]:
 
 def by_name(exporter: InMemorySpanExporter) -> dict[str, ReadableSpan]:
     return {span.name: span for span in exporter.get_finished_spans()}
-
-
-def seed() -> rp.Reactor:
-    r = rp.Reactor("async_user_data", inputs=["user_id"], returns="aggregate_data")
-
-    @r.step
-    async def fetch_profile(user_id: int) -> dict[str, Any]:
-        await asyncio.sleep(0.20)
-        return {"id": user_id}
-
-    @r.step
-    async def fetch_preferences(user_id: int) -> dict[str, Any]:
-        await asyncio.sleep(0.15)
-        return {}
-
-    @r.step
-    async def fetch_activity(user_id: int) -> dict[str, Any]:
-        await asyncio.sleep(0.30)
-        return {}
-
-    @r.step
-    def aggregate_data(
-        fetch_profile: dict[str, Any],
-        fetch_preferences: dict[str, Any],
-        fetch_activity: dict[str, Any],
-    ) -> int:
-        return 1
-
-    return r
 
 
 def test_seed_span_tree(otel: tuple[TracerProvider, InMemorySpanExporter]):

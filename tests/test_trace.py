@@ -16,36 +16,7 @@ import reactorpy as rp
 from reactorpy._events import Event, RunInfo
 from reactorpy._trace import Span, Trace
 from reactorpy.testing import run_virtual
-
-
-def seed() -> rp.Reactor:
-    """The seed tutorial's reactor (DESIGN 1)."""
-    r = rp.Reactor("async_user_data", inputs=["user_id"], returns="aggregate_data")
-
-    @r.step
-    async def fetch_profile(user_id: int) -> dict[str, Any]:
-        await asyncio.sleep(0.20)
-        return {"id": user_id}
-
-    @r.step
-    async def fetch_preferences(user_id: int) -> dict[str, Any]:
-        await asyncio.sleep(0.15)
-        return {"theme": "light"}
-
-    @r.step
-    async def fetch_activity(user_id: int) -> dict[str, Any]:
-        await asyncio.sleep(0.30)
-        return {"login_count": 42}
-
-    @r.step
-    def aggregate_data(
-        fetch_profile: dict[str, Any],
-        fetch_preferences: dict[str, Any],
-        fetch_activity: dict[str, Any],
-    ) -> dict[str, Any]:
-        return {"summary": f"User {fetch_profile['id']} has {fetch_activity['login_count']}"}
-
-    return r
+from tests.examples.seed_reactor import seed
 
 
 def traced(reactor: rp.Reactor, inputs: dict[str, Any] | None = None, **options: Any) -> Trace:
