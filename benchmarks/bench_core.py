@@ -25,7 +25,6 @@ always 0: this is a report, not a gate. ``main(argv)`` and ``run_benchmarks()`` 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import gc
 import graphlib
@@ -35,16 +34,33 @@ import sys
 import time
 import tracemalloc
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import networkx as nx
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (
+    Arm,
+    Job,
+    Row,
+    Table,
+    best_times,
+    emit_timings,
+    load_reactorpy,
+    per_step,
+    reactorpy_error,
+    run_jobs,
+    run_main,
+    selection,
+    short_error,
+    verdict,
+)
+
 StepFn = Callable[..., Coroutine[Any, Any, Any]]
-# ``arm()`` is called untimed before each repetition and returns the awaitable that is timed.
-Arm = Callable[[], Awaitable[Any]]
 
 WORKLOADS = ("seed", "skew", "fanout", "chain", "random", "limited", "scaling")
 
@@ -184,9 +200,14 @@ def random_dag_workload(n: int = 5_000, seed: int = 42, name: str = "random") ->
     return Workload(name, tuple(steps))
 
 
+def independent_workload(n: int, name: str = "independent", delay: float | None = None) -> Workload:
+    """``n`` independent steps (no-op, or sleeping ``delay`` seconds)."""
+    return Workload(name, tuple(StepSpec(f"s{i}", (), delay) for i in range(n)))
+
+
 def limited_workload(n: int = 200, delay: float = 0.01) -> Workload:
     """``n`` independent sleeping steps (run under a concurrency cap of 10)."""
-    return Workload("limited", tuple(StepSpec(f"s{i}", (), delay) for i in range(n)))
+    return independent_workload(n, "limited", delay)
 
 
 # --------------------------------------------------------------------------- baselines
@@ -286,26 +307,6 @@ async def run_barrier(
 # --------------------------------------------------------------------------- reactorpy
 
 
-_RP: ModuleType | None = None
-_RP_ERROR: str | None = None
-
-
-def load_reactorpy() -> ModuleType | None:
-    """Import reactorpy lazily (from the repository root if it is not installed)."""
-    global _RP, _RP_ERROR
-    if _RP is None and _RP_ERROR is None:
-        root = str(Path(__file__).resolve().parents[1])
-        if root not in sys.path:
-            sys.path.insert(0, root)
-        try:
-            import reactorpy
-        except Exception as exc:
-            _RP_ERROR = f"import failed: {type(exc).__name__}: {exc}"
-        else:
-            _RP = reactorpy
-    return _RP
-
-
 def build_reactor(rp: ModuleType, workload: Workload, fns: Sequence[StepFn]) -> Any:
     """A reactor (``returns`` unset: a dict of all results) wired with ``rp.Result`` sources.
 
@@ -328,31 +329,16 @@ def build_reactor(rp: ModuleType, workload: Workload, fns: Sequence[StepFn]) -> 
     return reactor
 
 
-def short_error(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}".splitlines()[0]
-    return text if len(text) <= 90 else text[:87] + "..."
-
-
 # --------------------------------------------------------------------------- measuring
 
 
 @dataclass(slots=True)
-class Row:
-    workload: str
-    contender: str
-    figure: str
-    ratio: str = ""
-    target: str = ""
-    verdict: str = ""
-
-
-@dataclass(slots=True)
-class Config:
+class Config(Table):
+    columns = (("workload", 9), ("contender", 11), ("figure", 34), ("vs tasks", 9), ("target", 20))
     quick: bool = False
     fast_reps: int = 5
     slow_reps: int = 3
     scaling_sizes: tuple[int, ...] = (10_000, 100_000)
-    rows: list[Row] = field(default_factory=list)
 
     @classmethod
     def make(cls, quick: bool) -> Config:
@@ -361,47 +347,18 @@ class Config:
         return cls()
 
 
-COLUMNS = (("workload", 9), ("contender", 11), ("figure", 34), ("vs tasks", 9), ("target", 20))
-
-
-def format_row(row: Row) -> str:
-    cells = (row.workload, row.contender, row.figure, row.ratio, row.target)
-    return "  ".join(c.ljust(w) for c, (_, w) in zip(cells, COLUMNS, strict=True)) + row.verdict
-
-
-def emit(cfg: Config, row: Row) -> None:
-    cfg.rows.append(row)
-    print(format_row(row), flush=True)
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
-
-
-async def best_times(contenders: dict[str, Arm], reps: int) -> dict[str, float]:
-    """Best wall time of each contender, repetitions interleaved, gc frozen beforehand."""
-    best = dict.fromkeys(contenders, math.inf)
-    gc.collect()
-    gc.freeze()
-    try:
-        for _ in range(reps):
-            for name, arm in contenders.items():
-                awaitable = arm()
-                gc.collect()
-                start = time.perf_counter()
-                await awaitable
-                best[name] = min(best[name], time.perf_counter() - start)
-    finally:
-        gc.unfreeze()
-    return best
-
-
 async def check_run(name: str, arm: Arm, workload: Workload) -> None:
     """Untimed warm-up run that also checks every step produced a result."""
     result = await arm()
     if not isinstance(result, dict) or len(result) != len(workload):
         got = len(result) if isinstance(result, dict) else type(result).__name__
         raise AssertionError(f"{name}: expected {len(workload)} results, got {got}")
+
+
+async def check_runs(arms: dict[str, Arm], workload: Workload) -> None:
+    """:func:`check_run` of every arm."""
+    for name, arm in arms.items():
+        await check_run(name, arm, workload)
 
 
 def baseline_arms(workload: Workload, fns: Sequence[StepFn]) -> dict[str, Arm]:
@@ -417,7 +374,7 @@ def reactorpy_arm(workload: Workload, fns: Sequence[StepFn], **run_kw: Any) -> A
     """Build and plan a reactor now; return its arm, or the reason it cannot be benchmarked."""
     rp = load_reactorpy()
     if rp is None:
-        return _RP_ERROR or "unavailable"
+        return reactorpy_error()
     try:
         reactor = build_reactor(rp, workload, fns)
         reactor.plan()
@@ -441,44 +398,43 @@ async def with_reactorpy(
     return None
 
 
-async def bench_sleeping(cfg: Config, workload: Workload, ideal: float) -> None:
-    """Wall time of a sleeping workload; target: reactorpy within 1 ms of ``tasks``."""
+async def time_against_baselines(
+    workload: Workload, reps: int
+) -> tuple[dict[str, float], str | None]:
+    """Best times of the baselines and reactorpy (checked first), and why reactorpy is not
+    among them if it is not."""
     fns = step_fns(workload)
     arms = baseline_arms(workload, fns)
-    for name, arm in arms.items():
-        await check_run(name, arm, workload)
+    await check_runs(arms, workload)
     skipped = await with_reactorpy(arms, workload, fns)
-    best = await best_times(arms, cfg.slow_reps)
+    return await best_times(arms, reps), skipped
+
+
+def ms_from(ref: float) -> Callable[[str, float], str]:
+    """The figure of a sleeping workload: milliseconds, and the difference from ``ref``."""
+    return lambda _, t: f"{t * 1e3:8.2f} ms ({(t - ref) * 1e3:+.2f} ms)"
+
+
+async def bench_sleeping(cfg: Config, workload: Workload, ideal: float) -> None:
+    """Wall time of a sleeping workload; target: reactorpy within 1 ms of ``tasks``."""
+    best, skipped = await time_against_baselines(workload, cfg.slow_reps)
     ref = best["tasks"]
-    for name, t in best.items():
-        row = Row(workload.name, name, f"{t * 1e3:8.2f} ms ({(t - ref) * 1e3:+.2f} ms)")
-        row.ratio = f"{t / ref:.3f}"
-        if name == "reactorpy":
-            row.target, row.verdict = "<= tasks + 1 ms", verdict(t - ref <= 1e-3)
-        emit(cfg, row)
-    emit(cfg, Row(workload.name, "(ideal)", f"{ideal * 1e3:8.2f} ms critical path"))
+    target = ("<= tasks + 1 ms", lambda t: t - ref <= 1e-3)
+    emit_timings(cfg, workload.name, best, "tasks", ms_from(ref), {"reactorpy": target})
+    cfg.emit(Row(workload.name, "(ideal)", f"{ideal * 1e3:8.2f} ms critical path"))
     if skipped:
-        emit(cfg, Row(workload.name, "reactorpy", "skipped", verdict=f"SKIP: {skipped}"))
+        cfg.emit(Row(workload.name, "reactorpy", "skipped", verdict=f"SKIP: {skipped}"))
 
 
 async def bench_noop(cfg: Config, workload: Workload, target: float) -> None:
     """Per-step cost of a no-op workload; target: reactorpy/tasks ratio at most ``target``."""
-    fns = step_fns(workload)
-    arms = baseline_arms(workload, fns)
-    for name, arm in arms.items():
-        await check_run(name, arm, workload)
-    skipped = await with_reactorpy(arms, workload, fns)
-    best = await best_times(arms, cfg.fast_reps)
+    best, skipped = await time_against_baselines(workload, cfg.fast_reps)
     ref = best["tasks"]
     n = len(workload)
-    for name, t in best.items():
-        row = Row(workload.name, name, f"{t / n * 1e6:7.2f} us/step ({t * 1e3:.1f} ms)")
-        row.ratio = f"{t / ref:.3f}"
-        if name == "reactorpy":
-            row.target, row.verdict = f"<= {target:.1f}x tasks", verdict(t / ref <= target)
-        emit(cfg, row)
+    targets = {"reactorpy": (f"<= {target:.1f}x tasks", lambda t: t / ref <= target)}
+    emit_timings(cfg, workload.name, best, "tasks", lambda _, t: per_step(t, n), targets)
     if skipped:
-        emit(cfg, Row(workload.name, "reactorpy", "skipped", verdict=f"SKIP: {skipped}"))
+        cfg.emit(Row(workload.name, "reactorpy", "skipped", verdict=f"SKIP: {skipped}"))
 
 
 async def bench_limited(cfg: Config, limit: int = 10) -> None:
@@ -492,13 +448,9 @@ async def bench_limited(cfg: Config, limit: int = 10) -> None:
     best = await best_times(arms, cfg.slow_reps)
     ref = best["tasks+sem"]
     ideal = math.ceil(len(workload) / limit) * workload.steps[0].delay  # type: ignore[operator]
-    for name, t in best.items():
-        row = Row(workload.name, name, f"{t * 1e3:8.2f} ms ({(t - ref) * 1e3:+.2f} ms)")
-        row.ratio = f"{t / ref:.3f}"
-        if name == "reactorpy":
-            row.target, row.verdict = "<= tasks+sem + 3 ms", verdict(t - ref <= 3e-3)
-        emit(cfg, row)
-    emit(cfg, Row(workload.name, "(ideal)", f"{ideal * 1e3:8.2f} ms ({limit} at a time)"))
+    target = ("<= tasks+sem + 3 ms", lambda t: t - ref <= 3e-3)
+    emit_timings(cfg, workload.name, best, "tasks+sem", ms_from(ref), {"reactorpy": target})
+    cfg.emit(Row(workload.name, "(ideal)", f"{ideal * 1e3:8.2f} ms ({limit} at a time)"))
 
     # Correctness pass (untimed): the same workload with bodies that count who runs at once.
     for name in arms:
@@ -507,7 +459,7 @@ async def bench_limited(cfg: Config, limit: int = 10) -> None:
         if name == "reactorpy":
             arm = reactorpy_arm(workload, probed, max_concurrency=limit)
             if isinstance(arm, str):
-                emit(cfg, Row(workload.name, "reactorpy", "peak: skipped", verdict=f"SKIP: {arm}"))
+                cfg.emit(Row(workload.name, "reactorpy", "peak: skipped", verdict=f"SKIP: {arm}"))
                 continue
             await arm()
         else:
@@ -515,9 +467,9 @@ async def bench_limited(cfg: Config, limit: int = 10) -> None:
         row = Row(workload.name, name, f"peak concurrency {probe.peak}")
         if name == "reactorpy":
             row.target, row.verdict = f"<= {limit}", verdict(probe.peak <= limit)
-        emit(cfg, row)
+        cfg.emit(row)
     if skipped:
-        emit(cfg, Row(workload.name, "reactorpy", "skipped", verdict=f"SKIP: {skipped}"))
+        cfg.emit(Row(workload.name, "reactorpy", "skipped", verdict=f"SKIP: {skipped}"))
 
 
 @dataclass(slots=True)
@@ -559,7 +511,7 @@ async def scale_point(cfg: Config, n: int) -> ScalePoint:
 
     rp = load_reactorpy()
     if rp is None:
-        point.error = _RP_ERROR or "unavailable"
+        point.error = reactorpy_error()
         return point
     stage = "build"
     try:
@@ -590,20 +542,20 @@ async def bench_scaling(cfg: Config, target: float = 12.0) -> None:
     for n in cfg.scaling_sizes:
         wl = f"scale{n // 1000}k"
         p = points[n] = await scale_point(cfg, n)
-        emit(cfg, Row(wl, "tasks", f"run   {p.tasks * 1e3:8.1f} ms, peak {p.mem_tasks:6.1f} MiB"))
+        cfg.emit(Row(wl, "tasks", f"run   {p.tasks * 1e3:8.1f} ms, peak {p.mem_tasks:6.1f} MiB"))
         if p.error is not None:
-            emit(cfg, Row(wl, "reactorpy", "skipped", verdict=f"SKIP: {p.error}"))
+            cfg.emit(Row(wl, "reactorpy", "skipped", verdict=f"SKIP: {p.error}"))
             continue
-        emit(cfg, Row(wl, "reactorpy", f"build {p.build * 1e3:8.1f} ms"))
-        emit(cfg, Row(wl, "reactorpy", f"plan  {p.plan * 1e3:8.1f} ms, peak {p.mem_plan:6.1f} MiB"))
+        cfg.emit(Row(wl, "reactorpy", f"build {p.build * 1e3:8.1f} ms"))
+        cfg.emit(Row(wl, "reactorpy", f"plan  {p.plan * 1e3:8.1f} ms, peak {p.mem_plan:6.1f} MiB"))
         run = f"run   {p.run * 1e3:8.1f} ms, peak {p.mem_run:6.1f} MiB"
-        emit(cfg, Row(wl, "reactorpy", run, ratio=f"{p.run / p.tasks:.3f}"))
+        cfg.emit(Row(wl, "reactorpy", run, ratio=f"{p.run / p.tasks:.3f}"))
     if len(points) < 2:
         return
     lo, hi = sorted(points)[:2]
     small, large = points[lo], points[hi]
     sizes = f"{hi // 1000}k/{lo // 1000}k"
-    emit(cfg, Row("scaling", "tasks", f"run {sizes} = {large.tasks / small.tasks:.2f}x"))
+    cfg.emit(Row("scaling", "tasks", f"run {sizes} = {large.tasks / small.tasks:.2f}x"))
     if small.error or large.error:
         return
     ratios = {
@@ -616,7 +568,7 @@ async def bench_scaling(cfg: Config, target: float = 12.0) -> None:
             "scaling", "reactorpy", f"{what} {sizes} = {ratio:.2f}x", target=f"<= {target:g}x"
         )
         row.verdict = verdict(ratio <= target)
-        emit(cfg, row)
+        cfg.emit(row)
 
 
 # --------------------------------------------------------------------------- entry points
@@ -627,14 +579,9 @@ async def run_benchmarks(
 ) -> list[Row]:
     """Run the selected workloads (all by default) and return the table rows."""
     cfg = out or Config.make(quick)
-    selected = set(only or WORKLOADS)
-    unknown = selected - set(WORKLOADS)
-    if unknown:
-        raise ValueError(f"unknown workloads {sorted(unknown)}; choose from {list(WORKLOADS)}")
-    header = Row("workload", "contender", "figure", "vs tasks", "target", "verdict")
-    print(format_row(header))
-    print("-" * (sum(w + 2 for _, w in COLUMNS) + 7))
-    jobs: dict[str, Callable[[], Awaitable[None]]] = {
+    selected = selection(only, WORKLOADS)
+    cfg.print_header()
+    jobs: dict[str, Job] = {
         "seed": lambda: bench_sleeping(cfg, seed_workload(), ideal=0.30),
         "skew": lambda: bench_sleeping(cfg, skew_workload(), ideal=0.31),
         "fanout": lambda: bench_noop(cfg, fanout_workload(), target=1.0),
@@ -643,41 +590,25 @@ async def run_benchmarks(
         "limited": lambda: bench_limited(cfg),
         "scaling": lambda: bench_scaling(cfg),
     }
-    for name in WORKLOADS:
-        if name in selected:
-            await jobs[name]()
-    return cfg.rows
-
-
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions, skip 100k")
-    parser.add_argument(
-        "--only",
-        type=lambda s: [w.strip() for w in s.split(",") if w.strip()],
-        help=f"comma-separated workloads among {', '.join(WORKLOADS)}",
-    )
-    args = parser.parse_args(argv)
-    unknown = sorted(set(args.only or ()) - set(WORKLOADS))
-    if unknown:
-        parser.error(f"unknown workloads {unknown}; choose from {', '.join(WORKLOADS)}")
-    return args
+    return await run_jobs(cfg, jobs, selected)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    print(
-        f"python {sys.version.split()[0]}, networkx {nx.__version__}, "
-        f"{'quick' if args.quick else 'full'} mode"
+    cfg = run_main(
+        argv,
+        __doc__,
+        WORKLOADS,
+        run_benchmarks,
+        Config.make,
+        quick_help="fewer repetitions, skip 100k",
+        versions=(f"networkx {nx.__version__}",),
     )
-    cfg = Config.make(args.quick)
-    asyncio.run(run_benchmarks(args.quick, args.only, out=cfg))
     print(
         f"\nfigures: best of {cfg.fast_reps} (no-op) / {cfg.slow_reps} (sleeping) runs; "
         "'vs tasks' is contender/tasks (tasks+sem for limited)."
     )
     if load_reactorpy() is None:
-        print(f"reactorpy not benchmarked: {_RP_ERROR}")
+        print(f"reactorpy not benchmarked: {reactorpy_error()}")
     return 0
 
 

@@ -45,9 +45,7 @@ The exit code is always 0: this is a report, not a gate. ``main(argv)`` is impor
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import gc
 import json
 import os
 import shutil
@@ -55,12 +53,24 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import types
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (
+    banner,
+    join_cells,
+    load_reactorpy,
+    parse_args,
+    reactorpy_error,
+    rule,
+    short_error,
+    timed,
+)
 
 FRAMEWORKS = ("reactorpy", "hamilton", "prefect")
 WORKLOADS = ("chain", "fanout", "fanin")
@@ -110,27 +120,6 @@ def expected(workload: str, n: int) -> int:
     return n if workload == "fanin" else 0
 
 
-def timed(run: Callable[[], Any], reps: int) -> list[float]:
-    """Wall times of ``reps`` calls of ``run()``, gc frozen around the series."""
-    times = []
-    gc.collect()
-    gc.freeze()
-    try:
-        for _ in range(reps):
-            gc.collect()
-            start = time.perf_counter()
-            run()
-            times.append(time.perf_counter() - start)
-    finally:
-        gc.unfreeze()
-    return times
-
-
-def short_error(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}".splitlines()[0] if str(exc) else type(exc).__name__
-    return text if len(text) <= 110 else text[:107] + "..."
-
-
 def generated(name: str, source: str) -> types.ModuleType:
     """A module of functions compiled from ``source``, registered in ``sys.modules``."""
     mod = types.ModuleType(name)
@@ -148,15 +137,6 @@ def agg_source(n: int, prefix: str = "f", is_async: bool = False, annotate: bool
 
 
 # --------------------------------------------------------------------------- reactorpy
-
-
-def load_reactorpy() -> Any:
-    root = str(Path(__file__).resolve().parents[1])
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    import reactorpy
-
-    return reactorpy
 
 
 def build_reactorpy(rp: Any, workload: str, n: int, is_async: bool) -> Any:
@@ -195,10 +175,9 @@ def check(framework: str, workload: str, n: int, value: Any) -> None:
 
 
 def bench_reactorpy(cfg: Config, sizes: Sequence[int]) -> list[Result] | str:
-    try:
-        rp = load_reactorpy()
-    except Exception as exc:
-        return f"import failed: {short_error(exc)}"
+    rp = load_reactorpy()
+    if rp is None:
+        return reactorpy_error()
     results = []
     for workload in WORKLOADS:
         for n in sizes:
@@ -241,7 +220,7 @@ def bench_hamilton(cfg: Config) -> list[Result] | str:
     try:
         from hamilton import driver
     except Exception as exc:
-        return f"import failed: {short_error(exc)}"
+        return f"import failed: {short_error(exc, 110)}"
     n = cfg.hamilton_n
     results = []
     limit = sys.getrecursionlimit()
@@ -361,12 +340,12 @@ def run_prefect_worker(argv: Sequence[str]) -> int:
     try:
         import prefect  # noqa: F401
     except Exception as exc:
-        print(json.dumps({"error": f"import failed: {short_error(exc)}"}))
+        print(json.dumps({"error": f"import failed: {short_error(exc, 110)}"}))
         return 0
     try:
         out = prefect_worker(n, reps)
     except Exception as exc:
-        out = {"error": f"run failed: {short_error(exc)}"}
+        out = {"error": f"run failed: {short_error(exc, 110)}"}
     print(json.dumps(out), flush=True)
     return 0
 
@@ -386,10 +365,7 @@ COLUMNS = (
 
 
 def format_cells(cells: Sequence[str]) -> str:
-    return "  ".join(
-        c.rjust(w) if i > 1 else c.ljust(w)
-        for i, (c, (_, w)) in enumerate(zip(cells, COLUMNS, strict=True))
-    ).rstrip()
+    return join_cells(cells, COLUMNS, right_from=2).rstrip()
 
 
 def num(x: float, digits: int = 1) -> str:
@@ -402,7 +378,7 @@ def print_table(results: list[Result]) -> None:
     order = {w: i for i, w in enumerate(WORKLOADS)}
     rank = {"prefect": 0, "hamilton": 1, "reactorpy": 2, "reactorpy async": 3}
     print(format_cells([name for name, _ in COLUMNS]))
-    print("-" * (sum(w + 2 for _, w in COLUMNS) - 2))
+    print(rule(COLUMNS, -2))
     rows = sorted(results, key=lambda r: (order[r.workload], rank.get(r.framework, 9), r.n))
     previous = None
     for r in rows:
@@ -427,29 +403,21 @@ def print_table(results: list[Result]) -> None:
         print(format_cells(cells), flush=True)
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions, smaller N")
-    parser.add_argument(
-        "--only",
-        type=lambda s: [w.strip() for w in s.split(",") if w.strip()],
-        help=f"comma-separated frameworks among {', '.join(FRAMEWORKS)} (reactorpy always runs)",
-    )
-    args = parser.parse_args(argv)
-    unknown = sorted(set(args.only or ()) - set(FRAMEWORKS))
-    if unknown:
-        parser.error(f"unknown frameworks {unknown}; choose from {', '.join(FRAMEWORKS)}")
-    return args
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == [WORKER_FLAG]:
         return run_prefect_worker(argv[1:])
-    args = parse_args(argv)
+    args = parse_args(
+        argv,
+        __doc__,
+        FRAMEWORKS,
+        quick_help="fewer repetitions, smaller N",
+        what="frameworks",
+        only_note=" (reactorpy always runs)",
+    )
     cfg = Config.make(args.quick)
     selected = set(args.only or FRAMEWORKS) | {"reactorpy"}
-    print(f"python {sys.version.split()[0]}, {'quick' if args.quick else 'full'} mode", flush=True)
+    print(banner(args.quick), flush=True)
     results: list[Result] = []
     notes: list[str] = []
     versions: list[str] = []

@@ -27,62 +27,36 @@ this is a report, not a gate. ``main(argv)`` and ``run_benchmarks()`` are import
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_core import (
+from _common import (
     Arm,
+    Job,
+    RepsConfig,
     Row,
-    StepSpec,
-    Workload,
+    Target,
     best_times,
-    build_reactor,
-    load_reactorpy,
-    run_tasks,
-    short_error,
-    step_fns,
-    verdict,
+    emit_timings,
+    per_step,
+    run_main,
+    run_reactorpy_jobs,
 )
+from bench_core import build_reactor, independent_workload, run_tasks, step_fns
 
 WORKLOADS = ("map",)
 
 # --------------------------------------------------------------------------- table
 
 
-@dataclass(slots=True)
-class Config:
-    quick: bool = False
-    reps: int = 7
-    rows: list[Row] = field(default_factory=list)
-
-    @classmethod
-    def make(cls, quick: bool) -> Config:
-        return cls(quick=True, reps=2) if quick else cls()
-
-
-COLUMNS = (("workload", 9), ("contender", 18), ("figure", 36), ("vs steps", 9), ("target", 18))
-
-
-def format_row(row: Row) -> str:
-    cells = (row.workload, row.contender, row.figure, row.ratio, row.target)
-    return "  ".join(c.ljust(w) for c, (_, w) in zip(cells, COLUMNS, strict=True)) + row.verdict
-
-
-def emit(cfg: Config, row: Row) -> None:
-    cfg.rows.append(row)
-    print(format_row(row), flush=True)
-
-
-def print_header() -> None:
-    print(format_row(Row("workload", "contender", "figure", "vs steps", "target", "verdict")))
-    print("-" * (sum(w + 2 for _, w in COLUMNS) + 7))
+class Config(RepsConfig):
+    __slots__ = ()
+    columns = (("workload", 9), ("contender", 18), ("figure", 36), ("vs steps", 9), ("target", 18))
 
 
 # --------------------------------------------------------------------------- contenders
@@ -115,7 +89,7 @@ async def check(name: str, arm: Arm, expected: Any) -> None:
 
 async def bench_map(cfg: Config, rp: Any, n: int = 10_000, target: float = 3.0) -> None:
     xs = list(range(n))
-    workload = Workload("indep", tuple(StepSpec(f"s{i}", ()) for i in range(n)))
+    workload = independent_workload(n, "indep")
     fns = step_fns(workload)
     steps = build_reactor(rp, workload, fns)
     steps.plan()
@@ -141,60 +115,32 @@ async def bench_map(cfg: Config, rp: Any, n: int = 10_000, target: float = 3.0) 
 
     best = await best_times(arms, cfg.reps)
     ref = best["steps"]
-    for name, t in best.items():
-        label = "us/step" if name in ("steps", "tasks") else "us/elem"
-        row = Row(f"map{n // 1000}k", name, f"{t / n * 1e6:7.2f} {label} ({t * 1e3:.1f} ms)")
-        row.ratio = f"{t / ref:.3f}"
-        if name == "map reactor":
-            row.target, row.verdict = f"<= {target:g}x steps", verdict(t / ref <= target)
-        emit(cfg, row)
+
+    def figure(name: str, t: float) -> str:
+        return per_step(t, n, "us/step" if name in ("steps", "tasks") else "us/elem")
+
+    goal: Target = (f"<= {target:g}x steps", lambda t: t / ref <= target)
+    targets = {"map reactor": goal}
+    emit_timings(cfg, f"map{n // 1000}k", best, "steps", figure, targets)
 
 
 # --------------------------------------------------------------------------- entry points
+
+
+def jobs(cfg: Config, rp: Any) -> dict[str, Job]:
+    """The benchmark of each workload, by name."""
+    return {"map": lambda: bench_map(cfg, rp)}
 
 
 async def run_benchmarks(
     quick: bool = False, only: Sequence[str] | None = None, out: Config | None = None
 ) -> list[Row]:
     """Run the selected workloads (all by default) and return the table rows."""
-    cfg = out or Config.make(quick)
-    selected = set(only or WORKLOADS)
-    unknown = selected - set(WORKLOADS)
-    if unknown:
-        raise ValueError(f"unknown workloads {sorted(unknown)}; choose from {list(WORKLOADS)}")
-    print_header()
-    rp = load_reactorpy()
-    if rp is None:
-        emit(cfg, Row("all", "reactorpy", "skipped", verdict="SKIP: import failed"))
-        return cfg.rows
-    if "map" in selected:
-        try:
-            await bench_map(cfg, rp)
-        except Exception as exc:
-            emit(cfg, Row("map", "reactorpy", "failed", verdict=f"ERROR: {short_error(exc)}"))
-    return cfg.rows
-
-
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
-    parser.add_argument(
-        "--only",
-        type=lambda s: [w.strip() for w in s.split(",") if w.strip()],
-        help=f"comma-separated workloads among {', '.join(WORKLOADS)}",
-    )
-    args = parser.parse_args(argv)
-    unknown = sorted(set(args.only or ()) - set(WORKLOADS))
-    if unknown:
-        parser.error(f"unknown workloads {unknown}; choose from {', '.join(WORKLOADS)}")
-    return args
+    return await run_reactorpy_jobs(out or Config.make(quick), only, WORKLOADS, jobs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    print(f"python {sys.version.split()[0]}, {'quick' if args.quick else 'full'} mode")
-    cfg = Config.make(args.quick)
-    asyncio.run(run_benchmarks(args.quick, args.only, out=cfg))
+    cfg = run_main(argv, __doc__, WORKLOADS, run_benchmarks, Config.make)
     print(
         f"\nfigures: best of {cfg.reps} runs; 'vs steps' is contender/steps, the per-step cost "
         "of a reactor of 10,000 independent no-op async steps."

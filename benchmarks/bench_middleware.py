@@ -23,30 +23,32 @@ always 0: this is a report, not a gate. ``main(argv)`` and ``run_benchmarks()`` 
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import logging
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_core import (
+from _common import (
     Arm,
+    Job,
+    RepsConfig,
     Row,
-    StepSpec,
-    Workload,
     best_times,
+    emit_timings,
+    per_step,
+    run_main,
+    run_reactorpy_jobs,
+)
+from bench_core import (
+    Workload,
     build_reactor,
     chain_workload,
-    check_run,
-    load_reactorpy,
-    short_error,
+    check_runs,
+    independent_workload,
     step_fns,
-    verdict,
 )
 
 WORKLOADS = ("indep", "chain")
@@ -55,33 +57,9 @@ TARGETS = {"trace": 2.0, "logging": 1.3}
 # --------------------------------------------------------------------------- table
 
 
-@dataclass(slots=True)
-class Config:
-    quick: bool = False
-    reps: int = 7
-    rows: list[Row] = field(default_factory=list)
-
-    @classmethod
-    def make(cls, quick: bool) -> Config:
-        return cls(quick=True, reps=2) if quick else cls()
-
-
-COLUMNS = (("workload", 9), ("contender", 10), ("figure", 34), ("vs none", 8), ("target", 16))
-
-
-def format_row(row: Row) -> str:
-    cells = (row.workload, row.contender, row.figure, row.ratio, row.target)
-    return "  ".join(c.ljust(w) for c, (_, w) in zip(cells, COLUMNS, strict=True)) + row.verdict
-
-
-def emit(cfg: Config, row: Row) -> None:
-    cfg.rows.append(row)
-    print(format_row(row), flush=True)
-
-
-def print_header() -> None:
-    print(format_row(Row("workload", "contender", "figure", "vs none", "target", "verdict")))
-    print("-" * (sum(w + 2 for _, w in COLUMNS) + 7))
+class Config(RepsConfig):
+    __slots__ = ()
+    columns = (("workload", 9), ("contender", 10), ("figure", 34), ("vs none", 8), ("target", 16))
 
 
 # --------------------------------------------------------------------------- middleware
@@ -142,72 +120,38 @@ async def bench_workload(cfg: Config, rp: Any, workload: Workload) -> None:
         "logging": lambda: reactor.run(middleware=[logging_mw]),
         "on_event": lambda: reactor.run(middleware=[on_event]),
     }
-    for name, arm in arms.items():
-        await check_run(name, arm, workload)
+    await check_runs(arms, workload)
     best = await best_times(arms, cfg.reps)
     ref = best["none"]
     n = len(workload)
-    for name, t in best.items():
-        row = Row(workload.name, name, f"{t / n * 1e6:7.2f} us/step ({t * 1e3:.2f} ms)")
-        row.ratio = f"{t / ref:.3f}"
-        target = TARGETS.get(name)
-        if target is not None:
-            row.target, row.verdict = f"<= {target:.1f}x none", verdict(t / ref <= target)
-        emit(cfg, row)
-
-
-def indep_workload(n: int = 2_000) -> Workload:
-    """``n`` independent no-op steps."""
-    return Workload("indep", tuple(StepSpec(f"s{i}", ()) for i in range(n)))
+    targets = {
+        name: (f"<= {x:.1f}x none", lambda t, x=x: t / ref <= x) for name, x in TARGETS.items()
+    }
+    emit_timings(
+        cfg, workload.name, best, "none", lambda _, t: per_step(t, n, ms_digits=2), targets
+    )
 
 
 # --------------------------------------------------------------------------- entry points
+
+
+def jobs(cfg: Config, rp: Any) -> dict[str, Job]:
+    """The benchmark of each workload, by name."""
+    return {
+        "indep": lambda: bench_workload(cfg, rp, independent_workload(2_000, "indep")),
+        "chain": lambda: bench_workload(cfg, rp, chain_workload(1_000)),
+    }
 
 
 async def run_benchmarks(
     quick: bool = False, only: Sequence[str] | None = None, out: Config | None = None
 ) -> list[Row]:
     """Run the selected workloads (all by default) and return the table rows."""
-    cfg = out or Config.make(quick)
-    selected = set(only or WORKLOADS)
-    unknown = selected - set(WORKLOADS)
-    if unknown:
-        raise ValueError(f"unknown workloads {sorted(unknown)}; choose from {list(WORKLOADS)}")
-    print_header()
-    rp = load_reactorpy()
-    if rp is None:
-        emit(cfg, Row("all", "reactorpy", "skipped", verdict="SKIP: import failed"))
-        return cfg.rows
-    workloads = {"indep": indep_workload, "chain": lambda: chain_workload(1_000)}
-    for name in WORKLOADS:
-        if name in selected:
-            try:
-                await bench_workload(cfg, rp, workloads[name]())
-            except Exception as exc:
-                emit(cfg, Row(name, "reactorpy", "failed", verdict=f"ERROR: {short_error(exc)}"))
-    return cfg.rows
-
-
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
-    parser.add_argument(
-        "--only",
-        type=lambda s: [w.strip() for w in s.split(",") if w.strip()],
-        help=f"comma-separated workloads among {', '.join(WORKLOADS)}",
-    )
-    args = parser.parse_args(argv)
-    unknown = sorted(set(args.only or ()) - set(WORKLOADS))
-    if unknown:
-        parser.error(f"unknown workloads {unknown}; choose from {', '.join(WORKLOADS)}")
-    return args
+    return await run_reactorpy_jobs(out or Config.make(quick), only, WORKLOADS, jobs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    print(f"python {sys.version.split()[0]}, {'quick' if args.quick else 'full'} mode")
-    cfg = Config.make(args.quick)
-    asyncio.run(run_benchmarks(args.quick, args.only, out=cfg))
+    cfg = run_main(argv, __doc__, WORKLOADS, run_benchmarks, Config.make)
     print(f"\nfigures: best of {cfg.reps} runs; 'vs none' is contender/none (no middleware).")
     return 0
 

@@ -17,7 +17,6 @@ reported. Run ``python benchmarks/bench_offload.py [--quick]``; the exit code is
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import concurrent.futures
 import logging
@@ -30,6 +29,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import parse_args
 
 import reactorpy as rp
 from tests.examples import cpu_steps
@@ -165,9 +167,7 @@ def bench_dask(quick: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="short steps, one repetition")
-    args = parser.parse_args(argv)
+    args = parse_args(argv, __doc__, quick_help="short steps, one repetition")
     bench_cpu(args.quick)
     bench_dask(args.quick)
     return 0

@@ -24,30 +24,33 @@ always 0: this is a report, not a gate. ``main(argv)`` and ``run_benchmarks()`` 
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_core import (
+from _common import (
     Arm,
+    Job,
+    RepsConfig,
     Row,
-    StepFn,
-    StepSpec,
-    Workload,
     best_times,
-    chain_workload,
-    check_run,
-    load_reactorpy,
-    random_dag_workload,
-    short_error,
-    step_fns,
+    emit_timings,
+    per_step,
+    run_main,
+    run_reactorpy_jobs,
     verdict,
+)
+from bench_core import (
+    StepFn,
+    Workload,
+    chain_workload,
+    check_runs,
+    independent_workload,
+    random_dag_workload,
+    step_fns,
 )
 
 WORKLOADS = ("options", "undo")
@@ -56,33 +59,9 @@ OPTIONS = {"retries": 2, "retry_on": ConnectionError, "backoff": 0.1}
 # --------------------------------------------------------------------------- table
 
 
-@dataclass(slots=True)
-class Config:
-    quick: bool = False
-    reps: int = 7
-    rows: list[Row] = field(default_factory=list)
-
-    @classmethod
-    def make(cls, quick: bool) -> Config:
-        return cls(quick=True, reps=2) if quick else cls()
-
-
-COLUMNS = (("workload", 11), ("contender", 12), ("figure", 40), ("vs base", 8), ("target", 18))
-
-
-def format_row(row: Row) -> str:
-    cells = (row.workload, row.contender, row.figure, row.ratio, row.target)
-    return "  ".join(c.ljust(w) for c, (_, w) in zip(cells, COLUMNS, strict=True)) + row.verdict
-
-
-def emit(cfg: Config, row: Row) -> None:
-    cfg.rows.append(row)
-    print(format_row(row), flush=True)
-
-
-def print_header() -> None:
-    print(format_row(Row("workload", "contender", "figure", "vs base", "target", "verdict")))
-    print("-" * (sum(w + 2 for _, w in COLUMNS) + 7))
+class Config(RepsConfig):
+    __slots__ = ()
+    columns = (("workload", 11), ("contender", 12), ("figure", 40), ("vs base", 8), ("target", 18))
 
 
 # --------------------------------------------------------------------------- reactors
@@ -140,10 +119,6 @@ def build(
     return reactor
 
 
-def independent_workload(n: int) -> Workload:
-    return Workload("independent", tuple(StepSpec(f"s{i}", ()) for i in range(n)))
-
-
 # --------------------------------------------------------------------------- benchmarks
 
 
@@ -158,18 +133,13 @@ async def bench_options(cfg: Config, rp: Any, n: int = 2_000, target: float = 1.
         "retry only": build(rp, workload, fns, undo=False, options=OPTIONS),
     }
     arms: dict[str, Arm] = {name: r.run for name, r in reactors.items()}
-    for name, arm in arms.items():
-        await check_run(name, arm, workload)
+    await check_runs(arms, workload)
     best = await best_times(arms, cfg.reps)
     ref = best["plain"]
-    for name, t in best.items():
-        row = Row("options", name, f"{t / n * 1e6:7.2f} us/step ({t * 1e3:.2f} ms)")
-        row.ratio = f"{t / ref:.3f}"
-        if name == "undo+retry":
-            row.target, row.verdict = f"<= {target:.1f}x plain", verdict(t / ref <= target)
-        emit(cfg, row)
+    targets = {"undo+retry": (f"<= {target:.1f}x plain", lambda t: t / ref <= target)}
+    emit_timings(cfg, "options", best, "plain", lambda _, t: per_step(t, n, ms_digits=2), targets)
     edges = sum(len(s.parents) for s in workload.steps)
-    emit(cfg, Row("options", "(shape)", f"{n} steps, {edges} edges"))
+    cfg.emit(Row("options", "(shape)", f"{n} steps, {edges} edges"))
 
 
 async def bench_undo_shape(
@@ -209,16 +179,16 @@ async def bench_undo_shape(
     run_t, fail_t = best["success"], best["failure"]
     undo_t = fail_t - run_t
     name = workload.name
-    emit(cfg, Row(name, "success", f"{run_t * 1e3:7.2f} ms ({run_t / n * 1e6:.2f} us/step)"))
+    cfg.emit(Row(name, "success", f"{run_t * 1e3:7.2f} ms ({run_t / n * 1e6:.2f} us/step)"))
     row = Row(name, "failure", f"{fail_t * 1e3:7.2f} ms ({fail_t / n * 1e6:.2f} us/step)")
-    emit(cfg, row)
+    cfg.emit(row)
     row = Row(name, "undo phase", f"{undo_t * 1e3:7.2f} ms ({undo_t / n * 1e6:.2f} us/undo)")
     row.ratio = f"{undo_t / run_t:.3f}"
     row.target, row.verdict = f"< {target:g}x success", verdict(undo_t < target * run_t)
-    emit(cfg, row)
+    cfg.emit(row)
     row = Row(name, "undo count", f"{UNDONE[0]} undone in {cfg.reps} timed failing runs")
     row.target, row.verdict = f"= {n} x {cfg.reps}", verdict(undone_ok)
-    emit(cfg, row)
+    cfg.emit(row)
 
 
 async def bench_undo(cfg: Config, rp: Any, n: int = 1_000, target: float = 10.0) -> None:
@@ -232,53 +202,23 @@ async def bench_undo(cfg: Config, rp: Any, n: int = 1_000, target: float = 10.0)
 # --------------------------------------------------------------------------- entry points
 
 
+def jobs(cfg: Config, rp: Any) -> dict[str, Job]:
+    """The benchmark of each workload, by name."""
+    return {
+        "options": lambda: bench_options(cfg, rp),
+        "undo": lambda: bench_undo(cfg, rp),
+    }
+
+
 async def run_benchmarks(
     quick: bool = False, only: Sequence[str] | None = None, out: Config | None = None
 ) -> list[Row]:
     """Run the selected workloads (all by default) and return the table rows."""
-    cfg = out or Config.make(quick)
-    selected = set(only or WORKLOADS)
-    unknown = selected - set(WORKLOADS)
-    if unknown:
-        raise ValueError(f"unknown workloads {sorted(unknown)}; choose from {list(WORKLOADS)}")
-    print_header()
-    rp = load_reactorpy()
-    if rp is None:
-        emit(cfg, Row("all", "reactorpy", "skipped", verdict="SKIP: import failed"))
-        return cfg.rows
-    jobs: dict[str, Callable[[], Awaitable[None]]] = {
-        "options": lambda: bench_options(cfg, rp),
-        "undo": lambda: bench_undo(cfg, rp),
-    }
-    for name in WORKLOADS:
-        if name in selected:
-            try:
-                await jobs[name]()
-            except Exception as exc:
-                emit(cfg, Row(name, "reactorpy", "failed", verdict=f"ERROR: {short_error(exc)}"))
-    return cfg.rows
-
-
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
-    parser.add_argument(
-        "--only",
-        type=lambda s: [w.strip() for w in s.split(",") if w.strip()],
-        help=f"comma-separated workloads among {', '.join(WORKLOADS)}",
-    )
-    args = parser.parse_args(argv)
-    unknown = sorted(set(args.only or ()) - set(WORKLOADS))
-    if unknown:
-        parser.error(f"unknown workloads {unknown}; choose from {', '.join(WORKLOADS)}")
-    return args
+    return await run_reactorpy_jobs(out or Config.make(quick), only, WORKLOADS, jobs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    print(f"python {sys.version.split()[0]}, {'quick' if args.quick else 'full'} mode")
-    cfg = Config.make(args.quick)
-    asyncio.run(run_benchmarks(args.quick, args.only, out=cfg))
+    cfg = run_main(argv, __doc__, WORKLOADS, run_benchmarks, Config.make)
     print(
         f"\nfigures: best of {cfg.reps} runs; 'vs base' is contender/plain (options) and "
         "undo phase/success (undo), where undo phase = failure - success."
