@@ -113,6 +113,7 @@ class _Waiting:
     """A step of a run waiting in the limiter's queue."""
 
     __slots__ = ("i", "run")
+    dead = False  # a stopping run takes its waiters out of the queue itself
 
     def __init__(self, run: Run, i: int) -> None:
         self.run = run
@@ -289,11 +290,12 @@ class Run:
             if self.n_done < self.n or self.live:
                 try:
                     await self.wakeup
+                    if self.stopping:
+                        # Not shielded: a cancellation now ends the grace period at once.
+                        await self._drain()
                 except asyncio.CancelledError as cancelled:
                     await self._shielded(self._cancelled(cancelled))
                     raise
-                if self.stopping:
-                    await self._shielded(self._drain())
         finally:
             if deadline is not None:
                 deadline.cancel()
@@ -1042,10 +1044,18 @@ class Run:
             t.cancel()
         if self.tasks:
             await asyncio.wait(set(self.tasks.values()))
+        # A worker cancelled before it first ran never entered its body, so its bookkeeping
+        # (slot, live count, task entry) is done here.
+        for j, t in list(self.tasks.items()):
+            if t.done():
+                del self.tasks[j]
+                self.live -= 1
+                if self.state[j] != _DONE:
+                    self.state[j] = _PENDING
+                self._release(j)
 
     async def _cancelled(self, cancelled: asyncio.CancelledError) -> None:
         """run() itself was cancelled: cancel running steps now, undo, tell middleware."""
-        self.stopping = True
         self._stop()
         await self._cancel_tasks()
         errors = await self._undo_all()

@@ -19,6 +19,10 @@ __all__ = ["Limiter"]
 class Waiter(Protocol):
     """What the limiter hands a slot to: a run's pending step."""
 
+    @property
+    def dead(self) -> bool:  # pragma: no cover - protocol
+        """Whether the waiter went away while queued (it is then skipped)."""
+
     def wake(self, key: str | None) -> None:  # pragma: no cover - protocol
         """Start the step; its slot (and its key's slot) is already taken for it."""
 
@@ -32,8 +36,12 @@ class _FutureWaiter:
 
         self.future: Any = asyncio.get_running_loop().create_future()
 
+    @property
+    def dead(self) -> bool:
+        """Cancelled while queued (it removes itself from the queue when it next runs)."""
+        return bool(self.future.done())
+
     def wake(self, key: str | None) -> None:
-        # A cancelled acquirer removed itself from the queue, so the future is pending.
         self.future.set_result(None)
 
 
@@ -68,7 +76,7 @@ class Limiter:
         self.max_concurrency = max_concurrency
         self.limits: dict[str, int] = dict(limits or {})
         self._running = 0
-        self._keyed: dict[str, int] = dict.fromkeys(self.limits, 0)
+        self._keyed: dict[str, int] = {}  # running steps per concurrency_key
         # (-priority, seq, key, waiter): the best waiting step first.
         self._heap: list[tuple[int, int, str | None, Any]] = []
         self._counter = itertools.count()
@@ -88,15 +96,14 @@ class Limiter:
         """Add per-key caps that this limiter does not have yet (a run's own ``limits=``)."""
         for key, cap in (limits or {}).items():
             if key not in self.limits:
-                self.limits[key] = cap
-                self._keyed[key] = 0
+                self.limits[key] = cap  # the key's running count is kept for every key
         return self
 
     def _free(self, key: str | None) -> bool:
         if self.max_concurrency is not None and self._running >= self.max_concurrency:
             return False
         if key is not None and key in self.limits:
-            return self._keyed[key] < self.limits[key]
+            return self._keyed.get(key, 0) < self.limits[key]
         return True
 
     def try_acquire(self, key: str | None) -> bool:
@@ -112,8 +119,9 @@ class Limiter:
 
     def _take(self, key: str | None) -> None:
         self._running += 1
-        if key is not None and key in self._keyed:
-            self._keyed[key] += 1
+        if key is not None:
+            # Counted even without a cap: a run sharing this limiter may add one later.
+            self._keyed[key] = self._keyed.get(key, 0) + 1
 
     def outranks(self, priority: int) -> bool:
         """Whether a waiting step has a higher priority than `priority`."""
@@ -129,7 +137,7 @@ class Limiter:
         The caller may run the returned waiter's step itself (the slot is taken for it).
         """
         self._running -= 1
-        if key is not None and key in self._keyed:
+        if key is not None:
             self._keyed[key] -= 1
         return self._pop()
 
@@ -137,22 +145,20 @@ class Limiter:
         heap = self._heap
         if not heap:
             return None
-        if not self.limits:
-            if self._free(None):
-                _, _, key, waiter = heapq.heappop(heap)
-                self._take(key)
-                return waiter  # type: ignore[no-any-return]
-            return None
-        # With per-key caps the best waiter may be blocked by its key: take the best that fits.
+        # The best waiter that fits: with per-key caps the best one may be blocked by its key.
         skipped = []
         found = None
         while heap:
             entry = heapq.heappop(heap)
+            if entry[3].dead:
+                continue  # an acquirer cancelled while queued: it gets no slot
             if self._free(entry[2]):
                 found = entry
                 break
             skipped.append(entry)
-            if self.max_concurrency is not None and self._running >= self.max_concurrency:
+            if not self.limits or (
+                self.max_concurrency is not None and self._running >= self.max_concurrency
+            ):
                 break
         for entry in skipped:
             heapq.heappush(heap, entry)
