@@ -53,7 +53,8 @@ class Checkpoint:
         attempts: attempts made so far, per step.
         reason: the halt reason.
         halted_step: the step that halted, or None for a run timeout.
-        inner: checkpoints of composed reactors that halted inside, by step name.
+        inner: checkpoints of composed reactors that halted inside, by step name (for a
+            switch, the chosen branch's index and its checkpoint).
     """
 
     reactor: str
@@ -111,7 +112,7 @@ class Checkpoint:
                 "attempts": self.attempts,
                 "reason": self.reason,
                 "halted_step": self.halted_step,
-                "inner": {k: json.loads(v.to_json()) for k, v in self.inner.items()},
+                "inner": {k: _inner_to_json(v) for k, v in self.inner.items()},
             }
         )
 
@@ -132,5 +133,19 @@ class Checkpoint:
             attempts=data["attempts"],
             reason=data["reason"],
             halted_step=data["halted_step"],
-            inner={k: cls.from_json(v) for k, v in data["inner"].items()},
+            inner={k: _inner_from_json(v) for k, v in data["inner"].items()},
         )
+
+
+def _inner_to_json(value: Any) -> Any:
+    """A composed child's checkpoint, or a switch's (branch index, checkpoint)."""
+    if isinstance(value, tuple):
+        index, checkpoint = value
+        return {"branch": index, "checkpoint": json.loads(checkpoint.to_json())}
+    return json.loads(value.to_json())
+
+
+def _inner_from_json(data: dict[str, Any]) -> Any:
+    if "branch" in data:
+        return (data["branch"], Checkpoint.from_json(data["checkpoint"]))
+    return Checkpoint.from_json(data)

@@ -116,7 +116,18 @@ async def run_child(
         checkpoint=checkpoint,
         executor=run.default_executor,
     )
-    value = await child.execute()
+    try:
+        value = await child.execute()
+    except Halted as halted:
+        # What the halted child completed, for composites that cannot resume inside it
+        # (map, NewSteps): they undo it, and run it again on resume.
+        halted.undo_records = _parent_records(run, i, plan, child, label)  # type: ignore[attr-defined]
+        raise
+    return value, _parent_records(run, i, plan, child, label)
+
+
+def _parent_records(run: Run, i: int, plan: Any, child: Run, label: str) -> list[UndoRecord]:
+    """The child's undo records, named and called as records of the parent run."""
     records = []
     for rec in child.undo_records():
         undo = rec.undo
@@ -124,7 +135,7 @@ async def run_child(
             undo = plan.steps[plan.index[rec.step]].undo_callback
         step_name = f"{run.plan.order[i]}.{label}{rec.step}"
         records.append(UndoRecord(step_name, rec.value, rec.arguments, undo))
-    return value, records
+    return records
 
 
 def _wiring_for(reactor: Reactor, args: Mapping[str, Source] | None) -> dict[str, Source]:
@@ -228,7 +239,7 @@ def make_map(
                     records.extend(recs)
                 index += len(batch)
         except BaseException:
-            await _undo_records(run, records)
+            await run._shielded(_undo_records(run, records))  # the batches before this one
             raise
         run.extra_undo[i] = records
         return results
@@ -333,7 +344,9 @@ async def _run_batch(
                     await run_child(run, i, child, {**shared, element: item}, f"[{start + k}].")
                 )
             except BaseException as exc:
-                await _undo_records(run, [r for _, recs in done for r in recs])
+                records = [r for _, recs in done for r in recs]
+                records.extend(getattr(exc, "undo_records", ()))
+                await run._shielded(_undo_records(run, records))
                 if isinstance(exc, Halted):
                     raise Halt(exc.reason) from None
                 raise
@@ -344,27 +357,39 @@ async def _run_batch(
         )
         for k, item in enumerate(batch)
     ]
+    cancelled = False
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-    except BaseException:
-        for t in tasks:
-            t.cancel()
-        await asyncio.wait(tasks)
-        raise
-    failed = [t for t in tasks if t.done() and not t.cancelled() and t.exception() is not None]
-    if failed:
-        for t in tasks:
-            t.cancel()
-        await asyncio.wait(tasks)
-        done = [t.result() for t in tasks if not t.cancelled() and t.exception() is None]
-        await _undo_records(run, [r for _, recs in done for r in recs])
-        errors = [t.exception() for t in failed]
-        first = errors[0]
-        assert first is not None
-        if isinstance(first, Halted):
-            raise Halt(first.reason)
-        raise first
-    return [t.result() for t in tasks]
+    except asyncio.CancelledError:
+        cancelled = True
+    if not cancelled and all(t.done() and t.exception() is None for t in tasks):
+        return [t.result() for t in tasks]
+    # An element failed or halted, or the map was cancelled: stop the rest of the batch, then
+    # undo every element that completed (a halted element's completed steps too).
+    for t in tasks:
+        t.cancel()
+    while not all(t.done() for t in tasks):
+        try:
+            await asyncio.wait(tasks)
+        except asyncio.CancelledError:
+            cancelled = True
+    errors = [e for t in tasks if not t.cancelled() and (e := t.exception()) is not None]
+    records = [
+        r for t in tasks if not t.cancelled() and t.exception() is None for r in t.result()[1]
+    ]
+    for e in errors:
+        if isinstance(e, Halted):
+            records.extend(getattr(e, "undo_records", ()))
+    await run._shielded(_undo_records(run, records))
+    if cancelled:
+        raise asyncio.CancelledError
+    failures = [e for e in errors if not isinstance(e, Halted)]
+    if not failures:
+        raise Halt(errors[0].reason)  # type: ignore[attr-defined]
+    first = failures[0]
+    for other in failures[1:]:
+        first.add_note(f"reactorpy: another element of the map failed too: {other!r}")
+    raise first
 
 
 async def _undo_records(run: Run, records: list[UndoRecord]) -> None:
@@ -403,14 +428,31 @@ def make_switch(
     args: dict[str, Source] = {_ON: on if not isinstance(on, str) else _by_name(on)}
     args.update(options.pop("args", None) or {})
 
+    candidates = [b for _, b in branches] + [fallback]
+
     async def call(run: Run, i: int, arguments: dict[str, Any]) -> Any:
-        value = arguments[_ON]
-        chosen = next((b for pred, b in branches if pred(value)), fallback)
+        inner = run.inner.pop(name, None)
+        if inner is not None:  # resuming: continue inside the branch that halted
+            index, checkpoint = inner
+        else:
+            value = arguments[_ON]
+            index = next((k for k, (pred, _) in enumerate(branches) if pred(value)), len(branches))
+            checkpoint = None
+        chosen = candidates[index]
         if chosen is None:
             return None
-        result, records = await run_child(
-            run, i, chosen, {k: arguments[k] for k in chosen.inputs}, f"{chosen.name}."
-        )
+        try:
+            result, records = await run_child(
+                run,
+                i,
+                chosen,
+                {k: arguments[k] for k in chosen.inputs},
+                f"{chosen.name}.",
+                checkpoint=checkpoint,
+            )
+        except Halted as halted:
+            run.inner[name] = (index, halted.checkpoint)
+            raise Halt(halted.reason) from None
         run.extra_undo[i] = records
         return result
 
@@ -444,7 +486,13 @@ async def run_new_steps(run: Run, i: int, new: NewSteps) -> Any:
                 if isinstance(src, Result) and src.step not in names
             }
             r.add(s.evolve(args=outer) if outer else s)
-        value, records = await run_child(run, i, r, inputs, "")
+        try:
+            value, records = await run_child(run, i, r, inputs, "")
+        except Halted as halted:
+            # New steps cannot be resumed inside (they are made by the running step): undo
+            # what they completed; on resume the step runs again and adds them again.
+            await run._shielded(_undo_records(run, halted.undo_records))  # type: ignore[attr-defined]
+            raise Halt(halted.reason) from None
         run.extra_undo.setdefault(i, []).extend(records)
         if not replace:
             return new.value

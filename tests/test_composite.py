@@ -395,3 +395,88 @@ async def test_one_at_a_time_runs_map_compose_and_switch_one_step_at_a_time(chil
     assert [1, 2, 3] == result["composed"]
     assert 3 == result["switched"]
     assert 1 == peak.peak
+
+
+async def test_halt_inside_a_switch_branch_resumes_inside_it():
+    """A halt inside a switch branch halts the run; resume continues in that branch."""
+    approved = {"yes": False}
+    prepared = []
+    branch = rp.Reactor("branch", inputs=["n"], returns="approve")
+
+    @branch.step
+    def prepare(n):
+        prepared.append(n)
+        return n
+
+    @branch.step
+    def approve(prepare):
+        if not approved["yes"]:
+            raise rp.Halt("needs approval")
+        return prepare * 10
+
+    r = rp.Reactor("routing", inputs=["n"], returns="routed")
+    r.switch("routed", "n", [(lambda n: n > 0, branch)])
+    with pytest.raises(rp.Halted) as info:
+        await r.run({"n": 2})
+    cp = rp.Checkpoint.from_json(info.value.checkpoint.to_json())
+    approved["yes"] = True
+    assert 20 == await r.resume(cp)
+    assert [2] == prepared  # not prepared again: resumed inside the branch
+
+
+async def test_halt_inside_new_steps_undoes_them_and_runs_them_again_on_resume():
+    """A halt inside new steps halts the run; what they completed is undone and redone."""
+    approved = {"yes": False}
+    undone = []
+    r = rp.Reactor("growing", inputs=["n"], returns="grow")
+
+    @r.step
+    def grow(n):
+        @rp.step(name="extra")
+        def extra(n):
+            return n + 1
+
+        @extra.undo
+        def undo_extra(value):
+            undone.append(value)
+
+        @rp.step(name="grow")
+        def again(extra):
+            if not approved["yes"]:
+                raise rp.Halt("needs approval")
+            return extra * 2
+
+        return rp.NewSteps(steps=[extra, again])
+
+    with pytest.raises(rp.Halted) as info:
+        await r.run({"n": 2})
+    assert [3] == undone
+    approved["yes"] = True
+    assert 6 == await r.resume(info.value.checkpoint)
+
+
+def test_map_cancelled_mid_batch_undoes_completed_elements():
+    """Cancelling a run while a map batch is half done undoes the elements that finished."""
+    undone = []
+    child = rp.Reactor("el", inputs=["x"], returns="book")
+
+    @child.step
+    async def book(x):
+        if x == 1:
+            await asyncio.Event().wait()
+        return x
+
+    @book.undo
+    def unbook(value):
+        undone.append(value)
+
+    r = rp.Reactor("trip", inputs=["xs"], returns="all")
+    r.map("all", "xs", child)
+
+    async def main():
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(1):
+                await r.run({"xs": [0, 1]})
+
+    run_virtual(main())
+    assert [0] == undone
