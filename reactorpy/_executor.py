@@ -304,9 +304,20 @@ class Run:
     # ------------------------------------------------------------------ starting steps
     def _start_many(self, ready: Any) -> None:
         """Start the given ready steps (from the coordinator, not a worker)."""
-        for j in sorted(ready, key=self._order_key):
+        ordered = sorted(ready, key=self._order_key)
+        for n, j in enumerate(ordered):
             if self.stopping:
+                for k in ordered[n:]:  # held steps that were given a slot give it back
+                    if self.holding[k]:
+                        self.state[k] = _PENDING
+                        self._release(k)
                 return
+            if self.holding[j]:  # held back by an async_=False step, with its slot
+                if self.gate:
+                    self.held.append(j)
+                else:
+                    self._spawn(j)
+                continue
             if self.state[j] != _PENDING:
                 continue
             if self.gate:
@@ -361,6 +372,9 @@ class Run:
             self.state[j] = _PENDING
             self._release(j)
             return
+        if self.gate:
+            self.held.append(j)  # it keeps the slot until the async_=False step ends
+            return
         self._spawn(j)
 
     def _release(self, i: int) -> int:
@@ -379,6 +393,9 @@ class Run:
         if waiter.run is self and not self.stopping:  # type: ignore[attr-defined]
             j: int = waiter.i  # type: ignore[attr-defined]
             self.holding[j] = 1
+            if self.gate:
+                self.held.append(j)  # it keeps the slot until the async_=False step ends
+                return -1
             return j
         waiter.wake(None)
         return -1
@@ -694,7 +711,13 @@ class Run:
                 self._start_many(held)
 
     def _drop_slot(self, i: int) -> None:
-        """Step i stops holding its slot early (it waits on child steps that need slots)."""
+        """Step i stops holding its slot early (it waits on child steps that need slots).
+
+        Not one step at a time (async_=False): the children have their own one slot, and
+        the parent's must stay taken so nothing else of the parent starts meanwhile.
+        """
+        if not self.async_:
+            return
         nxt = self._release(i)
         if nxt >= 0:
             self._spawn(nxt)
@@ -725,6 +748,8 @@ class Run:
                     self._run_sync_chain(d)
                 else:
                     self.state[d] = _STARTED
+                    if self.plan.exclusive[d]:
+                        self._gate(d)
                     return d
                 return -1
         cont = -1
@@ -739,6 +764,8 @@ class Run:
                 if cont < 0:
                     cont = d
                     self.state[d] = _STARTED
+                    if self.plan.exclusive[d]:
+                        self._gate(d)  # holds back the siblings that follow
                 else:
                     self._spawn(d)  # what _launch does for a step that needs no slot
             elif (
@@ -751,6 +778,8 @@ class Run:
                 self.state[d] = _STARTED
                 self.holding[i] = 0
                 self.holding[d] = 1
+                if self.plan.exclusive[d]:
+                    self._gate(d)
             else:
                 self._launch(d)
         nxt = self._release(i)
@@ -971,6 +1000,11 @@ class Run:
             self.stopping = True
             if self.limiter is not None:
                 self.limiter.discard(self)
+                held, self.held = self.held, []
+                for j in held:  # held back by an async_=False step with a slot: give it back
+                    if self.holding[j]:
+                        self.state[j] = _PENDING
+                        self._release(j)
             for w in self._stop_waiters:
                 if not w.done():
                     w.set_result(None)
@@ -1232,6 +1266,9 @@ class Run:
                 self.remaining[d] -= 1
             for j in self.plan.deps[i]:
                 self.consumers_left[j] -= 1
+        for name, attempts in cp.attempts.items():
+            if name in index:
+                self.attempts[index[name]] = attempts  # numbering goes on; budgets restart
         self.undo_stack = list(cp.undo_stack)
         self.inner = dict(cp.inner)
         if self.n_done == self.n:
