@@ -639,49 +639,49 @@ async def test_long_chain_of_plain_defs_still_yields_to_the_loop():
     assert during >= 500 // 64
 
 
-def test_gate_holds_back_steps_given_a_slot_while_it_runs():
+@pytest.mark.parametrize("fail", [False, True])
+def test_gate_holds_back_steps_given_a_slot_while_it_runs(fail: bool):
     """Under a limiter, steps queued for a slot before an async_=False step started do not
     start while it runs, even when a slot frees; a failure returns held slots."""
     from reactorpy.testing import run_virtual
 
-    for fail in (False, True):
-        log: list[tuple[str, str]] = []
-        limiter = rp.Limiter(2)
-        r = rp.Reactor("gated")
+    log: list[tuple[str, str]] = []
+    limiter = rp.Limiter(2)
+    r = rp.Reactor("gated")
 
-        def make(name, duration, deps=(), **options):
-            async def body():
-                log.append(("start", name))
-                await asyncio.sleep(duration)
-                log.append(("end", name))
-                if fail and name == "gate":
-                    raise ValueError("gate failed")
+    def make(name, duration, deps=(), **options):
+        async def body():
+            log.append(("start", name))
+            await asyncio.sleep(duration)
+            log.append(("end", name))
+            if fail and name == "gate":
+                raise ValueError("gate failed")
 
-            return r.add(rp.step(body, name=name, wait_for=deps, **options))
+        return r.add(rp.step(body, name=name, wait_for=deps, **options))
 
-        # Priorities: chains r1 and r2 first, then the gate's chain, then w.
-        make("r1", 1)
-        make("r1b", 0, ["r1"])
-        make("r1c", 0, ["r1b"])
-        make("r1d", 0, ["r1c"])
-        make("r2", 3)
-        make("r2b", 0, ["r2"])
-        make("r2c", 0, ["r2b"])
-        make("r2d", 0, ["r2c"])
-        make("gate", 5, async_=False)
-        make("g2", 0, ["gate"])
-        make("g3", 0, ["g2"])
-        make("w", 1)
+    # Priorities: chains r1 and r2 first, then the gate's chain, then w.
+    make("r1", 1)
+    make("r1b", 0, ["r1"])
+    make("r1c", 0, ["r1b"])
+    make("r1d", 0, ["r1c"])
+    make("r2", 3)
+    make("r2b", 0, ["r2"])
+    make("r2c", 0, ["r2b"])
+    make("r2d", 0, ["r2c"])
+    make("gate", 5, async_=False)
+    make("g2", 0, ["gate"])
+    make("g3", 0, ["g2"])
+    make("w", 1)
 
-        async def main():
-            if fail:
-                with pytest.raises(rp.RunFailed):
-                    await r.run(max_concurrency=limiter)
-            else:
+    async def main():
+        if fail:
+            with pytest.raises(rp.RunFailed):
                 await r.run(max_concurrency=limiter)
-            return leftover_tasks()
+        else:
+            await r.run(max_concurrency=limiter)
+        return leftover_tasks()
 
-        assert set() == run_virtual(main())
-        inside = log[log.index(("start", "gate")) + 1 : log.index(("end", "gate"))]
-        assert [] == [e for e in inside if e[0] == "start"]
-        assert 0 == limiter.running
+    assert set() == run_virtual(main())
+    inside = log[log.index(("start", "gate")) + 1 : log.index(("end", "gate"))]
+    assert [] == [e for e in inside if e[0] == "start"]
+    assert 0 == limiter.running
