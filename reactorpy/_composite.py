@@ -167,6 +167,7 @@ def make_compose(
             )
         except Halted as halted:
             run.inner[name] = halted.checkpoint
+            run.halted_undo[i] = halted.undo_records  # type: ignore[attr-defined]
             raise Halt(halted.reason) from None
         run.extra_undo[i] = records
         return value
@@ -452,6 +453,7 @@ def make_switch(
             )
         except Halted as halted:
             run.inner[name] = (index, halted.checkpoint)
+            run.halted_undo[i] = halted.undo_records  # type: ignore[attr-defined]
             raise Halt(halted.reason) from None
         run.extra_undo[i] = records
         return result

@@ -254,6 +254,9 @@ class Run:
         self.info: RunInfo | None = None
         self.inner: dict[str, Any] = {}  # child checkpoints of composite steps, by step name
         self.extra_undo: dict[int, list[UndoRecord]] = {}  # children's undo, by composite
+        # What composed children that halted inside had completed, by composite: undone
+        # if this run fails instead of halting.
+        self.halted_undo: dict[int, list[UndoRecord]] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         self.clock: Callable[[], float] = _no_clock
         self.new_task: Callable[..., asyncio.Task[None]] = asyncio.ensure_future
@@ -951,6 +954,7 @@ class Run:
 
     async def _composite(self, step: Any, i: int, arguments: dict[str, Any]) -> Any:
         self.extra_undo.pop(i, None)
+        self.halted_undo.pop(i, None)
         if step.timeout is None:
             return await step.call(self, i, arguments)
         async with asyncio.timeout(step.timeout):
@@ -1102,6 +1106,9 @@ class Run:
     # ------------------------------------------------------------------ undo
     async def _undo_all(self) -> list[BaseException]:
         """Undo completed steps, newest first; return the undo errors."""
+        for records in self.halted_undo.values():
+            self.undo_stack.extend(records)  # children halted inside: the run failed instead
+        self.halted_undo.clear()
         errors: list[BaseException] = []
         stack = self.undo_stack
         while stack:

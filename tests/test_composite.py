@@ -480,3 +480,35 @@ def test_map_cancelled_mid_batch_undoes_completed_elements():
 
     run_virtual(main())
     assert [0] == undone
+
+
+def test_failure_undoes_a_composed_child_that_halted_inside():
+    """When the parent fails while a composed child has halted, the child's completed steps
+    are undone (the run fails: nothing will resume the child)."""
+    undone = []
+    child = rp.Reactor("child")
+
+    @child.step
+    async def booked():
+        return "seat"
+
+    @booked.undo
+    def unbook(value):
+        undone.append(value)
+
+    @child.step
+    async def wait_for_approval(booked):
+        await asyncio.sleep(2)
+        raise rp.Halt("approval")
+
+    parent = rp.Reactor("parent")
+    parent.compose("sub", child)
+
+    @parent.step
+    async def doomed():
+        await asyncio.sleep(1)  # fails while the child runs; the child halts in the grace
+        raise ValueError("failure")
+
+    with pytest.raises(rp.RunFailed):
+        run_virtual(parent.run(grace=10))
+    assert ["seat"] == undone
