@@ -685,3 +685,104 @@ def test_gate_holds_back_steps_given_a_slot_while_it_runs(fail: bool):
     inside = log[log.index(("start", "gate")) + 1 : log.index(("end", "gate"))]
     assert [] == [e for e in inside if e[0] == "start"]
     assert 0 == limiter.running
+
+
+def test_timeout_at_a_completion_leaves_the_limiter_drained():
+    """A run cancelled in the instant its dependents were spawned gives back every slot."""
+    from reactorpy.testing import run_virtual
+
+    limiter = rp.Limiter(4)
+    r = rp.Reactor("instant")
+
+    @r.step
+    async def a():
+        await asyncio.sleep(1)
+
+    async def dep():
+        await asyncio.sleep(1)
+
+    for name in "bcd":
+        r.add(rp.step(dep, name=name, wait_for="a"))
+
+    async def main():
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(1):
+                await r.run(max_concurrency=limiter)
+        await asyncio.sleep(0)
+        return leftover_tasks()
+
+    assert set() == run_virtual(main())
+    assert 0 == limiter.running
+
+
+def test_cancelled_run_leaves_no_waiters_in_a_shared_limiter():
+    """Cancelling a run takes its queued steps out of a shared limiter."""
+    from reactorpy.testing import run_virtual
+
+    limiter = rp.Limiter(1)
+    holder = rp.Reactor("holder")
+
+    @holder.step
+    async def hold():
+        await asyncio.sleep(5)
+
+    crowd = rp.Reactor("crowd")
+
+    async def work():
+        await asyncio.sleep(0)
+
+    for k in range(200):
+        crowd.add(rp.step(work, name=f"w{k}"))
+
+    async def main():
+        first = asyncio.create_task(holder.run(max_concurrency=limiter))
+        await asyncio.sleep(0)
+        second = asyncio.create_task(crowd.run(max_concurrency=limiter))
+        await asyncio.sleep(1)
+        queued = repr(limiter)
+        second.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await second
+        after_cancel = repr(limiter)
+        await first
+        return queued, after_cancel
+
+    queued, after_cancel = run_virtual(main())
+    assert "waiting=200" in queued
+    assert "waiting=0" in after_cancel
+    assert 0 == limiter.running
+
+
+def test_key_cap_added_to_a_shared_limiter_counts_steps_already_running():
+    """A run adding limits={"db": 1} to a shared limiter sees db steps already running."""
+    from reactorpy.testing import run_virtual
+
+    limiter = rp.Limiter(100)
+    peak = running = 0
+    first = rp.Reactor("first")
+    second = rp.Reactor("second")
+
+    async def early():
+        await asyncio.sleep(1)
+
+    async def late():
+        nonlocal peak, running
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(1)
+        running -= 1
+
+    for k in range(3):
+        first.add(rp.step(early, name=f"e{k}", concurrency_key="db"))
+        second.add(rp.step(late, name=f"l{k}", concurrency_key="db"))
+
+    async def main():
+        async def later():
+            await asyncio.sleep(0.5)
+            await second.run(max_concurrency=limiter, limits={"db": 1})
+
+        await asyncio.gather(first.run(max_concurrency=limiter), later())
+
+    run_virtual(main())
+    assert 1 == peak
+    assert 0 == limiter.running
