@@ -582,7 +582,14 @@ class Run:
             if type(value) is NewSteps:
                 await self._steps(i, value, False)
                 return
-            self._record(i, value, None)
+            if self.releasing or plan.has_undo[i]:
+                self._record(i, value, None)
+            else:  # what _record does when there is nothing to push or release
+                self.state[i] = _DONE
+                self.vals[i] = value
+                self.n_done += 1
+                if self.n_done == self.n:
+                    self._wake_coordinator()
             if plan.ready_order[i]:
                 nxt = self._continue(i)
                 if self.gate == 0 and self.held and not self.stopping:
@@ -758,6 +765,7 @@ class Run:
         cont = -1
         kinds = self.kinds
         needs_slot = self.needs_slot
+        plain = self.plain
         for d in self._newly_ready(i):
             if self.gate:
                 self.held.append(d)
@@ -769,6 +777,11 @@ class Run:
                     self.state[d] = _STARTED
                     if self.plan.exclusive[d]:
                         self._gate(d)  # holds back the siblings that follow
+                elif plain[d]:
+                    # What _spawn does, inline: a wide fan-out spawns thousands of these.
+                    self.state[d] = _STARTED
+                    self.live += 1
+                    self.tasks[d] = self.new_task(self._work_plain(d), context=self.base_ctx.copy())
                 else:
                     self._spawn(d)  # what _launch does for a step that needs no slot
             elif (
