@@ -245,7 +245,6 @@ class Run:
         # The live worker tasks, by the step each started with (a step starts at most once a
         # run), so a worker can drop its own entry without asking for the current task.
         self.tasks: dict[int, asyncio.Task[None]] = {}
-        self.live = 0
         self.in_executor: dict[int, concurrent.futures.Future[Any] | asyncio.Future[Any]] = {}
         self.abandoned: list[str] = []
         self.hook_errors: list[BaseException] = []  # middleware failures while undoing
@@ -290,7 +289,7 @@ class Run:
             if self.checkpoint is not None:
                 self._restore(self.checkpoint)
             self._start_many(self.plan.roots if self.checkpoint is None else self._resumable())
-            if self.n_done < self.n or self.live:
+            if self.n_done < self.n or self.tasks:
                 try:
                     await self.wakeup
                     if self.stopping:
@@ -350,7 +349,6 @@ class Run:
         self.state[j] = _STARTED
         if self.plan.exclusive[j]:
             self._gate(j)
-        self.live += 1
         if preset is _UNSET and self.plain[j]:
             coro = self._work_plain(j)
         else:
@@ -598,9 +596,8 @@ class Run:
                 if nxt >= 0:
                     await self._steps(nxt, _UNSET, False)
         finally:
-            self.live -= 1
             del self.tasks[i]
-            if self.live == 0 and (self.stopping or self.n_done == self.n):
+            if not self.tasks and (self.stopping or self.n_done == self.n):
                 self._wake_coordinator()
 
     async def _work(self, i: int, preset: Any = _UNSET) -> None:
@@ -608,9 +605,8 @@ class Run:
         try:
             await self._steps(i, preset, True)
         finally:
-            self.live -= 1
             del self.tasks[i]
-            if self.live == 0 and (self.stopping or self.n_done == self.n):
+            if not self.tasks and (self.stopping or self.n_done == self.n):
                 self._wake_coordinator()
 
     async def _steps(self, i: int, preset: Any, first: bool) -> None:
@@ -780,7 +776,6 @@ class Run:
                 elif plain[d]:
                     # What _spawn does, inline: a wide fan-out spawns thousands of these.
                     self.state[d] = _STARTED
-                    self.live += 1
                     self.tasks[d] = self.new_task(self._work_plain(d), context=self.base_ctx.copy())
                 else:
                     self._spawn(d)  # what _launch does for a step that needs no slot
@@ -1100,7 +1095,6 @@ class Run:
         for j, t in list(self.tasks.items()):
             if t.done():
                 del self.tasks[j]
-                self.live -= 1
                 if self.state[j] != _DONE:
                     self.state[j] = _PENDING
                 self._release(j)
@@ -1327,7 +1321,9 @@ class Run:
         assert self.loop is not None
         await self.mw.call(
             "on_event",
-            Event(kind, name, attempt, self.loop.time(), value, error, self.run_id, self.live),
+            Event(
+                kind, name, attempt, self.loop.time(), value, error, self.run_id, len(self.tasks)
+            ),
         )
 
     def _emit_now(
@@ -1343,7 +1339,9 @@ class Run:
         ``concurrency`` is the run's worker tasks: each runs one step at a time.
         """
         if kind in self.emit_kinds:
-            event = Event(kind, name, attempt, self.clock(), value, error, self.run_id, self.live)
+            event = Event(
+                kind, name, attempt, self.clock(), value, error, self.run_id, len(self.tasks)
+            )
             for hook in self.event_hooks:
                 hook(event)
 
