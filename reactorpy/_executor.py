@@ -460,6 +460,8 @@ class Run:
         events = self.fast_events
         inline = 0
         while stack:
+            if self.stopping:  # an error stood: the rest stay pending
+                break
             i = stack.pop()
             inline += 1
             self.state[i] = _STARTED
@@ -762,7 +764,14 @@ class Run:
         kinds = self.kinds
         needs_slot = self.needs_slot
         plain = self.plain
-        for d in self._newly_ready(i):
+        remaining = self.remaining
+        state = self.state
+        for d in self.ready_order[i]:  # most critical first
+            remaining[d] -= 1
+            if remaining[d] or state[d] != _PENDING:
+                continue
+            if self.stopping:  # an error stood (a plain def below may have failed): no starts
+                break
             if self.gate:
                 self.held.append(d)
             elif kinds[d] == _SYNC:

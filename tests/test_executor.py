@@ -786,3 +786,30 @@ def test_key_cap_added_to_a_shared_limiter_counts_steps_already_running():
     run_virtual(main())
     assert 1 == peak
     assert 0 == limiter.running
+
+
+async def test_no_plain_def_starts_after_an_error_stood():
+    """Plain def steps made ready together stop starting once one of them fails."""
+    ran: list[str] = []
+    r = rp.Reactor("sync-fail")
+
+    @r.step
+    async def root():
+        return 1
+
+    def make(name, fail):
+        def body(root):
+            ran.append(name)
+            if fail:
+                raise ValueError(name)
+
+        return body
+
+    # Most critical first: 'boom' (with a dependent) runs before the others.
+    r.add(rp.step(make("boom", True), name="boom"))
+    r.add(rp.step(lambda boom: None, name="after_boom"))
+    for k in range(5):
+        r.add(rp.step(make(f"quiet{k}", False), name=f"quiet{k}"))
+    with pytest.raises(rp.RunFailed):
+        await r.run()
+    assert ["boom"] == ran
