@@ -127,10 +127,12 @@ class Middleware:
     is middleware; each hook may be sync or async.
     """
 
-    __slots__ = ("event_kinds", "hooks", "sync_events")
+    __slots__ = ("event_hooks", "event_kinds", "hooks", "sync_events")
 
     def __init__(self, middleware: Sequence[Any]) -> None:
         self.hooks: dict[str, list[Any]] = {name: [] for name in _HOOKS}
+        #: Each on_event hook with the kinds it wants (None: all of them).
+        self.event_hooks: list[tuple[Any, frozenset[str] | None]] = []
         kinds: set[str] = set()
         for m in middleware:
             found = False
@@ -143,8 +145,11 @@ class Middleware:
                 raise TypeError(
                     f"{m!r} is not middleware: it has none of the hooks {', '.join(_HOOKS)}."
                 )
-            if getattr(m, "on_event", None) is not None:
+            on_event = getattr(m, "on_event", None)
+            if on_event is not None:
                 wanted = getattr(m, "event_kinds", None)
+                wanted = None if wanted is None else frozenset(wanted)
+                self.event_hooks.append((on_event, wanted))
                 kinds.update(EVENT_KINDS if wanted is None else wanted)
         #: The kinds some middleware wants: no other event object is ever built. Middleware
         #: may narrow it with an ``event_kinds`` attribute (a collection of kinds).
@@ -167,6 +172,14 @@ class Middleware:
             out = fn(*args)
             if inspect.isawaitable(out):
                 await out
+
+    async def deliver(self, event: Event) -> None:
+        """Give `event` to each on_event hook that wants its kind, awaiting async ones."""
+        for fn, kinds in self.event_hooks:
+            if kinds is None or event.kind in kinds:
+                out = fn(event)
+                if inspect.isawaitable(out):
+                    await out
 
     async def complete(self, run: RunInfo, result: Any) -> Any:
         """Call ``on_run_complete``; a hook returning non-None replaces the result."""

@@ -171,7 +171,7 @@ class Run:
         self.emit_kinds: frozenset[str] = self.mw.event_kinds if self.mw else frozenset()
         # Sync on_event hooks: events are delivered inline and steps keep their fast paths.
         self.fast_events = self.emit and self.mw is not None and self.mw.sync_events
-        self.event_hooks: list[Any] = self.mw.hooks["on_event"] if self.mw else []
+        self.event_hooks = self.mw.event_hooks if self.mw else []
         self.checkpoint = checkpoint
         n = plan.size
         self.n = n
@@ -590,6 +590,9 @@ class Run:
                 self.n_done += 1
                 if self.n_done == self.n:
                     self._wake_coordinator()
+            # From here the result lives in vals only, so it is released on time while
+            # this worker goes on down a chain.
+            value = None
             if plan.ready_order[i]:
                 nxt = self._continue(i)
                 if self.gate == 0 and self.held and not self.stopping:
@@ -673,6 +676,8 @@ class Run:
                 if type(value) is NewSteps:
                     self._drop_slot(i)  # new steps take their own slots
                     value = await self._new_steps(i, value)
+                    if self.emit:  # the step completes once its new steps have
+                        await self._event("step_complete", i, self.attempts[i] or 1, value=value)
             except _Pending:
                 self.state[i] = _PENDING
                 i = self._release(i)
@@ -713,6 +718,10 @@ class Run:
                 self._record(i, None, None, undoable=False)
             else:
                 self._record(i, value, arguments)
+            # Drop this worker's references to the step's result and arguments: from here
+            # they live in vals only, and are released when no remaining step needs them.
+            value = out = arguments = None
+            args = ()
             i = self._continue(i)
             if self.gate == 0 and self.held and not self.stopping:
                 held, self.held = self.held, []
@@ -920,7 +929,7 @@ class Run:
                 if retryable or attempt - first_attempt > 1:
                     error.add_note(f"(after {attempt - first_attempt} attempts)")
                 raise _StepFailed(error, attempt) from None
-            if self.emit:
+            if self.emit and type(value) is not NewSteps:  # else: once the new steps are done
                 await self._event("step_complete", i, attempt, value=value)
             return value, arguments
 
@@ -1328,11 +1337,8 @@ class Run:
             return
         assert self.mw is not None
         assert self.loop is not None
-        await self.mw.call(
-            "on_event",
-            Event(
-                kind, name, attempt, self.loop.time(), value, error, self.run_id, len(self.tasks)
-            ),
+        await self.mw.deliver(
+            Event(kind, name, attempt, self.loop.time(), value, error, self.run_id, len(self.tasks))
         )
 
     def _emit_now(
@@ -1351,8 +1357,9 @@ class Run:
             event = Event(
                 kind, name, attempt, self.clock(), value, error, self.run_id, len(self.tasks)
             )
-            for hook in self.event_hooks:
-                hook(event)
+            for hook, kinds in self.event_hooks:
+                if kinds is None or kind in kinds:
+                    hook(event)
 
 
 class _SkippedType:

@@ -249,3 +249,34 @@ def test_middleware_raising_at_run_start_starts_nothing():
     with pytest.raises(RuntimeError, match="no"):
         run_virtual(r.run(middleware=[Bad()]))
     assert [] == ran
+
+
+async def test_event_kinds_filter_each_middleware_on_its_own():
+    """A middleware with event_kinds gets only those, even next to one that wants all."""
+
+    class Narrow(SyncHooks):
+        event_kinds = frozenset({"step_complete"})
+
+    narrow, wide = Narrow(), SyncHooks()
+    await story().run(middleware=[narrow, AsyncHooks(), wide])
+    assert {"step_complete"} == {k for k, _ in narrow.events}
+    assert "step_start" in {k for k, _ in wide.events}
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+async def test_a_step_returning_new_steps_completes_after_them(asynchronous: bool):
+    """step_complete of a step that returns NewSteps comes once its new steps are done."""
+    hooks = AsyncHooks() if asynchronous else SyncHooks()
+    r = rp.Reactor("dyn", returns="gen")
+
+    @r.step
+    async def gen():
+        return rp.NewSteps(100, steps=[rp.step(lambda: 1, name="extra")])
+
+    assert 100 == await r.run(middleware=[hooks])
+    assert [
+        ("step_start", "gen"),
+        ("step_start", "gen.extra"),
+        ("step_complete", "gen.extra"),
+        ("step_complete", "gen"),
+    ] == hooks.events

@@ -813,3 +813,40 @@ async def test_no_plain_def_starts_after_an_error_stood():
     with pytest.raises(rp.RunFailed):
         await r.run()
     assert ["boom"] == ran
+
+
+async def test_results_are_released_while_a_worker_runs_down_a_chain():
+    """A worker continuing down a chain keeps no reference to results already consumed."""
+
+    class Big:
+        pass
+
+    refs: dict[str, weakref.ref] = {}
+    alive_later: list[bool] = []
+    r = rp.Reactor("chain-release", returns="g")
+
+    @r.step
+    async def a():
+        big = Big()
+        refs["a"] = weakref.ref(big)
+        return big
+
+    @r.step
+    async def b(a):
+        return 1
+
+    for name, dep in [("c", "b"), ("d", "c"), ("e", "d"), ("f", "e")]:
+
+        async def link(x):
+            gc.collect()
+            alive_later.append(refs["a"]() is not None)
+            return x
+
+        r.add(rp.step(link, name=name, args={"x": rp.Result(dep)}))
+
+    @r.step
+    async def g(f):
+        return f
+
+    assert 1 == await r.run()
+    assert [False, False, False, False] == alive_later
