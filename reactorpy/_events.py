@@ -15,7 +15,7 @@ in that order (``on_run_complete`` threads the result through them).
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import attrs
@@ -82,6 +82,7 @@ class RunInfo:
         step_names: the planned steps, in plan order.
         critical_path: the plan's critical path.
         start: the loop time at which the run started.
+        dependencies: each step's name and the names of the steps it waits for.
     """
 
     reactor: str
@@ -92,6 +93,7 @@ class RunInfo:
     step_names: tuple[str, ...] = ()
     critical_path: tuple[str, ...] = ()
     start: float = 0.0
+    dependencies: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)
 
 
 #: Each event kind as (phase, outcome): ``phase`` is ``"step"``, ``"compensate"`` or

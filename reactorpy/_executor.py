@@ -278,6 +278,10 @@ class Run:
                 step_names=tuple(self.names),
                 critical_path=tuple(self.prefix + name for name in self.plan.critical_path),
                 start=loop.time(),
+                dependencies={
+                    self.names[i]: tuple(self.names[j] for j in deps)
+                    for i, deps in enumerate(self.plan.deps)
+                },
             )
             await self.mw.call("on_run_start", self.info)
             # Context variables the middleware set (a tracing span, say) reach every step.

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 import attrs
@@ -85,6 +85,7 @@ class TracedRun:
         outcome: ``running``, ``complete``, ``error`` or ``halt``.
         step_names: its planned steps, in plan order.
         critical_path: its plan's critical path.
+        dependencies: each step and the steps it waits for.
     """
 
     reactor: str
@@ -96,6 +97,7 @@ class TracedRun:
     outcome: str
     step_names: tuple[str, ...]
     critical_path: tuple[str, ...]
+    dependencies: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)
 
 
 @attrs.frozen
@@ -108,9 +110,10 @@ class TraceSummary:
         outcome: ``complete``, ``error``, ``halt`` or ``running``.
         wall_time: seconds from the run's start to its end.
         steps: how many distinct steps ran (or were skipped), composed ones included.
-        critical_path: the plan's critical path (the longest chain of dependent steps).
-        critical_path_time: the measured seconds of that chain (each step from its first
-            start to its last end, summed).
+        critical_path: the chain of steps that set the wall time: from the step that ended
+            last, back through the dependency that ended last each time (the plan's
+            critical path, counted in steps, when no dependencies were recorded).
+        critical_path_time: seconds from that chain's first start to its last end.
         peak_concurrency: the most steps running at one moment.
         peak_at: when that moment began, in seconds after the run's start.
         slowest: up to five ``(step, seconds)`` pairs, slowest first.
@@ -203,6 +206,7 @@ class Trace:
             outcome="running",
             step_names=run.step_names,
             critical_path=run.critical_path,
+            dependencies=run.dependencies,
         )
 
     def on_event(self, event: Event) -> None:
@@ -458,7 +462,7 @@ class Trace:
         took = {name: final[name] - first[name] for name in first}
         slowest = sorted(((n, t) for n, t in took.items() if n not in composite),
                          key=lambda nt: -nt[1])  # fmt: skip
-        critical_time = sum(took.get(name, 0.0) for name in run.critical_path)
+        critical, critical_time = _measured_critical_path(run, first, final)
         busy = sum(s.duration for s in leaves)
         peak, peak_at = _peak(leaves)
         bound = max(critical_time, slowest[0][1] if slowest else 0.0)
@@ -468,7 +472,7 @@ class Trace:
             outcome=run.outcome,
             wall_time=wall,
             steps=len(names),
-            critical_path=run.critical_path,
+            critical_path=critical,
             critical_path_time=critical_time,
             peak_concurrency=peak,
             peak_at=(peak_at - run.start) if peak else 0.0,
@@ -548,3 +552,28 @@ def _peak(spans: list[Span]) -> tuple[int, float]:
         if running > peak:
             peak, at = running, t
     return peak, at
+
+
+def _measured_critical_path(
+    run: TracedRun, first: dict[str, float], final: dict[str, float]
+) -> tuple[tuple[str, ...], float]:
+    """The chain that set the run's wall time, and its measured seconds.
+
+    From the run's step that ended last, step back through the dependency that ended last,
+    until a step with no recorded dependency.
+    """
+    ran = [name for name in run.step_names if name in final]
+    if not ran or not run.dependencies:
+        chain = tuple(run.critical_path)
+        return chain, sum(final.get(n, 0.0) - first.get(n, 0.0) for n in chain)
+    # Ties (steps that take no time) go to the step later in plan order: a dependent.
+    step = max(reversed(ran), key=final.__getitem__)
+    path = [step]
+    while True:
+        before = [d for d in run.dependencies.get(step, ()) if d in final]
+        if not before:
+            break
+        step = max(before, key=final.__getitem__)
+        path.append(step)
+    path.reverse()
+    return tuple(path), final[path[-1]] - first[path[0]]

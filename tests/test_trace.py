@@ -123,8 +123,8 @@ def test_seed_summary():
     assert summary.wall_time == 0.3
     assert summary.outcome == "complete"
     assert summary.steps == 4
-    assert summary.critical_path == ("fetch_profile", "aggregate_data")
-    assert summary.critical_path_time == 0.2
+    assert summary.critical_path == ("fetch_activity", "aggregate_data")
+    assert summary.critical_path_time == 0.3
     assert (summary.peak_concurrency, summary.peak_at) == (3, 0.0)
     assert summary.slowest == (
         ("fetch_activity", 0.3),
@@ -137,7 +137,7 @@ def test_seed_summary():
     assert summary.available_parallelism == pytest.approx(0.65 / 0.3)
     text = str(summary)
     assert text.startswith(f"reactor 'async_user_data' run {summary.run_id}: complete, 4 steps")
-    assert "  critical path:  fetch_profile -> aggregate_data (0.200 s)" in text
+    assert "  critical path:  fetch_activity -> aggregate_data (0.300 s)" in text
     assert "  busiest moment: 3 steps at once, at +0.000 s" in text
     assert "  parallelism:    2.17x achieved, at most 2.17x available" in text
     assert "    fetch_activity     0.300 s" in text
@@ -449,3 +449,22 @@ def test_compensate_asking_retry_without_attempts_left_is_ended():
         run_virtual(r.run(middleware=[trace]))
     compensation = next(s for s in trace.spans if s.phase == "compensate")
     assert compensation.outcome != "cancelled"
+
+
+def test_summary_critical_path_is_the_measured_one():
+    """The summary's critical path is the chain that set the wall time, not the plan's
+    longest chain of steps."""
+    r = rp.Reactor("measured", returns="sink")
+
+    async def nap(seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    r.add(rp.step(nap), name="slow", args={"seconds": rp.Value(0.3)})
+    r.add(rp.step(nap), name="b1", args={"seconds": rp.Value(0.05)})
+    r.add(rp.step(nap, wait_for="b1"), name="b2", args={"seconds": rp.Value(0.05)})
+    r.add(rp.step(nap, wait_for="b2"), name="b3", args={"seconds": rp.Value(0.05)})
+    r.add(rp.step(nap, wait_for=["slow", "b3"]), name="sink", args={"seconds": rp.Value(0.1)})
+    assert ("b1", "b2", "b3", "sink") == r.plan().critical_path
+    summary = traced(r, {}).summary()
+    assert ("slow", "sink") == summary.critical_path
+    assert summary.critical_path_time == pytest.approx(0.4)
