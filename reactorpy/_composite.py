@@ -107,7 +107,8 @@ async def run_child(
         inputs,
         context=run.data,
         async_=run.async_,
-        limiter=run.limiter if run.async_ else None,
+        # One step at a time: the child gets its own one slot, under the caller's limiter.
+        limiter=run.limiter if run.async_ else run.outer_limiter,
         timeout=None,
         grace=run.grace,
         middleware=run.mw,
@@ -283,9 +284,9 @@ async def _map_plain(
 ) -> list[Any]:
     """map's fast path: call a plain step per element, one task each, under the limiter."""
     fn = unit.fn
-    # One step at a time (async_=False): elements one after another, and the run's own
-    # one-slot limiter is held by the map step itself.
-    limiter = run.limiter if run.async_ else None
+    # One step at a time (async_=False): elements one after another; the run's own
+    # one-slot limiter is held by the map step itself, the caller's is honoured.
+    limiter = run.limiter if run.async_ else run.outer_limiter
     key = unit.concurrency_key
     loop = asyncio.get_running_loop()
     results: list[Any] = []

@@ -175,6 +175,9 @@ class Run:
         self.checkpoint = checkpoint
         n = plan.size
         self.n = n
+        # One step at a time runs on a one-slot limiter of its own (which orders the steps);
+        # a limiter the caller gave (shared with other runs, say) is honoured on top of it.
+        self.outer_limiter = None if async_ else limiter
         if not async_:
             limiter = Limiter(1)
         self.limiter = limiter
@@ -633,6 +636,7 @@ class Run:
             if exclusive[i]:
                 self._gate(i)
             arguments: dict[str, Any] | None = None
+            outer = None
             try:
                 if self.stopping:
                     raise _Pending
@@ -640,6 +644,9 @@ class Run:
                     await asyncio.sleep(0)  # long inline streaks still let others run
                     if self.stopping:
                         raise _Pending
+                if self.outer_limiter is not None and self._takes_slot(i):
+                    await self.outer_limiter.acquire(plan.steps[i].concurrency_key)
+                    outer = self.outer_limiter
                 if preset is not _UNSET:
                     value, preset = preset, _UNSET
                 else:
@@ -716,6 +723,8 @@ class Run:
             finally:
                 if exclusive[ran]:
                     self._ungate(ran)
+                if outer is not None:
+                    outer.release_and_wake(plan.steps[ran].concurrency_key)
             first = False
             streak += 1
             if value is _Skipped:
@@ -730,6 +739,14 @@ class Run:
             if self.gate == 0 and self.held and not self.stopping:
                 held, self.held = self.held, []
                 self._start_many(held)
+
+    def _takes_slot(self, i: int) -> bool:
+        """Whether step i counts against a limiter: async and executor steps, not composites
+        (their children do) nor plain defs on the loop thread."""
+        step = self.plan.steps[i]
+        return not step.composite and (
+            step.is_async or step.executor is not None or self.default_executor is not None
+        )
 
     def _drop_slot(self, i: int) -> None:
         """Step i stops holding its slot early (it waits on child steps that need slots).

@@ -850,3 +850,37 @@ async def test_results_are_released_while_a_worker_runs_down_a_chain():
 
     assert 1 == await r.run()
     assert [False, False, False, False] == alive_later
+
+
+def test_one_at_a_time_honours_a_shared_limiter():
+    """run(async_=False) with a shared Limiter waits for it, composed children included."""
+    from reactorpy.testing import run_virtual
+
+    limiter = rp.Limiter(1)
+    running = peak = 0
+
+    async def busy(seconds: float) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(seconds)
+        running -= 1
+
+    holder = rp.Reactor("holder")
+    holder.add(rp.step(busy), name="hold", args={"seconds": rp.Value(1.0)})
+    child = rp.Reactor("child")
+    child.add(rp.step(busy), name="inner", args={"seconds": rp.Value(0.5)})
+    seq = rp.Reactor("seq")
+    seq.add(rp.step(busy), name="own", args={"seconds": rp.Value(0.5)})
+    seq.compose("sub", child)
+
+    async def main():
+        first = asyncio.create_task(holder.run(max_concurrency=limiter))
+        await asyncio.sleep(0)
+        await seq.run(max_concurrency=limiter, async_=False)
+        await first
+        return asyncio.get_running_loop().time()
+
+    assert 2.0 == run_virtual(main())
+    assert 1 == peak
+    assert 0 == limiter.running
