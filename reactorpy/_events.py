@@ -82,7 +82,7 @@ class RunInfo:
         step_names: the planned steps, in plan order.
         critical_path: the plan's critical path.
         start: the loop time at which the run started.
-        dependencies: each step's name and the names of the steps it waits for.
+        dependencies: each step's name and the names of the steps (and inputs) it waits for.
     """
 
     reactor: str

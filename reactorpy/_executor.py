@@ -33,8 +33,9 @@ import contextvars
 import functools
 import inspect
 import itertools
+import types
 import uuid
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from ._arguments import Context, dig
@@ -281,10 +282,7 @@ class Run:
                 step_names=tuple(self.names),
                 critical_path=tuple(self.prefix + name for name in self.plan.critical_path),
                 start=loop.time(),
-                dependencies={
-                    self.names[i]: tuple(self.names[j] for j in deps)
-                    for i, deps in enumerate(self.plan.deps)
-                },
+                dependencies=self._dependencies(),
             )
             await self.mw.call("on_run_start", self.info)
             # Context variables the middleware set (a tracing span, say) reach every step.
@@ -739,6 +737,18 @@ class Run:
             if self.gate == 0 and self.held and not self.stopping:
                 held, self.held = self.held, []
                 self._start_many(held)
+
+    def _dependencies(self) -> Mapping[str, tuple[str, ...]]:
+        """Each step's dependencies (and inputs) by name, for RunInfo: the plan's own when
+        the names carry no prefix, so a run builds nothing."""
+        plan = self.plan
+        if not self.prefix:
+            return types.MappingProxyType(plan.structure)  # read-only: it is the plan's
+        names = dict(zip(plan.order, self.names, strict=True))
+        return {
+            names[step]: tuple(names.get(d, d) for d in deps)
+            for step, deps in plan.structure.items()
+        }
 
     def _takes_slot(self, i: int) -> bool:
         """Whether step i counts against a limiter: async and executor steps, not composites
