@@ -64,6 +64,8 @@ _STARTED: Final = 1
 _DONE: Final = 2
 
 _UNDO_ATTEMPTS: Final = 5
+# Runs whose middleware wants these kinds give up the plain-step short path.
+_START_END: Final = frozenset({"step_start", "step_complete"})
 # A worker that has run this many steps back to back yields to the event loop once.
 _YIELD_EVERY: Final = 64
 
@@ -230,7 +232,8 @@ class Run:
                 k == _ASYNC and f is not None and not x
                 for k, f, x in zip(self.kinds, plan.fetch, plan.exclusive, strict=True)
             ]
-            if limiter is None and not self.emit
+            if limiter is None
+            and (not self.emit or (self.fast_events and not _START_END & self.emit_kinds))
             else (False,) * n
         )
         self.gated = bytearray(n)  # 1 while async_=False step i holds back new starts
@@ -571,6 +574,8 @@ class Run:
             try:
                 value = await plan.steps[i].fn(*plan.fetch[i](self.vals))  # type: ignore[misc]
             except Halt as halt:
+                if self.fast_events:
+                    self._emit_now("step_halt", self.names[i], 1, halt.reason)
                 self._halt(i, halt)
                 return
             except asyncio.CancelledError:
@@ -579,6 +584,8 @@ class Run:
                     self._fatal(i, asyncio.CancelledError())
                 return
             except Exception as exc:
+                if self.fast_events:
+                    self._emit_now("step_error", self.names[i], 1, error=exc)
                 self._fail(i, exc, 1)
                 return
             except BaseException as exc:

@@ -280,3 +280,35 @@ async def test_a_step_returning_new_steps_completes_after_them(asynchronous: boo
         ("step_complete", "gen.extra"),
         ("step_complete", "gen"),
     ] == hooks.events
+
+
+async def test_error_events_reach_a_middleware_that_only_wants_errors():
+    """Plain steps taking the short path still report their errors and halts."""
+
+    class Errors(SyncHooks):
+        event_kinds = frozenset({"step_error", "step_halt"})
+
+    hooks = Errors()
+    r = rp.Reactor("errors-only")
+
+    @r.step
+    async def ok():
+        return 1
+
+    @r.step
+    async def bad():
+        raise ValueError("x")
+
+    with pytest.raises(rp.RunFailed):
+        await r.run(middleware=[hooks])
+    assert [("step_error", "bad")] == hooks.events
+
+    halting = rp.Reactor("halt-only")
+
+    @halting.step
+    async def pause():
+        raise rp.Halt("wait")
+
+    with pytest.raises(rp.Halted):
+        await halting.run(middleware=[hooks])
+    assert ("step_halt", "pause") == hooks.events[-1]
