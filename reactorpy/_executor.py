@@ -479,18 +479,8 @@ class Run:
                 if events:
                     self._emit_now("step_start", self.names[i], 1)
                 value = self.base_ctx.copy().run(self.plan.steps[i].fn, *pos)
-            except Halt as halt:
-                if events:
-                    self._emit_now("step_halt", self.names[i], 1, halt.reason)
-                self._halt(i, halt)
-                continue
-            except Exception as exc:
-                if events:
-                    self._emit_now("step_error", self.names[i], 1, error=exc)
-                self._fail(i, exc, 1)
-                continue
             except BaseException as exc:
-                self._fatal(i, exc)
+                self._settle(i, exc)
                 continue
             if type(value) is NewSteps:
                 self._spawn(i, value)  # planning and running new steps needs a task
@@ -507,6 +497,19 @@ class Run:
                     self._spawn(d)  # a long run of plain defs: let the loop breathe first
                 else:
                     self._launch(d)
+
+    def _settle(self, i: int, exc: BaseException) -> None:
+        """Plain step i raised `exc` on its only attempt: it halts, fails, or stops the run."""
+        if isinstance(exc, Halt):
+            if self.fast_events:
+                self._emit_now("step_halt", self.names[i], 1, exc.reason)
+            self._halt(i, exc)
+        elif isinstance(exc, Exception):
+            if self.fast_events:
+                self._emit_now("step_error", self.names[i], 1, error=exc)
+            self._fail(i, exc, 1)
+        else:
+            self._fatal(i, exc)
 
     def _newly_ready(self, i: int) -> list[int]:
         """Decrement the counters of i's dependents; return those that reached zero."""
@@ -573,23 +576,13 @@ class Run:
             self.attempts[i] = 1
             try:
                 value = await plan.steps[i].fn(*plan.fetch[i](self.vals))  # type: ignore[misc]
-            except Halt as halt:
-                if self.fast_events:
-                    self._emit_now("step_halt", self.names[i], 1, halt.reason)
-                self._halt(i, halt)
-                return
             except asyncio.CancelledError:
                 self.state[i] = _PENDING
                 if not self.stopping:
                     self._fatal(i, asyncio.CancelledError())
                 return
-            except Exception as exc:
-                if self.fast_events:
-                    self._emit_now("step_error", self.names[i], 1, error=exc)
-                self._fail(i, exc, 1)
-                return
             except BaseException as exc:
-                self._fatal(i, exc)
+                self._settle(i, exc)
                 return
             if type(value) is NewSteps:
                 await self._steps(i, value, False)
