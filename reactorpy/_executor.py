@@ -1367,10 +1367,7 @@ class Run:
             self._emit_now(kind, name, attempt, value, error)
             return
         assert self.mw is not None
-        assert self.loop is not None
-        await self.mw.deliver(
-            Event(kind, name, attempt, self.loop.time(), value, error, self.run_id, len(self.tasks))
-        )
+        await self.mw.deliver(self._make_event(kind, name, attempt, value, error))
 
     def _emit_now(
         self,
@@ -1380,17 +1377,18 @@ class Run:
         value: Any = None,
         error: BaseException | None = None,
     ) -> None:
-        """Deliver an event to sync on_event hooks at once (``fast_events`` runs only).
-
-        ``concurrency`` is the run's worker tasks: each runs one step at a time.
-        """
+        """Deliver an event to sync on_event hooks at once (``fast_events`` runs only)."""
         if kind in self.emit_kinds:
-            event = Event(
-                kind, name, attempt, self.clock(), value, error, self.run_id, len(self.tasks)
-            )
+            event = self._make_event(kind, name, attempt, value, error)
             for hook, kinds in self.event_hooks:
                 if kinds is None or kind in kinds:
                     hook(event)
+
+    def _make_event(
+        self, kind: str, name: str, attempt: int, value: Any, error: BaseException | None
+    ) -> Event:
+        """``concurrency`` is the run's worker tasks: each runs one step at a time."""
+        return Event(kind, name, attempt, self.clock(), value, error, self.run_id, len(self.tasks))
 
 
 class _SkippedType:

@@ -11,7 +11,7 @@ import concurrent.futures
 import inspect
 import typing
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Generic, ParamSpec, TypeVar, overload
+from typing import Any, Generic, ParamSpec, TypeVar, cast, overload
 
 import attrs
 
@@ -334,23 +334,35 @@ class Step(Generic[P, R]):
         self, *, name: str | None = None, args: Mapping[str, Source] | None = None
     ) -> Step[P, R]:
         """A copy under another name or wiring that shares this step's callbacks."""
-        return Step(
-            self.fn,
+        copy = self._replace(
             name=name if name is not None else self.name,
             args={**self.args, **(args or {})},
-            wait_for=self.wait_for,
-            async_=self.async_,
-            retries=self.retries,
-            retry_on=self.retry_on,
-            backoff=self.backoff,
-            timeout=self.timeout,
-            executor=self.executor,
-            concurrency_key=self.concurrency_key,
-            when=self.when.fn if self.when else None,
-            description=self.description,
-            _hooks=self._hooks,
-            _inspected=(list(self.params), self.takes_kwargs),
         )
+        return cast("Step[P, R]", copy)  # same function, same signature
+
+    def _replace(self, **changes: Any) -> Step[..., Any]:
+        """A copy with some constructor arguments changed; it shares this step's callbacks
+        unless ``_hooks`` is given, and its inspected signature unless ``fn`` is."""
+        options: dict[str, Any] = {
+            "fn": self.fn,
+            "name": self.name,
+            "args": self.args,
+            "wait_for": self.wait_for,
+            "async_": self.async_,
+            "retries": self.retries,
+            "retry_on": self.retry_on,
+            "backoff": self.backoff,
+            "timeout": self.timeout,
+            "executor": self.executor,
+            "concurrency_key": self.concurrency_key,
+            "when": self.when.fn if self.when else None,
+            "description": self.description,
+            "_hooks": self._hooks,
+        }
+        if "fn" not in changes:
+            options["_inspected"] = (list(self.params), self.takes_kwargs)
+        options.update(changes)
+        return Step(options.pop("fn"), **options)
 
     @property
     def has_features(self) -> bool:

@@ -309,21 +309,8 @@ def _rebuild(
     executor: Any,
     hooks: _Hooks,
 ) -> Step[..., Any]:
-    return Step(
-        fn,
-        name=step.name,
-        args=args,
-        wait_for=tuple(wait_for),
-        async_=step.async_,
-        retries=step.retries,
-        retry_on=step.retry_on,
-        backoff=step.backoff,
-        timeout=step.timeout,
-        executor=executor,
-        concurrency_key=step.concurrency_key,
-        when=step.when.fn if step.when is not None else None,
-        description=step.description,
-        _hooks=hooks,
+    return step._replace(
+        fn=fn, args=args, wait_for=tuple(wait_for), executor=executor, _hooks=hooks
     )
 
 
