@@ -11,6 +11,7 @@ import weakref
 import pytest
 
 import reactorpy as rp
+from reactorpy.testing import run_virtual
 
 
 def leftover_tasks() -> set[asyncio.Task]:
@@ -643,8 +644,6 @@ async def test_long_chain_of_plain_defs_still_yields_to_the_loop():
 def test_gate_holds_back_steps_given_a_slot_while_it_runs(fail: bool):
     """Under a limiter, steps queued for a slot before an async_=False step started do not
     start while it runs, even when a slot frees; a failure returns held slots."""
-    from reactorpy.testing import run_virtual
-
     log: list[tuple[str, str]] = []
     limiter = rp.Limiter(2)
     r = rp.Reactor("gated")
@@ -689,8 +688,6 @@ def test_gate_holds_back_steps_given_a_slot_while_it_runs(fail: bool):
 
 def test_timeout_at_a_completion_leaves_the_limiter_drained():
     """A run cancelled in the instant its dependents were spawned gives back every slot."""
-    from reactorpy.testing import run_virtual
-
     limiter = rp.Limiter(4)
     r = rp.Reactor("instant")
 
@@ -717,8 +714,6 @@ def test_timeout_at_a_completion_leaves_the_limiter_drained():
 
 def test_cancelled_run_leaves_no_waiters_in_a_shared_limiter():
     """Cancelling a run takes its queued steps out of a shared limiter."""
-    from reactorpy.testing import run_virtual
-
     limiter = rp.Limiter(1)
     holder = rp.Reactor("holder")
 
@@ -755,8 +750,6 @@ def test_cancelled_run_leaves_no_waiters_in_a_shared_limiter():
 
 def test_key_cap_added_to_a_shared_limiter_counts_steps_already_running():
     """A run adding limits={"db": 1} to a shared limiter sees db steps already running."""
-    from reactorpy.testing import run_virtual
-
     limiter = rp.Limiter(100)
     peak = running = 0
     first = rp.Reactor("first")
@@ -854,8 +847,6 @@ async def test_results_are_released_while_a_worker_runs_down_a_chain():
 
 def test_one_at_a_time_honours_a_shared_limiter():
     """run(async_=False) with a shared Limiter waits for it, composed children included."""
-    from reactorpy.testing import run_virtual
-
     limiter = rp.Limiter(1)
     running = peak = 0
 
