@@ -9,7 +9,11 @@ The scheduling loop, in the graphlib style (counters prepared at plan time):
 2. Start every root step. Starting step ``j``:
    a. a plain ``def`` with no options runs at once, inline on the loop thread; its
       completion (step 3) may start more steps, iteratively, never recursively;
-   b. anything else needs a worker task. With a limiter, the step takes a slot first, or
+   b. in a run with no limiter, plain ``async def`` steps (no options, simple arguments)
+      that become ready together share one batch worker (`Run._work_batch`), which starts
+      them one after another in their own contexts: most finish without suspending, and
+      one that suspends keeps the worker while the rest of the batch moves to a new one;
+   c. anything else needs a worker task. With a limiter, the step takes a slot first, or
       waits in the limiter's queue (critical path first) for one.
 3. A worker task runs its step (attempts, retries, compensation: ``_attempts``). When the step
    completes, the worker records the result, releases the results no remaining step needs,
@@ -225,17 +229,20 @@ class Run:
         self.releasing = plan.returns is not None
         self.state = bytearray(n)
         self.holding = bytearray(n)  # 1 while step i holds a limiter slot
-        # Steps a new worker may start on the short path (`_work_plain`): plain async steps
-        # with simple arguments, in runs with no limiter and no events.
-        self.plain: Sequence[bool] = (
-            [
+        # Steps batch workers start inline (`_work_batch`): plain async steps with simple
+        # arguments, in runs with no limiter and no events that need awaiting.
+        self.plain: Sequence[bool]
+        if limiter is not None or (
+            self.emit and (not self.fast_events or _START_END & self.emit_kinds)
+        ):
+            self.plain = (False,) * n
+        elif self.kinds is plan.kinds:
+            self.plain = plan.plain
+        else:
+            self.plain = [
                 k == _ASYNC and f is not None and not x
                 for k, f, x in zip(self.kinds, plan.fetch, plan.exclusive, strict=True)
             ]
-            if limiter is None
-            and (not self.emit or (self.fast_events and not _START_END & self.emit_kinds))
-            else (False,) * n
-        )
         self.gated = bytearray(n)  # 1 while async_=False step i holds back new starts
         self.attempts = [0] * n
         self.n_done = 0
@@ -315,6 +322,7 @@ class Run:
     def _start_many(self, ready: Any) -> None:
         """Start the given ready steps (from the coordinator, not a worker)."""
         ordered = sorted(ready, key=self._order_key)
+        batch: list[int] = []  # plain async steps: one worker starts them all
         for n, j in enumerate(ordered):
             if self.stopping:
                 for k in ordered[n:]:  # held steps that were given a slot give it back
@@ -334,8 +342,12 @@ class Run:
                 self.held.append(j)
             elif self.kinds[j] == _SYNC:
                 self._run_sync_chain(j)
+            elif self.plain[j]:
+                batch.append(j)
             else:
                 self._launch(j)
+        if batch and not self.stopping:
+            self._spawn_batch(batch)
 
     def _order_key(self, i: int) -> tuple[int, int]:
         return (-self.priority[i], i)
@@ -354,14 +366,14 @@ class Run:
         self._spawn(j)
 
     def _spawn(self, j: int, preset: Any = _UNSET) -> None:
+        if preset is _UNSET and self.plain[j]:
+            self.state[j] = _PENDING  # a batch worker starts its steps itself
+            self._spawn_batch([j])
+            return
         self.state[j] = _STARTED
         if self.plan.exclusive[j]:
             self._gate(j)
-        if preset is _UNSET and self.plain[j]:
-            coro = self._work_plain(j)
-        else:
-            coro = self._work(j, preset)
-        self.tasks[j] = self.new_task(coro, context=self.base_ctx.copy())
+        self.tasks[j] = self.new_task(self._work(j, preset), context=self.base_ctx.copy())
 
     def _gate(self, j: int) -> None:
         """An async_=False step is starting: hold back new starts until it ends."""
@@ -467,6 +479,7 @@ class Run:
         stack = [j]
         events = self.fast_events
         inline = 0
+        batch: list[int] = []  # plain async steps made ready: one worker starts them
         while stack:
             if self.stopping:  # an error stood: the rest stay pending
                 break
@@ -495,8 +508,12 @@ class Run:
                     stack.append(d)
                 elif self.kinds[d] == _SYNC:
                     self._spawn(d)  # a long run of plain defs: let the loop breathe first
+                elif self.plain[d]:
+                    batch.append(d)
                 else:
                     self._launch(d)
+        if batch and not self.stopping:
+            self._spawn_batch(batch)
 
     def _settle(self, i: int, exc: BaseException) -> None:
         """Plain step i raised `exc` on its only attempt: it halts, fails, or stops the run."""
@@ -564,51 +581,116 @@ class Run:
         if w is not None and not w.done():
             w.set_result(None)
 
-    async def _work_plain(self, i: int) -> None:
-        """A worker task for a plain async step: the short path of `_work` (most fan-out
-        leaves take it), which hands over to `_steps` for what follows or anything unusual.
+    def _spawn_batch(self, batch: list[int]) -> None:
+        """Give pending plain async steps (most critical first) one worker between them."""
+        self.tasks[batch[0]] = self.new_task(self._work_batch(batch), context=self.base_ctx.copy())
+
+    async def _work_batch(self, batch: list[int]) -> None:
+        """A worker for plain async steps (``plain``): the short path of `_work`.
+
+        It starts the steps of `batch` one after another, each in a fresh copy of the
+        caller's context, and most (fan-out leaves, no-op steps) finish without suspending.
+        One that suspends keeps this worker, which hands the rest of the batch to a new one:
+        a step is driven to its end by the task that started it (what
+        ``asyncio.current_task()``, ``asyncio.timeout`` and ``TaskGroup`` inside a step rely
+        on), and steps that wait overlap as if each had a task of its own. The steps a
+        completion makes ready join the batch, the most critical one next.
         """
+        key = batch[0]
+        plan = self.plan
+        steps = plan.steps
+        fetch = plan.fetch
+        state = self.state
+        plain = self.plain
+        base = self.base_ctx
+        k = 0  # batch[k:] are pending, not started yet
+        nxt = -1  # a plain step _continue handed over (started), to run before batch[k:]
+        ran = 0
         try:
-            if self.stopping:
-                self.state[i] = _PENDING
-                return
-            plan = self.plan
-            self.attempts[i] = 1
-            try:
-                value = await plan.steps[i].fn(*plan.fetch[i](self.vals))  # type: ignore[misc]
-            except asyncio.CancelledError:
-                self.state[i] = _PENDING
-                if not self.stopping:
-                    self._fatal(i, asyncio.CancelledError())
-                return
-            except BaseException as exc:
-                self._settle(i, exc)
-                return
-            if type(value) is NewSteps:
-                await self._steps(i, value, False)
-                return
-            if self.releasing or plan.has_undo[i]:
-                self._record(i, value, None)
-            else:  # what _record does when there is nothing to push or release
-                self.state[i] = _DONE
-                self.vals[i] = value
-                self.n_done += 1
-                if self.n_done == self.n:
-                    self._wake_coordinator()
-            # From here the result lives in vals only, so it is released on time while
-            # this worker goes on down a chain.
-            value = None
-            if plan.ready_order[i]:
-                nxt = self._continue(i)
-                if self.gate == 0 and self.held and not self.stopping:
-                    held, self.held = self.held, []
-                    self._start_many(held)
+            while True:
                 if nxt >= 0:
-                    await self._steps(nxt, _UNSET, False)
+                    i, nxt = nxt, -1
+                elif k < len(batch):
+                    i = batch[k]
+                    k += 1
+                else:
+                    return
+                if self.stopping:  # an error stood: this and the rest stay pending
+                    state[i] = _PENDING
+                    return
+                if self.gate:  # an async_=False step started meanwhile: wait for its end
+                    state[i] = _PENDING
+                    self.held.append(i)
+                    self.held.extend(batch[k:])
+                    return
+                state[i] = _STARTED
+                self.attempts[i] = 1
+                ctx = base.copy()
+                try:
+                    coro = steps[i].fn(*fetch[i](self.vals))  # type: ignore[misc]
+                    yielded = ctx.run(coro.send, None)
+                except StopIteration as stop:
+                    value = stop.value
+                except BaseException as exc:
+                    self._settle(i, exc)
+                    continue
+                else:
+                    # It waits: this worker drives it to the end; the rest go to a new one.
+                    if k < len(batch):
+                        self._spawn_batch(batch[k:])
+                        del batch[k:]
+                    try:
+                        value = await _InContext(coro, ctx, yielded)
+                    except asyncio.CancelledError:
+                        state[i] = _PENDING
+                        if not self.stopping:  # not cancelled by this run
+                            self._fatal(i, asyncio.CancelledError())
+                        return
+                    except BaseException as exc:
+                        self._settle(i, exc)
+                        return
+                    batch, k = [], 0
+                if type(value) is NewSteps:
+                    if k < len(batch):
+                        self._spawn_batch(batch[k:])
+                    await self._steps(i, value, False)
+                    return
+                self._done_plain(i, value)
+                value = None  # from here the result lives in vals only
+                if plan.ready_order[i]:
+                    nxt = self._continue(i, batch)
+                    if self.gate == 0 and self.held and not self.stopping:
+                        held, self.held = self.held, []
+                        self._start_many(held)
+                    if nxt >= 0 and not plain[nxt]:
+                        self._spawn(nxt)
+                        nxt = -1
+                ran += 1
+                if ran % _YIELD_EVERY == 0:  # a long batch still lets others run
+                    try:
+                        await asyncio.sleep(0)
+                    except asyncio.CancelledError:
+                        if nxt >= 0:
+                            state[nxt] = _PENDING
+                        if not self.stopping:
+                            self._fatal(i, asyncio.CancelledError())
+                        return
         finally:
-            del self.tasks[i]
+            del self.tasks[key]
             if not self.tasks and (self.stopping or self.n_done == self.n):
                 self._wake_coordinator()
+
+    def _done_plain(self, i: int, value: Any) -> None:
+        """Plain step i completed with value: `_record`, or what it amounts to when there is
+        nothing to push or release."""
+        if self.releasing or self.plan.has_undo[i]:
+            self._record(i, value, None)
+            return
+        self.state[i] = _DONE
+        self.vals[i] = value
+        self.n_done += 1
+        if self.n_done == self.n:
+            self._wake_coordinator()
 
     async def _work(self, i: int, preset: Any = _UNSET) -> None:
         """A worker task: run step i, then keep running the ready steps it is handed."""
@@ -770,11 +852,12 @@ class Run:
         if nxt >= 0:
             self._spawn(nxt)
 
-    def _continue(self, i: int) -> int:
+    def _continue(self, i: int, batch: list[int] | None = None) -> int:
         """After step i completed in a worker: start what became ready; return a step to run.
 
         The worker keeps the most critical newly ready step that can use i's slot (or needs
-        none); the others get tasks or wait for slots. Then i's slot, if still held, is
+        none); the others get tasks or wait for slots, and plain ones join `batch` (a
+        batch worker's pending steps) or one new batch. Then i's slot, if still held, is
         released, which may hand back a waiting step of this run to continue with.
         """
         limiter = self.limiter
@@ -804,6 +887,7 @@ class Run:
         kinds = self.kinds
         needs_slot = self.needs_slot
         plain = self.plain
+        spare = batch if batch is not None else []
         remaining = self.remaining
         state = self.state
         for d in self.ready_order[i]:  # most critical first
@@ -823,9 +907,7 @@ class Run:
                     if self.plan.exclusive[d]:
                         self._gate(d)  # holds back the siblings that follow
                 elif plain[d]:
-                    # What _spawn does, inline: a wide fan-out spawns thousands of these.
-                    self.state[d] = _STARTED
-                    self.tasks[d] = self.new_task(self._work_plain(d), context=self.base_ctx.copy())
+                    spare.append(d)  # pending until the batch worker starts it
                 else:
                     self._spawn(d)  # what _launch does for a step that needs no slot
             elif (
@@ -842,6 +924,8 @@ class Run:
                     self._gate(d)
             else:
                 self._launch(d)
+        if spare and batch is None and not self.stopping:
+            self._spawn_batch(spare)
         nxt = self._release(i)
         if cont < 0:
             return nxt

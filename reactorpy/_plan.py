@@ -24,6 +24,8 @@ The arrays, for step index ``i`` (indices follow ``Plan.order``):
 - ``kinds[i]``, ``has_undo[i]``, ``exclusive[i]``: per-step flags the executor would otherwise
   read through properties on every step of every run (how a plain run calls the step, whether
   it has an undo, whether it runs alone: ``async_=False``).
+- ``plain[i]``: an async step with no options and simple arguments, which a plain run
+  starts inline, in a batch with its siblings (`Run._work_batch`).
 """
 
 from __future__ import annotations
@@ -102,6 +104,7 @@ class Plan:
     kinds: tuple[int, ...] = attrs.field(repr=False)
     has_undo: tuple[bool, ...] = attrs.field(repr=False)
     exclusive: tuple[bool, ...] = attrs.field(repr=False)
+    plain: tuple[bool, ...] = attrs.field(repr=False)
     constants: tuple[Any, ...] = attrs.field(repr=False)
     input_paths: tuple[tuple[str, str, Input], ...] = attrs.field(repr=False)
     return_slot: int | None = attrs.field(repr=False)
@@ -315,6 +318,10 @@ def _compile(
         kinds=tuple(step_kind(s) for s in ordered_steps),
         has_undo=tuple(s.undo_callback is not None for s in ordered_steps),
         exclusive=tuple(not s.async_ for s in ordered_steps),
+        plain=tuple(
+            step_kind(s) == KIND_ASYNC and slots is not None and s.async_
+            for s, slots in zip(ordered_steps, simple, strict=True)
+        ),
         constants=tuple(constants),
         input_paths=tuple(input_paths),
         return_slot=return_slot,

@@ -875,3 +875,94 @@ def test_one_at_a_time_honours_a_shared_limiter():
     assert 2.0 == run_virtual(main())
     assert 1 == peak
     assert 0 == limiter.running
+
+
+async def test_wide_fan_out_of_no_op_steps_yields_to_the_loop():
+    """Steps that finish without waiting run back to back in one worker, which still lets
+    the loop run other tasks regularly."""
+    ticks = 0
+    stop = False
+
+    async def ticker():
+        nonlocal ticks
+        while not stop:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    r = rp.Reactor("wide")
+    r.step(lambda: 0, name="root")
+
+    async def leaf(root):
+        return root + 1
+
+    for i in range(1000):
+        r.add(rp.step(leaf), name=f"leaf{i}")
+    t = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    before = ticks
+    result = await r.run()
+    during = ticks - before
+    stop = True
+    await t
+    assert all(result[f"leaf{i}"] == 1 for i in range(1000))
+    assert during >= 1000 // 64
+
+
+async def test_a_step_that_waits_is_driven_by_the_task_that_started_it():
+    """Siblings start one after another in one worker; one that waits keeps that worker
+    (so asyncio.timeout and TaskGroup inside it see the right task) while the others go on,
+    each in a task of its own, and all of them overlap."""
+    n = 5
+    barrier = asyncio.Barrier(n)
+    tasks: dict[str, tuple[object, object]] = {}
+    r = rp.Reactor("siblings")
+
+    @r.step
+    async def root():
+        return 0
+
+    async def leaf(name, root):
+        before = asyncio.current_task()
+        await barrier.wait()  # all n must be waiting at once
+        tasks[name] = (before, asyncio.current_task())
+        try:
+            async with asyncio.timeout(0):
+                await asyncio.Event().wait()
+        except TimeoutError:
+            return name  # only this task was cancelled, by its own timeout
+
+    for i in range(n):
+        r.add(rp.step(leaf), name=f"leaf{i}", args={"name": rp.Value(f"leaf{i}")})
+    async with asyncio.timeout(5):
+        result = await r.run()
+    assert {f"leaf{i}": f"leaf{i}" for i in range(n)}.items() <= result.items()
+    assert all(before is after for before, after in tasks.values())
+    assert n == len({after for _, after in tasks.values()})
+    assert not leftover_tasks()
+
+
+async def test_async_false_step_holds_back_siblings_made_ready_with_it():
+    """A plain sibling made ready together with an async_=False step, but after it in
+    start order, does not start until that step ends."""
+    log: list[str] = []
+    r = rp.Reactor("inline-siblings")
+
+    @r.step
+    async def root():
+        return 0
+
+    async def plain_leaf(name, root):
+        log.append(name)
+
+    for i in range(3):
+        r.add(rp.step(plain_leaf), name=f"leaf{i}", args={"name": rp.Value(f"leaf{i}")})
+
+    @r.step(async_=False)
+    async def alone(root):
+        log.append("alone start")
+        for _ in range(5):
+            await asyncio.sleep(0)
+        log.append("alone end")
+
+    await r.run()
+    assert log.index("alone end") == log.index("alone start") + 1
