@@ -15,7 +15,7 @@ in that order (``on_run_complete`` threads the result through them).
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 import attrs
@@ -118,6 +118,19 @@ EVENT_PHASES: Final[dict[str, tuple[str, str | None]]] = {
 }
 assert EVENT_PHASES.keys() == EVENT_KINDS
 
+#: A finished attempt of a step: ``(step, run_id, phase, attempt, start, end, outcome,
+#: concurrency, error)``, the fields of `reactorpy.Span`.
+SpanRecord = tuple[str, str, str, int, float, float, str, int, BaseException | None]
+
+#: Middleware with an ``on_event`` hook may also have a method of this name, returning a
+#: function the executor calls with one `SpanRecord` per attempt of a plain step (an
+#: ``async def`` or ``def`` with no options) instead of giving ``on_event`` that attempt's
+#: ``step_start`` and its ending event (``step_complete``, ``step_error``, ``step_halt``):
+#: one tuple instead of two `Event` objects, where a step itself may cost about as much as
+#: an event. Every other event still reaches ``on_event``. Runs whose on_event hooks are
+#: not all sync deliver events only. `reactorpy.Trace` is such middleware.
+SPAN_RECORDER: Final = "_reactorpy_span_recorder"
+
 _HOOKS: Final = ("on_run_start", "on_run_complete", "on_run_error", "on_run_halt", "on_event")
 
 
@@ -129,12 +142,16 @@ class Middleware:
     is middleware; each hook may be sync or async.
     """
 
-    __slots__ = ("event_hooks", "event_kinds", "hooks", "sync_events")
+    __slots__ = ("event_hooks", "event_kinds", "hooks", "plain_hooks", "span_hooks", "sync_events")
 
     def __init__(self, middleware: Sequence[Any]) -> None:
         self.hooks: dict[str, list[Any]] = {name: [] for name in _HOOKS}
         #: Each on_event hook with the kinds it wants (None: all of them).
         self.event_hooks: list[tuple[Any, frozenset[str] | None]] = []
+        #: The record_span hooks of middleware that take a plain step's attempt as one
+        #: `SpanRecord` (see `SPAN_RECORDER`), and the on_event hooks of the others.
+        self.span_hooks: list[Callable[[SpanRecord], object]] = []
+        self.plain_hooks: list[tuple[Any, frozenset[str] | None]] = []
         kinds: set[str] = set()
         for m in middleware:
             found = False
@@ -153,12 +170,25 @@ class Middleware:
                 wanted = None if wanted is None else frozenset(wanted)
                 self.event_hooks.append((on_event, wanted))
                 kinds.update(EVENT_KINDS if wanted is None else wanted)
+                recorder = getattr(m, SPAN_RECORDER, None)
+                if recorder is not None:
+                    self.span_hooks.append(recorder())
+                else:
+                    self.plain_hooks.append((on_event, wanted))
         #: The kinds some middleware wants: no other event object is ever built. Middleware
         #: may narrow it with an ``event_kinds`` attribute (a collection of kinds).
         self.event_kinds: frozenset[str] = frozenset(kinds)
         #: Whether every on_event hook is a plain function: then events are delivered
         #: without awaiting, and steps keep their fast paths.
         self.sync_events = not any(inspect.iscoroutinefunction(fn) for fn in self.hooks["on_event"])
+
+    @property
+    def plain_kinds(self) -> frozenset[str]:
+        """The kinds the on_event hooks of middleware without a span recorder want."""
+        kinds: set[str] = set()
+        for _, wanted in self.plain_hooks:
+            kinds.update(EVENT_KINDS if wanted is None else wanted)
+        return frozenset(kinds)
 
     @property
     def wants_events(self) -> bool:

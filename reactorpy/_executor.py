@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Final
 from ._arguments import Context, dig
 from ._checkpoint import Checkpoint, UndoRecord
 from ._errors import _UNSET, Halt, Halted, InputError, Retry, RunFailed
-from ._events import Event, Middleware, RunInfo
+from ._events import Event, Middleware, RunInfo, SpanRecord
 from ._limiter import Limiter
 from ._offload import OffloadError
 from ._plan import KIND_ASYNC, KIND_FEATURED, KIND_SYNC
@@ -68,8 +68,15 @@ _STARTED: Final = 1
 _DONE: Final = 2
 
 _UNDO_ATTEMPTS: Final = 5
-# Runs whose middleware wants these kinds give up the plain-step short path.
+# Runs whose on_event hooks (span recorders aside) want these kinds give up batch workers.
 _START_END: Final = frozenset({"step_start", "step_complete"})
+# The outcome of a plain step's span, by how its attempt ended (`Run._plain_end`).
+_OUTCOMES: Final = {
+    "step_complete": "complete",
+    "step_error": "error",
+    "step_halt": "halt",
+    "cancelled": "cancelled",
+}
 # A worker that has run this many steps back to back yields to the event loop once.
 _YIELD_EVERY: Final = 64
 
@@ -179,6 +186,17 @@ class Run:
         # Sync on_event hooks: events are delivered inline and steps keep their fast paths.
         self.fast_events = self.emit and self.mw is not None and self.mw.sync_events
         self.event_hooks = self.mw.event_hooks if self.mw else []
+        # A plain step's attempt reaches span recorders (`Trace`) as one record, and the
+        # other on_event hooks as events (`_plain_start`, `_plain_end`).
+        self.spans: list[Callable[[SpanRecord], object]] = []
+        self.plain_hooks = self.event_hooks
+        self.plain_kinds = self.emit_kinds
+        if self.fast_events and self.mw is not None and self.mw.span_hooks:
+            self.spans = self.mw.span_hooks
+            self.plain_hooks = self.mw.plain_hooks
+            self.plain_kinds = self.mw.plain_kinds
+        # (start time, concurrency) of plain steps whose NewSteps run in `_steps`, for spans.
+        self.span_starts: dict[int, tuple[float, int]] = {}
         self.checkpoint = checkpoint
         n = plan.size
         self.n = n
@@ -230,10 +248,11 @@ class Run:
         self.state = bytearray(n)
         self.holding = bytearray(n)  # 1 while step i holds a limiter slot
         # Steps batch workers start inline (`_work_batch`): plain async steps with simple
-        # arguments, in runs with no limiter and no events that need awaiting.
+        # arguments, in runs with no limiter and no start or complete events to deliver
+        # (span recorders such as `Trace` take a plain step's attempt as one record).
         self.plain: Sequence[bool]
         if limiter is not None or (
-            self.emit and (not self.fast_events or _START_END & self.emit_kinds)
+            self.emit and (not self.fast_events or _START_END & self.plain_kinds)
         ):
             self.plain = (False,) * n
         elif self.kinds is plan.kinds:
@@ -487,19 +506,26 @@ class Run:
             inline += 1
             self.state[i] = _STARTED
             self.attempts[i] = 1
+            started = None
             try:
                 pos, _ = self._args(i, 1)
                 if events:
-                    self._emit_now("step_start", self.names[i], 1)
+                    started = self._plain_start(i)
                 value = self.base_ctx.copy().run(self.plan.steps[i].fn, *pos)
             except BaseException as exc:
-                self._settle(i, exc)
+                self._settle(i, exc, started)
                 continue
             if type(value) is NewSteps:
+                if started is not None:
+                    self.span_starts[i] = started
                 self._spawn(i, value)  # planning and running new steps needs a task
                 continue
             if events:
-                self._emit_now("step_complete", self.names[i], 1, value)
+                try:
+                    self._plain_end(i, "step_complete", started, value)
+                except BaseException as exc:  # a middleware hook raised: the step fails
+                    self._settle(i, exc, started)
+                    continue
             self._record(i, value, None)
             for d in self._newly_ready(i):
                 if self.gate:
@@ -515,17 +541,22 @@ class Run:
         if batch and not self.stopping:
             self._spawn_batch(batch)
 
-    def _settle(self, i: int, exc: BaseException) -> None:
-        """Plain step i raised `exc` on its only attempt: it halts, fails, or stops the run."""
+    def _settle(self, i: int, exc: BaseException, started: tuple[float, int] | None) -> None:
+        """Plain step i raised `exc` on its only attempt: it halts, fails, or stops the run.
+
+        `started` is what `_plain_start` returned, if it was called.
+        """
         if isinstance(exc, Halt):
             if self.fast_events:
-                self._emit_now("step_halt", self.names[i], 1, exc.reason)
+                self._plain_end(i, "step_halt", started, exc.reason)
             self._halt(i, exc)
         elif isinstance(exc, Exception):
             if self.fast_events:
-                self._emit_now("step_error", self.names[i], 1, error=exc)
+                self._plain_end(i, "step_error", started, error=exc)
             self._fail(i, exc, 1)
         else:
+            if self.fast_events:
+                self._plain_end(i, "cancelled", started)
             self._fatal(i, exc)
 
     def _newly_ready(self, i: int) -> list[int]:
@@ -603,6 +634,8 @@ class Run:
         state = self.state
         plain = self.plain
         base = self.base_ctx
+        spans = self.spans  # no step_start or step_complete event is wanted here
+        started = None
         k = 0  # batch[k:] are pending, not started yet
         nxt = -1  # a plain step _continue handed over (started), to run before batch[k:]
         ran = 0
@@ -626,13 +659,15 @@ class Run:
                 state[i] = _STARTED
                 self.attempts[i] = 1
                 ctx = base.copy()
+                if spans:
+                    started = self._plain_start(i)
                 try:
                     coro = steps[i].fn(*fetch[i](self.vals))  # type: ignore[misc]
                     yielded = ctx.run(coro.send, None)
                 except StopIteration as stop:
                     value = stop.value
                 except BaseException as exc:
-                    self._settle(i, exc)
+                    self._settle(i, exc, started)
                     continue
                 else:
                     # It waits: this worker drives it to the end; the rest go to a new one.
@@ -643,18 +678,24 @@ class Run:
                         value = await _InContext(coro, ctx, yielded)
                     except asyncio.CancelledError:
                         state[i] = _PENDING
+                        if spans:
+                            self._plain_end(i, "cancelled", started)
                         if not self.stopping:  # not cancelled by this run
                             self._fatal(i, asyncio.CancelledError())
                         return
                     except BaseException as exc:
-                        self._settle(i, exc)
+                        self._settle(i, exc, started)
                         return
                     batch, k = [], 0
                 if type(value) is NewSteps:
                     if k < len(batch):
                         self._spawn_batch(batch[k:])
+                    if spans:
+                        self.span_starts[i] = started  # type: ignore[assignment]
                     await self._steps(i, value, False)
                     return
+                if spans:
+                    self._plain_end(i, "step_complete", started, value)
                 self._done_plain(i, value)
                 value = None  # from here the result lives in vals only
                 if plan.ready_order[i]:
@@ -717,6 +758,7 @@ class Run:
                 self._gate(i)
             arguments: dict[str, Any] | None = None
             outer = None
+            started = None  # for a plain step's span and events (`_plain_start`)
             try:
                 if self.stopping:
                     raise _Pending
@@ -729,11 +771,13 @@ class Run:
                     outer = self.outer_limiter
                 if preset is not _UNSET:
                     value, preset = preset, _UNSET
+                    if self.span_starts:
+                        started = self.span_starts.pop(i, None)
                 else:
                     kind = self.kinds[i]
                     if kind == _ASYNC:
                         if self.fast_events:
-                            self._emit_now("step_start", self.names[i], 1)
+                            started = self._plain_start(i)
                         fetch = plan.fetch[i]
                         if fetch is not None:
                             args = fetch(self.vals)
@@ -761,13 +805,16 @@ class Run:
                     if kind == _ASYNC:
                         value = out
                         if self.fast_events and type(value) is not NewSteps:
-                            self._emit_now("step_complete", self.names[i], 1, value)
+                            self._plain_end(i, "step_complete", started, value)
                     else:
                         value, arguments = out
                 if type(value) is NewSteps:
                     self._drop_slot(i)  # new steps take their own slots
                     value = await self._new_steps(i, value)
-                    if self.emit:  # the step completes once its new steps have
+                    # The step completes once its new steps have.
+                    if self.fast_events and self.kinds[i] != _FEATURED:
+                        self._plain_end(i, "step_complete", started, value)
+                    elif self.emit:
                         await self._event("step_complete", i, self.attempts[i] or 1, value=value)
             except _Pending:
                 self.state[i] = _PENDING
@@ -779,24 +826,30 @@ class Run:
                 continue
             except Halt as halt:
                 if self.fast_events and self.kinds[i] != _FEATURED:
-                    self._emit_now("step_halt", self.names[i], 1, halt.reason)
+                    self._plain_end(i, "step_halt", started, halt.reason)
                 self._halt(i, halt)
                 i = self._release(i)
                 continue
             except asyncio.CancelledError:
                 self.state[i] = _PENDING
+                if started is not None:
+                    self._plain_end(i, "cancelled", started)
                 if not self.stopping:
                     # Not cancelled by this run (which only cancels once stopping).
                     self._fatal(i, asyncio.CancelledError())
                 self._release(i)
                 return
             except Exception as exc:
-                if self.fast_events:
+                if self.fast_events and self.kinds[i] != _FEATURED:
+                    self._plain_end(i, "step_error", started, error=exc)
+                elif self.fast_events:
                     self._emit_now("step_error", self.names[i], self.attempts[i] or 1, error=exc)
                 self._fail(i, exc, self.attempts[i] or 1)
                 i = self._release(i)
                 continue
             except BaseException as exc:
+                if started is not None:
+                    self._plain_end(i, "cancelled", started)
                 self._fatal(i, exc)
                 i = self._release(i)
                 continue
@@ -1467,6 +1520,40 @@ class Run:
             for hook, kinds in self.event_hooks:
                 if kinds is None or kind in kinds:
                     hook(event)
+
+    def _plain_start(self, i: int) -> tuple[float, int] | None:
+        """Plain step i starts its only attempt (``fast_events`` runs): a ``step_start``
+        event for the on_event hooks that want it; the start time and concurrency for span
+        recorders (`SPAN_RECORDER`), returned for `_plain_end`, if there are any."""
+        if "step_start" in self.plain_kinds:
+            self._plain_event("step_start", i, None, None)
+        return (self.clock(), len(self.tasks)) if self.spans else None
+
+    def _plain_end(
+        self,
+        i: int,
+        kind: str,
+        started: tuple[float, int] | None,
+        value: Any = None,
+        error: BaseException | None = None,
+    ) -> None:
+        """Plain step i's attempt ended: `kind` is ``step_complete``, ``step_error``,
+        ``step_halt`` or ``cancelled`` (no event: its run ends it)."""
+        if kind in self.plain_kinds:
+            self._plain_event(kind, i, value, error)
+        if started is not None:
+            record = (
+                self.names[i], self.run_id, "step", 1, started[0], self.clock(),
+                _OUTCOMES[kind], started[1], error,
+            )  # fmt: skip
+            for hook in self.spans:
+                hook(record)
+
+    def _plain_event(self, kind: str, i: int, value: Any, error: BaseException | None) -> None:
+        event = self._make_event(kind, self.names[i], 1, value, error)
+        for hook, kinds in self.plain_hooks:
+            if kinds is None or kind in kinds:
+                hook(event)
 
     def _make_event(
         self, kind: str, name: str, attempt: int, value: Any, error: BaseException | None

@@ -6,8 +6,10 @@ text summary.
 Must not import: the executor's internals (a trace is built from `Event` and `RunInfo` only).
 
 Recording is kept cheap: ``on_event`` does one dict lookup on the event kind, builds one
-tuple and stores it; every view is computed afterwards, from those tuples. Times are the
-event loop's clock (``Event.time``), so under `reactorpy.testing.run_virtual` they are exact.
+tuple and stores it, and an attempt of a plain step arrives as that tuple, built by the run
+(`SPAN_RECORDER`), with no event at all; every view is computed afterwards, from those
+tuples. Times are the event loop's clock (``Event.time``), so under
+`reactorpy.testing.run_virtual` they are exact.
 
 A span is one attempt of one step (phase ``"step"``), one compensation (``"compensate"``) or
 one undo (``"undo"``), with an outcome: ``complete``, ``error``, ``retry``, ``halt``, ``skip``
@@ -18,13 +20,14 @@ one undo (``"undo"``), with an outcome: ``complete``, ``error``, ``retry``, ``ha
 from __future__ import annotations
 
 import asyncio
+import bisect
 import heapq
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 import attrs
 
-from ._events import EVENT_PHASES, Event, RunInfo
+from ._events import EVENT_PHASES, SPAN_RECORDER, Event, RunInfo, SpanRecord
 
 __all__ = ["Span", "Trace", "TraceSummary", "TracedRun"]
 
@@ -45,7 +48,8 @@ class Span:
         end: loop time when it ended.
         outcome: ``complete``, ``error``, ``retry``, ``halt``, ``skip``, ``continue`` or
             ``cancelled``.
-        concurrency: how many steps of the run were running when it started.
+        concurrency: how many steps of the run were running when it started, itself
+            included (counted from the run's recorded step spans).
         error: the exception, for failed outcomes.
     """
 
@@ -157,7 +161,7 @@ class TraceSummary:
 
 
 # A finished span, as recorded: the fields of `Span` in order.
-_Record = tuple[str, str, str, int, float, float, str, int, BaseException | None]
+_Record = SpanRecord
 
 
 class Trace:
@@ -227,6 +231,11 @@ class Trace:
              opened[2], event.error)
         )  # fmt: skip
 
+    def _reactorpy_span_recorder(self) -> Callable[[SpanRecord], object]:
+        """How a run records a plain step's attempt: one finished span, no events
+        (`reactorpy._events.SPAN_RECORDER`)."""
+        return self._done.append
+
     def on_run_complete(self, run: RunInfo, result: Any) -> None:
         """Record that `run` completed (the result is left as it is)."""
         self._end(run, "complete")
@@ -272,7 +281,10 @@ class Trace:
         depth = {run_id: self._depth(run) for run_id, run in self._runs.items()}
         none: dict[str, int] = {}
         return sorted(
-            (Span(*r) for r in self._done),
+            (
+                Span(*r[:7], concurrency, r[8])
+                for r, concurrency in zip(self._done, self._concurrency(), strict=True)
+            ),
             key=lambda s: (
                 s.start,
                 depth.get(s.run_id, 0),
@@ -280,6 +292,31 @@ class Trace:
                 s.end,
             ),
         )
+
+    def _concurrency(self) -> list[int]:
+        """For each record, how many step spans of its run were running when it started.
+
+        Counted from the recorded spans, so steps that start at the same moment all count
+        each other, however the run happened to start them one after another.
+        """
+        by_run: dict[str, tuple[list[float], list[float]]] = {}
+        for r in self._done:
+            if r[2] == "step":
+                starts, ends = by_run.setdefault(r[1], ([], []))
+                starts.append(r[4])
+                ends.append(r[5])
+        for starts, ends in by_run.values():
+            starts.sort()
+            ends.sort()
+        out = []
+        for r in self._done:
+            starts, ends = by_run.get(r[1], ([], []))
+            t = r[4]
+            # Started by t, less ended by t: a step span that ended when it started (a
+            # no-op on the loop's clock) is in both, and counts itself back in.
+            running = bisect.bisect_right(starts, t) - bisect.bisect_right(ends, t)
+            out.append(running + (r[2] == "step" and r[5] <= t))
+        return out
 
     def _depth(self, run: TracedRun) -> int:
         depth = 0
@@ -577,3 +614,6 @@ def _measured_critical_path(
         path.append(step)
     path.reverse()
     return tuple(path), final[path[-1]] - first[path[0]]
+
+
+assert hasattr(Trace, SPAN_RECORDER)

@@ -312,3 +312,33 @@ async def test_error_events_reach_a_middleware_that_only_wants_errors():
     with pytest.raises(rp.Halted):
         await halting.run(middleware=[hooks])
     assert ("step_halt", "pause") == hooks.events[-1]
+
+
+@pytest.mark.parametrize("kind", ["step_start", "step_complete"])
+def test_a_middleware_raising_on_a_plain_def_fails_the_run_cleanly(kind: str):
+    """A sync hook raising on a plain def step (run inline on the loop) fails that step."""
+    undone = []
+    r = rp.Reactor("explode-def")
+
+    @r.step
+    async def a():
+        return "a"
+
+    @a.undo
+    def undo_a(value):
+        undone.append(value)
+
+    @r.step
+    def b(a):
+        return "b"
+
+    async def main():
+        with pytest.raises(rp.RunFailed) as info:
+            await r.run(middleware=[Exploding(kind, "b")])
+        leftover = {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
+        return info.value, leftover
+
+    failed, leftover = run_virtual(main())
+    assert set() == leftover
+    assert ["middleware broke on " + kind] == [str(e) for e in failed.exceptions]
+    assert ["a"] == undone

@@ -15,7 +15,7 @@ import pytest
 import reactorpy as rp
 from reactorpy._events import Event, RunInfo
 from reactorpy._trace import Span, Trace
-from reactorpy.testing import run_virtual
+from reactorpy.testing import Recorder, run_virtual
 from tests.examples.seed_reactor import seed
 
 
@@ -468,3 +468,99 @@ def test_summary_critical_path_is_the_measured_one():
     summary = traced(r, {}).summary()
     assert ("slow", "sink") == summary.critical_path
     assert summary.critical_path_time == pytest.approx(0.4)
+
+
+class AsyncListener:
+    """A middleware whose async on_event makes the run deliver every step as events."""
+
+    def __init__(self) -> None:
+        self.kinds: list[tuple[str, str]] = []
+
+    async def on_event(self, event: Event) -> None:
+        self.kinds.append((event.kind, event.step))
+
+
+def _mixed_reactor(outcome: str) -> rp.Reactor:
+    """Plain async and def steps, one adding a step at run time, one ending as `outcome`."""
+    r = rp.Reactor(f"mixed_{outcome}")
+
+    @r.step
+    async def fetch() -> int:
+        await asyncio.sleep(0.1)
+        return 1
+
+    @r.step
+    def parse(fetch: int) -> int:
+        return fetch + 1
+
+    async def extra(parse: int) -> int:
+        await asyncio.sleep(0.05)
+        return parse * 10
+
+    @r.step
+    async def grow(parse: int) -> rp.NewSteps:
+        await asyncio.sleep(0.02)
+        return rp.NewSteps(0, steps=[rp.step(extra, name="extra")])
+
+    @r.step
+    async def last(fetch: int) -> int:
+        await asyncio.sleep(0.3)
+        if outcome == "error":
+            raise ValueError("boom")
+        if outcome == "halt":
+            raise rp.Halt("later")
+        return fetch
+
+    return r
+
+
+def _outcomes(trace: Trace) -> list[tuple[Any, ...]]:
+    return [(s.step, s.phase, s.attempt, s.start, s.end, s.outcome, s.concurrency,
+             type(s.error)) for s in trace.spans]  # fmt: skip
+
+
+@pytest.mark.parametrize("outcome", ["complete", "error", "halt"])
+def test_plain_steps_trace_the_same_with_events_or_without(outcome: str):
+    """Plain steps reach a Trace as finished spans, not events, when every on_event hook
+    is sync; the spans are the same as those built from events."""
+    spans = []
+    for extra in ([], [AsyncListener()]):
+        trace = Trace()
+        try:
+            run_virtual(_mixed_reactor(outcome).run(middleware=[trace, *extra]))
+        except (rp.RunFailed, rp.Halted):
+            pass
+        spans.append(_outcomes(trace))
+        assert trace.runs[0].outcome == outcome
+    assert spans[0] == spans[1]
+    assert {s[0] for s in spans[0]} >= {"fetch", "parse", "grow", "last"}
+
+
+class CountingTrace(Trace):
+    __slots__ = ("events",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events = 0
+
+    def on_event(self, event: Event) -> None:
+        self.events += 1
+        super().on_event(event)
+
+
+def test_plain_steps_reach_a_trace_without_events_and_others_still_get_theirs():
+    """With a Trace and an event recorder attached, the recorder gets every plain step's
+    start and completion as events, and the Trace gets the same attempts as spans and no
+    event at all."""
+    trace = CountingTrace()
+    recorder = Recorder()
+    run_virtual(seed().run({"user_id": 1}, middleware=[trace, recorder]))
+    names = ["fetch_profile", "fetch_preferences", "fetch_activity", "aggregate_data"]
+    assert trace.events == 0
+    assert sorted((s.step, s.outcome) for s in trace.spans) == sorted(
+        (name, "complete") for name in names
+    )
+    started = {e.step: e.time for e in recorder.events if e.kind == "step_start"}
+    completed = {e.step: e.time for e in recorder.events if e.kind == "step_complete"}
+    assert started == {s.step: s.start for s in trace.spans}
+    assert completed == {s.step: s.end for s in trace.spans}
