@@ -56,7 +56,9 @@ class Event:
             (``step_halt``), the retry delay (``step_retry``), else None.
         error: the exception, for ``*_error`` and ``*_retry`` kinds.
         run_id: the run it belongs to.
-        concurrency: how many steps of the run were running at that moment.
+        concurrency: how many of the run's worker tasks were alive at that moment; each
+            runs one step at a time, so this is the steps running (a worker that starts
+            quick sibling steps one after another counts once).
     """
 
     kind: str

@@ -150,8 +150,9 @@ def _wire(step: Step[..., Any], inputs: set[str], steps: set[str]) -> dict[str, 
 
 def build_graph(
     reactor: str, inputs: Sequence[str], steps: Sequence[Step[..., Any]]
-) -> tuple[Any, dict[str, dict[str, Source | None]]]:
-    """Build the DiGraph of inputs and steps, checking every reference; returns it and wiring.
+) -> tuple[Any, dict[str, dict[str, Source | None]], dict[str, list[str]]]:
+    """Build the DiGraph of inputs and steps, checking every reference; returns it, the
+    wiring of each step, and the predecessors of each step (the graph's, as lists).
 
     Edges carry ``args`` (the parameters they feed, empty for ordering only) and ``kind``
     (``"argument"`` or ``"wait_for"``). Built in bulk: one networkx call per kind of item.
@@ -160,9 +161,11 @@ def build_graph(
     step_names = {s.name for s in steps}
     wirings: dict[str, dict[str, Source | None]] = {}
     edges: dict[tuple[str, str], dict[str, Any]] = {}
+    preds: dict[str, list[str]] = {}
     for s in steps:
         wiring = _wire(s, input_set, step_names)
         wirings[s.name] = wiring
+        mine = preds[s.name] = []
         for param, source in wiring.items():
             if isinstance(source, Input):
                 if source.name not in input_set:
@@ -177,17 +180,20 @@ def build_graph(
             data = edges.get((src, s.name))
             if data is None:
                 edges[src, s.name] = {"args": [param], "kind": "argument"}
+                mine.append(src)
             else:
                 data["args"].append(param)
         for dep in s.wait_for:
             if dep not in step_names:
                 raise UnknownReferenceError(s.name, dep, step_names - {s.name})
-            edges.setdefault((dep, s.name), {"args": [], "kind": "wait_for"})
+            if (dep, s.name) not in edges:
+                edges[dep, s.name] = {"args": [], "kind": "wait_for"}
+                mine.append(dep)
     graph = nx.DiGraph(name=reactor)
     graph.add_nodes_from(inputs, kind="input")
     graph.add_nodes_from((s.name, {"kind": "step", "step": s}) for s in steps)
     graph.add_edges_from((u, v, d) for (u, v), d in edges.items())
-    return graph, wirings
+    return graph, wirings, preds
 
 
 def _find_cycle(graph: Any) -> list[str]:
@@ -220,19 +226,17 @@ def _compile(
     steps: Sequence[Step[..., Any]],
     returns: str | None,
 ) -> Plan:
-    graph, wirings = build_graph(reactor, inputs, steps)
+    graph, wirings, preds = build_graph(reactor, inputs, steps)
     if returns is not None and returns not in graph:
         raise UnknownReferenceError("returns", returns, graph.nodes, what="step or input")
-    step_preds = {
-        s.name: [p for p in graph.pred[s.name] if graph.nodes[p]["kind"] == "step"] for s in steps
-    }
+    by_name = {s.name: s for s in steps}
+    step_preds = {name: [p for p in ps if p in by_name] for name, ps in preds.items()}
     generations = _generations(steps, step_preds)
     if sum(map(len, generations)) < len(steps):
         step_graph = graph.subgraph(s.name for s in steps)
         raise CycleError(_find_cycle(step_graph), reactor)
     order = tuple(name for gen in generations for name in gen)
     index = {name: i for i, name in enumerate(order)}
-    by_name = {s.name: s for s in steps}
     ordered_steps = tuple(by_name[name] for name in order)
     n = len(order)
     input_slot = {name: n + k for k, name in enumerate(inputs)}
@@ -294,7 +298,7 @@ def _compile(
     return_slot = None
     if returns is not None:
         return_slot = index[returns] if returns in index else input_slot[returns]
-    structure = {name: tuple(sorted(graph.predecessors(name))) for name in order}
+    structure = {name: tuple(sorted(preds[name])) for name in order}
     return Plan(
         reactor=reactor,
         generations=generations,
@@ -335,24 +339,30 @@ def _generations(
     steps: Sequence[Step[..., Any]], preds: dict[str, list[str]]
 ) -> tuple[tuple[str, ...], ...]:
     """The graph's topological generations (as ``networkx.topological_generations``), each
-    in definition order; steps on a cycle are left out, so the caller can tell."""
-    indegree = {name: len(ps) for name, ps in preds.items()}
-    succs: dict[str, list[str]] = {s.name: [] for s in steps}
-    for name, ps in preds.items():
+    in definition order; steps on a cycle are left out, so the caller can tell.
+
+    Kahn's algorithm on definition positions (lists of ints, not dicts of names).
+    """
+    names = [s.name for s in steps]
+    position = {name: k for k, name in enumerate(names)}
+    indegree = [0] * len(names)
+    succs: list[list[int]] = [[] for _ in names]
+    for k, name in enumerate(names):
+        ps = preds[name]
+        indegree[k] = len(ps)
         for p in ps:
-            succs[p].append(name)
-    position = {s.name: k for k, s in enumerate(steps)}
-    current = [s.name for s in steps if not indegree[s.name]]
+            succs[position[p]].append(k)
+    current = [k for k, d in enumerate(indegree) if not d]
     out = []
     while current:
-        out.append(tuple(current))
+        out.append(tuple([names[k] for k in current]))
         after = []
-        for name in current:
-            for d in succs[name]:
+        for k in current:
+            for d in succs[k]:
                 indegree[d] -= 1
                 if not indegree[d]:
                     after.append(d)
-        after.sort(key=position.__getitem__)
+        after.sort()
         current = after
     return tuple(out)
 
