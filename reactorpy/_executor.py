@@ -218,9 +218,9 @@ class Run:
                 _kind(s, slow_events or (executor is not None and not s.is_async), async_)
                 for s in steps
             ]
-        self.needs_slot: Sequence[bool]
+        self.needs_slot: Sequence[bool] | bytes
         if limiter is None:
-            self.needs_slot = (False,) * n
+            self.needs_slot = bytes(n)
         else:
             self.needs_slot = [
                 (not async_ or s.is_async or s.executor is not None or executor is not None)
@@ -250,11 +250,11 @@ class Run:
         # Steps batch workers start inline (`_work_batch`): plain async steps with simple
         # arguments, in runs with no limiter and no start or complete events to deliver
         # (span recorders such as `Trace` take a plain step's attempt as one record).
-        self.plain: Sequence[bool]
+        self.plain: Sequence[bool] | bytes
         if limiter is not None or (
             self.emit and (not self.fast_events or _START_END & self.plain_kinds)
         ):
-            self.plain = (False,) * n
+            self.plain = bytes(n)
         elif self.kinds is plan.kinds:
             self.plain = plan.plain
         else:
@@ -511,7 +511,7 @@ class Run:
                 pos, _ = self._args(i, 1)
                 if events:
                     started = self._plain_start(i)
-                value = self.base_ctx.copy().run(self.plan.steps[i].fn, *pos)
+                value = self.base_ctx.copy().run(self.plan.fns[i], *pos)
             except BaseException as exc:
                 self._settle(i, exc, started)
                 continue
@@ -629,7 +629,7 @@ class Run:
         """
         key = batch[0]
         plan = self.plan
-        steps = plan.steps
+        fns = plan.fns
         fetch = plan.fetch
         state = self.state
         plain = self.plain
@@ -662,7 +662,7 @@ class Run:
                 if spans:
                     started = self._plain_start(i)
                 try:
-                    coro = steps[i].fn(*fetch[i](self.vals))  # type: ignore[misc]
+                    coro = fns[i](*fetch[i](self.vals))  # type: ignore[misc]
                     yielded = ctx.run(coro.send, None)
                 except StopIteration as stop:
                     value = stop.value
@@ -782,11 +782,11 @@ class Run:
                         if fetch is not None:
                             args = fetch(self.vals)
                             self.attempts[i] = 1
-                            coro = plan.steps[i].fn(*args)
+                            coro = plan.fns[i](*args)
                         else:
                             pos, kw = self._args(i, 1)
                             self.attempts[i] = 1
-                            coro = plan.steps[i].fn(*pos, **kw)
+                            coro = plan.fns[i](*pos, **kw)
                     else:
                         coro = self._attempts(i)
                     if first:
@@ -951,6 +951,12 @@ class Run:
                 break
             if self.gate:
                 self.held.append(d)
+            elif plain[d]:  # (only in runs with no limiter, and never async_=False)
+                if cont < 0:
+                    cont = d
+                    state[d] = _STARTED
+                else:
+                    spare.append(d)  # pending until the batch worker starts it
             elif kinds[d] == _SYNC:
                 self._run_sync_chain(d)
             elif not needs_slot[d]:
@@ -959,8 +965,6 @@ class Run:
                     self.state[d] = _STARTED
                     if self.plan.exclusive[d]:
                         self._gate(d)  # holds back the siblings that follow
-                elif plain[d]:
-                    spare.append(d)  # pending until the batch worker starts it
                 else:
                     self._spawn(d)  # what _launch does for a step that needs no slot
             elif (

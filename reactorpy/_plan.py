@@ -21,6 +21,7 @@ The arrays, for step index ``i`` (indices follow ``Plan.order``):
 - ``priority[i]``: the length of the longest chain of steps from ``i`` to a sink.
 - ``ready_order[i]``: ``dependents[i]`` most critical first (``-priority``, then index), so
   the scheduler never sorts the steps a completion makes ready.
+- ``fns[i]``: the step's function (what a plain step calls, without touching the `Step`).
 - ``kinds[i]``, ``has_undo[i]``, ``exclusive[i]``: per-step flags the executor would otherwise
   read through properties on every step of every run (how a plain run calls the step, whether
   it has an undo, whether it runs alone: ``async_=False``).
@@ -90,6 +91,7 @@ class Plan:
     graph: Any = attrs.field(repr=False)  # networkx.DiGraph
     # -- compiled arrays (see the module docstring) --
     steps: tuple[Step[..., Any], ...] = attrs.field(repr=False)
+    fns: tuple[Callable[..., Any], ...] = attrs.field(repr=False)
     index: dict[str, int] = attrs.field(repr=False)
     argv: tuple[tuple[ArgSpec, ...], ...] = attrs.field(repr=False)
     simple: tuple[tuple[int, ...] | None, ...] = attrs.field(repr=False)
@@ -104,7 +106,7 @@ class Plan:
     kinds: tuple[int, ...] = attrs.field(repr=False)
     has_undo: tuple[bool, ...] = attrs.field(repr=False)
     exclusive: tuple[bool, ...] = attrs.field(repr=False)
-    plain: tuple[bool, ...] = attrs.field(repr=False)
+    plain: bytes = attrs.field(repr=False)
     constants: tuple[Any, ...] = attrs.field(repr=False)
     input_paths: tuple[tuple[str, str, Input], ...] = attrs.field(repr=False)
     return_slot: int | None = attrs.field(repr=False)
@@ -308,6 +310,7 @@ def _compile(
         returns=returns,
         graph=graph,
         steps=ordered_steps,
+        fns=tuple(s.fn for s in ordered_steps),
         index=index,
         argv=tuple(argv),
         simple=tuple(simple),
@@ -322,7 +325,7 @@ def _compile(
         kinds=tuple(step_kind(s) for s in ordered_steps),
         has_undo=tuple(s.undo_callback is not None for s in ordered_steps),
         exclusive=tuple(not s.async_ for s in ordered_steps),
-        plain=tuple(
+        plain=bytes(
             step_kind(s) == KIND_ASYNC and slots is not None and s.async_
             for s, slots in zip(ordered_steps, simple, strict=True)
         ),
