@@ -9,7 +9,8 @@ Contenders, each over 10,000 elements (or steps), all on one event loop:
   (``rp.Reactor("one", inputs=["x"], returns="noop")`` with ``async def noop(x): return x``).
   Target: at most 3x the yardstick per element.
 - ``map step``: ``reactor.map`` over 10,000 elements of a plain ``@rp.step`` no-op step (no
-  options, so it is called directly, one task per element). Reported.
+  options, so it is called directly: elements start inline, one task between those that
+  never wait). Reported.
 - ``... b=10k``: the same two with ``batch_size=10_000`` (one batch) instead of the default
   100. Reported.
 - ``gather``: a hand-written ``asyncio.gather`` over 10,000 ``noop(x)`` coroutines, and

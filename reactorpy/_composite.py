@@ -11,6 +11,7 @@ Must not import: the CLI.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 from collections.abc import AsyncIterable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ._arguments import Input, NameRef, Result, Source
 from ._checkpoint import UndoRecord
 from ._errors import DefinitionError, Halt, Halted
+from ._executor import _YIELD_EVERY, _InContext
 from ._step import NewSteps, Step
 
 if TYPE_CHECKING:
@@ -282,7 +284,8 @@ async def _map_plain(
     items: Any,
     batch_size: int,
 ) -> list[Any]:
-    """map's fast path: call a plain step per element, one task each, under the limiter."""
+    """map's fast path: call a plain step per element: inline in `_EagerBatch` helpers
+    with no limiter, else one task each, under the limiter."""
     fn = unit.fn
     # One step at a time (async_=False): elements one after another; the run's own
     # one-slot limiter is held by the map step itself, the caller's is honoured.
@@ -295,6 +298,11 @@ async def _map_plain(
         async for batch in _batches(items, batch_size):
             for item in batch:
                 results.append(run.base_ctx.copy().run(fn, **shared, **{element: item}))
+        return results
+
+    if limiter is None and run.async_:
+        async for batch in _batches(items, batch_size):
+            results.extend(await _EagerBatch(run, fn, element, shared, batch).gather())
         return results
 
     async def one(item: Any) -> Any:
@@ -327,6 +335,108 @@ async def _map_plain(
                 raise t.exception()  # type: ignore[misc]
         results.extend(t.result() for t in tasks)
     return results
+
+
+class _EagerBatch:
+    """One batch of map's fast path with no limiter: elements started inline, one task
+    between them while they finish without suspending (as `Run._work_batch` does for steps).
+
+    A helper task starts the elements one after another, each in a fresh copy of the
+    caller's context. When one suspends, that helper keeps driving it (so
+    ``asyncio.current_task()`` and ``asyncio.timeout`` inside it see the task that started
+    it) and a new helper takes the rest. The first error cancels every helper, and so the
+    elements they drive; the map then raises it. Results keep the elements' order.
+    """
+
+    __slots__ = ("done", "element", "error", "fn", "helpers", "items", "left", "results", "run")
+
+    def __init__(
+        self,
+        run: Run,
+        fn: Callable[..., Any],
+        element: str,
+        shared: dict[str, Any],
+        items: list[Any],
+    ) -> None:
+        self.run = run
+        self.fn = fn if not shared else functools.partial(fn, **shared)
+        self.element = element
+        self.items = items
+        self.results: list[Any] = [None] * len(items)
+        self.left = len(items)
+        self.error: BaseException | None = None
+        self.helpers: dict[int, asyncio.Task[None]] = {}
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def gather(self) -> list[Any]:
+        """Run the batch; return its results in order, or raise its first error."""
+        self._start(0)
+        try:
+            await self.done
+        except asyncio.CancelledError:
+            await self._stop()
+            raise
+        if self.error is not None:
+            await self._stop()
+            raise self.error
+        return self.results
+
+    def _start(self, k: int) -> None:
+        self.helpers[k] = asyncio.get_running_loop().create_task(
+            self._helper(k), context=self.run.base_ctx.copy()
+        )
+
+    async def _stop(self) -> None:
+        """Cancel the helpers still running and wait for them (no element outlives the map)."""
+        helpers = [t for t in self.helpers.values() if t is not asyncio.current_task()]
+        for t in helpers:
+            t.cancel()
+        if helpers:
+            await asyncio.wait(helpers)
+
+    def _fail(self, error: BaseException) -> None:
+        if self.error is None:
+            self.error = error
+            if not self.done.done():
+                self.done.set_result(None)
+
+    def _finished(self, k: int, value: Any) -> None:
+        self.results[k] = value
+        self.left -= 1
+        if self.left == 0 and not self.done.done():
+            self.done.set_result(None)
+
+    async def _helper(self, k: int) -> None:
+        key, n, items, base = k, len(self.items), self.items, self.run.base_ctx
+        fn, element = self.fn, self.element
+        try:
+            while k < n and self.error is None:
+                ctx = base.copy()
+                try:
+                    coro = fn(**{element: items[k]})
+                    yielded = ctx.run(coro.send, None)
+                except StopIteration as stop:
+                    self._finished(k, stop.value)
+                except BaseException as exc:
+                    self._fail(exc)
+                    return
+                else:  # it waits: this helper drives it, a new one takes the rest
+                    if k + 1 < n:
+                        self._start(k + 1)
+                    try:
+                        value = await _InContext(coro, ctx, yielded)
+                    except BaseException as exc:
+                        self._fail(exc)
+                        return
+                    self._finished(k, value)
+                    return
+                k += 1
+                if (k - key) % _YIELD_EVERY == 0 and k < n:
+                    await asyncio.sleep(0)  # a long batch still lets others run
+        except asyncio.CancelledError:
+            self._fail(asyncio.CancelledError())  # (only cancelled by _stop, after an error)
+        finally:
+            del self.helpers[key]
 
 
 async def _run_batch(

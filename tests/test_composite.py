@@ -512,3 +512,89 @@ def test_failure_undoes_a_composed_child_that_halted_inside():
     with pytest.raises(rp.RunFailed):
         run_virtual(parent.run(grace=10))
     assert ["seat"] == undone
+
+
+async def test_map_elements_that_wait_overlap_each_in_the_task_that_started_it():
+    """map over a plain step starts its elements inline; one that waits keeps the task that
+    started it (asyncio.timeout inside it works) while the others go on and overlap."""
+    n = 6
+    barrier = asyncio.Barrier(n)
+    seen: dict[int, tuple[object, object]] = {}
+    r = rp.Reactor("fan", inputs=["xs"], returns="out")
+
+    @rp.step
+    async def element(x):
+        if x % 2:
+            return x  # finishes without waiting
+        before = asyncio.current_task()
+        await barrier.wait()
+        seen[x] = (before, asyncio.current_task())
+        try:
+            async with asyncio.timeout(0):
+                await asyncio.Event().wait()
+        except TimeoutError:
+            return -x
+
+    r.map("out", "xs", element, batch_size=2 * n)
+    async with asyncio.timeout(5):
+        out = await r.run({"xs": range(2 * n)})
+    assert [x if x % 2 else -x for x in range(2 * n)] == out  # even ones timed out
+    assert all(before is after for before, after in seen.values())
+    assert n == len({after for _, after in seen.values()})
+    assert not {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
+
+
+async def test_map_element_error_cancels_the_rest_of_its_batch():
+    """The first failing element of a plain map cancels the elements still waiting."""
+    waiting: list[int] = []
+    cancelled: list[int] = []
+    r = rp.Reactor("fail-fast", inputs=["xs"], returns="out")
+
+    @rp.step
+    async def element(x):
+        if x == 3:
+            await asyncio.sleep(0)
+            raise ValueError("three")
+        waiting.append(x)
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.append(x)
+            raise
+
+    r.map("out", "xs", element)
+    async with asyncio.timeout(5):
+        with pytest.raises(rp.RunFailed) as info:
+            await r.run({"xs": range(6)})
+    assert ["three"] == [str(e) for e in info.value.exceptions]
+    assert {0, 1, 2} <= set(waiting)  # started before the failure
+    assert sorted(waiting) == sorted(cancelled)  # every one that waited was cancelled
+    assert not {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
+
+
+async def test_long_plain_map_batch_yields_to_the_loop():
+    """A batch of elements that never wait still lets other tasks run every 64 elements."""
+    ticks = 0
+    stop = False
+
+    async def ticker():
+        nonlocal ticks
+        while not stop:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    r = rp.Reactor("quick", inputs=["xs"], returns="out")
+
+    @rp.step
+    async def double(x):
+        return 2 * x
+
+    r.map("out", "xs", double, batch_size=1000)
+    t = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    before = ticks
+    assert [2 * x for x in range(1000)] == await r.run({"xs": range(1000)})
+    during = ticks - before
+    stop = True
+    await t
+    assert during >= 1000 // 64
