@@ -48,7 +48,7 @@ from ._errors import _UNSET, Halt, Halted, InputError, Retry, RunFailed
 from ._events import Event, Middleware, RunInfo, SpanRecord
 from ._limiter import Limiter
 from ._offload import OffloadError
-from ._plan import KIND_ASYNC, KIND_FEATURED, KIND_SYNC
+from ._plan import BATCH_CALL, KIND_ASYNC, KIND_FEATURED, KIND_SYNC
 from ._step import Callback, Continue, NewSteps
 
 if TYPE_CHECKING:
@@ -635,7 +635,6 @@ class Run:
         plain = self.plain
         base = self.base_ctx
         spans = self.spans  # no step_start or step_complete event is wanted here
-        started = None
         k = 0  # batch[k:] are pending, not started yet
         nxt = -1  # a plain step _continue handed over (started), to run before batch[k:]
         ran = 0
@@ -657,17 +656,22 @@ class Run:
                     self.held.extend(batch[k:])
                     return
                 state[i] = _STARTED
-                self.attempts[i] = 1
                 ctx = base.copy()
-                if spans:
-                    started = self._plain_start(i)
+                mode = plain[i]
+                started = None
                 try:
-                    coro = fns[i](*fetch[i](self.vals))  # type: ignore[misc]
+                    if mode == BATCH_CALL:
+                        self.attempts[i] = 1
+                        if spans:
+                            started = self._plain_start(i)
+                        coro = fns[i](*fetch[i](self.vals))  # type: ignore[misc]
+                    else:  # BATCH_ATTEMPTS: options (retries, timeout, guard, ...)
+                        coro = self._attempts(i)
                     yielded = ctx.run(coro.send, None)
                 except StopIteration as stop:
-                    value = stop.value
+                    out = stop.value
                 except BaseException as exc:
-                    self._settle(i, exc, started)
+                    self._batch_failed(i, mode, exc, started)
                     continue
                 else:
                     # It waits: this worker drives it to the end; the rest go to a new one.
@@ -675,28 +679,32 @@ class Run:
                         self._spawn_batch(batch[k:])
                         del batch[k:]
                     try:
-                        value = await _InContext(coro, ctx, yielded)
-                    except asyncio.CancelledError:
-                        state[i] = _PENDING
-                        if spans:
-                            self._plain_end(i, "cancelled", started)
-                        if not self.stopping:  # not cancelled by this run
-                            self._fatal(i, asyncio.CancelledError())
-                        return
+                        out = await _InContext(coro, ctx, yielded)
                     except BaseException as exc:
-                        self._settle(i, exc, started)
+                        self._batch_failed(i, mode, exc, started)
                         return
                     batch, k = [], 0
+                arguments = None
+                if mode == BATCH_CALL:
+                    value = out
+                else:
+                    value, arguments = out
                 if type(value) is NewSteps:
                     if k < len(batch):
                         self._spawn_batch(batch[k:])
-                    if spans:
-                        self.span_starts[i] = started  # type: ignore[assignment]
+                    if started is not None:
+                        self.span_starts[i] = started
                     await self._steps(i, value, False)
                     return
-                if spans:
-                    self._plain_end(i, "step_complete", started, value)
-                self._done_plain(i, value)
+                if mode == BATCH_CALL:
+                    if started is not None:
+                        self._plain_end(i, "step_complete", started, value)
+                    self._done_plain(i, value)
+                elif value is _Skipped:
+                    self._record(i, None, None, undoable=False)
+                else:
+                    self._record(i, value, arguments)
+                out = arguments = None
                 value = None  # from here the result lives in vals only
                 if plan.ready_order[i]:
                     nxt = self._continue(i, batch)
@@ -720,6 +728,31 @@ class Run:
             del self.tasks[key]
             if not self.tasks and (self.stopping or self.n_done == self.n):
                 self._wake_coordinator()
+
+    def _batch_failed(
+        self, i: int, mode: int, exc: BaseException, started: tuple[float, int] | None
+    ) -> None:
+        """Step i of a batch raised `exc` (as `_steps` handles it for a worker's step)."""
+        if isinstance(exc, asyncio.CancelledError):
+            self.state[i] = _PENDING
+            if started is not None:
+                self._plain_end(i, "cancelled", started)
+            if not self.stopping:  # not cancelled by this run
+                self._fatal(i, asyncio.CancelledError())
+        elif mode == BATCH_CALL:
+            self._settle(i, exc, started)
+        elif isinstance(exc, _Pending):  # the run stopped during a backoff
+            self.state[i] = _PENDING
+        elif isinstance(exc, _StepFailed):
+            self._fail(i, exc.error, exc.attempt)
+        elif isinstance(exc, Halt):
+            self._halt(i, exc)
+        elif isinstance(exc, Exception):
+            if self.fast_events:
+                self._emit_now("step_error", self.names[i], self.attempts[i] or 1, error=exc)
+            self._fail(i, exc, self.attempts[i] or 1)
+        else:
+            self._fatal(i, exc)
 
     def _done_plain(self, i: int, value: Any) -> None:
         """Plain step i completed with value: `_record`, or what it amounts to when there is
@@ -983,6 +1016,8 @@ class Run:
                 self._launch(d)
         if spare and batch is None and not self.stopping:
             self._spawn_batch(spare)
+        if limiter is None:
+            return cont  # no slot to give back
         nxt = self._release(i)
         if cont < 0:
             return nxt
@@ -1004,14 +1039,7 @@ class Run:
         arguments: dict[str, Any] | None = None
         fetch = self.plan.fetch[i]
         # Plain awaits or calls need no _call frame (no executor, no timeout).
-        direct = (
-            fetch is not None
-            and not step.composite
-            and (
-                (step.is_async and step.timeout is None)
-                or (not step.is_async and step.executor is None and self.default_executor is None)
-            )
-        )
+        direct = self.plan.direct[i] and (step.is_async or self.default_executor is None)
         if step.when is not None:
             arguments = self._named_args(i, first_attempt + 1)
             ok = step.when.fn(**step.when.kwargs(arguments, self._context(i, 1)))

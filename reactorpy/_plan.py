@@ -25,8 +25,13 @@ The arrays, for step index ``i`` (indices follow ``Plan.order``):
 - ``kinds[i]``, ``has_undo[i]``, ``exclusive[i]``: per-step flags the executor would otherwise
   read through properties on every step of every run (how a plain run calls the step, whether
   it has an undo, whether it runs alone: ``async_=False``).
-- ``plain[i]``: an async step with no options and simple arguments, which a plain run
-  starts inline, in a batch with its siblings (`Run._work_batch`).
+- ``direct[i]``: whether an attempt of step i may call its function directly, with no
+  ``_call`` frame (simple arguments, no timeout, no executor of its own).
+- ``plain[i]``: how a plain run starts step i inline, in a batch with its siblings
+  (`Run._work_batch`): ``BATCH_CALL``, an async step with no options and simple arguments,
+  called directly; ``BATCH_ATTEMPTS``, a step with options (retries, timeout, guard, ...)
+  run through its attempts; 0, not in a batch (``async_=False``, composite and executor
+  steps, plain defs, which run inline anyway).
 """
 
 from __future__ import annotations
@@ -51,6 +56,21 @@ __all__ = ["ArgSpec", "Plan", "build_graph", "compile_plan", "step_kind"]
 KIND_SYNC = 0  # plain def, no options: called inline
 KIND_ASYNC = 1  # async def, no options: awaited directly
 KIND_FEATURED = 2  # anything else: through the executor's attempts loop
+
+
+BATCH_CALL = 1
+BATCH_ATTEMPTS = 2
+
+
+def _batch_mode(step: Step[..., Any], slots: tuple[int, ...] | None) -> int:
+    kind = step_kind(step)
+    if not step.async_:
+        return 0
+    if kind == KIND_ASYNC and slots is not None:
+        return BATCH_CALL
+    if kind == KIND_FEATURED and not step.composite and step.executor is None:
+        return BATCH_ATTEMPTS
+    return 0
 
 
 def step_kind(step: Step[..., Any]) -> int:
@@ -107,6 +127,7 @@ class Plan:
     has_undo: tuple[bool, ...] = attrs.field(repr=False)
     exclusive: tuple[bool, ...] = attrs.field(repr=False)
     plain: bytes = attrs.field(repr=False)
+    direct: bytes = attrs.field(repr=False)
     constants: tuple[Any, ...] = attrs.field(repr=False)
     input_paths: tuple[tuple[str, str, Input], ...] = attrs.field(repr=False)
     return_slot: int | None = attrs.field(repr=False)
@@ -325,8 +346,11 @@ def _compile(
         kinds=tuple(step_kind(s) for s in ordered_steps),
         has_undo=tuple(s.undo_callback is not None for s in ordered_steps),
         exclusive=tuple(not s.async_ for s in ordered_steps),
-        plain=bytes(
-            step_kind(s) == KIND_ASYNC and slots is not None and s.async_
+        plain=bytes(_batch_mode(s, slots) for s, slots in zip(ordered_steps, simple, strict=True)),
+        direct=bytes(
+            slots is not None
+            and not s.composite
+            and ((s.is_async and s.timeout is None) or (not s.is_async and s.executor is None))
             for s, slots in zip(ordered_steps, simple, strict=True)
         ),
         constants=tuple(constants),
