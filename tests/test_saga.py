@@ -561,3 +561,34 @@ def test_compensation_finishes_even_when_the_run_is_cancelled():
 
     assert 1.0 == run_virtual(main())
     assert ["compensating", "compensated"] == log
+
+
+def test_step_timeout_in_a_batch_of_siblings_cancels_only_that_step():
+    """Siblings share a worker until one waits; a timed-out sibling is the only one cut."""
+    r = rp.Reactor("siblings")
+    ended: list[tuple[str, float]] = []
+
+    @r.step
+    async def root():
+        return 0
+
+    async def wait_then_end(name, root):
+        await asyncio.sleep(0.5)
+        ended.append((name, asyncio.get_running_loop().time()))
+        return name
+
+    r.add(rp.step(wait_then_end), name="a", args={"name": rp.Value("a")})
+
+    @r.step(timeout=0.1)
+    async def slow(root):
+        await asyncio.sleep(10)
+
+    @slow.compensate
+    def fallback(error):
+        assert isinstance(error, TimeoutError)
+        return rp.Continue("fallback")
+
+    r.add(rp.step(wait_then_end), name="b", args={"name": rp.Value("b")})
+    result = run_virtual(r.run())
+    assert (result["a"], result["slow"], result["b"]) == ("a", "fallback", "b")
+    assert sorted(ended) == [("a", 0.5), ("b", 0.5)]
