@@ -339,7 +339,7 @@ class Config(Table):
     fast_reps: int = 5
     slow_reps: int = 3
     scaling_sizes: tuple[int, ...] = (10_000, 100_000)
-    plan_reps: int = 3
+    plan_reps: int = 5
 
     @classmethod
     def make(cls, quick: bool) -> Config:

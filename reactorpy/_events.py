@@ -150,8 +150,8 @@ class Middleware:
         self.hooks: dict[str, list[Any]] = {name: [] for name in _HOOKS}
         #: Each on_event hook with the kinds it wants (None: all of them).
         self.event_hooks: list[tuple[Any, frozenset[str] | None]] = []
-        #: The record_span hooks of middleware that take a plain step's attempt as one
-        #: `SpanRecord` (see `SPAN_RECORDER`), and the on_event hooks of the others.
+        #: What the `SPAN_RECORDER` method of each middleware that has one returned, and
+        #: the on_event hooks of the others (with the kinds they want).
         self.span_hooks: list[Callable[[SpanRecord], object]] = []
         self.plain_hooks: list[tuple[Any, frozenset[str] | None]] = []
         kinds: set[str] = set()
