@@ -62,8 +62,7 @@ BATCH_CALL = 1
 BATCH_ATTEMPTS = 2
 
 
-def _batch_mode(step: Step[..., Any], slots: tuple[int, ...] | None) -> int:
-    kind = step_kind(step)
+def _batch_mode(step: Step[..., Any], kind: int, slots: tuple[int, ...] | None) -> int:
     if not step.async_:
         return 0
     if kind == KIND_ASYNC and slots is not None:
@@ -318,6 +317,13 @@ def _compile(
                 break
             i = min(dependents_l[i], key=lambda k: (-priority[k], k))
 
+    # Most critical first (stable: ties stay in index order, as dependents_l is ascending).
+    negated = [-p for p in priority]
+    ready_order = tuple(
+        tuple(d) if len(d) < 2 else tuple(sorted(d, key=negated.__getitem__)) for d in dependents_l
+    )
+    kinds = tuple(step_kind(s) for s in ordered_steps)
+
     return_slot = None
     if returns is not None:
         return_slot = index[returns] if returns in index else input_slot[returns]
@@ -342,11 +348,11 @@ def _compile(
         ndeps=tuple(len(d) for d in deps),
         consumers=tuple(consumers),
         priority=tuple(priority),
-        ready_order=tuple(tuple(sorted(d, key=lambda k: (-priority[k], k))) for d in dependents_l),
-        kinds=tuple(step_kind(s) for s in ordered_steps),
+        ready_order=ready_order,
+        kinds=kinds,
         has_undo=tuple(s.undo_callback is not None for s in ordered_steps),
         exclusive=tuple(not s.async_ for s in ordered_steps),
-        plain=bytes(_batch_mode(s, slots) for s, slots in zip(ordered_steps, simple, strict=True)),
+        plain=bytes(map(_batch_mode, ordered_steps, kinds, simple)),
         direct=bytes(
             slots is not None
             and not s.composite
