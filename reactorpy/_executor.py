@@ -195,8 +195,9 @@ class Run:
             self.spans = self.mw.span_hooks
             self.plain_hooks = self.mw.plain_hooks
             self.plain_kinds = self.mw.plain_kinds
-        # (start time, concurrency) of plain steps whose NewSteps run in `_steps`, for spans.
-        self.span_starts: dict[int, tuple[float, int]] = {}
+        # What `_plain_start` returned for plain steps whose NewSteps run in `_steps`, and the
+        # step's context (its completion is reported in the context its start was).
+        self.plain_open: dict[int, tuple[tuple[float, int] | None, contextvars.Context]] = {}
         self.checkpoint = checkpoint
         n = plan.size
         self.n = n
@@ -507,24 +508,27 @@ class Run:
             self.state[i] = _STARTED
             self.attempts[i] = 1
             started = None
+            # Events are reported in the step's own context (a tracing middleware sets the
+            # step's span there, for the step's code to see).
+            ctx = self.base_ctx.copy()
             try:
                 pos, _ = self._args(i, 1)
                 if events:
-                    started = self._plain_start(i)
-                value = self.base_ctx.copy().run(self.plan.fns[i], *pos)
+                    started = self._plain_start(i, ctx)
+                value = ctx.run(self.plan.fns[i], *pos)
             except BaseException as exc:
-                self._settle(i, exc, started)
+                self._settle(i, exc, started, ctx)
                 continue
             if type(value) is NewSteps:
-                if started is not None:
-                    self.span_starts[i] = started
+                if events:
+                    self.plain_open[i] = (started, ctx)
                 self._spawn(i, value)  # planning and running new steps needs a task
                 continue
             if events:
                 try:
-                    self._plain_end(i, "step_complete", started, value)
+                    self._plain_end(i, "step_complete", started, value, ctx=ctx)
                 except BaseException as exc:  # a middleware hook raised: the step fails
-                    self._settle(i, exc, started)
+                    self._settle(i, exc, started, ctx)
                     continue
             self._record(i, value, None)
             for d in self._newly_ready(i):
@@ -541,22 +545,29 @@ class Run:
         if batch and not self.stopping:
             self._spawn_batch(batch)
 
-    def _settle(self, i: int, exc: BaseException, started: tuple[float, int] | None) -> None:
+    def _settle(
+        self,
+        i: int,
+        exc: BaseException,
+        started: tuple[float, int] | None,
+        ctx: contextvars.Context | None = None,
+    ) -> None:
         """Plain step i raised `exc` on its only attempt: it halts, fails, or stops the run.
 
-        `started` is what `_plain_start` returned, if it was called.
+        `started` is what `_plain_start` returned, if it was called; `ctx` the step's own
+        context, if it is not the current one.
         """
         if isinstance(exc, Halt):
             if self.fast_events:
-                self._plain_end(i, "step_halt", started, exc.reason)
+                self._plain_end(i, "step_halt", started, exc.reason, ctx=ctx)
             self._halt(i, exc)
         elif isinstance(exc, Exception):
             if self.fast_events:
-                self._plain_end(i, "step_error", started, error=exc)
+                self._plain_end(i, "step_error", started, error=exc, ctx=ctx)
             self._fail(i, exc, 1)
         else:
             if self.fast_events:
-                self._plain_end(i, "cancelled", started)
+                self._plain_end(i, "cancelled", started, ctx=ctx)
             self._fatal(i, exc)
 
     def _newly_ready(self, i: int) -> list[int]:
@@ -671,7 +682,7 @@ class Run:
                 except StopIteration as stop:
                     out = stop.value
                 except BaseException as exc:
-                    self._batch_failed(i, mode, exc, started)
+                    self._batch_failed(i, mode, exc, started, ctx)
                     continue
                 else:
                     # It waits: this worker drives it to the end; the rest go to a new one.
@@ -681,7 +692,7 @@ class Run:
                     try:
                         out = await _InContext(coro, ctx, yielded)
                     except BaseException as exc:
-                        self._batch_failed(i, mode, exc, started)
+                        self._batch_failed(i, mode, exc, started, ctx)
                         return
                     batch, k = [], 0
                 arguments = None
@@ -693,7 +704,7 @@ class Run:
                     if k < len(batch):
                         self._spawn_batch(batch[k:])
                     if started is not None:
-                        self.span_starts[i] = started
+                        self.plain_open[i] = (started, ctx)
                     await self._steps(i, value, False)
                     return
                 if mode == BATCH_CALL:
@@ -730,7 +741,12 @@ class Run:
                 self._wake_coordinator()
 
     def _batch_failed(
-        self, i: int, mode: int, exc: BaseException, started: tuple[float, int] | None
+        self,
+        i: int,
+        mode: int,
+        exc: BaseException,
+        started: tuple[float, int] | None,
+        ctx: contextvars.Context,
     ) -> None:
         """Step i of a batch raised `exc` (as `_steps` handles it for a worker's step)."""
         if isinstance(exc, asyncio.CancelledError):
@@ -740,7 +756,7 @@ class Run:
             if not self.stopping:  # not cancelled by this run
                 self._fatal(i, asyncio.CancelledError())
         elif mode == BATCH_CALL:
-            self._settle(i, exc, started)
+            self._settle(i, exc, started, ctx)
         elif isinstance(exc, _Pending):  # the run stopped during a backoff
             self.state[i] = _PENDING
         elif isinstance(exc, _StepFailed):
@@ -792,6 +808,7 @@ class Run:
             arguments: dict[str, Any] | None = None
             outer = None
             started = None  # for a plain step's span and events (`_plain_start`)
+            step_ctx = None  # a plain step's own context, when not this task's
             try:
                 if self.stopping:
                     raise _Pending
@@ -804,13 +821,15 @@ class Run:
                     outer = self.outer_limiter
                 if preset is not _UNSET:
                     value, preset = preset, _UNSET
-                    if self.span_starts:
-                        started = self.span_starts.pop(i, None)
+                    if self.plain_open:
+                        started, step_ctx = self.plain_open.pop(i, (None, None))
                 else:
                     kind = self.kinds[i]
                     if kind == _ASYNC:
+                        if not first:
+                            step_ctx = self.base_ctx.copy()
                         if self.fast_events:
-                            started = self._plain_start(i)
+                            started = self._plain_start(i, step_ctx)
                         fetch = plan.fetch[i]
                         if fetch is not None:
                             args = fetch(self.vals)
@@ -828,7 +847,7 @@ class Run:
                         # In a fresh copy of the caller's context. Most steps finish
                         # without suspending: start it here, and only a step that does
                         # suspend pays for the _InContext trampoline.
-                        ctx = self.base_ctx.copy()
+                        ctx = step_ctx if step_ctx is not None else self.base_ctx.copy()
                         try:
                             yielded = ctx.run(coro.send, None)
                         except StopIteration as stop:
@@ -838,7 +857,8 @@ class Run:
                     if kind == _ASYNC:
                         value = out
                         if self.fast_events and type(value) is not NewSteps:
-                            self._plain_end(i, "step_complete", started, value)
+                            ended, started = started, None  # (not again if a hook raises)
+                            self._plain_end(i, "step_complete", ended, value, ctx=step_ctx)
                     else:
                         value, arguments = out
                 if type(value) is NewSteps:
@@ -846,7 +866,8 @@ class Run:
                     value = await self._new_steps(i, value)
                     # The step completes once its new steps have.
                     if self.fast_events and self.kinds[i] != _FEATURED:
-                        self._plain_end(i, "step_complete", started, value)
+                        ended, started = started, None
+                        self._plain_end(i, "step_complete", ended, value, ctx=step_ctx)
                     elif self.emit:
                         await self._event("step_complete", i, self.attempts[i] or 1, value=value)
             except _Pending:
@@ -859,14 +880,14 @@ class Run:
                 continue
             except Halt as halt:
                 if self.fast_events and self.kinds[i] != _FEATURED:
-                    self._plain_end(i, "step_halt", started, halt.reason)
+                    self._plain_end(i, "step_halt", started, halt.reason, ctx=step_ctx)
                 self._halt(i, halt)
                 i = self._release(i)
                 continue
             except asyncio.CancelledError:
                 self.state[i] = _PENDING
                 if started is not None:
-                    self._plain_end(i, "cancelled", started)
+                    self._plain_end(i, "cancelled", started, ctx=step_ctx)
                 if not self.stopping:
                     # Not cancelled by this run (which only cancels once stopping).
                     self._fatal(i, asyncio.CancelledError())
@@ -874,7 +895,7 @@ class Run:
                 return
             except Exception as exc:
                 if self.fast_events and self.kinds[i] != _FEATURED:
-                    self._plain_end(i, "step_error", started, error=exc)
+                    self._plain_end(i, "step_error", started, error=exc, ctx=step_ctx)
                 elif self.fast_events:
                     self._emit_now("step_error", self.names[i], self.attempts[i] or 1, error=exc)
                 self._fail(i, exc, self.attempts[i] or 1)
@@ -882,7 +903,7 @@ class Run:
                 continue
             except BaseException as exc:
                 if started is not None:
-                    self._plain_end(i, "cancelled", started)
+                    self._plain_end(i, "cancelled", started, ctx=step_ctx)
                 self._fatal(i, exc)
                 i = self._release(i)
                 continue
@@ -1553,12 +1574,18 @@ class Run:
                 if kinds is None or kind in kinds:
                     hook(event)
 
-    def _plain_start(self, i: int) -> tuple[float, int] | None:
+    def _plain_start(
+        self, i: int, ctx: contextvars.Context | None = None
+    ) -> tuple[float, int] | None:
         """Plain step i starts its only attempt (``fast_events`` runs): a ``step_start``
-        event for the on_event hooks that want it; the start time and concurrency for span
+        event for the on_event hooks that want it, delivered in `ctx` (the step's own
+        context, if not the current one); the start time and concurrency for span
         recorders (`SPAN_RECORDER`), returned for `_plain_end`, if there are any."""
         if "step_start" in self.plain_kinds:
-            self._plain_event("step_start", i, None, None)
+            if ctx is None:
+                self._plain_event("step_start", i, None, None)
+            else:
+                ctx.run(self._plain_event, "step_start", i, None, None)
         return (self.clock(), len(self.tasks)) if self.spans else None
 
     def _plain_end(
@@ -1568,11 +1595,17 @@ class Run:
         started: tuple[float, int] | None,
         value: Any = None,
         error: BaseException | None = None,
+        *,
+        ctx: contextvars.Context | None = None,
     ) -> None:
         """Plain step i's attempt ended: `kind` is ``step_complete``, ``step_error``,
-        ``step_halt`` or ``cancelled`` (no event: its run ends it)."""
+        ``step_halt`` or ``cancelled`` (no event: its run ends it). The event is delivered
+        in `ctx`, as `_plain_start`'s was."""
         if kind in self.plain_kinds:
-            self._plain_event(kind, i, value, error)
+            if ctx is None:
+                self._plain_event(kind, i, value, error)
+            else:
+                ctx.run(self._plain_event, kind, i, value, error)
         if started is not None:
             record = (
                 self.names[i], self.run_id, "step", 1, started[0], self.clock(),

@@ -618,4 +618,3 @@ def _measured_critical_path(
         path.append(step)
     path.reverse()
     return tuple(path), final[path[-1]] - first[path[0]]
-

@@ -254,3 +254,39 @@ def test_events_of_unknown_runs_and_kinds(otel: tuple[TracerProvider, InMemorySp
         ("step a", "skip")
     ]
     assert repr(mw) == "<OpenTelemetryMiddleware: 0 runs in flight>"
+
+
+@pytest.mark.parametrize("sync", [False, True])
+def test_spans_of_continued_and_plain_def_steps_nest_under_their_step(
+    otel: tuple[TracerProvider, InMemorySpanExporter], sync: bool
+):
+    """A step run by the worker that finished its dependency (a chain), or a plain def run
+    inline, still sees its own step span as the current one."""
+    provider, exporter = otel
+    tracer = provider.get_tracer("user")
+    r = rp.Reactor("chain", returns="second")
+
+    @r.step
+    async def first() -> int:
+        with tracer.start_as_current_span("inside first"):
+            return 1
+
+    if sync:
+
+        @r.step
+        def second(first: int) -> int:
+            with tracer.start_as_current_span("inside second"):
+                return first + 1
+
+    else:
+
+        @r.step
+        async def second(first: int) -> int:
+            with tracer.start_as_current_span("inside second"):
+                await asyncio.sleep(0)
+                return first + 1
+
+    assert 2 == run_virtual(r.run(middleware=[OpenTelemetryMiddleware(provider)]))
+    spans = by_name(exporter)
+    for name in ("first", "second"):
+        assert spans[f"inside {name}"].parent.span_id == spans[f"step {name}"].context.span_id
