@@ -857,8 +857,7 @@ class Run:
                     if kind == _ASYNC:
                         value = out
                         if self.fast_events and type(value) is not NewSteps:
-                            ended, started = started, None  # (not again if a hook raises)
-                            self._plain_end(i, "step_complete", ended, value, ctx=step_ctx)
+                            self._plain_end(i, "step_complete", started, value, ctx=step_ctx)
                     else:
                         value, arguments = out
                 if type(value) is NewSteps:
@@ -866,8 +865,7 @@ class Run:
                     value = await self._new_steps(i, value)
                     # The step completes once its new steps have.
                     if self.fast_events and self.kinds[i] != _FEATURED:
-                        ended, started = started, None
-                        self._plain_end(i, "step_complete", ended, value, ctx=step_ctx)
+                        self._plain_end(i, "step_complete", started, value, ctx=step_ctx)
                     elif self.emit:
                         await self._event("step_complete", i, self.attempts[i] or 1, value=value)
             except _Pending:
@@ -1600,7 +1598,8 @@ class Run:
     ) -> None:
         """Plain step i's attempt ended: `kind` is ``step_complete``, ``step_error``,
         ``step_halt`` or ``cancelled`` (no event: its run ends it). The event is delivered
-        in `ctx`, as `_plain_start`'s was."""
+        in `ctx`, as `_plain_start`'s was, before the span is recorded: when a hook raises,
+        the step fails instead, and its span is recorded once, as an error."""
         if kind in self.plain_kinds:
             if ctx is None:
                 self._plain_event(kind, i, value, error)

@@ -564,3 +564,39 @@ def test_plain_steps_reach_a_trace_without_events_and_others_still_get_theirs():
     completed = {e.step: e.time for e in recorder.events if e.kind == "step_complete"}
     assert started == {s.step: s.start for s in trace.spans}
     assert completed == {s.step: s.end for s in trace.spans}
+
+
+@pytest.mark.parametrize("sync", [False, True])
+def test_a_hook_failing_a_plain_step_leaves_one_error_span(sync: bool):
+    """A middleware raising at a plain step's completion fails the step; the Trace records
+    that attempt once, as an error."""
+
+    class Breaks:
+        def on_event(self, event: Event) -> None:
+            if event.kind == "step_complete" and event.step == "b":
+                raise RuntimeError("hook broke")
+
+    r = rp.Reactor("hooked", returns="b")
+
+    @r.step
+    async def a() -> int:
+        await asyncio.sleep(0.1)
+        return 1
+
+    if sync:
+
+        @r.step
+        def b(a: int) -> int:
+            return a
+
+    else:
+
+        @r.step
+        async def b(a: int) -> int:
+            return a
+
+    trace = Trace()
+    with pytest.raises(rp.RunFailed):
+        run_virtual(r.run(middleware=[trace, Breaks()]))
+    spans = [(s.step, s.outcome, type(s.error).__name__) for s in trace.spans]
+    assert spans == [("a", "complete", "NoneType"), ("b", "error", "RuntimeError")]
