@@ -172,29 +172,36 @@ def _wire(step: Step[..., Any], inputs: set[str], steps: set[str]) -> dict[str, 
 
 def build_graph(
     reactor: str, inputs: Sequence[str], steps: Sequence[Step[..., Any]]
-) -> tuple[Any, dict[str, dict[str, Source | None]], dict[str, list[str]]]:
+) -> tuple[Any, dict[str, dict[str, Source | None]], dict[str, list[str]], list[list[int]]]:
     """Build the DiGraph of inputs and steps, checking every reference; returns it, the
-    wiring of each step, and the predecessors of each step (the graph's, as lists).
+    wiring of each step, the predecessors of each step (the graph's, as lists of names),
+    and each step's step predecessors as positions in `steps`.
 
     Edges carry ``args`` (the parameters they feed, empty for ordering only) and ``kind``
     (``"argument"`` or ``"wait_for"``). Built in bulk: one networkx call per kind of item.
     """
     input_set = set(inputs)
     step_names = {s.name for s in steps}
+    position = {s.name: k for k, s in enumerate(steps)}
     wirings: dict[str, dict[str, Source | None]] = {}
     edges: dict[tuple[str, str], dict[str, Any]] = {}
     preds: dict[str, list[str]] = {}
+    preds_pos: list[list[int]] = []
     for s in steps:
         wiring = _wire(s, input_set, step_names)
         wirings[s.name] = wiring
         mine = preds[s.name] = []
+        mine_pos: list[int] = []
+        preds_pos.append(mine_pos)
         for param, source in wiring.items():
+            k = -1
             if isinstance(source, Input):
                 if source.name not in input_set:
                     raise UnknownReferenceError(s.name, source.name, inputs, what="input")
                 src = source.name
             elif isinstance(source, Result):
-                if source.step not in step_names:
+                k = position.get(source.step, -1)
+                if k < 0:
                     raise UnknownReferenceError(s.name, source.step, step_names - {s.name})
                 src = source.step
             else:
@@ -203,19 +210,23 @@ def build_graph(
             if data is None:
                 edges[src, s.name] = {"args": [param], "kind": "argument"}
                 mine.append(src)
+                if k >= 0:
+                    mine_pos.append(k)
             else:
                 data["args"].append(param)
         for dep in s.wait_for:
-            if dep not in step_names:
+            k = position.get(dep, -1)
+            if k < 0:
                 raise UnknownReferenceError(s.name, dep, step_names - {s.name})
             if (dep, s.name) not in edges:
                 edges[dep, s.name] = {"args": [], "kind": "wait_for"}
                 mine.append(dep)
+                mine_pos.append(k)
     graph = nx.DiGraph(name=reactor)
     graph.add_nodes_from(inputs, kind="input")
     graph.add_nodes_from((s.name, {"kind": "step", "step": s}) for s in steps)
     graph.add_edges_from((u, v, d) for (u, v), d in edges.items())
-    return graph, wirings, preds
+    return graph, wirings, preds, preds_pos
 
 
 def _find_cycle(graph: Any) -> list[str]:
@@ -248,18 +259,19 @@ def _compile(
     steps: Sequence[Step[..., Any]],
     returns: str | None,
 ) -> Plan:
-    graph, wirings, preds = build_graph(reactor, inputs, steps)
+    graph, wirings, preds, preds_pos = build_graph(reactor, inputs, steps)
     if returns is not None and returns not in graph:
         raise UnknownReferenceError("returns", returns, graph.nodes, what="step or input")
-    by_name = {s.name: s for s in steps}
-    step_preds = {name: [p for p in ps if p in by_name] for name, ps in preds.items()}
-    generations = _generations(steps, step_preds)
-    if sum(map(len, generations)) < len(steps):
+    generations, order_pos = _generations(steps, preds_pos)
+    if len(order_pos) < len(steps):
         step_graph = graph.subgraph(s.name for s in steps)
         raise CycleError(_find_cycle(step_graph), reactor)
-    order = tuple(name for gen in generations for name in gen)
+    ordered_steps = tuple([steps[k] for k in order_pos])
+    order = tuple([s.name for s in ordered_steps])
     index = {name: i for i, name in enumerate(order)}
-    ordered_steps = tuple(by_name[name] for name in order)
+    index_of_pos = [0] * len(order_pos)  # definition position -> plan index
+    for i, k in enumerate(order_pos):
+        index_of_pos[k] = i
     n = len(order)
     input_slot = {name: n + k for k, name in enumerate(inputs)}
 
@@ -269,7 +281,17 @@ def _compile(
     deps: list[tuple[int, ...]] = []
     consumers = [0] * n
     input_paths: list[tuple[str, str, Input]] = []
-    for s in ordered_steps:
+    # Per-step flags, gathered in the one pass that reads each Step (a pass per flag would
+    # walk 100,000 scattered objects several times over).
+    fns: list[Callable[..., Any]] = []
+    param_names: list[tuple[str, ...]] = []
+    fetch: list[Callable[[Sequence[Any]], Sequence[Any]] | None] = []
+    kinds: list[int] = []
+    has_undo: list[bool] = []
+    exclusive: list[bool] = []
+    plain = bytearray(n)
+    direct = bytearray(n)
+    for i, s in enumerate(ordered_steps):
         specs: list[ArgSpec] = []
         positional_ok = True
         read: set[int] = set()
@@ -297,8 +319,22 @@ def _compile(
             consumers[j] += 1
         argv.append(tuple(specs))
         is_simple = all(a.positional and not a.path and a.source is not None for a in specs)
-        simple.append(tuple(a.slot for a in specs) if is_simple else None)
-        deps.append(tuple(sorted(index[p] for p in step_preds[s.name])))
+        slots = tuple(a.slot for a in specs) if is_simple else None
+        simple.append(slots)
+        deps.append(tuple(sorted([index_of_pos[k] for k in preds_pos[order_pos[i]]])))
+        kind = step_kind(s)
+        fns.append(s.fn)
+        param_names.append(tuple(a.param for a in specs))
+        fetch.append(None if slots is None else _fetcher(slots))
+        kinds.append(kind)
+        has_undo.append(s.undo_callback is not None)
+        exclusive.append(not s.async_)
+        plain[i] = _batch_mode(s, kind, slots)
+        direct[i] = (
+            slots is not None
+            and not s.composite
+            and ((s.is_async and s.timeout is None) or (not s.is_async and s.executor is None))
+        )
 
     dependents_l: list[list[int]] = [[] for _ in range(n)]
     for i, ds in enumerate(deps):
@@ -310,7 +346,7 @@ def _compile(
             priority[i] = 1 + max(priority[j] for j in dependents_l[i])
     critical: list[str] = []
     if n:
-        i = min(range(n), key=lambda k: (-priority[k], k))
+        i = priority.index(max(priority))  # the first of the most critical
         while True:
             critical.append(order[i])
             if not dependents_l[i]:
@@ -322,7 +358,6 @@ def _compile(
     ready_order = tuple(
         tuple(d) if len(d) < 2 else tuple(sorted(d, key=negated.__getitem__)) for d in dependents_l
     )
-    kinds = tuple(step_kind(s) for s in ordered_steps)
 
     return_slot = None
     if returns is not None:
@@ -337,28 +372,23 @@ def _compile(
         returns=returns,
         graph=graph,
         steps=ordered_steps,
-        fns=tuple(s.fn for s in ordered_steps),
+        fns=tuple(fns),
         index=index,
         argv=tuple(argv),
         simple=tuple(simple),
-        param_names=tuple(tuple(a.param for a in specs) for specs in argv),
-        fetch=tuple(None if slots is None else _fetcher(slots) for slots in simple),
+        param_names=tuple(param_names),
+        fetch=tuple(fetch),
         dependents=tuple(tuple(d) for d in dependents_l),
         deps=tuple(deps),
         ndeps=tuple(len(d) for d in deps),
         consumers=tuple(consumers),
         priority=tuple(priority),
         ready_order=ready_order,
-        kinds=kinds,
-        has_undo=tuple(s.undo_callback is not None for s in ordered_steps),
-        exclusive=tuple(not s.async_ for s in ordered_steps),
-        plain=bytes(map(_batch_mode, ordered_steps, kinds, simple)),
-        direct=bytes(
-            slots is not None
-            and not s.composite
-            and ((s.is_async and s.timeout is None) or (not s.is_async and s.executor is None))
-            for s, slots in zip(ordered_steps, simple, strict=True)
-        ),
+        kinds=tuple(kinds),
+        has_undo=tuple(has_undo),
+        exclusive=tuple(exclusive),
+        plain=bytes(plain),
+        direct=bytes(direct),
         constants=tuple(constants),
         input_paths=tuple(input_paths),
         return_slot=return_slot,
@@ -369,26 +399,25 @@ def _compile(
 
 
 def _generations(
-    steps: Sequence[Step[..., Any]], preds: dict[str, list[str]]
-) -> tuple[tuple[str, ...], ...]:
+    steps: Sequence[Step[..., Any]], preds: list[list[int]]
+) -> tuple[tuple[tuple[str, ...], ...], list[int]]:
     """The graph's topological generations (as ``networkx.topological_generations``), each
-    in definition order; steps on a cycle are left out, so the caller can tell.
+    in definition order, and the positions of the steps in that order; steps on a cycle
+    are left out, so the caller can tell.
 
-    Kahn's algorithm on definition positions (lists of ints, not dicts of names).
+    Kahn's algorithm on definition positions (lists of ints, no dict of names).
     """
-    names = [s.name for s in steps]
-    position = {name: k for k, name in enumerate(names)}
-    indegree = [0] * len(names)
-    succs: list[list[int]] = [[] for _ in names]
-    for k, name in enumerate(names):
-        ps = preds[name]
-        indegree[k] = len(ps)
+    indegree = [len(ps) for ps in preds]
+    succs: list[list[int]] = [[] for _ in preds]
+    for k, ps in enumerate(preds):
         for p in ps:
-            succs[position[p]].append(k)
+            succs[p].append(k)
     current = [k for k, d in enumerate(indegree) if not d]
-    out = []
+    generations = []
+    order: list[int] = []
     while current:
-        out.append(tuple([names[k] for k in current]))
+        generations.append(tuple([steps[k].name for k in current]))
+        order.extend(current)
         after = []
         for k in current:
             for d in succs[k]:
@@ -397,7 +426,7 @@ def _generations(
                     after.append(d)
         after.sort()
         current = after
-    return tuple(out)
+    return tuple(generations), order
 
 
 def _fetcher(slots: tuple[int, ...]) -> Callable[[Sequence[Any]], Sequence[Any]]:
