@@ -598,3 +598,30 @@ async def test_long_plain_map_batch_yields_to_the_loop():
     stop = True
     await t
     assert during >= 1000 // 64
+
+
+def test_cancelling_a_plain_map_mid_batch_leaves_no_task():
+    """A run cancelled while a plain map's elements wait cancels them all, helpers too."""
+    cancelled: list[int] = []
+    r = rp.Reactor("stuck", inputs=["xs"], returns="out")
+
+    @rp.step
+    async def element(x):
+        if x % 3 == 0:
+            return x
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.append(x)
+            raise
+
+    r.map("out", "xs", element, batch_size=10)
+
+    async def main():
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(1):
+                await r.run({"xs": range(10)})
+        return {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
+
+    assert set() == run_virtual(main())
+    assert [1, 2, 4, 5, 7, 8] == sorted(cancelled)
