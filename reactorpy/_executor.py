@@ -9,10 +9,11 @@ The scheduling loop, in the graphlib style (counters prepared at plan time):
 2. Start every root step. Starting step ``j``:
    a. a plain ``def`` with no options runs at once, inline on the loop thread; its
       completion (step 3) may start more steps, iteratively, never recursively;
-   b. in a run with no limiter, plain ``async def`` steps (no options, simple arguments)
-      that become ready together share one batch worker (`Run._work_batch`), which starts
-      them one after another in their own contexts: most finish without suspending, and
-      one that suspends keeps the worker while the rest of the batch moves to a new one;
+   b. in a run with no limiter, steps that become ready together (``plan.plain``: async
+      steps with simple arguments, called directly, and steps with options, run through
+      their attempts) share one batch worker (`Run._work_batch`), which starts them one
+      after another in their own contexts: most finish without suspending, and one that
+      suspends keeps the worker while the rest of the batch moves to a new one;
    c. anything else needs a worker task. With a limiter, the step takes a slot first, or
       waits in the limiter's queue (critical path first) for one.
 3. A worker task runs its step (attempts, retries, compensation: ``_attempts``). When the step
