@@ -10,6 +10,7 @@ import pytest
 
 import reactorpy as rp
 from reactorpy.testing import run_virtual
+from tests.loop_turns import LoopTurns
 
 
 class Peak:
@@ -574,15 +575,6 @@ async def test_map_element_error_cancels_the_rest_of_its_batch():
 
 async def test_long_plain_map_batch_yields_to_the_loop():
     """A batch of elements that never wait still lets other tasks run every 64 elements."""
-    ticks = 0
-    stop = False
-
-    async def ticker():
-        nonlocal ticks
-        while not stop:
-            ticks += 1
-            await asyncio.sleep(0)
-
     r = rp.Reactor("quick", inputs=["xs"], returns="out")
 
     @rp.step
@@ -590,14 +582,9 @@ async def test_long_plain_map_batch_yields_to_the_loop():
         return 2 * x
 
     r.map("out", "xs", double, batch_size=1000)
-    t = asyncio.create_task(ticker())
-    await asyncio.sleep(0)
-    before = ticks
-    assert [2 * x for x in range(1000)] == await r.run({"xs": range(1000)})
-    during = ticks - before
-    stop = True
-    await t
-    assert during >= 1000 // 64
+    async with LoopTurns() as turns:
+        assert [2 * x for x in range(1000)] == await r.run({"xs": range(1000)})
+    assert turns.during >= 1000 // 64
 
 
 def test_cancelling_a_plain_map_mid_batch_leaves_no_task():

@@ -12,6 +12,7 @@ import pytest
 
 import reactorpy as rp
 from reactorpy.testing import run_virtual
+from tests.loop_turns import LoopTurns
 
 
 def leftover_tasks() -> set[asyncio.Task]:
@@ -555,15 +556,6 @@ def test_run_sync_without_a_loop():
 
 async def test_long_chain_runs_inline_and_yields():
     """A long chain of ready steps completes (continued inline) and still lets others run."""
-    ticks = 0
-    stop = False
-
-    async def ticker():
-        nonlocal ticks
-        while not stop:
-            ticks += 1
-            await asyncio.sleep(0)
-
     r = rp.Reactor("chain", returns="s999")
 
     async def inc(x):
@@ -572,13 +564,9 @@ async def test_long_chain_runs_inline_and_yields():
     r.add(rp.step(inc), name="s0", args={"x": rp.Value(0)})
     for i in range(1, 1000):
         r.add(rp.step(inc), name=f"s{i}", args={"x": rp.Result(f"s{i - 1}")})
-    t = asyncio.create_task(ticker())
-    await asyncio.sleep(0)
-    before = ticks
-    assert 1000 == await r.run()
-    stop = True
-    await t
-    assert ticks > before
+    async with LoopTurns() as turns:
+        assert 1000 == await r.run()
+    assert turns.during >= 1000 // 64
 
 
 async def test_bad_run_options_are_rejected():
@@ -613,15 +601,6 @@ async def test_bad_executor_is_a_definition_error_everywhere():
 
 async def test_long_chain_of_plain_defs_still_yields_to_the_loop():
     """A long chain of plain def steps does not hold the event loop for its whole length."""
-    ticks = 0
-    stop = False
-
-    async def ticker():
-        nonlocal ticks
-        while not stop:
-            ticks += 1
-            await asyncio.sleep(0)
-
     r = rp.Reactor("sync-chain", returns="s499")
 
     def inc(x):
@@ -630,14 +609,9 @@ async def test_long_chain_of_plain_defs_still_yields_to_the_loop():
     r.add(rp.step(inc), name="s0", args={"x": rp.Value(0)})
     for i in range(1, 500):
         r.add(rp.step(inc), name=f"s{i}", args={"x": rp.Result(f"s{i - 1}")})
-    t = asyncio.create_task(ticker())
-    await asyncio.sleep(0)
-    before = ticks
-    assert 500 == await r.run()
-    during = ticks - before
-    stop = True
-    await t
-    assert during >= 500 // 64
+    async with LoopTurns() as turns:
+        assert 500 == await r.run()
+    assert turns.during >= 500 // 64
 
 
 @pytest.mark.parametrize("fail", [False, True])
@@ -880,15 +854,6 @@ def test_one_at_a_time_honours_a_shared_limiter():
 async def test_wide_fan_out_of_no_op_steps_yields_to_the_loop():
     """Steps that finish without waiting run back to back in one worker, which still lets
     the loop run other tasks regularly."""
-    ticks = 0
-    stop = False
-
-    async def ticker():
-        nonlocal ticks
-        while not stop:
-            ticks += 1
-            await asyncio.sleep(0)
-
     r = rp.Reactor("wide")
     r.step(lambda: 0, name="root")
 
@@ -897,15 +862,10 @@ async def test_wide_fan_out_of_no_op_steps_yields_to_the_loop():
 
     for i in range(1000):
         r.add(rp.step(leaf), name=f"leaf{i}")
-    t = asyncio.create_task(ticker())
-    await asyncio.sleep(0)
-    before = ticks
-    result = await r.run()
-    during = ticks - before
-    stop = True
-    await t
+    async with LoopTurns() as turns:
+        result = await r.run()
     assert all(result[f"leaf{i}"] == 1 for i in range(1000))
-    assert during >= 1000 // 64
+    assert turns.during >= 1000 // 64
 
 
 async def test_a_step_that_waits_is_driven_by_the_task_that_started_it():
