@@ -69,8 +69,6 @@ _STARTED: Final = 1
 _DONE: Final = 2
 
 _UNDO_ATTEMPTS: Final = 5
-# Runs whose on_event hooks (span recorders aside) want these kinds give up batch workers.
-_START_END: Final = frozenset({"step_start", "step_complete"})
 # The outcome of a plain step's span, by how its attempt ended (`Run._plain_end`).
 _OUTCOMES: Final = {
     "step_complete": "complete",
@@ -196,6 +194,10 @@ class Run:
             self.spans = self.mw.span_hooks
             self.plain_hooks = self.mw.plain_hooks
             self.plain_kinds = self.mw.plain_kinds
+        # Whether a plain step's start and completion are reported at all (`_plain_start`).
+        self.report_plain = self.fast_events and bool(
+            self.spans or {"step_start", "step_complete"} & self.plain_kinds
+        )
         # What `_plain_start` returned for plain steps whose NewSteps run in `_steps`, and the
         # step's context (its completion is reported in the context its start was).
         self.plain_open: dict[int, tuple[tuple[float, int] | None, contextvars.Context]] = {}
@@ -249,13 +251,11 @@ class Run:
         self.releasing = plan.returns is not None
         self.state = bytearray(n)
         self.holding = bytearray(n)  # 1 while step i holds a limiter slot
-        # Steps batch workers start inline (`_work_batch`): plain async steps with simple
-        # arguments, in runs with no limiter and no start or complete events to deliver
-        # (span recorders such as `Trace` take a plain step's attempt as one record).
+        # Steps batch workers start inline (`_work_batch`), in runs with no limiter whose
+        # event hooks (if any) are sync: async steps with simple arguments, called
+        # directly, and steps with options, run through their attempts.
         self.plain: Sequence[bool] | bytes
-        if limiter is not None or (
-            self.emit and (not self.fast_events or _START_END & self.plain_kinds)
-        ):
+        if limiter is not None or (self.emit and not self.fast_events):
             self.plain = bytes(n)
         elif self.kinds is plan.kinds:
             self.plain = plan.plain
@@ -498,7 +498,7 @@ class Run:
     def _run_sync_chain(self, j: int) -> None:
         """Run plain-def step j inline, then any plain-def steps that become ready, iteratively."""
         stack = [j]
-        events = self.fast_events
+        report = self.report_plain
         inline = 0
         batch: list[int] = []  # plain async steps made ready: one worker starts them
         while stack:
@@ -514,18 +514,18 @@ class Run:
             ctx = self.base_ctx.copy()
             try:
                 pos, _ = self._args(i, 1)
-                if events:
+                if report:
                     started = self._plain_start(i, ctx)
                 value = ctx.run(self.plan.fns[i], *pos)
             except BaseException as exc:
                 self._settle(i, exc, started, ctx)
                 continue
             if type(value) is NewSteps:
-                if events:
+                if report:
                     self.plain_open[i] = (started, ctx)
                 self._spawn(i, value)  # planning and running new steps needs a task
                 continue
-            if events:
+            if report:
                 try:
                     self._plain_end(i, "step_complete", started, value, ctx=ctx)
                 except BaseException as exc:  # a middleware hook raised: the step fails
@@ -646,7 +646,7 @@ class Run:
         state = self.state
         plain = self.plain
         base = self.base_ctx
-        spans = self.spans  # no step_start or step_complete event is wanted here
+        report = self.report_plain
         k = 0  # batch[k:] are pending, not started yet
         nxt = -1  # a plain step _continue handed over (started), to run before batch[k:]
         ran = 0
@@ -674,8 +674,8 @@ class Run:
                 try:
                     if mode == BATCH_CALL:
                         self.attempts[i] = 1
-                        if spans:
-                            started = self._plain_start(i)
+                        if report:
+                            started = self._plain_start(i, ctx)
                         coro = fns[i](*fetch[i](self.vals))  # type: ignore[misc]
                     else:  # BATCH_ATTEMPTS: options (retries, timeout, guard, ...)
                         coro = self._attempts(i)
@@ -704,13 +704,17 @@ class Run:
                 if type(value) is NewSteps:
                     if k < len(batch):
                         self._spawn_batch(batch[k:])
-                    if started is not None:
+                    if report and mode == BATCH_CALL:
                         self.plain_open[i] = (started, ctx)
                     await self._steps(i, value, False)
                     return
                 if mode == BATCH_CALL:
-                    if started is not None:
-                        self._plain_end(i, "step_complete", started, value)
+                    if report:
+                        try:
+                            self._plain_end(i, "step_complete", started, value, ctx=ctx)
+                        except BaseException as exc:  # a middleware hook raised: it fails
+                            self._batch_failed(i, mode, exc, started, ctx)
+                            continue
                     self._done_plain(i, value)
                 elif value is _Skipped:
                     self._record(i, None, None, undoable=False)
@@ -829,7 +833,7 @@ class Run:
                     if kind == _ASYNC:
                         if not first:
                             step_ctx = self.base_ctx.copy()
-                        if self.fast_events:
+                        if self.report_plain:
                             started = self._plain_start(i, step_ctx)
                         fetch = plan.fetch[i]
                         if fetch is not None:
@@ -857,7 +861,7 @@ class Run:
                             out = await _InContext(coro, ctx, yielded)
                     if kind == _ASYNC:
                         value = out
-                        if self.fast_events and type(value) is not NewSteps:
+                        if self.report_plain and type(value) is not NewSteps:
                             self._plain_end(i, "step_complete", started, value, ctx=step_ctx)
                     else:
                         value, arguments = out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 
 import pytest
@@ -318,3 +319,46 @@ async def test_error_events_reach_a_middleware_that_only_wants_errors():
     with pytest.raises(rp.Halted):
         await halting.run(middleware=[hooks])
     assert ("step_halt", "pause") == hooks.events[-1]
+
+
+CURRENT: contextvars.ContextVar[str] = contextvars.ContextVar("CURRENT", default="none")
+
+
+def test_a_steps_events_are_delivered_in_its_own_context():
+    """What a sync on_event hook sets in the context at step_start, that step's code sees
+    (how tracing middleware makes a step's span current), for every way a step is run:
+    batched siblings, a chain continued by its worker, plain defs, steps with options."""
+
+    class SetsCurrent:
+        def on_event(self, event: rp.Event) -> None:
+            if event.kind == "step_start":
+                CURRENT.set(event.step)
+
+    r = rp.Reactor("contexts")
+
+    @r.step
+    async def root():
+        return CURRENT.get()
+
+    async def leaf(root):
+        await asyncio.sleep(0.01)
+        return CURRENT.get()
+
+    for name in ("left", "right"):
+        r.add(rp.step(leaf), name=name)
+
+    @r.step
+    def plain_def(left):
+        return CURRENT.get()
+
+    @r.step(retries=1)
+    async def with_options(right):
+        return CURRENT.get()
+
+    @r.step
+    async def chained(plain_def, with_options):
+        return CURRENT.get()
+
+    result = run_virtual(r.run(middleware=[SetsCurrent()]))
+    assert result == {name: name for name in result}
+    assert CURRENT.get() == "none"

@@ -65,10 +65,13 @@ def test_seed_span_tree(otel: tuple[TracerProvider, InMemorySpanExporter]):
             "reactorpy.step": name,
             "reactorpy.attempt": 1,
             "reactorpy.phase": "step",
-            "reactorpy.concurrency": 3,
+            "reactorpy.concurrency": span.attributes["reactorpy.concurrency"],
             "reactorpy.outcome": "complete",
         }
         assert span.status.status_code == StatusCode.UNSET
+    # The fetches start one after another at the same moment, each counting those running.
+    fetches = ["fetch_profile", "fetch_preferences", "fetch_activity"]
+    assert [spans[f"step {f}"].attributes["reactorpy.concurrency"] for f in fetches] == [1, 2, 3]
 
 
 def test_failures_have_error_status(otel: tuple[TracerProvider, InMemorySpanExporter]):
