@@ -55,7 +55,7 @@ class Reactor:
         returns: str | None = None,
         max_concurrency: int | Limiter | None = None,
         limits: Mapping[str, int] | None = None,
-        middleware: Sequence[Any] = (),
+        middleware: Sequence[Any] | None = (),
         executor: Any = None,
     ) -> None:
         self.name = name
@@ -65,7 +65,7 @@ class Reactor:
         self._returns = returns
         self.max_concurrency = max_concurrency
         self.limits = dict(limits or {})
-        self.middleware = list(middleware)
+        self.middleware = _middleware_list(middleware, f"Reactor {name!r}")
         Middleware(self.middleware)  # fail early on objects that are not middleware
         if executor is not None:
             check_executor(executor, f"Reactor {name!r}")
@@ -322,7 +322,7 @@ class Reactor:
         limits: Mapping[str, int] | None,
         timeout: float | None,
         grace: float,
-        middleware: Sequence[Any],
+        middleware: Sequence[Any] | None,
         executor: Any = None,
         checkpoint: Checkpoint | None = None,
     ) -> Any:
@@ -336,7 +336,7 @@ class Reactor:
             raise TypeError(f"context must be a dict, got {type(context).__name__}")
         if executor is not None:
             check_executor(executor, f"run() of {self.name!r}")
-        mw = [*self.middleware, *middleware]
+        mw = [*self.middleware, *_middleware_list(middleware, f"run() of {self.name!r}")]
         return Run(
             self,
             plan,
@@ -362,7 +362,7 @@ class Reactor:
         limits: Mapping[str, int] | None = None,
         timeout: float | None = None,
         grace: float = 5.0,
-        middleware: Sequence[Any] = (),
+        middleware: Sequence[Any] | None = (),
         executor: Any = None,
     ) -> Any:
         """Run the reactor and return the value of ``returns``.
@@ -425,7 +425,7 @@ class Reactor:
         limits: Mapping[str, int] | None = None,
         timeout: float | None = None,
         grace: float = 5.0,
-        middleware: Sequence[Any] = (),
+        middleware: Sequence[Any] | None = (),
         executor: Any = None,
     ) -> Any:
         """Continue a halted run from its `Checkpoint`; takes the options of `run`.
@@ -454,3 +454,16 @@ class Reactor:
             checkpoint=checkpoint,
         )
         return await run.execute()
+
+
+def _middleware_list(middleware: Sequence[Any] | None, where: str) -> list[Any]:
+    """``middleware=`` as a list: None is none; one object on its own is a mistake worth
+    a clear message (iterating it would fail obscurely, or walk the wrong thing)."""
+    if middleware is None:
+        return []
+    if not isinstance(middleware, Sequence) or isinstance(middleware, str):
+        raise TypeError(
+            f"{where}: middleware must be a list of middleware objects, got "
+            f"{type(middleware).__name__}; wrap it: middleware=[...]."
+        )
+    return list(middleware)

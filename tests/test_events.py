@@ -362,3 +362,19 @@ def test_a_steps_events_are_delivered_in_its_own_context():
     result = run_virtual(r.run(middleware=[SetsCurrent()]))
     assert result == {name: name for name in result}
     assert CURRENT.get() == "none"
+
+
+async def test_middleware_none_is_none_and_a_lone_object_is_refused():
+    """middleware=None means no middleware; one middleware object not in a list is a
+    clear TypeError, for a reactor and for a run."""
+    r = rp.Reactor("lone", returns="a", middleware=None)
+
+    @r.step
+    async def a():
+        return 1
+
+    assert 1 == await r.run(middleware=None)
+    with pytest.raises(TypeError, match=r"middleware=\[\.\.\.\]"):
+        await r.run(middleware=rp.Trace())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"Reactor 'x'.*list of middleware"):
+        rp.Reactor("x", middleware=rp.Trace())  # type: ignore[arg-type]

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import reactorpy as rp
-from reactorpy.testing import run_virtual
+from reactorpy.testing import Recorder, run_virtual
 from tests.strategies import dags
 
 
@@ -108,9 +108,13 @@ class Harness:
                 ended.add(i)
 
 
-async def run_and_check(h: Harness, limit: int | None, async_: bool) -> Any:
+async def run_and_check(
+    h: Harness, limit: int | None, async_: bool, middleware: list[Any] | None = None
+) -> Any:
     try:
-        result = await h.reactor.run(max_concurrency=limit, async_=async_, grace=100)
+        result = await h.reactor.run(
+            max_concurrency=limit, async_=async_, grace=100, middleware=middleware
+        )
     except rp.RunFailed as failed:
         result = failed
     leftover = {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
@@ -119,13 +123,32 @@ async def run_and_check(h: Harness, limit: int | None, async_: bool) -> Any:
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(dag=dags(), limit=st.one_of(st.none(), st.integers(min_value=1, max_value=4)))
-def test_saga_invariants_on_random_dags(dag: Any, limit: int | None) -> None:
+@given(
+    dag=dags(),
+    limit=st.one_of(st.none(), st.integers(min_value=1, max_value=4)),
+    recorded=st.booleans(),
+)
+def test_saga_invariants_on_random_dags(dag: Any, limit: int | None, recorded: bool) -> None:
     """Dependencies respected, limit kept, each completed undoable step undone once, newest
-    first, exactly the standing errors raised, and no task left behind."""
+    first, exactly the standing errors raised, and no task left behind; with an event
+    recorder attached, every attempt that ended was announced first, once."""
     h = Harness(dag)
-    result = run_virtual(run_and_check(h, limit, True))
+    recorder = Recorder()
+    result = run_virtual(run_and_check(h, limit, True, [recorder] if recorded else None))
     h.check_dependencies()
+    if recorded:
+        started: set[tuple[str, int]] = set()
+        for e in recorder.events:
+            key = (e.step, e.attempt)
+            if e.kind == "step_start":
+                assert key not in started
+                started.add(key)
+            elif e.kind in ("step_complete", "step_error", "step_retry"):
+                assert key in started, e
+        # A compensation that continues completes its step with a value of its own.
+        ends = ("step_complete", "compensate_continue")
+        completed = {e.step for e in recorder.events if e.kind in ends}
+        assert completed == {f"s{i}" for i in set(h.completed)}
     if limit is not None:
         assert h.peak <= limit
     failed = any(k == "fail" for k in h.kinds) and isinstance(result, rp.RunFailed)
