@@ -625,14 +625,15 @@ class Run:
             w.set_result(None)
 
     def _spawn_batch(self, batch: list[int]) -> None:
-        """Give pending plain async steps (most critical first) one worker between them."""
+        """Give pending batchable steps (``plain``, most critical first) one worker."""
         self.tasks[batch[0]] = self.new_task(self._work_batch(batch), context=self.base_ctx.copy())
 
     async def _work_batch(self, batch: list[int]) -> None:
-        """A worker for plain async steps (``plain``): the short path of `_work`.
+        """A worker for batchable steps (``plain``): the short path of `_work`.
 
         It starts the steps of `batch` one after another, each in a fresh copy of the
-        caller's context, and most (fan-out leaves, no-op steps) finish without suspending.
+        caller's context (a plain async step by calling it, one with options through its
+        attempts), and most (fan-out leaves, no-op steps) finish without suspending.
         One that suspends keeps this worker, which hands the rest of the batch to a new one:
         a step is driven to its end by the task that started it (what
         ``asyncio.current_task()``, ``asyncio.timeout`` and ``TaskGroup`` inside a step rely
