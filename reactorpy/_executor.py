@@ -49,7 +49,7 @@ from ._errors import _UNSET, Halt, Halted, InputError, Retry, RunFailed
 from ._events import Event, Middleware, RunInfo, SpanRecord
 from ._limiter import Limiter
 from ._offload import OffloadError
-from ._plan import BATCH_CALL, KIND_ASYNC, KIND_FEATURED, KIND_SYNC
+from ._plan import BATCH_ATTEMPTS, BATCH_TRY, KIND_ASYNC, KIND_FEATURED, KIND_SYNC
 from ._step import Callback, Continue, NewSteps
 
 if TYPE_CHECKING:
@@ -258,7 +258,7 @@ class Run:
         if limiter is not None or (self.emit and not self.fast_events):
             self.plain = bytes(n)
         elif self.kinds is plan.kinds:
-            self.plain = plan.plain
+            self.plain = plan.plain_events if self.emit else plan.plain
         else:
             self.plain = [
                 k == _ASYNC and f is not None and not x
@@ -672,44 +672,57 @@ class Run:
                 ctx = base.copy()
                 mode = plain[i]
                 started = None
+                waited = False
                 try:
-                    if mode == BATCH_CALL:
+                    if mode == BATCH_ATTEMPTS:  # options (retries, timeout, guard, ...)
+                        coro = self._attempts(i)
+                    else:  # BATCH_CALL, or BATCH_TRY until it fails
                         self.attempts[i] = 1
                         if report:
                             started = self._plain_start(i, ctx)
                         coro = fns[i](*fetch[i](self.vals))  # type: ignore[misc]
-                    else:  # BATCH_ATTEMPTS: options (retries, timeout, guard, ...)
-                        coro = self._attempts(i)
                     yielded = ctx.run(coro.send, None)
                 except StopIteration as stop:
                     out = stop.value
                 except BaseException as exc:
-                    self._batch_failed(i, mode, exc, started, ctx)
-                    continue
+                    if mode != BATCH_TRY or not _retried(exc):
+                        self._batch_failed(i, mode, exc, started, ctx)
+                        continue
+                    mode, coro, yielded = BATCH_ATTEMPTS, self._attempts(i, exc), None
+                    waited = True
                 else:
+                    waited = True
+                if waited:
                     # It waits: this worker drives it to the end; the rest go to a new one.
                     if k < len(batch):
                         self._spawn_batch(batch[k:])
                         del batch[k:]
                     try:
-                        out = await _InContext(coro, ctx, yielded)
+                        try:
+                            out = await _InContext(coro, ctx, yielded)
+                        except BaseException as exc:
+                            if mode != BATCH_TRY or not _retried(exc):
+                                raise
+                            # Its attempts take over from the failed first one.
+                            mode, coro = BATCH_ATTEMPTS, self._attempts(i, exc)
+                            out = await _InContext(coro, ctx, None)
                     except BaseException as exc:
                         self._batch_failed(i, mode, exc, started, ctx)
                         return
                     batch, k = [], 0
                 arguments = None
-                if mode == BATCH_CALL:
-                    value = out
-                else:
+                if mode == BATCH_ATTEMPTS:
                     value, arguments = out
+                else:
+                    value = out
                 if type(value) is NewSteps:
                     if k < len(batch):
                         self._spawn_batch(batch[k:])
-                    if report and mode == BATCH_CALL:
+                    if report and mode != BATCH_ATTEMPTS:
                         self.plain_open[i] = (started, ctx)
                     await self._steps(i, value, False)
                     return
-                if mode == BATCH_CALL:
+                if mode != BATCH_ATTEMPTS:
                     if report:
                         try:
                             self._plain_end(i, "step_complete", started, value, ctx=ctx)
@@ -761,7 +774,7 @@ class Run:
                 self._plain_end(i, "cancelled", started)
             if not self.stopping:  # not cancelled by this run
                 self._fatal(i, asyncio.CancelledError())
-        elif mode == BATCH_CALL:
+        elif mode != BATCH_ATTEMPTS:
             self._settle(i, exc, started, ctx)
         elif isinstance(exc, _Pending):  # the run stopped during a backoff
             self.state[i] = _PENDING
@@ -1051,15 +1064,18 @@ class Run:
         return cont
 
     # ------------------------------------------------------------------ attempts
-    async def _attempts(self, i: int) -> tuple[Any, dict[str, Any] | None]:
+    async def _attempts(
+        self, i: int, failed: BaseException | None = None
+    ) -> tuple[Any, dict[str, Any] | None]:
         """Run step i with its options: guard, attempts, timeout, retries, compensation.
 
         Returns the value and, when a callback needed them, the arguments by name (so undo
-        does not build them again).
+        does not build them again). `failed`: what the attempt a batch worker already made
+        raised (``BATCH_TRY``), handled as if this attempt had raised it.
         """
         step = self.plan.steps[i]
         retries = step.retries
-        first_attempt = self.attempts[i]
+        first_attempt = self.attempts[i] - (failed is not None)
         # Built only when a callback needs them: most attempts succeed without.
         arguments: dict[str, Any] | None = None
         fetch = self.plan.fetch[i]
@@ -1081,6 +1097,9 @@ class Run:
             if self.emit:
                 await self._event("step_start", i, attempt)
             try:
+                if failed is not None:
+                    exc, failed = failed, None
+                    raise exc
                 if direct:
                     assert fetch is not None
                     value = step.fn(*fetch(self.vals))
@@ -1683,3 +1702,9 @@ def _step_of(error: BaseException) -> list[str]:
         if note.startswith("reactorpy: step "):
             return [note.split("'")[1]]
     return []
+
+
+def _retried(exc: BaseException) -> bool:
+    """Whether a ``BATCH_TRY`` step's failure goes on to its attempts (retry, compensate):
+    errors do; halts, cancellation and interrupts do not."""
+    return isinstance(exc, Exception) and not isinstance(exc, Halt)

@@ -30,8 +30,10 @@ The arrays, for step index ``i`` (indices follow ``Plan.order``):
 - ``plain[i]``: how a plain run starts step i inline, in a batch with its siblings
   (`Run._work_batch`): ``BATCH_CALL``, an async step with no options and simple arguments,
   called directly; ``BATCH_ATTEMPTS``, a step with options (retries, timeout, guard, ...)
-  run through its attempts; 0, not in a batch (``async_=False``, composite and executor
-  steps, plain defs, which run inline anyway).
+  run through its attempts; ``BATCH_TRY``, an async step whose only options are retries or
+  a compensation, called directly, its attempts taking over if it fails (runs with events
+  use ``plain_events``, where it is ``BATCH_ATTEMPTS``); 0, not in a batch
+  (``async_=False``, composite and executor steps, plain defs, which run inline anyway).
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ KIND_FEATURED = 2  # anything else: through the executor's attempts loop
 
 BATCH_CALL = 1
 BATCH_ATTEMPTS = 2
+BATCH_TRY = 3
 
 
 def _batch_mode(step: Step[..., Any], kind: int, slots: tuple[int, ...] | None) -> int:
@@ -68,6 +71,8 @@ def _batch_mode(step: Step[..., Any], kind: int, slots: tuple[int, ...] | None) 
     if kind == KIND_ASYNC and slots is not None:
         return BATCH_CALL
     if kind == KIND_FEATURED and not step.composite and step.executor is None:
+        if step.is_async and slots is not None and step.when is None and step.timeout is None:
+            return BATCH_TRY  # retries, compensation: only a failure needs them
         return BATCH_ATTEMPTS
     return 0
 
@@ -126,6 +131,7 @@ class Plan:
     has_undo: tuple[bool, ...] = attrs.field(repr=False)
     exclusive: tuple[bool, ...] = attrs.field(repr=False)
     plain: bytes = attrs.field(repr=False)
+    plain_events: bytes = attrs.field(repr=False)
     direct: bytes = attrs.field(repr=False)
     constants: tuple[Any, ...] = attrs.field(repr=False)
     input_paths: tuple[tuple[str, str, Input], ...] = attrs.field(repr=False)
@@ -388,6 +394,7 @@ def _compile(
         has_undo=tuple(has_undo),
         exclusive=tuple(exclusive),
         plain=bytes(plain),
+        plain_events=bytes(plain).replace(bytes([BATCH_TRY]), bytes([BATCH_ATTEMPTS])),
         direct=bytes(direct),
         constants=tuple(constants),
         input_paths=tuple(input_paths),

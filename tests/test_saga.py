@@ -592,3 +592,31 @@ def test_step_timeout_in_a_batch_of_siblings_cancels_only_that_step():
     result = run_virtual(r.run())
     assert (result["a"], result["slow"], result["b"]) == ("a", "fallback", "b")
     assert sorted(ended) == [("a", 0.5), ("b", 0.5)]
+
+
+def test_a_retrying_step_called_directly_retries_after_failing_inline_or_later():
+    """A step whose only option is retries is first called like a plain step; when it
+    fails (at once, or after waiting) its attempts take over, with the configured backoff,
+    and its siblings are not held up."""
+    calls: list[float] = []
+    r = rp.Reactor("flaky")
+
+    @r.step(retries=2, retry_on=ConnectionError, backoff=0.1)
+    async def flaky() -> str:
+        now = asyncio.get_running_loop().time()
+        calls.append(now)
+        if len(calls) == 1:
+            raise ConnectionError("at once")  # before any await
+        if len(calls) == 2:
+            await asyncio.sleep(0.05)
+            raise ConnectionError("after waiting")
+        return "ok"
+
+    @r.step
+    async def sibling() -> float:
+        await asyncio.sleep(0.2)
+        return asyncio.get_running_loop().time()
+
+    result = run_virtual(r.run())
+    assert result == {"flaky": "ok", "sibling": 0.2}
+    assert calls == [0.0, pytest.approx(0.1), pytest.approx(0.25)]
