@@ -790,11 +790,14 @@ class Run:
             self._fatal(i, exc)
 
     def _done_plain(self, i: int, value: Any) -> None:
-        """Plain step i completed with value: `_record`, or what it amounts to when there is
-        nothing to push or release."""
-        if self.releasing or self.plan.has_undo[i]:
+        """Plain step i (simple arguments) completed with value: `_record`, or what it
+        amounts to when there is nothing to release."""
+        if self.releasing:
             self._record(i, value, None)
             return
+        plan = self.plan
+        if plan.has_undo[i]:  # as _record keeps it: the values, named only if undo runs
+            self.undo_stack.append((i, value, plan.fetch[i](self.vals)))  # type: ignore[misc]
         self.state[i] = _DONE
         self.vals[i] = value
         self.n_done += 1
