@@ -198,6 +198,10 @@ class Run:
         self.report_plain = self.fast_events and bool(
             self.spans or {"step_start", "step_complete"} & self.plain_kinds
         )
+        # Whether only span recorders want them: a batch worker then records the span itself.
+        self.spans_only = bool(self.spans) and not (
+            {"step_start", "step_complete"} & self.plain_kinds
+        )
         # What `_plain_start` returned for plain steps whose NewSteps run in `_steps`, and the
         # step's context (its completion is reported in the context its start was).
         self.plain_open: dict[int, tuple[tuple[float, int] | None, contextvars.Context]] = {}
@@ -648,6 +652,11 @@ class Run:
         plain = self.plain
         base = self.base_ctx
         report = self.report_plain
+        vals = self.vals
+        has_undo = plan.has_undo
+        spans_only, spans, clock, names = self.spans_only, self.spans, self.clock, self.names
+        ready_order = self.ready_order
+        remaining = self.remaining
         k = 0  # batch[k:] are pending, not started yet
         nxt = -1  # a plain step _continue handed over (started), to run before batch[k:]
         ran = 0
@@ -678,9 +687,11 @@ class Run:
                         coro = self._attempts(i)
                     else:  # BATCH_CALL, or BATCH_TRY until it fails
                         self.attempts[i] = 1
-                        if report:
+                        if spans_only:
+                            started = (clock(), len(self.tasks))
+                        elif report:
                             started = self._plain_start(i, ctx)
-                        coro = fns[i](*fetch[i](self.vals))  # type: ignore[misc]
+                        coro = fns[i](*fetch[i](vals))  # type: ignore[misc]
                     yielded = ctx.run(coro.send, None)
                 except StopIteration as stop:
                     out = stop.value
@@ -723,20 +734,41 @@ class Run:
                     await self._steps(i, value, False)
                     return
                 if mode != BATCH_ATTEMPTS:
-                    if report:
+                    if spans_only:  # what _plain_end does for span recorders alone
+                        record = (
+                            names[i], self.run_id, "step", 1, started[0], clock(),  # type: ignore[index]
+                            "complete", started[1], None,  # type: ignore[index]
+                        )  # fmt: skip
+                        for hook in spans:
+                            hook(record)
+                    elif report:
                         try:
                             self._plain_end(i, "step_complete", started, value, ctx=ctx)
                         except BaseException as exc:  # a middleware hook raised: it fails
                             self._batch_failed(i, mode, exc, started, ctx)
                             continue
-                    self._done_plain(i, value)
+                    if self.releasing or has_undo[i]:
+                        self._done_plain(i, value)
+                    else:  # what _done_plain does with nothing to push (inline: a chain)
+                        state[i] = _DONE
+                        vals[i] = value
+                        self.n_done += 1
+                        if self.n_done == self.n:
+                            self._wake_coordinator()
                 elif value is _Skipped:
                     self._record(i, None, None, undoable=False)
                 else:
                     self._record(i, value, arguments)
                 out = arguments = None
                 value = None  # from here the result lives in vals only
-                if plan.ready_order[i]:
+                dependents = ready_order[i]
+                if len(dependents) == 1 and plain[d := dependents[0]] and not self.gate:
+                    # What _continue does for a chain's next step, without the call.
+                    remaining[d] -= 1
+                    if not remaining[d] and state[d] == _PENDING and not self.stopping:
+                        state[d] = _STARTED
+                        nxt = d
+                elif dependents:
                     nxt = self._continue(i, batch)
                     if self.gate == 0 and self.held and not self.stopping:
                         held, self.held = self.held, []
