@@ -1627,10 +1627,7 @@ class Run:
     ) -> None:
         """Deliver an event to sync on_event hooks at once (``fast_events`` runs only)."""
         if kind in self.emit_kinds:
-            event = self._make_event(kind, name, attempt, value, error)
-            for hook, kinds in self.event_hooks:
-                if kinds is None or kind in kinds:
-                    hook(event)
+            _deliver(self.event_hooks, self._make_event(kind, name, attempt, value, error))
 
     def _plain_start(
         self, i: int, ctx: contextvars.Context | None = None
@@ -1640,10 +1637,7 @@ class Run:
         context, if not the current one); the start time and concurrency for span
         recorders (`SPAN_RECORDER`), returned for `_plain_end`, if there are any."""
         if "step_start" in self.plain_kinds:
-            if ctx is None:
-                self._plain_event("step_start", i, None, None)
-            else:
-                ctx.run(self._plain_event, "step_start", i, None, None)
+            self._plain_event("step_start", i, None, None, ctx)
         return (self.clock(), len(self.tasks)) if self.spans else None
 
     def _plain_end(
@@ -1661,10 +1655,7 @@ class Run:
         in `ctx`, as `_plain_start`'s was, before the span is recorded: when a hook raises,
         the step fails instead, and its span is recorded once, as an error."""
         if kind in self.plain_kinds:
-            if ctx is None:
-                self._plain_event(kind, i, value, error)
-            else:
-                ctx.run(self._plain_event, kind, i, value, error)
+            self._plain_event(kind, i, value, error, ctx)
         if started is not None:
             record = (
                 self.names[i], self.run_id, "step", 1, started[0], self.clock(),
@@ -1673,11 +1664,20 @@ class Run:
             for hook in self.spans:
                 hook(record)
 
-    def _plain_event(self, kind: str, i: int, value: Any, error: BaseException | None) -> None:
+    def _plain_event(
+        self,
+        kind: str,
+        i: int,
+        value: Any,
+        error: BaseException | None,
+        ctx: contextvars.Context | None,
+    ) -> None:
+        """An event of plain step i to the on_event hooks that take events, in `ctx`."""
         event = self._make_event(kind, self.names[i], 1, value, error)
-        for hook, kinds in self.plain_hooks:
-            if kinds is None or kind in kinds:
-                hook(event)
+        if ctx is None:
+            _deliver(self.plain_hooks, event)
+        else:
+            ctx.run(_deliver, self.plain_hooks, event)
 
     def _make_event(
         self, kind: str, name: str, attempt: int, value: Any, error: BaseException | None
@@ -1694,6 +1694,14 @@ class _SkippedType:
 
 
 _Skipped: Final = _SkippedType()
+
+
+def _deliver(hooks: Sequence[tuple[Any, frozenset[str] | None]], event: Event) -> None:
+    """Give `event` to each sync on_event hook that wants its kind."""
+    kind = event.kind
+    for hook, kinds in hooks:
+        if kinds is None or kind in kinds:
+            hook(event)
 
 
 def _no_clock() -> float:  # pragma: no cover - replaced when the run starts
