@@ -13,6 +13,9 @@ Contenders, all run in one process on one event loop:
 - ``graphlib``: ``graphlib.TopologicalSorter`` with an ``asyncio.wait(FIRST_COMPLETED)`` loop.
 - ``barrier``: ``networkx.topological_generations`` plus one ``asyncio.gather`` per generation.
 - ``reactorpy``: a reactor built through the public API, planned once before timing.
+- ``(kahn)``, scaling workload only: Kahn's algorithm over the DAG's lists of parent indices,
+  no asyncio at all. Not a contender but the machine's own factor between the two sizes: the
+  leanest linear pass, so the part of any ratio above 10x that no algorithm can remove.
 
 Methodology: every contender's objects (reactor definitions and plans, topological sorters,
 generations) are built before timing; ``gc.collect(); gc.freeze()`` precedes each workload's
@@ -57,6 +60,7 @@ from _common import (
     run_main,
     selection,
     short_error,
+    timed,
     verdict,
 )
 
@@ -476,6 +480,7 @@ async def bench_limited(cfg: Config, limit: int = 10) -> None:
 @dataclass(slots=True)
 class ScalePoint:
     tasks: float = math.nan  # best run time of the tasks baseline
+    kahn: float = math.nan  # best time of Kahn's algorithm over the same DAG (calibration)
     mem_tasks: float = math.nan  # its peak MiB while running
     build: float = math.nan  # reactorpy: time to define the reactor
     plan: float = math.inf  # best cold plan() (of a freshly built reactor)
@@ -499,12 +504,40 @@ async def traced_peak(make: Callable[[], Awaitable[Any] | Any]) -> float:
         tracemalloc.stop()
 
 
+def kahn_order(preds: Sequence[Sequence[int]]) -> list[int]:
+    """Kahn's algorithm over lists of parent indices: the leanest linear pass over a DAG.
+
+    The scaling workload times it at both sizes as the machine's own factor: how much more a
+    pass over 10x the steps costs when the larger working set no longer fits the caches.
+    """
+    indegree = [len(ps) for ps in preds]
+    children: list[list[int]] = [[] for _ in preds]
+    for k, ps in enumerate(preds):
+        for p in ps:
+            children[p].append(k)
+    current = [k for k, d in enumerate(indegree) if not d]
+    order: list[int] = []
+    while current:
+        order.extend(current)
+        after = []
+        for k in current:
+            for d in children[k]:
+                indegree[d] -= 1
+                if not indegree[d]:
+                    after.append(d)
+        current = after
+    return order
+
+
 async def scale_point(cfg: Config, n: int) -> ScalePoint:
     """Build, plan and run a random DAG of ``n`` steps; memory in a second, separate pass."""
     point = ScalePoint()
     workload = random_dag_workload(n, name=f"random{n // 1000}k")
     fns = step_fns(workload)
     reps = max(1, cfg.fast_reps - 2) if n > 10_000 else cfg.fast_reps
+    preds = [list(s.parents) for s in workload.steps]
+    assert len(kahn_order(preds)) == n
+    point.kahn = min(timed(lambda: kahn_order(preds), cfg.fast_reps))
     tasks_arm: Arm = lambda: run_tasks(workload, fns)  # noqa: E731
     await check_run("tasks", tasks_arm, workload)
     point.tasks = (await best_times({"tasks": tasks_arm}, reps))["tasks"]
@@ -549,6 +582,7 @@ async def bench_scaling(cfg: Config, target: float = 12.0) -> None:
         wl = f"scale{n // 1000}k"
         p = points[n] = await scale_point(cfg, n)
         cfg.emit(Row(wl, "tasks", f"run   {p.tasks * 1e3:8.1f} ms, peak {p.mem_tasks:6.1f} MiB"))
+        cfg.emit(Row(wl, "(kahn)", f"pass  {p.kahn * 1e3:8.1f} ms"))
         if p.error is not None:
             cfg.emit(Row(wl, "reactorpy", "skipped", verdict=f"SKIP: {p.error}"))
             continue
@@ -561,6 +595,7 @@ async def bench_scaling(cfg: Config, target: float = 12.0) -> None:
     lo, hi = sorted(points)[:2]
     small, large = points[lo], points[hi]
     sizes = f"{hi // 1000}k/{lo // 1000}k"
+    cfg.emit(Row("scaling", "(kahn)", f"pass {sizes} = {large.kahn / small.kahn:.2f}x"))
     cfg.emit(Row("scaling", "tasks", f"run {sizes} = {large.tasks / small.tasks:.2f}x"))
     if small.error or large.error:
         return
