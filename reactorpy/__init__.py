@@ -37,7 +37,7 @@ from ._limiter import Limiter
 from ._logging import LoggingMiddleware
 from ._offload import OffloadError
 from ._plan import Plan
-from ._reactor import Reactor
+from ._reactor import Reactor, Reversible
 from ._step import Continue, NewSteps, Step, step
 from ._trace import Trace
 
@@ -67,6 +67,7 @@ __all__ = [
     "Result",
     "ResumeError",
     "Retry",
+    "Reversible",
     "RunFailed",
     "RunInfo",
     "Step",

@@ -1,4 +1,4 @@
-"""Checkpoints: the picklable, JSON-exportable state of a halted run.
+"""Checkpoints: the picklable, JSON-exportable state of a halted (or finished) run.
 
 Owns: `Checkpoint` and `UndoRecord`, their JSON form, and the check that a checkpoint fits
 the reactor that resumes it.
@@ -38,7 +38,8 @@ class UndoRecord:
 
 @attrs.frozen
 class Checkpoint:
-    """Everything needed to continue a halted run, in this or another process.
+    """Everything needed to continue a halted run, or to undo a run, in this or another
+    process.
 
     Pickle it, or use `to_json`/`from_json` when every value is JSON-serialisable.
 
@@ -55,6 +56,8 @@ class Checkpoint:
         halted_step: the step that halted, or None for a run timeout.
         inner: checkpoints of composed reactors that halted inside, by step name (for a
             switch, the chosen branch's index and its checkpoint).
+        finished: the run completed (`Reactor.run_reversible`): it can be undone, not
+            resumed.
     """
 
     reactor: str
@@ -68,6 +71,7 @@ class Checkpoint:
     reason: Any = None
     halted_step: str | None = None
     inner: dict[str, Any] = attrs.field(factory=dict)
+    finished: bool = False
 
     def check(self, reactor: str, fingerprint: str, structure: dict[str, tuple[str, ...]]) -> None:
         """Raise `ResumeError` unless this checkpoint belongs to a reactor of this shape."""
@@ -113,6 +117,7 @@ class Checkpoint:
                 "reason": self.reason,
                 "halted_step": self.halted_step,
                 "inner": {k: _inner_to_json(v) for k, v in self.inner.items()},
+                "finished": self.finished,
             }
         )
 
@@ -134,6 +139,7 @@ class Checkpoint:
             reason=data["reason"],
             halted_step=data["halted_step"],
             inner={k: _inner_from_json(v) for k, v in data["inner"].items()},
+            finished=data.get("finished", False),
         )
 
 

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._arguments import Input, NameRef, Result, Source
-from ._checkpoint import UndoRecord
+from ._checkpoint import Checkpoint, UndoRecord
 from ._errors import DefinitionError, Halt, Halted
 from ._executor import _YIELD_EVERY, _InContext
 from ._step import NewSteps, Step
@@ -66,10 +66,17 @@ class CompositeStep(Step[..., Any]):
         super().__init__(_signature_fn(name, params), name=name, args=args, **options)
         self.call = call
         self.children = children
+        # For a child that halted inside this step (its entry in `Checkpoint.inner`): the
+        # child reactor, its checkpoint and the label its steps are named with.
+        self.halted_child: Callable[[Any], tuple[Reactor, Checkpoint, str]] = _no_inner
 
     @property
     def has_features(self) -> bool:
         return True
+
+
+def _no_inner(inner: Any) -> tuple[Reactor, Checkpoint, str]:  # pragma: no cover
+    raise AssertionError("only compose and switch keep a halted child")
 
 
 def child_reactor(unit: Step[..., Any] | Reactor) -> Reactor:
@@ -175,7 +182,9 @@ def make_compose(
         run.extra_undo[i] = records
         return value
 
-    return CompositeStep(name, list(child.inputs), call, {name: child}, args=wiring, **options)
+    step = CompositeStep(name, list(child.inputs), call, {name: child}, args=wiring, **options)
+    step.halted_child = lambda inner: (child, inner, "")
+    return step
 
 
 async def _batches(items: Any, size: int) -> Any:
@@ -572,7 +581,16 @@ def make_switch(
     children = {f"{k}: {b.name}": b for k, (_, b) in enumerate(branches)}
     if fallback is not None:
         children[f"default: {fallback.name}"] = fallback
-    return CompositeStep(name, [_ON, *params], call, children, args=args, **options)
+
+    def halted_child(inner: tuple[int, Checkpoint]) -> tuple[Reactor, Checkpoint, str]:
+        index, checkpoint = inner
+        chosen = candidates[index]
+        assert chosen is not None  # a branch that halted ran
+        return chosen, checkpoint, f"{chosen.name}."
+
+    step = CompositeStep(name, [_ON, *params], call, children, args=args, **options)
+    step.halted_child = halted_child
+    return step
 
 
 async def run_new_steps(run: Run, i: int, new: NewSteps) -> Any:

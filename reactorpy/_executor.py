@@ -308,18 +308,7 @@ class Run:
         self.wakeup = loop.create_future()
         self._check_input_paths()
         if self.mw is not None:
-            self.info = RunInfo(
-                reactor=self.plan.reactor,
-                run_id=self.run_id,
-                inputs=dict(self.inputs),
-                context=self.data,
-                parent=self.parent,
-                step_names=tuple(self.names),
-                critical_path=tuple(self.prefix + name for name in self.plan.critical_path),
-                start=loop.time(),
-                dependencies=self._dependencies(),
-            )
-            await self.mw.call("on_run_start", self.info)
+            await self._run_start()
             # Context variables the middleware set (a tracing span, say) reach every step.
             self.base_ctx = contextvars.copy_context()
         deadline = None
@@ -342,6 +331,75 @@ class Run:
             if deadline is not None:
                 deadline.cancel()
         return await self._finish()
+
+    async def _run_start(self) -> None:
+        assert self.mw is not None
+        assert self.loop is not None
+        self.info = RunInfo(
+            reactor=self.plan.reactor,
+            run_id=self.run_id,
+            inputs=dict(self.inputs),
+            context=self.data,
+            parent=self.parent,
+            step_names=tuple(self.names),
+            critical_path=tuple(self.prefix + name for name in self.plan.critical_path),
+            start=self.loop.time(),
+            dependencies=self._dependencies(),
+        )
+        await self.mw.call("on_run_start", self.info)
+
+    async def revert(self, checkpoint: Checkpoint) -> None:
+        """Undo what `checkpoint` records (`Reactor.undo`); raises `RunFailed` with the undo
+        errors. Shielded: once started, the undo finishes before a cancellation lands."""
+        errors = await self._shielded(self._reverted(checkpoint))
+        if errors:
+            raise self._undo_failed(errors)
+
+    async def _reverted(self, checkpoint: Checkpoint) -> list[BaseException]:
+        """Undo the children that halted inside composite steps (they were still running,
+        so their steps are the newest), then this run's undo stack, newest first."""
+        loop = self.loop = asyncio.get_running_loop()
+        self.clock = loop.time
+        if self.mw is not None:
+            await self._run_start()
+        errors: list[BaseException] = []
+        for name, inner in checkpoint.inner.items():
+            i = self.plan.index[name]
+            composite: Any = self.plan.steps[i]
+            child, child_checkpoint, label = composite.halted_child(inner)
+            child_run = self._child(i, child, child_checkpoint, label)
+            errors.extend(await child_run._reverted(child_checkpoint))
+        self.undo_stack = list(checkpoint.undo_stack)
+        errors.extend(await self._undo_all())
+        errors.extend(self.hook_errors)
+        if self.mw is not None:
+            if errors:
+                await self.mw.call("on_run_error", self.info, self._undo_failed(errors))
+            else:
+                await self.mw.complete(self.info, None)  # type: ignore[arg-type]
+        return errors
+
+    def _child(self, i: int, reactor: Reactor, checkpoint: Checkpoint, label: str) -> Run:
+        """A run of `reactor` inside composite step i, named as its steps are in this run."""
+        return Run(
+            reactor,
+            reactor.plan(),
+            dict(checkpoint.inputs),
+            context=self.data,
+            async_=self.async_,
+            limiter=None,
+            timeout=None,
+            grace=self.grace,
+            middleware=self.mw,
+            prefix=f"{self.names[i]}.{label}",
+            parent=self.run_id,
+        )
+
+    def _undo_failed(self, errors: list[BaseException]) -> RunFailed:
+        failed = [n for e in errors for n in _step_of(e, "reactorpy: undo of step ")]
+        excs = [e if isinstance(e, Exception) else RuntimeError(repr(e)) for e in errors]
+        message = f"undoing reactor {self.plan.reactor!r} failed in step(s) {', '.join(failed)}"
+        return RunFailed(message, excs, reactor=self.plan.reactor)
 
     # ------------------------------------------------------------------ starting steps
     def _start_many(self, ready: Any) -> None:
@@ -1564,6 +1622,22 @@ class Run:
             inner=dict(self.inner),
         )
 
+    def finished_checkpoint(self) -> Checkpoint:
+        """What undoing this completed run needs (`Reactor.run_reversible`): the undo
+        stack, no results."""
+        plan = self.plan
+        return Checkpoint(
+            reactor=plan.reactor,
+            fingerprint=plan.fingerprint,
+            structure=dict(plan.structure),
+            inputs=dict(self.inputs),
+            completed=tuple(n for n, s in zip(plan.order, self.state, strict=True) if s == _DONE),
+            results={},
+            undo_stack=tuple(self.undo_records()),
+            attempts={name: a for name, a in zip(plan.order, self.attempts, strict=True) if a},
+            finished=True,
+        )
+
     def _restore(self, cp: Checkpoint) -> None:
         index = self.plan.index
         for name in cp.completed:
@@ -1740,9 +1814,9 @@ def _unwrap_retry(retry: Retry) -> BaseException:
     return retry
 
 
-def _step_of(error: BaseException) -> list[str]:
+def _step_of(error: BaseException, prefix: str = "reactorpy: step ") -> list[str]:
     for note in getattr(error, "__notes__", ()):
-        if note.startswith("reactorpy: step "):
+        if note.startswith(prefix):
             return [note.split("'")[1]]
     return []
 

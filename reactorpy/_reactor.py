@@ -1,7 +1,7 @@
 """The `Reactor`: a named set of inputs and steps, and the entry points that run it.
 
 Owns: registration of steps (duplicate and signature checks at decoration), the cached
-`Plan`, run option validation, and ``run``/``run_sync``/``resume``.
+`Plan`, run option validation, and ``run``/``run_sync``/``resume``/``run_reversible``/``undo``.
 Must not import: the CLI.
 """
 
@@ -11,15 +11,17 @@ import asyncio
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar, overload
 
+import attrs
+
 from ._arguments import Source
 from ._checkpoint import Checkpoint
-from ._errors import DefinitionError, DuplicateStepError, InputError, ResumeError
+from ._errors import DefinitionError, DuplicateStepError, InputError, ReactorError, ResumeError
 from ._events import Middleware
 from ._limiter import Limiter
 from ._plan import Plan, compile_plan
 from ._step import Step, check_executor, hooks_generation
 
-__all__ = ["Reactor"]
+__all__ = ["Reactor", "Reversible"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -438,6 +440,11 @@ class Reactor:
         """
         if not isinstance(checkpoint, Checkpoint):
             raise ResumeError(f"resume() takes a Checkpoint, got {type(checkpoint).__name__}.")
+        if checkpoint.finished:
+            raise ResumeError(
+                f"This checkpoint is of a run of {checkpoint.reactor!r} that completed: there "
+                "is nothing to resume (undo() reverses it)."
+            )
         plan = self.plan()
         checkpoint.check(self.name, plan.fingerprint, plan.structure)
         run = self._prepare(
@@ -454,6 +461,110 @@ class Reactor:
             checkpoint=checkpoint,
         )
         return await run.execute()
+
+    async def run_reversible(
+        self, inputs: Mapping[str, Any] | None = None, /, **options: Any
+    ) -> Reversible:
+        """Run like `run` (same options), and keep what undoing the run later needs.
+
+        Returns a `Reversible`: ``.result`` is what `run` would have returned,
+        ``await .undo()`` undoes every completed step that has an undo, newest completion
+        first, and ``.checkpoint`` is the same as a picklable `Checkpoint` for `undo`, in
+        this or another process. A run that fails or halts raises as `run` does.
+
+        >>> r = Reactor("book", inputs=["room"], returns="reserve")
+        >>> @r.step
+        ... def reserve(room):
+        ...     return f"booking-{room}"
+        >>> @reserve.undo
+        ... def cancel(booking):
+        ...     print("cancelled", booking)
+        >>> async def main():
+        ...     done = await r.run_reversible({"room": 7})
+        ...     print(done.result)
+        ...     await done.undo()
+        >>> asyncio.run(main())
+        booking-7
+        cancelled booking-7
+        """
+        plan = self.plan()
+        settings = {**_RUN_DEFAULTS, **options}
+        run = self._prepare(plan, self._inputs(plan, inputs), **settings)
+        result = await run.execute()
+        return Reversible(result, run.finished_checkpoint(), self)
+
+    async def undo(
+        self,
+        checkpoint: Checkpoint,
+        /,
+        *,
+        context: dict[str, Any] | None = None,
+        middleware: Sequence[Any] | None = (),
+    ) -> None:
+        """Undo what a run did: every completed step that has an undo, newest completion
+        first, each once, as a failed run would have.
+
+        `checkpoint` is a `Reversible`'s (a completed run) or a `Halted` error's (a halted
+        run you give up on: steps that halted inside composed reactors are undone first).
+        Undo callbacks get the step's result and arguments as recorded. Middleware sees a
+        run whose events are the undos. Once started, the undo finishes even if the caller
+        is cancelled. Each call undoes again: keep a checkpoint you undid, or use
+        `Reversible.undo`, which refuses a second time.
+
+        Raises:
+            ResumeError: the checkpoint belongs to another reactor, or this one changed.
+            RunFailed: undo callbacks failed (the others still ran), one error each.
+        """
+        if not isinstance(checkpoint, Checkpoint):
+            raise TypeError(f"undo() takes a Checkpoint, got {type(checkpoint).__name__}.")
+        plan = self.plan()
+        checkpoint.check(self.name, plan.fingerprint, plan.structure)
+        run = self._prepare(
+            plan,
+            dict(checkpoint.inputs),
+            **{**_RUN_DEFAULTS, "context": context, "middleware": middleware},
+        )
+        await run.revert(checkpoint)
+
+
+_RUN_DEFAULTS: dict[str, Any] = {
+    "context": None,
+    "async_": True,
+    "max_concurrency": None,
+    "limits": None,
+    "timeout": None,
+    "grace": 5.0,
+    "middleware": (),
+}
+
+
+@attrs.define(eq=False)
+class Reversible:
+    """A completed run that can still be undone (from `Reactor.run_reversible`).
+
+    Attributes:
+        result: what the run returned.
+        checkpoint: a picklable `Checkpoint` of its undo stack, for `Reactor.undo`.
+        reactor: the reactor that ran.
+        undone: whether `undo` was called.
+    """
+
+    result: Any
+    checkpoint: Checkpoint = attrs.field(repr=False)
+    reactor: Reactor = attrs.field(repr=False)
+    undone: bool = False
+
+    async def undo(
+        self,
+        *,
+        context: dict[str, Any] | None = None,
+        middleware: Sequence[Any] | None = (),
+    ) -> None:
+        """Undo the run (see `Reactor.undo`); a second call raises `ReactorError`."""
+        if self.undone:
+            raise ReactorError(f"This run of {self.reactor.name!r} was already undone.")
+        self.undone = True
+        await self.reactor.undo(self.checkpoint, context=context, middleware=middleware)
 
 
 def _middleware_list(middleware: Sequence[Any] | None, where: str) -> list[Any]:

@@ -1,0 +1,323 @@
+"""Undoing a run after the fact: `Reactor.run_reversible`, `Reversible.undo`, `Reactor.undo`."""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+import reactorpy as rp
+from reactorpy.testing import Recorder, run_virtual
+from tests.strategies import dags
+from tests.test_properties import Harness
+
+
+def checkout(log: list[tuple[Any, ...]]) -> rp.Reactor:
+    """reserve (async) -> charge (plain def) -> ship; both of the first two undoable."""
+    r = rp.Reactor("checkout", inputs=["order_id"], returns="ship")
+
+    @r.step
+    async def reserve(order_id):
+        return f"stock-{order_id}"
+
+    @reserve.undo
+    def release(value, order_id):
+        log.append(("release", value, order_id))
+
+    @r.step
+    def charge(reserve, order_id):
+        return f"charge-{order_id}"
+
+    @charge.undo
+    async def refund(value):
+        log.append(("refund", value))
+
+    @r.step
+    async def ship(charge):
+        return f"shipped {charge}"
+
+    return r
+
+
+def test_run_reversible_returns_the_result_and_undoes_newest_first_once():
+    """The result is run()'s; undo() reverses completed undoable steps newest first, with
+    their results and arguments, and refuses a second call."""
+    log: list[tuple[Any, ...]] = []
+    r = checkout(log)
+
+    async def main() -> rp.Reversible:
+        done = await r.run_reversible({"order_id": 7})
+        assert [] == log  # nothing undone until asked
+        await done.undo()
+        with pytest.raises(rp.ReactorError, match="already undone"):
+            await done.undo()
+        return done
+
+    done = run_virtual(main())
+    assert "shipped charge-7" == done.result
+    assert done.undone
+    assert [("refund", "charge-7"), ("release", "stock-7", 7)] == log
+
+
+def test_checkpoint_of_a_finished_run_undoes_after_pickle_and_json():
+    """The checkpoint carries the undo stack, not results, and survives pickle and JSON."""
+    log: list[tuple[Any, ...]] = []
+    r = checkout(log)
+    done = run_virtual(r.run_reversible({"order_id": 1}))
+    checkpoint = done.checkpoint
+    assert checkpoint.finished
+    assert {} == checkpoint.results
+    assert ("reserve", "charge", "ship") == checkpoint.completed
+    assert ["reserve", "charge"] == [u.step for u in checkpoint.undo_stack]
+
+    run_virtual(r.undo(pickle.loads(pickle.dumps(checkpoint))))
+    assert [("refund", "charge-1"), ("release", "stock-1", 1)] == log
+    log.clear()
+    run_virtual(r.undo(rp.Checkpoint.from_json(checkpoint.to_json())))
+    assert [("refund", "charge-1"), ("release", "stock-1", 1)] == log
+
+
+def test_a_finished_checkpoint_cannot_be_resumed_nor_undone_by_another_reactor():
+    r = checkout([])
+    done = run_virtual(r.run_reversible({"order_id": 1}))
+    with pytest.raises(rp.ResumeError, match="completed: there is nothing to resume"):
+        run_virtual(r.resume(done.checkpoint))
+    other = rp.Reactor("other")
+    other.add(rp.step(lambda: 1, name="one"))
+    with pytest.raises(rp.ResumeError, match="of reactor 'checkout', not 'other'"):
+        run_virtual(other.undo(done.checkpoint))
+    with pytest.raises(TypeError, match="takes a Checkpoint"):
+        run_virtual(r.undo(done))  # type: ignore[arg-type]
+
+
+def test_undo_errors_are_collected_and_the_other_undos_still_run():
+    r = rp.Reactor("undoerr")
+    undone = []
+
+    @r.step
+    def a():
+        return "a"
+
+    @a.undo
+    def undo_a(value):
+        undone.append("a")
+
+    @r.step
+    async def b(a):
+        return "b"
+
+    @b.undo
+    def undo_b(value):
+        raise OSError("cannot undo b")
+
+    done = run_virtual(r.run_reversible())
+    message = r"undoing reactor 'undoerr' failed in step\(s\) b"
+    with pytest.raises(rp.RunFailed, match=message) as info:
+        run_virtual(done.undo())
+    assert ["a"] == undone
+    [error] = info.value.exceptions
+    assert isinstance(error, OSError)
+    assert any("undo of step 'b'" in note for note in error.__notes__)
+
+
+def test_a_failing_run_reversible_raises_as_run_does_after_its_own_undo():
+    log: list[tuple[Any, ...]] = []
+    r = checkout(log)
+
+    @r.step
+    async def notify(ship):
+        raise RuntimeError("mail down")
+
+    with pytest.raises(rp.RunFailed):
+        run_virtual(r.run_reversible({"order_id": 2}))
+    assert [("refund", "charge-2"), ("release", "stock-2", 2)] == log
+
+
+def test_composed_mapped_and_switched_children_are_undone_with_their_parent():
+    """Steps inside compose, map and switch are undone too, newest first, named as in the
+    parent run."""
+    undone: list[str] = []
+
+    def undoable(name: str) -> rp.Step[..., Any]:
+        s = rp.step(lambda x: f"{name}({x})", name=name)
+        s.undo(lambda value: undone.append(value))
+        return s
+
+    child = rp.Reactor("child", inputs=["x"], returns="inner")
+    child.add(undoable("inner"))
+    r = rp.Reactor("parent", inputs=["x", "xs"])
+    r.add(undoable("first"))
+    r.compose("composed", child, args={"x": rp.Result("first")})
+    r.map("mapped", "xs", undoable("each"), wait_for=["composed"])
+    r.switch(
+        "switched",
+        rp.Result("first"),
+        [(lambda v: True, undoable("branch"))],
+        args={"x": rp.Input("x")},
+        wait_for=["mapped"],
+    )
+    recorder = Recorder()
+
+    async def main() -> None:
+        done = await r.run_reversible({"x": 1, "xs": [10, 20]})
+        await done.undo(middleware=[recorder])
+
+    run_virtual(main())
+    assert ["branch(1)", "each(20)", "each(10)", "inner(first(1))", "first(1)"] == undone
+    names = [e.step for e in recorder.events if e.kind == "undo_complete"]
+    expected = ["switched.branch.branch", "mapped.[1].each", "mapped.[0].each", "composed.inner"]
+    assert [*expected, "first"] == names
+
+
+def test_undo_a_halted_run_including_a_child_that_halted_inside():
+    """Giving up on a halted run: what it completed is undone, the child's steps first."""
+    undone: list[str] = []
+    child = rp.Reactor("child", inputs=["x"], returns="wait")
+
+    @child.step
+    def prepare(x):
+        return f"prepared {x}"
+
+    @prepare.undo
+    def unprepare(value):
+        undone.append(value)
+
+    @child.step
+    def wait(prepare):
+        raise rp.Halt("approval")
+
+    r = rp.Reactor("parent", inputs=["x"])
+
+    @r.step
+    async def start(x):
+        return f"started {x}"
+
+    @start.undo
+    async def unstart(value):
+        undone.append(value)
+
+    r.compose("approval", child, args={"x": rp.Result("start")})
+
+    with pytest.raises(rp.Halted) as info:
+        run_virtual(r.run({"x": 5}))
+    checkpoint = pickle.loads(pickle.dumps(info.value.checkpoint))
+    assert [] == undone
+    run_virtual(r.undo(checkpoint))
+    assert ["prepared started 5", "started 5"] == undone
+
+
+def test_undo_halted_inside_a_switch_branch():
+    undone: list[str] = []
+    branch = rp.Reactor("branch", inputs=["x"], returns="halt")
+
+    @branch.step
+    def work(x):
+        return f"work {x}"
+
+    @work.undo
+    def unwork(value):
+        undone.append(value)
+
+    @branch.step
+    def halt(work):
+        raise rp.Halt("later")
+
+    r = rp.Reactor("picker", inputs=["x"])
+    r.switch("pick", "x", [(lambda x: x > 0, branch)])
+    with pytest.raises(rp.Halted) as info:
+        run_virtual(r.run({"x": 3}))
+    run_virtual(r.undo(info.value.checkpoint))
+    assert ["work 3"] == undone
+
+
+def test_middleware_sees_the_undo_as_a_run_of_undo_events():
+    log: list[tuple[Any, ...]] = []
+    r = checkout(log)
+    calls: list[Any] = []
+
+    class Hooks:
+        def on_run_start(self, run: rp.RunInfo) -> None:
+            calls.append(("start", run.reactor))
+
+        def on_event(self, event: rp.Event) -> None:
+            calls.append((event.kind, event.step))
+
+        def on_run_complete(self, run: rp.RunInfo, result: Any) -> None:
+            calls.append(("complete", result))
+
+    async def main() -> None:
+        done = await r.run_reversible({"order_id": 3})
+        await done.undo(middleware=[Hooks()], context={"why": "customer cancelled"})
+
+    run_virtual(main())
+    assert [
+        ("start", "checkout"),
+        ("undo_start", "charge"),
+        ("undo_complete", "charge"),
+        ("undo_start", "reserve"),
+        ("undo_complete", "reserve"),
+        ("complete", None),
+    ] == calls
+
+
+def test_undo_finishes_when_the_caller_is_cancelled():
+    """Undo is shielded: cancelling the caller lands after every undo ran."""
+    undone: list[str] = []
+    r = rp.Reactor("slow_undo")
+
+    @r.step
+    def a():
+        return "a"
+
+    @a.undo
+    async def undo_a(value):
+        await asyncio.sleep(10)
+        undone.append(value)
+
+    @r.step
+    def b(a):
+        return "b"
+
+    @b.undo
+    async def undo_b(value):
+        await asyncio.sleep(10)
+        undone.append(value)
+
+    async def main() -> None:
+        done = await r.run_reversible()
+        task = asyncio.create_task(done.undo())
+        await asyncio.sleep(5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert ["b", "a"] == undone
+        assert {asyncio.current_task()} == asyncio.all_tasks()
+
+    run_virtual(main())
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(dag=dags(behaviours=("ok", "ok", "retry_then_ok", "continue", "undo_error")))
+def test_undo_of_random_finished_runs(dag: Any) -> None:
+    """Every completed undoable step is undone exactly once, newest completion first; the
+    undo errors, and only they, are raised; no task is left behind."""
+    h = Harness(dag)
+
+    async def main() -> BaseException | None:
+        done = await h.reactor.run_reversible()
+        assert [] == h.undone
+        try:
+            await done.undo()
+        except rp.RunFailed as failed:
+            return failed
+        finally:
+            assert {asyncio.current_task()} == asyncio.all_tasks()
+        return None
+
+    failed = run_virtual(main())
+    assert [i for i in reversed(h.completed) if h.undoable[i]] == h.undone
+    raised = list(failed.exceptions) if isinstance(failed, rp.RunFailed) else []
+    assert sorted(map(id, h.raised)) == sorted(map(id, raised))
