@@ -264,7 +264,7 @@ def _plain_step(unit: Step[..., Any] | Reactor) -> Step[..., Any] | None:
     """The step map may call directly: a plain step, or the one plain step of a reactor
     that only passes its inputs to it by name and returns its result."""
     if isinstance(unit, Step):
-        return unit if _is_plain(unit) else None
+        return unit if _is_plain(unit) and not unit.args else None  # args: wired by a child
     steps = list(unit.steps.values())
     if len(steps) != 1 or unit.middleware or unit.executor is not None:
         return None

@@ -103,6 +103,20 @@ async def test_map_over_async_iterator_with_extra_wired_parameter():
     assert [0, 3, 6, 9, 12] == await r.run({"factor": 3})
 
 
+@pytest.mark.parametrize("max_concurrency", [None, 2])
+async def test_map_over_a_step_with_its_own_args(max_concurrency: int | None):
+    """A mapped step's own args= (here a constant) reach every element, next to the
+    parameters wired by name from the parent."""
+    r = rp.Reactor("scaled", inputs=["xs", "offset"], returns="out")
+
+    @rp.step(args={"k": rp.Value(3)})
+    async def scale(x, k, offset):
+        return x * k + offset
+
+    r.map("out", "xs", scale, as_="x")
+    assert [13, 16] == await r.run({"xs": [1, 2], "offset": 10}, max_concurrency=max_concurrency)
+
+
 def test_map_of_100000_elements_keeps_memory_flat():
     """map materialises at most batch_size elements at a time: memory stays flat."""
     r = rp.Reactor("big", inputs=["n"], returns="total")
