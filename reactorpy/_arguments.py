@@ -6,7 +6,8 @@ Must not import: the planner or the executor.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import inspect
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -18,38 +19,67 @@ __all__ = ["Context", "Input", "NameRef", "PathError", "Result", "Source", "Valu
 
 @attrs.frozen(init=False, repr=False)
 class Input:
-    """The run input `name`, optionally indexed by `path` (keys, indices or attributes).
+    """The run input `name`, optionally indexed by `path` (keys, indices or attributes),
+    then passed through ``transform`` (a one-argument callable) if given.
 
     >>> Input("order", "items", 0)
     Input('order', 'items', 0)
+    >>> Input("user_id", transform=int)
+    Input('user_id', transform=int)
     """
 
     name: str
     path: tuple[Any, ...]
+    transform: Callable[[Any], Any] | None
 
-    def __init__(self, name: str, *path: Any) -> None:
-        self.__attrs_init__(name, path)
+    def __init__(
+        self, name: str, *path: Any, transform: Callable[[Any], Any] | None = None
+    ) -> None:
+        self.__attrs_init__(name, path, _checked(transform, name))
 
     def __repr__(self) -> str:
-        return f"Input({', '.join(map(repr, (self.name, *self.path)))})"
+        return _repr("Input", self.name, self.path, self.transform)
 
 
 @attrs.frozen(init=False, repr=False)
 class Result:
-    """The result of step `step`, optionally indexed by `path`.
+    """The result of step `step`, optionally indexed by `path`, then passed through
+    ``transform`` if given.
 
     >>> Result("fetch_profile", "id")
     Result('fetch_profile', 'id')
+    >>> Result("fetch_orders", transform=len)
+    Result('fetch_orders', transform=len)
     """
 
     step: str
     path: tuple[Any, ...]
+    transform: Callable[[Any], Any] | None
 
-    def __init__(self, step: str, *path: Any) -> None:
-        self.__attrs_init__(step, path)
+    def __init__(
+        self, step: str, *path: Any, transform: Callable[[Any], Any] | None = None
+    ) -> None:
+        self.__attrs_init__(step, path, _checked(transform, step))
 
     def __repr__(self) -> str:
-        return f"Result({', '.join(map(repr, (self.step, *self.path)))})"
+        return _repr("Result", self.step, self.path, self.transform)
+
+
+def _checked(transform: Any, name: str) -> Callable[[Any], Any] | None:
+    if transform is not None and (
+        not callable(transform) or inspect.iscoroutinefunction(transform)
+    ):
+        raise TypeError(
+            f"transform= for {name!r} must be a plain one-argument function, got {transform!r}"
+        )
+    return transform  # type: ignore[no-any-return]
+
+
+def _repr(kind: str, name: str, path: tuple[Any, ...], transform: Any) -> str:
+    parts = [repr(name), *map(repr, path)]
+    if transform is not None:
+        parts.append(f"transform={getattr(transform, '__qualname__', transform)}")
+    return f"{kind}({', '.join(parts)})"
 
 
 @attrs.frozen

@@ -612,7 +612,7 @@ async def run_new_steps(run: Run, i: int, new: NewSteps) -> Any:
         for s in new.steps:
             # Results of the running reactor reach the new steps as inputs of their own.
             outer = {
-                p: Input(src.step, *src.path)
+                p: Input(src.step, *src.path, transform=src.transform)
                 for p, src in s.args.items()
                 if isinstance(src, Result) and src.step not in names
             }

@@ -49,7 +49,7 @@ from ._errors import _UNSET, Halt, Halted, InputError, Retry, RunFailed
 from ._events import Event, Middleware, RunInfo, SpanRecord
 from ._limiter import Limiter
 from ._offload import OffloadError
-from ._plan import BATCH_ATTEMPTS, BATCH_TRY, KIND_ASYNC, KIND_FEATURED, KIND_SYNC
+from ._plan import BATCH_ATTEMPTS, BATCH_TRY, KIND_ASYNC, KIND_FEATURED, KIND_SYNC, ArgSpec
 from ._step import Callback, Continue, NewSteps
 
 if TYPE_CHECKING:
@@ -306,6 +306,8 @@ class Run:
         self.clock = loop.time
         self.new_task = _task_factory(loop)
         self.wakeup = loop.create_future()
+        if self.reactor.input_transforms:
+            self._transform_inputs()
         self._check_input_paths()
         if self.mw is not None:
             await self._run_start()
@@ -505,39 +507,66 @@ class Run:
         return -1
 
     # ------------------------------------------------------------------ arguments
-    def _args(self, i: int, attempt: int) -> tuple[list[Any], dict[str, Any]]:
+    def _args(
+        self, i: int, attempt: int, named: dict[str, Any] | None = None
+    ) -> tuple[list[Any], dict[str, Any]]:
+        """Step i's positional and keyword arguments. A step whose arguments have paths or
+        transforms also fills `named` (if given) as it goes: if resolving one fails, the
+        ones before it are there for compensate."""
         simple = self.plan.simple[i]
-        vals = self.vals
         if simple is not None:
+            vals = self.vals
             return [vals[s] for s in simple], {}
         pos: list[Any] = []
         kw: dict[str, Any] = {}
-        name = self.plan.order[i]
         for a in self.plan.argv[i]:
-            if a.source is None:
-                v: Any = Context(self.run_id, self.names[i], attempt, self.data, self.plan.reactor)
-            else:
-                v = vals[a.slot]
-                if a.path:
-                    v = dig(v, a.path, name, a.param, a.source)
+            v = self._argument(i, a, attempt)
+            if named is not None:
+                named[a.param] = v
             if a.positional:
                 pos.append(v)
             else:
                 kw[a.param] = v
         return pos, kw
 
+    def _argument(self, i: int, a: ArgSpec, attempt: int) -> Any:
+        """One argument of step i, resolved as `_args` does."""
+        if a.source is None:
+            return Context(self.run_id, self.names[i], attempt, self.data, self.plan.reactor)
+        v = self.vals[a.slot]
+        if a.path:
+            v = dig(v, a.path, self.plan.order[i], a.param, a.source)
+        if a.transform is not None:
+            v = _transformed(a.transform, v, self.plan.order[i], a.param)
+        return v
+
     def _named_args(self, i: int, attempt: int = 1) -> dict[str, Any]:
         """The step's arguments by parameter name (for callbacks)."""
         fetch = self.plan.fetch[i]
         if fetch is not None:
             return dict(zip(self.plan.param_names[i], fetch(self.vals), strict=True))
-        pos, kw = self._args(i, attempt)
-        out = {
-            a.param: v
-            for a, v in zip((a for a in self.plan.argv[i] if a.positional), pos, strict=True)
-        }
-        out.update(kw)
-        return out
+        named: dict[str, Any] = {}
+        self._args(i, attempt, named)
+        return named
+
+    def _transform_inputs(self) -> None:
+        """Apply the reactor's input transforms, once, before any step starts (the raw
+        inputs stay in ``self.inputs``: checkpoints keep them, and a resume transforms
+        them again)."""
+        n = self.n
+        for k, name in enumerate(self.plan.inputs):
+            transform = self.reactor.input_transforms.get(name)
+            if transform is None:
+                continue
+            try:
+                self.vals[n + k] = transform(self.vals[n + k])
+            except Exception as exc:
+                raise InputError(
+                    f"Input {name!r} of reactor {self.plan.reactor!r}: its transform raised "
+                    f"{type(exc).__name__}: {exc}",
+                    reactor=self.plan.reactor,
+                    available=self.plan.inputs,
+                ) from exc
 
     def _check_input_paths(self) -> None:
         n = self.n
@@ -1174,6 +1203,10 @@ class Run:
         fetch = self.plan.fetch[i]
         # Plain awaits or calls need no _call frame (no executor, no timeout).
         direct = self.plan.direct[i] and (step.is_async or self.default_executor is None)
+        # Arguments resolved through paths or transforms, which callbacks will want.
+        keeps_arguments = fetch is None and (
+            self.plan.has_undo[i] or step.compensate_callback is not None
+        )
         if step.when is not None:
             arguments = self._named_args(i, first_attempt + 1)
             ok = step.when.fn(**step.when.kwargs(arguments, self._context(i, 1)))
@@ -1203,7 +1236,9 @@ class Run:
                         arguments = self._named_args(i, attempt)
                     value = await self._composite(step, i, arguments)
                 else:
-                    pos, kw = self._args(i, attempt)
+                    # Callbacks get this attempt's arguments: transforms run once each.
+                    arguments = {} if keeps_arguments else None
+                    pos, kw = self._args(i, attempt, arguments)
                     value = await self._call(i, step, pos, kw)
             except Halt as halt:
                 if self.emit:
@@ -1812,6 +1847,14 @@ def _unwrap_retry(retry: Retry) -> BaseException:
     if isinstance(retry.reason, BaseException):
         return retry.reason
     return retry
+
+
+def _transformed(transform: Callable[[Any], Any], value: Any, step: str, param: str) -> Any:
+    try:
+        return transform(value)
+    except Exception as exc:
+        exc.add_note(f"reactorpy: the transform of argument {param!r} of step {step!r} raised")
+        raise
 
 
 def _step_of(error: BaseException, prefix: str = "reactorpy: step ") -> list[str]:

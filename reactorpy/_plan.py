@@ -9,10 +9,10 @@ The arrays, for step index ``i`` (indices follow ``Plan.order``):
 
 - ``slots``: one value array holds step results at ``[0, n)``, inputs at ``[n, n + k)`` and
   constant `Value` arguments after them, so resolving an argument is one index.
-- ``argv[i]``: ``(param, slot, path, source, positional)`` per wired parameter.
+- ``argv[i]``: ``(param, slot, path, source, positional, transform)`` per wired parameter.
 - ``param_names[i]``: the parameter names of ``argv[i]``, in order.
-- ``simple[i]``: the slots to pass positionally when no argument has a path or is keyword-only
-  (the common case, resolved by a single list comprehension), else None.
+- ``simple[i]``: the slots to pass positionally when no argument has a path or a transform
+  or is keyword-only (the common case, resolved by a single list comprehension), else None.
 - ``fetch[i]``: for a ``simple`` step, ``fetch[i](values)`` returns those arguments: an
   ``operator.itemgetter``, much cheaper per call than a comprehension (over a one-item slice
   for a single argument, and an empty slice for none, so it always returns a sequence).
@@ -92,6 +92,7 @@ class ArgSpec(NamedTuple):
     path: tuple[Any, ...]
     source: Source | None  # None: the run Context
     positional: bool
+    transform: Callable[[Any], Any] | None = None  # the source's, applied after the path
 
 
 @attrs.frozen(eq=False)
@@ -170,9 +171,9 @@ def _wire(step: Step[..., Any], inputs: set[str], steps: set[str]) -> dict[str, 
         wiring[extra] = step.args[extra]
     for param, source in wiring.items():
         if isinstance(source, NameRef) and source.name not in inputs:
-            wiring[param] = Result(source.name, *source.path)
+            wiring[param] = Result(source.name, *source.path, transform=source.transform)
         elif isinstance(source, NameRef):
-            wiring[param] = Input(source.name, *source.path)
+            wiring[param] = Input(source.name, *source.path, transform=source.transform)
     return wiring
 
 
@@ -320,11 +321,15 @@ def _compile(
                 assert isinstance(source, Value)
                 slot, path = n + len(inputs) + len(constants), ()
                 constants.append(source.value)
-            specs.append(ArgSpec(param, slot, path, source, positional))
+            transform = None if isinstance(source, Value) else source.transform
+            specs.append(ArgSpec(param, slot, path, source, positional, transform))
         for j in read:
             consumers[j] += 1
         argv.append(tuple(specs))
-        is_simple = all(a.positional and not a.path and a.source is not None for a in specs)
+        is_simple = all(
+            a.positional and not a.path and a.source is not None and a.transform is None
+            for a in specs
+        )
         slots = tuple(a.slot for a in specs) if is_simple else None
         simple.append(slots)
         deps.append(tuple(sorted([index_of_pos[k] for k in preds_pos[order_pos[i]]])))

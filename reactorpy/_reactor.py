@@ -8,6 +8,7 @@ Must not import: the CLI.
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar, overload
 
@@ -32,7 +33,9 @@ class Reactor:
 
     Args:
         name: the reactor's name (in errors, traces and diagrams).
-        inputs: the names of the inputs every run must be given.
+        inputs: the names of the inputs every run must be given; or a mapping of those
+            names to a transform each (a one-argument callable, or None), applied once per
+            run before any step starts (a transform that raises is an `InputError`).
         returns: the step (or input) whose value ``run()`` returns; None returns a dict of
             every step's result.
         max_concurrency: default cap on running steps (an int or a shared `Limiter`).
@@ -53,7 +56,7 @@ class Reactor:
         self,
         name: str,
         *,
-        inputs: Iterable[str] = (),
+        inputs: Iterable[str] | Mapping[str, Callable[[Any], Any] | None] = (),
         returns: str | None = None,
         max_concurrency: int | Limiter | None = None,
         limits: Mapping[str, int] | None = None,
@@ -62,6 +65,18 @@ class Reactor:
     ) -> None:
         self.name = name
         self.inputs: tuple[str, ...] = (inputs,) if isinstance(inputs, str) else tuple(inputs)
+        # Input transforms, by input name (the inputs given as a mapping with callables).
+        self.input_transforms: dict[str, Callable[[Any], Any]] = {}
+        if isinstance(inputs, Mapping):
+            for key, transform in inputs.items():
+                if transform is None:
+                    continue
+                if not callable(transform) or inspect.iscoroutinefunction(transform):
+                    raise DefinitionError(
+                        f"Reactor {name!r}: the transform of input {key!r} must be a plain "
+                        f"one-argument function or None, got {transform!r}."
+                    )
+                self.input_transforms[key] = transform
         if len(set(self.inputs)) != len(self.inputs):
             raise DefinitionError(f"Reactor {name!r} declares an input twice: {self.inputs!r}.")
         self._returns = returns

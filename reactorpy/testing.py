@@ -412,7 +412,7 @@ def override(
                 raise UnknownReferenceError("override", name, names, what="step")
     copy = Reactor(
         reactor.name,
-        inputs=reactor.inputs,
+        inputs={name: reactor.input_transforms.get(name) for name in reactor.inputs},
         returns=reactor.returns,
         max_concurrency=reactor.max_concurrency,
         limits=reactor.limits,

@@ -1,0 +1,200 @@
+"""Transforms: of an argument (``rp.Input``/``rp.Result`` ``transform=``) and of a reactor's
+inputs (``Reactor(inputs={name: transform})``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+import reactorpy as rp
+from reactorpy.testing import override, run_virtual
+
+
+@pytest.mark.parametrize("async_", [True, False])
+def test_argument_transforms_apply_after_the_path(async_: bool):
+    r = rp.Reactor("t", inputs=["user_id", "config"], returns="show")
+
+    @r.step
+    def orders():
+        return {"items": [1, 2, 3]}
+
+    @r.step(
+        args={
+            "uid": rp.Input("user_id", transform=int),
+            "count": rp.Result("orders", "items", transform=len),
+            "limit": rp.Input("config", "limit", transform=float),
+        }
+    )
+    async def show(uid, count, limit):
+        return uid, count, limit
+
+    out = run_virtual(r.run({"user_id": "42", "config": {"limit": "2.5"}}, async_=async_))
+    assert (42, 3, 2.5) == out
+
+
+def test_a_transform_runs_per_attempt_and_its_error_is_the_steps():
+    """A transform that raises fails the consuming step like its own code would: retried
+    when retry_on matches, then handed to compensate, with a note naming the argument."""
+    calls: list[Any] = []
+
+    def flaky(value: int) -> int:
+        calls.append(value)
+        if len(calls) < 3:
+            raise ConnectionError("not yet")
+        return value * 10
+
+    r = rp.Reactor("t", returns="use")
+
+    @r.step
+    def source():
+        return 4
+
+    @r.step(args={"v": rp.Result("source", transform=flaky)}, retries=1, retry_on=ConnectionError)
+    async def use(v):
+        return v
+
+    seen: list[BaseException] = []
+
+    @use.compensate
+    def fallback(error):
+        seen.append(error)
+        return rp.Continue(-1)
+
+    assert -1 == run_virtual(r.run())
+    assert [4, 4] == calls  # two attempts, each resolving the argument again
+    [error] = seen
+    assert isinstance(error, ConnectionError)
+    assert "reactorpy: the transform of argument 'v' of step 'use' raised" in error.__notes__
+
+
+def test_undo_and_guards_get_the_transformed_arguments():
+    got: list[Any] = []
+    r = rp.Reactor("t", inputs=["n"])
+
+    @r.step(args={"n": rp.Input("n", transform=abs)}, when=lambda n: got.append(("when", n)) or 1)
+    async def first(n):
+        return n
+
+    @first.undo
+    def undo_first(value, n):
+        got.append(("undo", value, n))
+
+    @r.step
+    def boom(first):
+        raise ValueError("boom")
+
+    with pytest.raises(rp.RunFailed):
+        run_virtual(r.run({"n": -3}))
+    assert [("when", 3), ("undo", 3, 3)] == got
+
+
+def test_compose_args_take_transforms():
+    child = rp.Reactor("child", inputs=["x"], returns="double")
+
+    @child.step
+    def double(x):
+        return 2 * x
+
+    r = rp.Reactor("parent", returns="c")
+
+    @r.step
+    def words():
+        return ["a", "b", "c"]
+
+    r.compose("c", child, args={"x": rp.Result("words", transform=len)})
+    assert 6 == run_virtual(r.run())
+
+
+def test_reactor_input_transforms_run_once_before_any_step():
+    calls: list[str] = []
+
+    def parse(text: str) -> dict[str, int]:
+        calls.append(text)
+        key, value = text.split("=")
+        return {key: int(value)}
+
+    r = rp.Reactor("t", inputs={"spec": parse, "label": None}, returns="c")
+
+    @r.step
+    def a(spec):
+        return spec
+
+    @r.step(args={"n": rp.Input("spec", "n")})  # a path reads the transformed value
+    def b(n):
+        return n
+
+    @r.step
+    def c(a, b, label):
+        return a, b, label
+
+    assert ("spec", "label") == r.inputs
+    assert ({"n": 5}, 5, "x") == run_virtual(r.run({"spec": "n=5", "label": "x"}))
+    assert ["n=5"] == calls
+
+
+def test_a_failing_input_transform_is_an_input_error_before_any_step():
+    ran: list[str] = []
+    r = rp.Reactor("t", inputs={"user_id": int})
+
+    @r.step
+    def step(user_id):
+        ran.append("step")
+
+    with pytest.raises(
+        rp.InputError, match="Input 'user_id' of reactor 't': its transform"
+    ) as info:
+        run_virtual(r.run({"user_id": "abc"}))
+    assert isinstance(info.value.__cause__, ValueError)
+    assert [] == ran
+
+
+def test_checkpoints_keep_raw_inputs_and_resume_transforms_them_again():
+    """The transform is not applied twice on resume: the checkpoint holds the raw input."""
+    approved = {"yes": False}
+    r = rp.Reactor("t", inputs={"n": lambda n: n + 1}, returns="done")
+
+    @r.step
+    def first(n):
+        return n
+
+    @r.step
+    def done(first, n):
+        if not approved["yes"]:
+            raise rp.Halt("wait")
+        return first, n
+
+    with pytest.raises(rp.Halted) as info:
+        run_virtual(r.run({"n": 1}))
+    assert {"n": 1} == info.value.checkpoint.inputs
+    approved["yes"] = True
+    assert (2, 2) == run_virtual(r.resume(info.value.checkpoint))
+
+
+def test_composed_child_and_override_keep_input_transforms():
+    child = rp.Reactor("child", inputs={"x": str.upper}, returns="echo")
+
+    @child.step
+    def echo(x):
+        return x
+
+    r = rp.Reactor("parent", inputs=["word"], returns="inner")
+    r.compose("inner", child, args={"x": rp.Input("word")})
+    assert "HI" == run_virtual(r.run({"word": "hi"}))
+    fake = override(child, {"echo": lambda x: f"<{x}>"})
+    assert "<HI>" == run_virtual(fake.run({"x": "hi"}))
+
+
+def test_bad_transforms_are_refused_at_definition():
+    async def coro_fn(x: Any) -> Any:
+        return x
+
+    with pytest.raises(TypeError, match="must be a plain one-argument function"):
+        rp.Input("x", transform=3)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="must be a plain one-argument function"):
+        rp.Result("x", transform=coro_fn)
+    with pytest.raises(rp.DefinitionError, match="the transform of input 'x'"):
+        rp.Reactor("t", inputs={"x": "int"})  # type: ignore[dict-item]
+    assert "Result('a', 'b', transform=len)" == repr(rp.Result("a", "b", transform=len))
+    assert rp.Input("a", transform=int) == rp.Input("a", transform=int)
+    assert rp.Input("a") != rp.Input("a", transform=int)
