@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-from collections.abc import AsyncIterable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._arguments import Input, NameRef, Result, Source
@@ -185,6 +185,142 @@ def make_compose(
     step = CompositeStep(name, list(child.inputs), call, {name: child}, args=wiring, **options)
     step.halted_child = lambda inner: (child, inner, "")
     return step
+
+
+class _ChildRuns:
+    """The child runs one composite step makes one after another (recurse, around): their
+    undo records are kept together, and undone together, newest first, if the step fails
+    or halts. Such a step cannot be resumed inside a child: on resume it runs again."""
+
+    def __init__(self, run: Run, i: int) -> None:
+        self.run = run
+        self.i = i
+        self.records: list[UndoRecord] = []
+        self.count = 0
+
+    async def run_child(self, reactor: Reactor, inputs: dict[str, Any], label: str) -> Any:
+        try:
+            value, records = await run_child(self.run, self.i, reactor, inputs, label)
+        except Halted as halted:
+            self.records.extend(halted.undo_records)  # type: ignore[attr-defined]
+            raise
+        self.count += 1
+        self.records.extend(records)
+        return value
+
+    async def settle(self, body: Awaitable[Any]) -> Any:
+        """Await the step's `body`; keep the records if it succeeds, else undo them."""
+        run = self.run
+        try:
+            value = await body
+        except Halted as halted:
+            await run._shielded(_undo_records(run, self.records))
+            raise Halt(halted.reason) from None
+        except BaseException:
+            await run._shielded(_undo_records(run, self.records))
+            raise
+        run.extra_undo.setdefault(self.i, []).extend(self.records)
+        return value
+
+
+def make_recurse(
+    name: str,
+    child: Reactor,
+    args: Mapping[str, Source] | None,
+    until: Callable[[Any], Any] | None,
+    max_iterations: int | None,
+    options: dict[str, Any],
+) -> CompositeStep:
+    """The step behind ``reactor.recurse``."""
+    from ._reactor import Reactor
+
+    if not isinstance(child, Reactor):
+        raise DefinitionError(f"recurse({name!r}, ...) takes a Reactor, got {child!r}.")
+    if until is None and max_iterations is None:
+        raise DefinitionError(
+            f"recurse {name!r}: give until= (a predicate on each result), max_iterations=, "
+            "or both, so that it ends."
+        )
+    if until is not None and not callable(until):
+        raise DefinitionError(f"recurse {name!r}: until= must be callable, got {until!r}.")
+    if max_iterations is not None and (
+        not isinstance(max_iterations, int)
+        or isinstance(max_iterations, bool)
+        or max_iterations < 1
+    ):
+        raise DefinitionError(
+            f"recurse {name!r}: max_iterations must be an int >= 1, got {max_iterations!r}."
+        )
+    wiring = _wiring_for(child, args)
+    needs = list(child.inputs)
+
+    async def loop(children: _ChildRuns, inputs: dict[str, Any]) -> Any:
+        while True:
+            value = await children.run_child(child, inputs, f"[{children.count}].")
+            if until is not None:
+                done = until(value)
+                if inspect.isawaitable(done):
+                    done = await done
+                if done:
+                    return value
+            if max_iterations is not None and children.count >= max_iterations:
+                return value
+            if not isinstance(value, Mapping) or not set(needs) <= value.keys():
+                raise TypeError(
+                    f"recurse {name!r}: iteration {children.count - 1} of {child.name!r} "
+                    f"returned {type(value).__name__}; to go on it must return a mapping with "
+                    f"the child's inputs {needs!r}"
+                    + (
+                        f" (missing {sorted(set(needs) - value.keys())!r})."
+                        if isinstance(value, Mapping)
+                        else "."
+                    )
+                )
+            inputs = {k: value[k] for k in needs}
+
+    async def call(run: Run, i: int, arguments: dict[str, Any]) -> Any:
+        children = _ChildRuns(run, i)
+        return await children.settle(loop(children, {k: arguments[k] for k in needs}))
+
+    return CompositeStep(name, needs, call, {name: child}, args=wiring, **options)
+
+
+def make_around(
+    name: str,
+    child: Reactor,
+    wrapper: Callable[..., Awaitable[Any]],
+    args: Mapping[str, Source] | None,
+    options: dict[str, Any],
+) -> CompositeStep:
+    """The step behind ``reactor.around``."""
+    from ._reactor import Reactor
+
+    if not isinstance(child, Reactor):
+        raise DefinitionError(f"around({name!r}, ...) takes a Reactor, got {child!r}.")
+    if not callable(wrapper):
+        raise DefinitionError(f"around {name!r}: the wrapper must be callable, got {wrapper!r}.")
+    wiring = _wiring_for(child, args)
+    needs = list(child.inputs)
+
+    async def call(run: Run, i: int, arguments: dict[str, Any]) -> Any:
+        children = _ChildRuns(run, i)
+
+        async def run_inner(inputs: Mapping[str, Any] | None = None) -> Any:
+            given = {k: arguments[k] for k in needs} if inputs is None else dict(inputs)
+            return await children.run_child(child, given, "")
+
+        async def body() -> Any:
+            out = wrapper(run_inner, {k: arguments[k] for k in needs})
+            if not inspect.isawaitable(out):
+                raise TypeError(
+                    f"around {name!r}: the wrapper must be an async function (it returned "
+                    f"{type(out).__name__})."
+                )
+            return await out
+
+        return await children.settle(body())
+
+    return CompositeStep(name, needs, call, {name: child}, args=wiring, **options)
 
 
 async def _batches(items: Any, size: int) -> Any:

@@ -201,6 +201,75 @@ class Reactor:
 
         return self.add(make_compose(name, child, args, options))
 
+    def recurse(
+        self,
+        name: str,
+        child: Reactor,
+        args: Mapping[str, Source] | None = None,
+        *,
+        until: Callable[[Any], Any] | None = None,
+        max_iterations: int | None = None,
+        **options: Any,
+    ) -> Step[..., Any]:
+        """Add a step that runs `child` again and again, each result the next inputs.
+
+        The first run gets `args` (the child's inputs, wired by name like `compose`); each
+        result must then be a mapping holding the child's inputs, which the next run gets.
+        It stops after the first result for which ``until(result)`` is truthy, or after
+        `max_iterations` runs (at least one of the two is required), and the step's result
+        is that last result. Each run's steps are named ``name.[k].step``; they are undone
+        as a unit, newest first, if this reactor fails later. A halt inside undoes the runs
+        so far, and the step starts over on resume.
+
+        >>> halve = Reactor("halve", inputs=["n"], returns="half")
+        >>> _ = halve.add(step(lambda n: {"n": n // 2}, name="half"))
+        >>> r = Reactor("halving", inputs=["n"], returns="loop")
+        >>> _ = r.recurse("loop", halve, until=lambda out: out["n"] <= 1)
+        >>> r.run_sync({"n": 40})
+        {'n': 1}
+        """
+        from ._composite import make_recurse
+
+        return self.add(make_recurse(name, child, args, until, max_iterations, options))
+
+    def around(
+        self,
+        name: str,
+        child: Reactor,
+        wrapper: Callable[..., Any],
+        args: Mapping[str, Source] | None = None,
+        **options: Any,
+    ) -> Step[..., Any]:
+        """Add a step that runs `child` inside ``await wrapper(run_child, inputs)``.
+
+        `inputs` are the child's inputs (wired like `compose`); ``await run_child()`` runs
+        the child with them (or ``run_child(other_inputs)``) and returns its result. The
+        wrapper's return value is the step's result. Use it to hold something around a
+        group of steps: a database transaction, a lock, a temporary directory; or to
+        prepare inputs and post-process the result. If the wrapper raises, or this
+        reactor fails later, the child's completed steps are undone (newest first). A halt
+        inside the child propagates through the wrapper (which sees `rp.Halted`); the
+        child's steps are undone and the step runs again on resume.
+
+        >>> import contextlib
+        >>> child = Reactor("pair", inputs=["x"])
+        >>> _ = child.add(step(lambda x: x + 1, name="inc"))
+        >>> async def logged(run_child, inputs):
+        ...     print("begin", inputs)
+        ...     out = await run_child()
+        ...     print("commit", out)
+        ...     return out["inc"]
+        >>> r = Reactor("wrapped", inputs=["x"], returns="txn")
+        >>> _ = r.around("txn", child, logged)
+        >>> r.run_sync({"x": 1})
+        begin {'x': 1}
+        commit {'inc': 2}
+        2
+        """
+        from ._composite import make_around
+
+        return self.add(make_around(name, child, wrapper, args, options))
+
     def map(
         self,
         name: str,

@@ -1,0 +1,334 @@
+"""``reactor.recurse`` (a child run again and again) and ``reactor.around`` (a child run
+inside a wrapper), with their undo, halt and failure semantics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+import reactorpy as rp
+from reactorpy.testing import Recorder, run_virtual
+
+
+def countdown(undone: list[Any] | None = None, fail_at: int | None = None) -> rp.Reactor:
+    """A child that takes ``n`` and returns ``{"n": n - 1}``; its step is undoable."""
+    child = rp.Reactor("countdown", inputs=["n"], returns="tick")
+
+    @child.step
+    async def tick(n):
+        if n == fail_at:
+            raise ValueError(f"tick {n}")
+        await asyncio.sleep(0)
+        return {"n": n - 1}
+
+    if undone is not None:
+
+        @tick.undo
+        def untick(value, n):
+            undone.append(n)
+
+    return child
+
+
+# ----------------------------------------------------------------------------- recurse
+
+
+def test_recurse_until_a_result_satisfies_the_predicate():
+    r = rp.Reactor("loop", inputs=["n"], returns="down")
+    r.recurse("down", countdown(), until=lambda out: out["n"] == 0)
+    recorder = Recorder()
+    assert {"n": 0} == run_virtual(r.run({"n": 3}, middleware=[recorder]))
+    ticks = [e.step for e in recorder.events if e.kind == "step_complete" and "tick" in e.step]
+    assert ["down.[0].tick", "down.[1].tick", "down.[2].tick"] == ticks
+
+
+@pytest.mark.parametrize(
+    ("until", "expected"), [(None, {"n": 8}), (lambda o: o["n"] < 9, {"n": 8})]
+)
+def test_recurse_stops_after_max_iterations_or_the_predicate_first(until: Any, expected: Any):
+    r = rp.Reactor("loop", inputs=["n"], returns="down")
+    r.recurse("down", countdown(), until=until, max_iterations=2)
+    assert expected == run_virtual(r.run({"n": 10}))
+
+
+def test_recurse_with_an_async_predicate_and_wired_args():
+    async def reached(out: dict[str, int]) -> bool:
+        await asyncio.sleep(0)
+        return out["n"] <= 5
+
+    r = rp.Reactor("loop", inputs=["start"], returns="down")
+    r.recurse("down", countdown(), args={"n": rp.Input("start", transform=int)}, until=reached)
+    assert {"n": 5} == run_virtual(r.run({"start": "7"}))
+
+
+def test_recurse_result_that_cannot_be_the_next_inputs_fails_and_undoes():
+    undone: list[Any] = []
+    child = rp.Reactor("bad", inputs=["n"], returns="step")
+
+    @child.step
+    def step(n):
+        return n - 1  # not a mapping of the inputs
+
+    @step.undo
+    def unstep(value, n):
+        undone.append(n)
+
+    r = rp.Reactor("loop", inputs=["n"], returns="down")
+    r.recurse("down", child, max_iterations=5)
+    with pytest.raises(rp.RunFailed) as info:
+        run_virtual(r.run({"n": 3}))
+    [error] = info.value.exceptions
+    assert isinstance(error, TypeError)
+    assert "recurse 'down': iteration 0 of 'bad' returned int" in str(error)
+    assert [3] == undone
+
+
+def test_recurse_failing_iteration_undoes_the_earlier_ones_newest_first():
+    undone: list[Any] = []
+    r = rp.Reactor("loop", inputs=["n"], returns="down")
+    r.recurse("down", countdown(undone, fail_at=2), max_iterations=10)
+    with pytest.raises(rp.RunFailed):
+        run_virtual(r.run({"n": 5}))
+    assert [3, 4, 5] == undone
+
+
+def test_recurse_iterations_are_undone_when_the_parent_fails_later():
+    undone: list[Any] = []
+    r = rp.Reactor("loop", inputs=["n"])
+    r.recurse("down", countdown(undone), max_iterations=3)
+
+    @r.step
+    def after(down):
+        raise RuntimeError("later")
+
+    with pytest.raises(rp.RunFailed):
+        run_virtual(r.run({"n": 9}))
+    assert [7, 8, 9] == undone
+
+
+def test_recurse_halt_inside_undoes_the_iterations_and_starts_over_on_resume():
+    undone: list[Any] = []
+    gate = {"open": False}
+    child = rp.Reactor("gated", inputs=["n"], returns="tick")
+
+    @child.step
+    def tick(n):
+        if n == 1 and not gate["open"]:
+            raise rp.Halt("closed")
+        return {"n": n - 1}
+
+    @tick.undo
+    def untick(value, n):
+        undone.append(n)
+
+    r = rp.Reactor("loop", inputs=["n"], returns="down")
+    r.recurse("down", child, until=lambda out: out["n"] == 0)
+    with pytest.raises(rp.Halted) as info:
+        run_virtual(r.run({"n": 3}))
+    assert [2, 3] == undone
+    gate["open"] = True
+    assert {"n": 0} == run_virtual(r.resume(info.value.checkpoint))
+
+
+def test_recurse_definition_errors():
+    r = rp.Reactor("loop", inputs=["n"])
+    with pytest.raises(rp.DefinitionError, match=r"give until=.*max_iterations="):
+        r.recurse("a", countdown())
+    with pytest.raises(rp.DefinitionError, match="max_iterations must be an int >= 1"):
+        r.recurse("b", countdown(), max_iterations=0)
+    with pytest.raises(rp.DefinitionError, match="until= must be callable"):
+        r.recurse("c", countdown(), until=True)  # type: ignore[arg-type]
+    with pytest.raises(rp.DefinitionError, match="takes a Reactor"):
+        r.recurse("d", rp.step(lambda n: n, name="s"), max_iterations=1)  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------------- around
+
+
+def pair(log: list[str], undone: list[str] | None = None, fail: bool = False) -> rp.Reactor:
+    """A child: ``insert`` then ``index`` (which fails if asked); insert is undoable."""
+    child = rp.Reactor("pair", inputs=["row"])
+
+    @child.step
+    async def insert(row):
+        log.append(f"insert {row}")
+        return f"id-{row}"
+
+    if undone is not None:
+
+        @insert.undo
+        def delete(value):
+            undone.append(value)
+
+    @child.step
+    def index(insert):
+        if fail:
+            raise LookupError("index broken")
+        log.append(f"index {insert}")
+        return "indexed"
+
+    return child
+
+
+class Transactions:
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+
+    @contextlib.asynccontextmanager
+    async def begin(self) -> AsyncIterator[None]:
+        self.log.append("begin")
+        try:
+            yield
+        except BaseException as exc:
+            self.log.append(f"rollback {type(exc).__name__}")
+            raise
+        self.log.append("commit")
+
+
+def test_around_runs_the_child_inside_the_wrapper():
+    log: list[str] = []
+    db = Transactions(log)
+
+    async def in_transaction(run_child, inputs):
+        async with db.begin():
+            out = await run_child()
+        return (inputs["row"], out["insert"])
+
+    r = rp.Reactor("save", inputs=["row"], returns="txn")
+    r.around("txn", pair(log), in_transaction)
+    assert (7, "id-7") == run_virtual(r.run({"row": 7}))
+    assert ["begin", "insert 7", "index id-7", "commit"] == log
+
+
+def test_around_may_change_the_inputs_or_skip_the_child():
+    log: list[str] = []
+
+    async def twice(run_child, inputs):
+        first = await run_child({"row": inputs["row"] + 1})
+        return first["insert"]
+
+    async def skip(run_child, inputs):
+        return "skipped"
+
+    r = rp.Reactor("save", inputs=["row"])
+    r.around("plus", pair(log), twice)
+    r.around("none", pair(log), skip)
+    assert {"plus": "id-2", "none": "skipped"} == run_virtual(r.run({"row": 1}))
+    assert ["insert 2", "index id-2"] == log
+
+
+def test_around_child_failure_reaches_the_wrapper_and_is_undone_once():
+    log: list[str] = []
+    undone: list[str] = []
+    db = Transactions(log)
+
+    async def in_transaction(run_child, inputs):
+        async with db.begin():
+            return await run_child()
+
+    r = rp.Reactor("save", inputs=["row"])
+    r.around("txn", pair(log, undone, fail=True), in_transaction)
+    with pytest.raises(rp.RunFailed) as info:
+        run_virtual(r.run({"row": 1}))
+    assert ["begin", "insert 1", "rollback RunFailed"] == log
+    assert ["id-1"] == undone  # by the child itself, not again by the around step
+    assert info.value.subgroup(LookupError) is not None
+
+
+def test_around_wrapper_failing_after_the_child_undoes_the_child():
+    log: list[str] = []
+    undone: list[str] = []
+
+    async def commit_fails(run_child, inputs):
+        await run_child()
+        raise ConnectionError("commit lost")
+
+    r = rp.Reactor("save", inputs=["row"])
+    r.around("txn", pair(log, undone), commit_fails)
+    with pytest.raises(rp.RunFailed) as info:
+        run_virtual(r.run({"row": 1}))
+    assert ["id-1"] == undone
+    assert isinstance(info.value.exceptions[0], ConnectionError)
+
+
+def test_around_child_is_undone_when_the_parent_fails_later():
+    undone: list[str] = []
+
+    async def plain(run_child, inputs):
+        return await run_child()
+
+    r = rp.Reactor("save", inputs=["row"])
+    r.around("txn", pair([], undone), plain)
+
+    @r.step
+    def after(txn):
+        raise RuntimeError("later")
+
+    with pytest.raises(rp.RunFailed):
+        run_virtual(r.run({"row": 4}))
+    assert ["id-4"] == undone
+
+
+def test_around_halt_inside_undoes_the_child_and_runs_again_on_resume():
+    log: list[str] = []
+    undone: list[str] = []
+    db = Transactions(log)
+    gate = {"open": False}
+    child = rp.Reactor("gated", inputs=["row"], returns="approve")
+
+    @child.step
+    def write(row):
+        log.append("write")
+        return f"w{row}"
+
+    @write.undo
+    def unwrite(value):
+        undone.append(value)
+
+    @child.step
+    def approve(write):
+        if not gate["open"]:
+            raise rp.Halt("approval")
+        return write
+
+    async def in_transaction(run_child, inputs):
+        async with db.begin():
+            return await run_child()
+
+    r = rp.Reactor("save", inputs=["row"], returns="txn")
+    r.around("txn", child, in_transaction)
+    with pytest.raises(rp.Halted) as info:
+        run_virtual(r.run({"row": 2}))
+    assert ["begin", "write", "rollback Halted"] == log
+    assert ["w2"] == undone
+    gate["open"] = True
+    assert "w2" == run_virtual(r.resume(info.value.checkpoint))
+    assert ["begin", "write", "commit"] == log[3:]
+
+
+def test_around_holds_no_slot_so_one_slot_does_not_deadlock():
+    async def plain(run_child, inputs):
+        return await run_child()
+
+    r = rp.Reactor("save", inputs=["row"])
+    r.around("txn", pair([]), plain)
+
+    async def main() -> Any:
+        async with asyncio.timeout(10):
+            return await r.run({"row": 1}, max_concurrency=1)
+
+    assert {"insert": "id-1", "index": "indexed"} == run_virtual(main())["txn"]
+
+
+def test_around_refuses_a_wrapper_that_is_not_async():
+    r = rp.Reactor("save", inputs=["row"])
+    r.around("txn", pair([]), lambda run_child, inputs: "sync")
+    with pytest.raises(rp.RunFailed, match="txn") as info:
+        run_virtual(r.run({"row": 1}))
+    assert "the wrapper must be an async function" in str(info.value.exceptions[0])
+    with pytest.raises(rp.DefinitionError, match="must be callable"):
+        r.around("other", pair([]), "nope")  # type: ignore[arg-type]
