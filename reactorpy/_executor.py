@@ -510,9 +510,8 @@ class Run:
     def _args(
         self, i: int, attempt: int, named: dict[str, Any] | None = None
     ) -> tuple[list[Any], dict[str, Any]]:
-        """Step i's positional and keyword arguments. A step whose arguments have paths or
-        transforms also fills `named` (if given) as it goes: if resolving one fails, the
-        ones before it are there for compensate."""
+        """Step i's positional and keyword arguments; a step whose arguments have paths or
+        transforms also fills `named` (if given) with them, by parameter name."""
         simple = self.plan.simple[i]
         if simple is not None:
             vals = self.vals
@@ -1222,6 +1221,9 @@ class Run:
             self.attempts[i] = attempt
             if self.emit:
                 await self._event("step_start", i, attempt)
+            # False while the arguments are resolved: if that fails (a path, a transform)
+            # the step never ran, and there is nothing for compensate to make good.
+            called = True
             try:
                 if failed is not None:
                     exc, failed = failed, None
@@ -1233,12 +1235,16 @@ class Run:
                         value = await value
                 elif step.composite:
                     if arguments is None:
+                        called = False
                         arguments = self._named_args(i, attempt)
+                        called = True
                     value = await self._composite(step, i, arguments)
                 else:
                     # Callbacks get this attempt's arguments: transforms run once each.
                     arguments = {} if keeps_arguments else None
+                    called = False
                     pos, kw = self._args(i, attempt, arguments)
+                    called = True
                     value = await self._call(i, step, pos, kw)
             except Halt as halt:
                 if self.emit:
@@ -1261,7 +1267,7 @@ class Run:
                     error = _unwrap_retry(exc)
                 if self.emit:
                     await self._event("step_error", i, attempt, error=error)
-                compensate = step.compensate_callback
+                compensate = step.compensate_callback if called else None
                 if compensate is not None:
                     if arguments is None:
                         arguments = self._named_args(i, attempt)

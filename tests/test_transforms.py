@@ -34,15 +34,13 @@ def test_argument_transforms_apply_after_the_path(async_: bool):
 
 
 def test_a_transform_runs_per_attempt_and_its_error_is_the_steps():
-    """A transform that raises fails the consuming step like its own code would: retried
-    when retry_on matches, then handed to compensate, with a note naming the argument."""
+    """A transform that raises fails the consuming step: retried when retry_on matches,
+    with a note naming the argument; compensate is not called (the step never ran)."""
     calls: list[Any] = []
 
     def flaky(value: int) -> int:
         calls.append(value)
-        if len(calls) < 3:
-            raise ConnectionError("not yet")
-        return value * 10
+        raise ConnectionError("not yet")
 
     r = rp.Reactor("t", returns="use")
 
@@ -50,22 +48,49 @@ def test_a_transform_runs_per_attempt_and_its_error_is_the_steps():
     def source():
         return 4
 
+    ran: list[Any] = []
+
     @r.step(args={"v": rp.Result("source", transform=flaky)}, retries=1, retry_on=ConnectionError)
     async def use(v):
-        return v
-
-    seen: list[BaseException] = []
+        ran.append(v)
 
     @use.compensate
     def fallback(error):
-        seen.append(error)
+        ran.append(error)
         return rp.Continue(-1)
 
-    assert -1 == run_virtual(r.run())
+    with pytest.raises(rp.RunFailed) as info:
+        run_virtual(r.run())
     assert [4, 4] == calls  # two attempts, each resolving the argument again
-    [error] = seen
+    assert [] == ran
+    [error] = info.value.exceptions
     assert isinstance(error, ConnectionError)
     assert "reactorpy: the transform of argument 'v' of step 'use' raised" in error.__notes__
+
+
+def test_compensate_gets_the_attempts_transformed_arguments_once():
+    calls: list[Any] = []
+
+    def double(value: int) -> int:
+        calls.append(value)
+        return 2 * value
+
+    r = rp.Reactor("t", inputs=["n"], returns="use")
+
+    @r.step(args={"v": rp.Input("n", transform=double)}, retries=1, retry_on=KeyError)
+    async def use(v):
+        raise KeyError(v) if len(calls) == 1 else ValueError(v)
+
+    got: list[Any] = []
+
+    @use.compensate
+    def fallback(error, v):
+        got.append((type(error).__name__, v))
+        return rp.Continue(v)
+
+    assert 6 == run_virtual(r.run({"n": 3}))
+    assert [3, 3] == calls  # once per attempt, not again for compensate
+    assert [("ValueError", 6)] == got
 
 
 def test_undo_and_guards_get_the_transformed_arguments():
