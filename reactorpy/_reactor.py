@@ -600,7 +600,10 @@ class Reactor:
             RunFailed: undo callbacks failed (the others still ran), one error each.
         """
         if not isinstance(checkpoint, Checkpoint):
-            raise TypeError(f"undo() takes a Checkpoint, got {type(checkpoint).__name__}.")
+            raise TypeError(
+                f"undo() takes a Checkpoint (a Reversible's .checkpoint, or a Halted error's), "
+                f"got {type(checkpoint).__name__}."
+            )
         plan = self.plan()
         checkpoint.check(self.name, plan.fingerprint, plan.structure)
         run = self._prepare(
