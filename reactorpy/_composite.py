@@ -282,7 +282,7 @@ def make_recurse(
         children = _ChildRuns(run, i)
         return await children.settle(loop(children, {k: arguments[k] for k in needs}))
 
-    return CompositeStep(name, needs, call, {name: child}, args=wiring, **options)
+    return CompositeStep(name, needs, call, {"repeated": child}, args=wiring, **options)
 
 
 def make_around(
@@ -320,7 +320,7 @@ def make_around(
 
         return await children.settle(body())
 
-    return CompositeStep(name, needs, call, {name: child}, args=wiring, **options)
+    return CompositeStep(name, needs, call, {"wrapped": child}, args=wiring, **options)
 
 
 async def _batches(items: Any, size: int) -> Any:

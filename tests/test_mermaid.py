@@ -216,3 +216,19 @@ def test_definition_errors_surface():
     r = rp.Reactor("bad", returns="nowhere")
     with pytest.raises(rp.UnknownReferenceError):
         r.to_mermaid()
+
+
+def test_expand_draws_recurse_and_around_children():
+    child = rp.Reactor("halve", inputs=["n"], returns="half")
+    child.add(rp.step(lambda n: {"n": n // 2}, name="half"))
+
+    async def wrapper(run_child, inputs):
+        return await run_child()
+
+    r = rp.Reactor("halving", inputs=["n"])
+    r.recurse("loop", child, until=lambda out: out["n"] <= 1)
+    r.around("txn", child, wrapper)
+    chart = r.to_mermaid(expand=True)
+    assert '        subgraph s_loop__repeated ["repeated: halve"]' in chart
+    assert '        subgraph s_txn__wrapped ["wrapped: halve"]' in chart
+    assert '            s_txn__wrapped__s_half["half"]' in chart
