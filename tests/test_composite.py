@@ -626,3 +626,37 @@ def test_cancelling_a_plain_map_mid_batch_leaves_no_task():
 
     assert set() == run_virtual(main())
     assert [1, 2, 4, 5, 7, 8] == sorted(cancelled)
+
+
+@pytest.mark.parametrize("max_concurrency", [None, 1])
+async def test_nested_map_sees_outer_arguments_and_undoes_every_cell_once(
+    max_concurrency: int | None,
+):
+    """A map over a reactor that maps itself (Elixir's Reactor crashes on it, its #335 and
+    #206): inner elements get the outer inputs wired by name, results nest in order, and
+    when one cell fails every completed cell is undone exactly once."""
+    undone: list[int] = []
+
+    @rp.step
+    async def cell(x, factor):
+        if x == 99:
+            raise ValueError("bad cell")
+        return x * factor
+
+    @cell.undo
+    def uncell(value):
+        undone.append(value)
+
+    row = rp.Reactor("row", inputs=["row", "factor"], returns="cells")
+    row.map("cells", "row", cell, as_="x")
+    grid = rp.Reactor("grid", inputs=["grid", "factor"], returns="rows")
+    grid.map("rows", "grid", row, as_="row")
+
+    ok = await grid.run({"grid": [[1, 2], [3, 4]], "factor": 10}, max_concurrency=max_concurrency)
+    assert [[10, 20], [30, 40]] == ok
+    with pytest.raises(rp.RunFailed):
+        await grid.run({"grid": [[1, 2], [3, 99]], "factor": 10}, max_concurrency=max_concurrency)
+    assert len(undone) == len(set(undone))
+    assert set(undone) <= {10, 20, 30}
+    if max_concurrency == 1:  # one at a time: everything before the bad cell completed
+        assert [30, 20, 10] == undone
