@@ -1636,7 +1636,9 @@ class Run:
     def result(self) -> Any:
         plan = self.plan
         if plan.returns is None:
-            return dict(zip(plan.order, self.vals, strict=False))
+            results = plan.no_results.copy()
+            results.update(zip(plan.order, self.vals, strict=False))
+            return results
         return self.vals[plan.return_slot]  # type: ignore[index]
 
     # ------------------------------------------------------------------ checkpoint
