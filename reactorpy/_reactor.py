@@ -529,8 +529,7 @@ class Reactor:
                 f"This checkpoint is of a run of {checkpoint.reactor!r} that completed: there "
                 "is nothing to resume (undo() reverses it)."
             )
-        plan = self.plan()
-        checkpoint.check(self.name, plan.fingerprint, plan.structure)
+        plan = self._fitting_plan(checkpoint)
         run = self._prepare(
             plan,
             self._inputs(plan, checkpoint.inputs),
@@ -545,6 +544,20 @@ class Reactor:
             checkpoint=checkpoint,
         )
         return await run.execute()
+
+    def _fitting_plan(self, checkpoint: Checkpoint) -> Plan:
+        """This reactor's plan, if `checkpoint` fits it, and the checkpoints of composed
+        reactors that halted inside fit theirs; else `ResumeError`, before anything runs."""
+        plan = self.plan()
+        checkpoint.check(self.name, plan.fingerprint, plan.structure)
+        for name, inner in checkpoint.inner.items():
+            composite: Any = plan.steps[plan.index[name]]
+            child, child_checkpoint, _ = composite.halted_child(inner)
+            try:
+                child._fitting_plan(child_checkpoint)
+            except ResumeError as exc:
+                raise ResumeError(f"Inside step {name!r} of {self.name!r}: {exc}") from None
+        return plan
 
     async def run_reversible(
         self, inputs: Mapping[str, Any] | None = None, /, **options: Any
@@ -604,8 +617,7 @@ class Reactor:
                 f"undo() takes a Checkpoint (a Reversible's .checkpoint, or a Halted error's), "
                 f"got {type(checkpoint).__name__}."
             )
-        plan = self.plan()
-        checkpoint.check(self.name, plan.fingerprint, plan.structure)
+        plan = self._fitting_plan(checkpoint)
         run = self._prepare(
             plan,
             dict(checkpoint.inputs),

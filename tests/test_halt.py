@@ -190,6 +190,35 @@ async def test_resume_with_changed_reactor_names_the_difference():
         await r.resume(info.value.checkpoint)
 
 
+@pytest.mark.parametrize("use", ["resume", "undo"])
+async def test_a_composed_child_that_changed_since_it_halted_inside_is_named(use: str):
+    """The checkpoint of a child that halted inside is checked too, before anything runs."""
+    undone: list[str] = []
+    parent = rp.Reactor("parent", inputs=["doc"])
+
+    @parent.step
+    def first(doc):
+        return doc
+
+    @first.undo
+    def unfirst(value):
+        undone.append(value)
+
+    parent.compose("approval", approval_reactor([], {"yes": False}), wait_for=["first"])
+    with pytest.raises(rp.Halted) as info:
+        await parent.run({"doc": "x"})
+    child = parent.steps["approval"].children["approval"]  # type: ignore[attr-defined]
+
+    @child.step
+    def audit(publish):
+        return publish
+
+    message = "Inside step 'approval' of 'parent': .* steps added since: 'audit'"
+    with pytest.raises(rp.ResumeError, match=message):
+        await getattr(parent, use)(info.value.checkpoint)
+    assert [] == undone
+
+
 async def test_checkpoint_json_round_trip():
     """A checkpoint of JSON-friendly values round-trips through JSON and resumes."""
     approved = {"yes": False}
