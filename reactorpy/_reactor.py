@@ -251,7 +251,6 @@ class Reactor:
         inside the child propagates through the wrapper (which sees `rp.Halted`); the
         child's steps are undone and the step runs again on resume.
 
-        >>> import contextlib
         >>> child = Reactor("pair", inputs=["x"])
         >>> _ = child.add(step(lambda x: x + 1, name="inc"))
         >>> async def logged(run_child, inputs):
@@ -662,6 +661,7 @@ class Reversible:
         """Undo the run (see `Reactor.undo`); a second call raises `ReactorError`."""
         if self.undone:
             raise ReactorError(f"This run of {self.reactor.name!r} was already undone.")
+        self.reactor._fitting_plan(self.checkpoint)  # if the reactor changed, nothing is undone
         self.undone = True
         await self.reactor.undo(self.checkpoint, context=context, middleware=middleware)
 

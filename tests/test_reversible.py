@@ -321,3 +321,14 @@ def test_undo_of_random_finished_runs(dag: Any) -> None:
     assert [i for i in reversed(h.completed) if h.undoable[i]] == h.undone
     raised = list(failed.exceptions) if isinstance(failed, rp.RunFailed) else []
     assert sorted(map(id, h.raised)) == sorted(map(id, raised))
+
+
+def test_undo_refused_for_a_changed_reactor_leaves_the_run_undoable():
+    log: list[tuple[Any, ...]] = []
+    r = checkout(log)
+    done = run_virtual(r.run_reversible({"order_id": 5}))
+    r.add(rp.step(lambda ship: ship, name="extra"))
+    with pytest.raises(rp.ResumeError, match="steps added since: 'extra'"):
+        run_virtual(done.undo())
+    assert not done.undone  # nothing was undone: it may be tried again
+    assert [] == log
