@@ -306,7 +306,10 @@ def make_around(
         children = _ChildRuns(run, i)
 
         async def run_inner(inputs: Mapping[str, Any] | None = None) -> Any:
-            given = {k: arguments[k] for k in needs} if inputs is None else dict(inputs)
+            if inputs is None:
+                given = {k: arguments[k] for k in needs}
+            else:  # the wrapper's own: missing or unknown ones are an InputError
+                given = child._inputs(child.plan(), inputs)
             return await children.run_child(child, given, "")
 
         async def body() -> Any:

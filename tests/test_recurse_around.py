@@ -204,6 +204,19 @@ def test_around_runs_the_child_inside_the_wrapper():
     assert ["begin", "insert 7", "index id-7", "commit"] == log
 
 
+def test_around_wrapper_giving_wrong_inputs_gets_an_input_error():
+    async def typo(run_child, inputs):
+        return await run_child({"rows": 1})
+
+    r = rp.Reactor("save", inputs=["row"])
+    r.around("txn", pair([]), typo)
+    with pytest.raises(rp.RunFailed) as info:
+        run_virtual(r.run({"row": 1}))
+    [error] = info.value.exceptions
+    assert isinstance(error, rp.InputError)
+    assert (["row"], ["rows"]) == (error.missing, error.unexpected)
+
+
 def test_around_may_change_the_inputs_or_skip_the_child():
     log: list[str] = []
 
