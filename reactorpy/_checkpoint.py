@@ -73,6 +73,22 @@ class Checkpoint:
     inner: dict[str, Any] = attrs.field(factory=dict)
     finished: bool = False
 
+    def __getstate__(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in attrs.fields(Checkpoint)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Checkpoints pickled by an earlier version lack the newer fields: they get their
+        defaults, so a run halted before an upgrade still resumes after it."""
+        for f in attrs.fields(Checkpoint):
+            default: Any = f.default
+            if f.name in state:
+                value = state[f.name]
+            elif isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+                value = default.factory()
+            else:
+                value = default
+            object.__setattr__(self, f.name, value)
+
     def check(self, reactor: str, fingerprint: str, structure: dict[str, tuple[str, ...]]) -> None:
         """Raise `ResumeError` unless this checkpoint belongs to a reactor of this shape."""
         if self.fingerprint == fingerprint and self.reactor == reactor:

@@ -219,6 +219,23 @@ async def test_a_composed_child_that_changed_since_it_halted_inside_is_named(use
     assert [] == undone
 
 
+async def test_a_checkpoint_pickled_before_newer_fields_existed_still_resumes():
+    """Unpickling gives fields a checkpoint's pickle lacks (``finished``, say, added
+    later) their defaults, as for a run halted before an upgrade."""
+    log: list[str] = []
+    approved = {"yes": False}
+    r = approval_reactor(log, approved)
+    with pytest.raises(rp.Halted) as info:
+        await r.run({"doc": "x"})
+    state = info.value.checkpoint.__getstate__()
+    del state["finished"], state["inner"]
+    old = rp.Checkpoint.__new__(rp.Checkpoint)
+    old.__setstate__(state)  # what pickle.loads does with that state
+    assert (False, {}) == (old.finished, old.inner)
+    approved["yes"] = True
+    assert "draft(x) approved" == await r.resume(pickle.loads(pickle.dumps(old)))
+
+
 async def test_checkpoint_json_round_trip():
     """A checkpoint of JSON-friendly values round-trips through JSON and resumes."""
     approved = {"yes": False}
