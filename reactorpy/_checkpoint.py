@@ -28,12 +28,23 @@ class UndoRecord:
         value: the step's result (the undo callback's first argument).
         arguments: the step's arguments by parameter name.
         undo: a callback to use instead of the step's own (composed reactors).
+        route: for a step of a composed reactor, where it is: the composite step's name,
+            the child's key in its ``children``, (again for each level), then the step's
+            name. Undo finds the callback along it once ``undo`` is lost (a checkpoint
+            loaded from JSON). None for direct steps and for new steps (`NewSteps`).
     """
 
     step: str
     value: Any
     arguments: dict[str, Any]
     undo: Any = attrs.field(default=None, eq=False, repr=False)
+    route: tuple[str, ...] | None = attrs.field(default=None, repr=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return _state(self)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        _set_state(self, state)
 
 
 @attrs.frozen
@@ -74,20 +85,10 @@ class Checkpoint:
     finished: bool = False
 
     def __getstate__(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in attrs.fields(Checkpoint)}
+        return _state(self)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        """Checkpoints pickled by an earlier version lack the newer fields: they get their
-        defaults, so a run halted before an upgrade still resumes after it."""
-        for f in attrs.fields(Checkpoint):
-            default: Any = f.default
-            if f.name in state:
-                value = state[f.name]
-            elif isinstance(default, attrs.Factory):  # type: ignore[arg-type]
-                value = default.factory()
-            else:
-                value = default
-            object.__setattr__(self, f.name, value)
+        _set_state(self, state)
 
     def check(self, reactor: str, fingerprint: str, structure: dict[str, tuple[str, ...]]) -> None:
         """Raise `ResumeError` unless this checkpoint belongs to a reactor of this shape."""
@@ -115,10 +116,14 @@ class Checkpoint:
     def to_json(self) -> str:
         """The checkpoint as JSON (raises TypeError if a value is not JSON-serialisable).
 
-        Undo records of composed reactors hold callbacks and cannot be exported.
+        Undo records of new steps (`NewSteps`) hold callbacks, not a route to them, and
+        cannot be exported.
         """
-        if any(r.undo is not None for r in self.undo_stack):
-            raise TypeError("a checkpoint with composed undo records cannot be exported to JSON")
+        if any(r.undo is not None and r.route is None for r in self.undo_stack):
+            raise TypeError(
+                "a checkpoint with undo records of new steps (rp.NewSteps) cannot be exported "
+                "to JSON: their undo callbacks exist only in the run; pickle it instead"
+            )
         return json.dumps(
             {
                 "format": _FORMAT,
@@ -128,7 +133,10 @@ class Checkpoint:
                 "inputs": self.inputs,
                 "completed": list(self.completed),
                 "results": self.results,
-                "undo_stack": [[r.step, r.value, r.arguments] for r in self.undo_stack],
+                "undo_stack": [
+                    [r.step, r.value, r.arguments, *([list(r.route)] if r.route else [])]
+                    for r in self.undo_stack
+                ],
                 "attempts": self.attempts,
                 "reason": self.reason,
                 "halted_step": self.halted_step,
@@ -150,7 +158,10 @@ class Checkpoint:
             inputs=data["inputs"],
             completed=tuple(data["completed"]),
             results=data["results"],
-            undo_stack=tuple(UndoRecord(s, v, a) for s, v, a in data["undo_stack"]),
+            undo_stack=tuple(
+                UndoRecord(s, v, a, route=tuple(route[0]) if route else None)
+                for s, v, a, *route in data["undo_stack"]
+            ),
             attempts=data["attempts"],
             reason=data["reason"],
             halted_step=data["halted_step"],
@@ -171,3 +182,21 @@ def _inner_from_json(data: dict[str, Any]) -> Any:
     if "branch" in data:
         return (data["branch"], Checkpoint.from_json(data["checkpoint"]))
     return Checkpoint.from_json(data)
+
+
+def _state(obj: Any) -> dict[str, Any]:
+    return {f.name: getattr(obj, f.name) for f in attrs.fields(type(obj))}
+
+
+def _set_state(obj: Any, state: dict[str, Any]) -> None:
+    """What unpickling does: fields a pickle made by an earlier version lacks get their
+    defaults, so a run halted before an upgrade still resumes after it."""
+    for f in attrs.fields(type(obj)):
+        default: Any = f.default
+        if f.name in state:
+            value = state[f.name]
+        elif isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+            value = default.factory()
+        else:
+            value = default
+        object.__setattr__(obj, f.name, value)

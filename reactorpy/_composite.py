@@ -137,15 +137,28 @@ async def run_child(
 
 
 def _parent_records(run: Run, i: int, plan: Any, child: Run, label: str) -> list[UndoRecord]:
-    """The child's undo records, named and called as records of the parent run."""
+    """The child's undo records, named and called as records of the parent run, with the
+    route to each step from the parent's reactor (for a checkpoint loaded from JSON)."""
+    composite = run.plan.order[i]
+    key = _child_key(run.plan.steps[i], child.reactor)
     records = []
     for rec in child.undo_records():
-        undo = rec.undo
-        if undo is None:
-            undo = plan.steps[plan.index[rec.step]].undo_callback
-        step_name = f"{run.plan.order[i]}.{label}{rec.step}"
-        records.append(UndoRecord(step_name, rec.value, rec.arguments, undo))
+        undo, inner = rec.undo, rec.route
+        if undo is None:  # a step of the child itself
+            undo, inner = plan.steps[plan.index[rec.step]].undo_callback, (rec.step,)
+        route = None if key is None or inner is None else (composite, key, *inner)
+        step_name = f"{composite}.{label}{rec.step}"
+        records.append(UndoRecord(step_name, rec.value, rec.arguments, undo, route))
     return records
+
+
+def _child_key(step: Step[..., Any], reactor: Reactor) -> str | None:
+    """The key of `reactor` among the children of composite `step` (None: a reactor the
+    step made while running, from `NewSteps`)."""
+    for key, child in getattr(step, "children", {}).items():
+        if child is reactor:
+            return str(key)
+    return None
 
 
 def _wiring_for(reactor: Reactor, args: Mapping[str, Source] | None) -> dict[str, Source]:

@@ -1538,6 +1538,17 @@ class Run:
         names = self.plan.param_names[i]
         return UndoRecord(self.plan.order[i], value, dict(zip(names, argvals, strict=True)))
 
+    def _routed_callback(self, route: tuple[str, ...]) -> Callback | None:
+        """The undo callback of the step at `route` (see `UndoRecord.route`)."""
+        reactor: Any = self.reactor
+        for k in range(0, len(route) - 1, 2):
+            children = getattr(reactor.steps.get(route[k]), "children", None) or {}
+            reactor = children.get(route[k + 1])
+            if reactor is None:
+                return None
+        step = reactor.steps.get(route[-1])
+        return None if step is None else step.undo_callback
+
     def undo_records(self) -> list[UndoRecord]:
         """The undo stack as records, oldest first."""
         return [self._as_record(entry) for entry in self.undo_stack]
@@ -1548,10 +1559,14 @@ class Run:
         callback: Callback | None
         if record.undo is not None:
             callback = record.undo
+        elif record.route is not None:  # a composed step's, loaded from JSON
+            callback = self._routed_callback(record.route)
         else:
             callback = self.plan.steps[i].undo_callback if i >= 0 else None
-        if callback is None:  # pragma: no cover - records are only made for undoable steps
-            return None
+        if callback is None:  # the definition changed since the record was made
+            missing = LookupError(f"undo of step {name!r}: no undo callback found for it")
+            missing.add_note(f"reactorpy: undo of step {name!r} failed (attempt 0)")
+            return missing
         ctx = Context(self.run_id, name, 1, self.data, self.plan.reactor)
         for attempt in range(1, _UNDO_ATTEMPTS + 1):
             if self.emit:

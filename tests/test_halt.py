@@ -232,8 +232,46 @@ async def test_a_checkpoint_pickled_before_newer_fields_existed_still_resumes():
     old = rp.Checkpoint.__new__(rp.Checkpoint)
     old.__setstate__(state)  # what pickle.loads does with that state
     assert (False, {}) == (old.finished, old.inner)
+    record_state = rp.UndoRecord("s", 1, {}).__getstate__()
+    del record_state["route"]
+    record = rp.UndoRecord.__new__(rp.UndoRecord)
+    record.__setstate__(record_state)
+    assert record == rp.UndoRecord("s", 1, {})
     approved["yes"] = True
     assert "draft(x) approved" == await r.resume(pickle.loads(pickle.dumps(old)))
+
+
+async def test_json_checkpoint_with_a_finished_composed_child_undoes_it_after_resume():
+    """A composed child that finished before the halt: its undo records go through JSON
+    as routes, and a failure after the resume (a new process, say) undoes its steps."""
+    undone: list[str] = []
+    child = rp.Reactor("child", inputs=["doc"], returns="stamp")
+
+    @child.step
+    def stamp(doc):
+        return f"stamped {doc}"
+
+    @stamp.undo
+    def unstamp(value):
+        undone.append(value)
+
+    gate = {"open": False}
+    r = rp.Reactor("parent", inputs=["doc"])
+    r.compose("signed", child)
+
+    @r.step
+    def send(signed):
+        if not gate["open"]:
+            raise rp.Halt("wait")
+        raise ConnectionError("mail down")
+
+    with pytest.raises(rp.Halted) as info:
+        await r.run({"doc": "d"})
+    text = info.value.checkpoint.to_json()
+    gate["open"] = True
+    with pytest.raises(rp.RunFailed):
+        await r.resume(rp.Checkpoint.from_json(text))
+    assert ["stamped d"] == undone
 
 
 async def test_checkpoint_json_round_trip():

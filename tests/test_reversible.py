@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import pickle
 from typing import Any
 
@@ -170,6 +171,99 @@ def test_composed_mapped_and_switched_children_are_undone_with_their_parent():
     names = [e.step for e in recorder.events if e.kind == "undo_complete"]
     expected = ["switched.branch.branch", "mapped.[1].each", "mapped.[0].each", "composed.inner"]
     assert [*expected, "first"] == names
+
+
+def composites(undone: list[str]) -> rp.Reactor:
+    """A reactor whose undoable steps sit inside compose, map, switch, recurse and around,
+    two levels deep for compose."""
+
+    def undoable(name: str) -> rp.Step[..., Any]:
+        s = rp.step(lambda x: f"{name}({x})", name=name)
+        s.undo(lambda value: undone.append(value))
+        return s
+
+    leaf = rp.Reactor("leaf", inputs=["x"], returns="inner")
+    leaf.add(undoable("inner"))
+    middle = rp.Reactor("middle", inputs=["x"], returns="deep")
+    middle.compose("deep", leaf)
+    again = rp.Reactor("again", inputs=["x"], returns="twice")
+    again.add(rp.step(lambda x: {"x": x}, name="twice"))
+    again.steps["twice"].undo(lambda value: undone.append(f"twice({value['x']})"))
+
+    async def wrapper(run_child, inputs):
+        return await run_child()
+
+    r = rp.Reactor("parent", inputs=["x", "xs"])
+    r.add(undoable("first"))
+    r.compose("composed", middle, args={"x": rp.Result("first")})
+    r.map("mapped", "xs", undoable("each"), wait_for=["composed"])
+    r.switch(
+        "switched",
+        rp.Result("first"),
+        [(lambda v: True, undoable("branch"))],
+        args={"x": rp.Input("x")},
+        wait_for=["mapped"],
+    )
+    r.recurse("looped", again, max_iterations=2, wait_for=["switched"])
+    r.around("wrapped", leaf, wrapper, wait_for=["looped"])
+    return r
+
+
+def test_a_finished_runs_checkpoint_with_composed_steps_undoes_from_json():
+    """Records of steps inside composite steps carry a route to their step: a checkpoint
+    loaded from JSON (no callbacks in it) undoes them as the run itself would."""
+    in_process: list[str] = []
+    run_virtual(run_virtual(composites(in_process).run_reversible({"x": 1, "xs": [7]})).undo())
+    from_json: list[str] = []
+    r = composites(from_json)
+    done = run_virtual(r.run_reversible({"x": 1, "xs": [7]}))
+    routes = [u.route for u in done.checkpoint.undo_stack]
+    assert ("composed", "composed", "deep", "deep", "inner") in routes
+    assert ("mapped", "mapped", "each") in routes
+    assert ("switched", "0: branch", "branch") in routes
+    assert ("looped", "repeated", "twice") in routes
+    assert ("wrapped", "wrapped", "inner") in routes
+    run_virtual(r.undo(rp.Checkpoint.from_json(done.checkpoint.to_json())))
+    assert in_process == from_json
+    assert len(from_json) == 7  # first, inner, each, branch, twice x2, inner
+    assert "first(1)" == from_json[-1]
+
+
+def test_a_route_that_no_longer_leads_to_an_undo_is_an_undo_error():
+    undone: list[str] = []
+    r = composites(undone)
+    done = run_virtual(r.run_reversible({"x": 1, "xs": []}))
+    data = json.loads(done.checkpoint.to_json())
+    for record in data["undo_stack"]:
+        if len(record) == 4 and record[3][0] == "composed":
+            record[3][-1] = "renamed"
+    with pytest.raises(rp.RunFailed) as info:
+        run_virtual(r.undo(rp.Checkpoint.from_json(data)))
+    [error] = info.value.exceptions
+    assert isinstance(error, LookupError)
+    assert "no undo callback found" in str(error)
+    assert "first(1)" in undone  # the other undos still ran
+
+
+def test_new_steps_records_cannot_go_to_json_but_undo_in_process():
+    undone: list[Any] = []
+
+    @rp.step
+    def made(x):
+        return x
+
+    made.undo(lambda value: undone.append(value))
+    r = rp.Reactor("gen", inputs=["x"])
+
+    @r.step
+    def gen(x):
+        return rp.NewSteps(x, steps=[made])
+
+    done = run_virtual(r.run_reversible({"x": 3}))
+    with pytest.raises(TypeError, match=r"new steps \(rp.NewSteps\) cannot be exported"):
+        done.checkpoint.to_json()
+    run_virtual(done.undo())
+    assert [3] == undone
 
 
 def test_undo_a_halted_run_including_a_child_that_halted_inside():
