@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -48,6 +50,34 @@ def test_approval_example_halts_then_resumes_in_a_new_process(tmp_path: Path):
         env={**env_path, "PATH": ""},
     )
     assert "published doc.pdf (rendered), approved" == second.stdout.strip(), second.stderr
+
+
+def test_booking_example_is_cancelled_from_json_in_a_new_process(tmp_path: Path):
+    """The booking example books (a composed hotel included), keeps its undo stack as JSON,
+    and a second process undoes every booking, newest first."""
+    root = Path(__file__).resolve().parent.parent
+    cmd = [sys.executable, "-m", "reactorpy.examples.booking"]
+    env = {"PYTHONPATH": str(root), "PATH": ""}
+    run = functools.partial(
+        subprocess.run, cwd=tmp_path, capture_output=True, text=True, timeout=60, env=env
+    )
+    first = run([*cmd, "book", "Lisbon"])
+    expected = {"car": "CAR-LIS-7", "flight": "FL-LIS-7", "hotel": "RM-LIS-12+BF"}
+    assert expected == json.loads(first.stdout), first.stderr
+    assert (tmp_path / "booking.json").exists()
+    second = run([*cmd, "cancel"])
+    lines = second.stdout.splitlines()
+    assert {
+        "returned car CAR-LIS-7",
+        "cancelled flight FL-LIS-7",
+        "dropped breakfast RM-LIS-12+BF",
+        "released room RM-LIS-12",
+    } == set(lines), second.stderr
+    assert len(lines) == 4
+    # Newest first: the car came after the flight, breakfast after the room.
+    assert lines.index("returned car CAR-LIS-7") < lines.index("cancelled flight FL-LIS-7")
+    assert lines.index("dropped breakfast RM-LIS-12+BF") < lines.index("released room RM-LIS-12")
+    assert not (tmp_path / "booking.json").exists()
 
 
 async def test_scoring_example_sends_scores_to_a_process_pool():
