@@ -418,7 +418,7 @@ def _plain_step(unit: Step[..., Any] | Reactor) -> Step[..., Any] | None:
     if isinstance(unit, Step):
         return unit if _is_plain(unit) and not unit.args else None  # args: wired by a child
     steps = list(unit.steps.values())
-    if len(steps) != 1 or unit.middleware or unit.executor is not None:
+    if len(steps) != 1 or unit.middleware or unit.executor is not None or unit.input_transforms:
         return None
     only = steps[0]
     wired = {p.name for p in only.params}

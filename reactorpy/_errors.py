@@ -283,6 +283,10 @@ class Halt(Exception):
             dependents receive it on resume; otherwise the step runs again on resume.
     """
 
+    # The arguments the halting attempt resolved, by name (set by the run, for the undo
+    # record of a step that halts with a result: transforms are not run again).
+    _arguments: dict[str, Any] | None = None
+
     def __init__(self, reason: Any = None, *, result: Any = _UNSET) -> None:
         super().__init__(reason)
         self.reason = reason

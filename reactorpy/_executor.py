@@ -528,6 +528,14 @@ class Run:
                 kw[a.param] = v
         return pos, kw
 
+    def _split(self, i: int, named: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+        """Arguments by name (from `_args`) as the positional and keyword ones again."""
+        argv = self.plan.argv[i]
+        return (
+            [named[a.param] for a in argv if a.positional],
+            {a.param: named[a.param] for a in argv if not a.positional},
+        )
+
     def _argument(self, i: int, a: ArgSpec, attempt: int) -> Any:
         """One argument of step i, resolved as `_args` does."""
         if a.source is None:
@@ -602,12 +610,17 @@ class Run:
             # Events are reported in the step's own context (a tracing middleware sets the
             # step's span there, for the step's code to see).
             ctx = self.base_ctx.copy()
+            # Arguments with paths or transforms, by name, for the undo record: resolved
+            # once (simple ones are named from the values when the undo runs).
+            named: dict[str, Any] | None = None if self.plan.simple[i] is not None else {}
             try:
-                pos, _ = self._args(i, 1)
+                pos, kw = self._args(i, 1, named)
                 if report:
                     started = self._plain_start(i, ctx)
-                value = ctx.run(self.plan.fns[i], *pos)
+                value = ctx.run(self.plan.fns[i], *pos, **kw)
             except BaseException as exc:
+                if named and isinstance(exc, Halt):
+                    exc._arguments = named
                 self._settle(i, exc, started, ctx)
                 continue
             if type(value) is NewSteps:
@@ -621,7 +634,7 @@ class Run:
                 except BaseException as exc:  # a middleware hook raised: the step fails
                     self._settle(i, exc, started, ctx)
                     continue
-            self._record(i, value, None)
+            self._record(i, value, named)
             for d in self._newly_ready(i):
                 if self.gate:
                     self.held.append(d)
@@ -976,7 +989,8 @@ class Run:
                             self.attempts[i] = 1
                             coro = plan.fns[i](*args)
                         else:
-                            pos, kw = self._args(i, 1)
+                            arguments = {}  # named as resolved, for the undo record
+                            pos, kw = self._args(i, 1, arguments)
                             self.attempts[i] = 1
                             coro = plan.fns[i](*pos, **kw)
                     else:
@@ -1019,6 +1033,8 @@ class Run:
             except Halt as halt:
                 if self.fast_events and self.kinds[i] != _FEATURED:
                     self._plain_end(i, "step_halt", started, halt.reason, ctx=step_ctx)
+                if arguments and halt._arguments is None:
+                    halt._arguments = arguments
                 self._halt(i, halt)
                 i = self._release(i)
                 continue
@@ -1206,8 +1222,11 @@ class Run:
         keeps_arguments = fetch is None and (
             self.plan.has_undo[i] or step.compensate_callback is not None
         )
+        guarded = None  # the arguments the guard was given, when they need resolving
         if step.when is not None:
             arguments = self._named_args(i, first_attempt + 1)
+            if fetch is None:
+                guarded = arguments
             ok = step.when.fn(**step.when.kwargs(arguments, self._context(i, 1)))
             if inspect.isawaitable(ok):
                 ok = await ok
@@ -1240,15 +1259,22 @@ class Run:
                         called = True
                     value = await self._composite(step, i, arguments)
                 else:
-                    # Callbacks get this attempt's arguments: transforms run once each.
-                    arguments = {} if keeps_arguments else None
-                    called = False
-                    pos, kw = self._args(i, attempt, arguments)
-                    called = True
+                    # Callbacks get this attempt's arguments: transforms run once each
+                    # (the guard's, for the attempt right after it).
+                    if guarded is not None:
+                        arguments, guarded = guarded, None
+                        pos, kw = self._split(i, arguments)
+                    else:
+                        arguments = {} if keeps_arguments else None
+                        called = False
+                        pos, kw = self._args(i, attempt, arguments)
+                        called = True
                     value = await self._call(i, step, pos, kw)
             except Halt as halt:
                 if self.emit:
                     await self._event("step_halt", i, attempt, value=halt.reason)
+                if arguments:
+                    halt._arguments = arguments
                 raise
             except Exception as exc:
                 error: BaseException = exc
@@ -1439,7 +1465,7 @@ class Run:
 
     def _halt(self, i: int, halt: Halt) -> None:
         if halt.result is not _UNSET:
-            self._record(i, halt.result, None)
+            self._record(i, halt.result, halt._arguments)
         else:
             self.state[i] = _PENDING
         if self.halt_reason is _UNSET:

@@ -926,3 +926,20 @@ async def test_async_false_step_holds_back_siblings_made_ready_with_it():
 
     await r.run()
     assert log.index("alone end") == log.index("alone start") + 1
+
+
+@pytest.mark.parametrize("is_async", [False, True])
+@pytest.mark.parametrize("async_", [True, False])
+async def test_keyword_only_parameters_are_passed_by_keyword(is_async: bool, async_: bool):
+    """A step whose parameters are keyword-only gets them (a plain def run inline used to
+    drop them)."""
+    r = rp.Reactor("kw", inputs=["x"], returns="s")
+
+    def s(*, x, scale=3):
+        return x * scale
+
+    async def s_async(*, x, scale=3):
+        return x * scale
+
+    r.add(rp.step(s_async if is_async else s, name="s"))
+    assert 6 == await r.run({"x": 2}, async_=async_)

@@ -223,3 +223,78 @@ def test_bad_transforms_are_refused_at_definition():
     assert "Result('a', 'b', transform=len)" == repr(rp.Result("a", "b", transform=len))
     assert rp.Input("a", transform=int) == rp.Input("a", transform=int)
     assert rp.Input("a") != rp.Input("a", transform=int)
+
+
+@pytest.mark.parametrize("is_async", [False, True])
+def test_a_step_without_options_resolves_a_transform_once_for_itself_and_its_undo(
+    is_async: bool,
+):
+    """The undo of a plain def or async step gets the very values the step got."""
+    calls: list[str] = []
+
+    def tag(value: str) -> str:
+        calls.append(value)
+        return f"{value}#{len(calls)}"
+
+    def book(item):
+        return f"booked {item}"
+
+    async def book_async(item):
+        return f"booked {item}"
+
+    undone: list[Any] = []
+    r = rp.Reactor("t", inputs=["item"])
+    s = r.add(
+        rp.step(book_async if is_async else book, name="book"),
+        args={"item": rp.Input("item", transform=tag)},
+    )
+    s.undo(lambda value, item: undone.append((value, item)))
+
+    @r.step
+    def fail(book):
+        raise ValueError("later")
+
+    with pytest.raises(rp.RunFailed):
+        run_virtual(r.run({"item": "a"}))
+    assert ["a"] == calls
+    assert [("booked a#1", "a#1")] == undone
+
+
+def test_a_guard_and_a_halt_with_result_share_the_attempts_arguments():
+    calls: list[int] = []
+
+    def count(value: int) -> int:
+        calls.append(value)
+        return value * 10
+
+    r = rp.Reactor("t", inputs=["n"], returns="guarded")
+
+    @r.step(args={"v": rp.Input("n", transform=count)}, when=lambda v: v > 0)
+    async def guarded(v):
+        return v
+
+    assert 10 == run_virtual(r.run({"n": 1}))
+    assert [1] == calls  # the guard's resolution serves the first attempt too
+
+    calls.clear()
+    undone: list[Any] = []
+    h = rp.Reactor("h", inputs=["n"])
+
+    @h.step(args={"v": rp.Input("n", transform=count)})
+    def pause(v):
+        raise rp.Halt("wait", result=v + 1)
+
+    pause.undo(lambda value, v: undone.append((value, v)))
+    with pytest.raises(rp.Halted) as info:
+        run_virtual(h.run({"n": 2}))
+    assert [2] == calls
+    [record] = info.value.checkpoint.undo_stack
+    assert (21, {"v": 20}) == (record.value, record.arguments)
+
+
+def test_map_over_a_reactor_with_input_transforms_applies_them():
+    child = rp.Reactor("child", inputs={"n": int}, returns="double")
+    child.add(rp.step(lambda n: n * 2, name="double"))
+    r = rp.Reactor("t", inputs=["ns"], returns="out")
+    r.map("out", "ns", child)
+    assert [2, 4] == run_virtual(r.run({"ns": ["1", "2"]}))
