@@ -69,6 +69,9 @@ class Checkpoint:
             switch, the chosen branch's index and its checkpoint).
         finished: the run completed (`Reactor.run_reversible`): it can be undone, not
             resumed.
+        inner_marks: for each entry of `inner`, how many records of `undo_stack` were
+            there when that child halted (those after it completed later: undo goes
+            newest first across the levels).
     """
 
     reactor: str
@@ -83,6 +86,7 @@ class Checkpoint:
     halted_step: str | None = None
     inner: dict[str, Any] = attrs.field(factory=dict)
     finished: bool = False
+    inner_marks: dict[str, int] = attrs.field(factory=dict)
 
     def __getstate__(self) -> dict[str, Any]:
         return _state(self)
@@ -142,6 +146,7 @@ class Checkpoint:
                 "halted_step": self.halted_step,
                 "inner": {k: _inner_to_json(v) for k, v in self.inner.items()},
                 "finished": self.finished,
+                "inner_marks": self.inner_marks,
             }
         )
 
@@ -167,6 +172,7 @@ class Checkpoint:
             halted_step=data["halted_step"],
             inner={k: _inner_from_json(v) for k, v in data["inner"].items()},
             finished=data.get("finished", False),
+            inner_marks=data.get("inner_marks", {}),
         )
 
 

@@ -131,18 +131,22 @@ async def run_child(
     except Halted as halted:
         # What the halted child completed, for composites that cannot resume inside it
         # (map, NewSteps): they undo it, and run it again on resume.
-        halted.undo_records = _parent_records(run, i, plan, child, label)  # type: ignore[attr-defined]
+        records = _parent_records(run, i, plan, child, label, halted=True)
+        halted.undo_records = records  # type: ignore[attr-defined]
         raise
     return value, _parent_records(run, i, plan, child, label)
 
 
-def _parent_records(run: Run, i: int, plan: Any, child: Run, label: str) -> list[UndoRecord]:
+def _parent_records(
+    run: Run, i: int, plan: Any, child: Run, label: str, halted: bool = False
+) -> list[UndoRecord]:
     """The child's undo records, named and called as records of the parent run, with the
-    route to each step from the parent's reactor (for a checkpoint loaded from JSON)."""
+    route to each step from the parent's reactor (for a checkpoint loaded from JSON); for a
+    child that `halted`, those of its own children that halted inside it too."""
     composite = run.plan.order[i]
     key = _child_key(run.plan.steps[i], child.reactor)
     records = []
-    for rec in child.undo_records():
+    for rec in child.undo_records(halted):
         undo, inner = rec.undo, rec.route
         if undo is None:  # a step of the child itself
             undo, inner = plan.steps[plan.index[rec.step]].undo_callback, (rec.step,)
@@ -189,8 +193,7 @@ def make_compose(
                 run, i, child, {k: arguments[k] for k in child.inputs}, "", checkpoint=inner
             )
         except Halted as halted:
-            run.inner[name] = halted.checkpoint
-            run.halted_undo[i] = halted.undo_records  # type: ignore[attr-defined]
+            run.child_halted(i, name, halted.checkpoint, halted.undo_records)  # type: ignore[attr-defined]
             raise Halt(halted.reason) from None
         run.extra_undo[i] = records
         return value
@@ -724,8 +727,8 @@ def make_switch(
                 checkpoint=checkpoint,
             )
         except Halted as halted:
-            run.inner[name] = (index, halted.checkpoint)
-            run.halted_undo[i] = halted.undo_records  # type: ignore[attr-defined]
+            records = halted.undo_records  # type: ignore[attr-defined]
+            run.child_halted(i, name, (index, halted.checkpoint), records)
             raise Halt(halted.reason) from None
         run.extra_undo[i] = records
         return result

@@ -295,6 +295,9 @@ class Run:
         # What composed children that halted inside had completed, by composite: undone
         # if this run fails instead of halting.
         self.halted_undo: dict[int, list[UndoRecord]] = {}
+        # Where in the undo stack each of those children halted: steps of this run that
+        # completed after it (during the grace period) are newer than the child's.
+        self.halted_marks: dict[int, int] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         self.clock: Callable[[], float] = _no_clock
         self.new_task: Callable[..., asyncio.Task[None]] = asyncio.ensure_future
@@ -365,13 +368,18 @@ class Run:
         if self.mw is not None:
             await self._run_start()
         errors: list[BaseException] = []
-        for name, inner in checkpoint.inner.items():
+        # Newest first: what this run completed after a child halted (the checkpoint's
+        # marks), then that child's steps, and so on down the stack.
+        self.undo_stack = list(checkpoint.undo_stack)
+        marks = checkpoint.inner_marks
+        top = len(self.undo_stack)
+        for name in sorted(checkpoint.inner, key=lambda n: -marks.get(n, top)):
+            errors.extend(await self._undo_all(down_to=marks.get(name, top)))
             i = self.plan.index[name]
             composite: Any = self.plan.steps[i]
-            child, child_checkpoint, label = composite.halted_child(inner)
+            child, child_checkpoint, label = composite.halted_child(checkpoint.inner[name])
             child_run = self._child(i, child, child_checkpoint, label)
             errors.extend(await child_run._reverted(child_checkpoint))
-        self.undo_stack = list(checkpoint.undo_stack)
         errors.extend(await self._undo_all())
         errors.extend(self.hook_errors)
         if self.mw is not None:
@@ -1385,6 +1393,7 @@ class Run:
     async def _composite(self, step: Any, i: int, arguments: dict[str, Any]) -> Any:
         self.extra_undo.pop(i, None)
         self.halted_undo.pop(i, None)
+        self.halted_marks.pop(i, None)
         if step.timeout is None:
             return await step.call(self, i, arguments)
         async with asyncio.timeout(step.timeout):
@@ -1533,14 +1542,32 @@ class Run:
             await self.mw.call("on_run_error", self.info, cancelled)
 
     # ------------------------------------------------------------------ undo
-    async def _undo_all(self) -> list[BaseException]:
-        """Undo completed steps, newest first; return the undo errors."""
-        for records in self.halted_undo.values():
-            self.undo_stack.extend(records)  # children halted inside: the run failed instead
-        self.halted_undo.clear()
+    def child_halted(self, i: int, name: str, inner: Any, records: list[UndoRecord]) -> None:
+        """The child of composite step i halted inside it: keep its checkpoint (`inner`, to
+        resume inside it) and what it completed (undone if this run fails instead)."""
+        self.inner[name] = inner
+        self.halted_undo[i] = records
+        self.halted_marks[i] = len(self.undo_stack)
+
+    def _with_halted(self) -> list[UndoRecord | tuple[int, Any, Sequence[Any]]]:
+        """The undo stack with the records of children that halted inside placed where
+        they halted (later completions of this run are newer)."""
+        stack = list(self.undo_stack)
+        marks = self.halted_marks
+        for i in sorted(self.halted_undo, key=lambda j: -marks.get(j, len(stack))):
+            mark = marks.get(i, len(stack))
+            stack[mark:mark] = self.halted_undo[i]
+        return stack
+
+    async def _undo_all(self, down_to: int = 0) -> list[BaseException]:
+        """Undo completed steps, newest first, until `down_to` are left; return the undo
+        errors."""
+        if self.halted_undo:  # children halted inside: the run failed instead
+            self.undo_stack = self._with_halted()
+            self.halted_undo.clear()
         errors: list[BaseException] = []
         stack = self.undo_stack
-        while stack:
+        while len(stack) > down_to:
             record = self._as_record(stack.pop())
             err = await self._undo_one(record)
             if err is not None:
@@ -1575,9 +1602,11 @@ class Run:
         step = reactor.steps.get(route[-1])
         return None if step is None else step.undo_callback
 
-    def undo_records(self) -> list[UndoRecord]:
-        """The undo stack as records, oldest first."""
-        return [self._as_record(entry) for entry in self.undo_stack]
+    def undo_records(self, halted: bool = False) -> list[UndoRecord]:
+        """The undo stack as records, oldest first; with `halted`, the records of children
+        that halted inside too (what a halted run completed, at every depth)."""
+        stack = self._with_halted() if halted and self.halted_undo else self.undo_stack
+        return [self._as_record(entry) for entry in stack]
 
     async def _undo_one(self, record: UndoRecord) -> BaseException | None:
         i = self.plan.index.get(record.step, -1)
@@ -1704,6 +1733,11 @@ class Run:
             reason=self.halt_reason,
             halted_step=self.halt_step,
             inner=dict(self.inner),
+            inner_marks={
+                plan.order[i]: mark
+                for i, mark in self.halted_marks.items()
+                if plan.order[i] in self.inner
+            },
         )
 
     def finished_checkpoint(self) -> Checkpoint:

@@ -345,3 +345,76 @@ def test_around_refuses_a_wrapper_that_is_not_async():
     assert "the wrapper must be an async function" in str(info.value.exceptions[0])
     with pytest.raises(rp.DefinitionError, match="must be callable"):
         r.around("other", pair([]), "nope")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("kind", ["around", "recurse"])
+def test_a_halt_two_levels_down_undoes_the_grandchilds_steps_too(kind: str):
+    """around(child) where the child composes a grandchild that completes g1 and halts in
+    g2: g1 is undone at the halt (the step runs again on resume), not forgotten."""
+    log: list[str] = []
+    gate = {"open": False}
+    grand = rp.Reactor("grand", inputs=["x"], returns="g2")
+
+    @grand.step
+    def g1(x):
+        log.append("do g1")
+        return x
+
+    g1.undo(lambda value: log.append("undo g1"))
+
+    @grand.step
+    def g2(g1):
+        if not gate["open"]:
+            raise rp.Halt("wait")
+        return {"x": g1}
+
+    child = rp.Reactor("child", inputs=["x"], returns="inner")
+    child.compose("inner", grand)
+    parent = rp.Reactor("parent", inputs=["x"], returns="wrap")
+    if kind == "around":
+
+        async def wrapper(run_child, inputs):
+            return await run_child()
+
+        parent.around("wrap", child, wrapper)
+    else:
+        parent.recurse("wrap", child, max_iterations=1)
+    with pytest.raises(rp.Halted) as info:
+        run_virtual(parent.run({"x": 1}))
+    assert ["do g1", "undo g1"] == log
+    gate["open"] = True
+    assert {"x": 1} == run_virtual(parent.resume(info.value.checkpoint))
+    assert ["do g1", "undo g1", "do g1"] == log
+
+
+def test_a_failing_run_undoes_what_a_halted_grandchild_completed():
+    """A step fails while a composed child runs; the child then halts inside its own
+    compose: the grandchild's completed step is undone with the rest."""
+    log: list[str] = []
+    grand = rp.Reactor("grand", inputs=["x"])
+
+    @grand.step
+    def g1(x):
+        log.append("do g1")
+        return x
+
+    g1.undo(lambda value: log.append("undo g1"))
+
+    @grand.step
+    async def g2(g1):
+        await asyncio.sleep(1)  # halts in the grace period the failure below gave
+        raise rp.Halt("wait")
+
+    child = rp.Reactor("child", inputs=["x"])
+    child.compose("inner", grand)
+    parent = rp.Reactor("parent", inputs=["x"])
+    parent.compose("outer", child)
+
+    @parent.step
+    async def boom(x):
+        await asyncio.sleep(0.5)  # after g1 completed, before g2 halts
+        raise ValueError("boom")
+
+    with pytest.raises(rp.RunFailed):
+        run_virtual(parent.run({"x": 1}))
+    assert ["do g1", "undo g1"] == log

@@ -303,6 +303,53 @@ def test_undo_a_halted_run_including_a_child_that_halted_inside():
     assert ["prepared started 5", "started 5"] == undone
 
 
+@pytest.mark.parametrize("via_json", [False, True])
+def test_undo_of_a_halted_run_goes_newest_first_across_levels(via_json: bool):
+    """A parent step that completed during the grace period, after a composed child
+    halted, is newer than the child's steps: it is undone first."""
+    order: list[str] = []
+    child = rp.Reactor("child", inputs=["x"])
+
+    @child.step
+    def c1(x):
+        order.append("do c1")
+        return x
+
+    c1.undo(lambda value: order.append("undo c1"))
+
+    @child.step
+    async def c2(c1):
+        await asyncio.sleep(1)
+        raise rp.Halt("wait")
+
+    parent = rp.Reactor("parent", inputs=["x"])
+
+    @parent.step
+    def early(x):
+        order.append("do early")
+        return x
+
+    early.undo(lambda value: order.append("undo early"))
+    parent.compose("comp", child, wait_for=["early"])
+
+    @parent.step
+    async def slow(x):
+        await asyncio.sleep(2)  # completes in the grace period, after c2 halted the child
+        order.append("do slow")
+        return x
+
+    slow.undo(lambda value: order.append("undo slow"))
+
+    with pytest.raises(rp.Halted) as info:
+        run_virtual(parent.run({"x": 1}))
+    checkpoint = info.value.checkpoint
+    if via_json:
+        checkpoint = rp.Checkpoint.from_json(checkpoint.to_json())
+    assert ["do early", "do c1", "do slow"] == order
+    run_virtual(parent.undo(checkpoint))
+    assert ["undo slow", "undo c1", "undo early"] == order[3:]
+
+
 def test_undo_halted_inside_a_switch_branch():
     undone: list[str] = []
     branch = rp.Reactor("branch", inputs=["x"], returns="halt")
