@@ -41,7 +41,10 @@ class UndoRecord:
     route: tuple[str, ...] | None = attrs.field(default=None, repr=False)
 
     def __getstate__(self) -> dict[str, Any]:
-        return _state(self)
+        state = _state(self)
+        if self.route is not None:  # found again along the route: it need not pickle
+            state["undo"] = None
+        return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         _set_state(self, state)

@@ -204,25 +204,42 @@ def make_compose(
 
 
 class _ChildRuns:
-    """The child runs one composite step makes one after another (recurse, around): their
-    undo records are kept together, and undone together, newest first, if the step fails
-    or halts. Such a step cannot be resumed inside a child: on resume it runs again."""
+    """The child runs one composite step makes (recurse, around): their undo records are
+    kept together, and undone together, newest first, if the step fails or halts. Such a
+    step cannot be resumed inside a child: on resume it runs again. Child runs still going
+    when the step's body ends (an around wrapper that gathered two, one of which failed)
+    are cancelled: none outlives the step."""
 
     def __init__(self, run: Run, i: int) -> None:
         self.run = run
         self.i = i
         self.records: list[UndoRecord] = []
         self.count = 0
+        self.running: set[asyncio.Task[Any]] = set()  # tasks inside run_child
 
     async def run_child(self, reactor: Reactor, inputs: dict[str, Any], label: str) -> Any:
+        task = asyncio.current_task()
+        assert task is not None
+        self.running.add(task)
         try:
             value, records = await run_child(self.run, self.i, reactor, inputs, label)
         except Halted as halted:
             self.records.extend(halted.undo_records)  # type: ignore[attr-defined]
             raise
+        finally:
+            self.running.discard(task)
         self.count += 1
         self.records.extend(records)
         return value
+
+    async def _stop_stragglers(self) -> None:
+        """Cancel child runs the body left going; each undoes what it completed."""
+        me = asyncio.current_task()
+        others = [t for t in self.running if t is not me and not t.done()]
+        for task in others:
+            task.cancel()
+        if others:
+            await asyncio.wait(others)
 
     async def settle(self, body: Awaitable[Any]) -> Any:
         """Await the step's `body`; keep the records if it succeeds, else undo them."""
@@ -230,11 +247,14 @@ class _ChildRuns:
         try:
             value = await body
         except Halted as halted:
+            await run._shielded(self._stop_stragglers())
             await run._shielded(_undo_records(run, self.records))
             raise Halt(halted.reason) from None
         except BaseException:
+            await run._shielded(self._stop_stragglers())
             await run._shielded(_undo_records(run, self.records))
             raise
+        await run._shielded(self._stop_stragglers())
         run.extra_undo.setdefault(self.i, []).extend(self.records)
         return value
 

@@ -418,3 +418,40 @@ def test_a_failing_run_undoes_what_a_halted_grandchild_completed():
     with pytest.raises(rp.RunFailed):
         run_virtual(parent.run({"x": 1}))
     assert ["do g1", "undo g1"] == log
+
+
+def test_around_child_runs_left_going_by_the_wrapper_are_cancelled_and_undone():
+    """A wrapper gathers two child runs and one fails: gather raises at once, and the other
+    child run is cancelled by the step (what it completed undone), not left running."""
+    log: list[str] = []
+    child = rp.Reactor("child", inputs=["n"], returns="b")
+
+    @child.step
+    def a(n):
+        if n == 0:
+            raise ValueError("boom")
+        log.append(f"do a{n}")
+        return n
+
+    a.undo(lambda value: log.append(f"undo a{value}"))
+
+    @child.step
+    async def b(a):
+        await asyncio.sleep(10)
+        log.append(f"do b{a}")
+        return a
+
+    async def both(run_child, inputs):
+        return await asyncio.gather(run_child({"n": 1}), run_child({"n": 0}))
+
+    r = rp.Reactor("p", inputs=["n"])
+    r.around("pair", child, both)
+
+    async def main() -> None:
+        with pytest.raises(rp.RunFailed):
+            await r.run({"n": 1})
+        assert {asyncio.current_task()} == asyncio.all_tasks()
+        await asyncio.sleep(60)  # nothing of the child run happens later
+
+    run_virtual(main())
+    assert ["do a1", "undo a1"] == log

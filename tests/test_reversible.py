@@ -229,6 +229,21 @@ def test_a_finished_runs_checkpoint_with_composed_steps_undoes_from_json():
     assert "first(1)" == from_json[-1]
 
 
+def test_a_checkpoint_with_composed_records_pickles_even_with_local_callbacks():
+    """A composed step's record pickles without its callback (a lambda here, which cannot
+    pickle): undo finds it again along the route."""
+    in_process: list[str] = []
+    run_virtual(run_virtual(composites(in_process).run_reversible({"x": 1, "xs": [7]})).undo())
+    pickled: list[str] = []
+    r = composites(pickled)
+    done = run_virtual(r.run_reversible({"x": 1, "xs": [7]}))
+    assert any(u.undo is not None for u in done.checkpoint.undo_stack)
+    restored = pickle.loads(pickle.dumps(done.checkpoint))
+    assert all(u.undo is None for u in restored.undo_stack)
+    run_virtual(r.undo(restored))
+    assert in_process == pickled
+
+
 def test_a_route_that_no_longer_leads_to_an_undo_is_an_undo_error():
     undone: list[str] = []
     r = composites(undone)
