@@ -14,7 +14,7 @@ import asyncio
 import functools
 import inspect
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ._arguments import Input, NameRef, Result, Source
 from ._checkpoint import Checkpoint, UndoRecord
@@ -250,10 +250,9 @@ class _ChildRuns:
             await run._shielded(self._stop_stragglers())
             await run._shielded(_undo_records(run, self.records))
             raise Halt(halted.reason) from None
-        except BaseException:
+        except BaseException as exc:
             await run._shielded(self._stop_stragglers())
-            await run._shielded(_undo_records(run, self.records))
-            raise
+            await _undo_and_reraise(run, self.records, exc)
         await run._shielded(self._stop_stragglers())
         run.extra_undo.setdefault(self.i, []).extend(self.records)
         return value
@@ -426,9 +425,8 @@ def make_map(
                     results.append(value)
                     records.extend(recs)
                 index += len(batch)
-        except BaseException:
-            await run._shielded(_undo_records(run, records))  # the batches before this one
-            raise
+        except BaseException as exc:
+            await _undo_and_reraise(run, records, exc)  # the batches before this one
         run.extra_undo[i] = records
         return results
 
@@ -686,6 +684,23 @@ async def _run_batch(
     for other in failures[1:]:
         first.add_note(f"reactorpy: another element of the map failed too: {other!r}")
     raise first
+
+
+async def _undo_and_reraise(run: Run, records: list[UndoRecord], error: BaseException) -> NoReturn:
+    """Undo what a composite's children completed, then raise the `error` that stopped
+    it; if undoing fails too, both are raised, in one group (the step's error stays)."""
+    try:
+        await run._shielded(_undo_records(run, records))
+    except ExceptionGroup as undo_failed:
+        if not isinstance(error, Exception):  # a cancellation: it must go on as it is
+            for e in undo_failed.exceptions:
+                error.add_note(f"reactorpy: undo inside a composite step failed too: {e!r}")
+            raise error from None
+        raise ExceptionGroup(
+            "a composite step failed, and undoing its children failed too",
+            [error, *undo_failed.exceptions],
+        ) from None
+    raise error
 
 
 async def _undo_records(run: Run, records: list[UndoRecord]) -> None:

@@ -455,3 +455,28 @@ def test_around_child_runs_left_going_by_the_wrapper_are_cancelled_and_undone():
 
     run_virtual(main())
     assert ["do a1", "undo a1"] == log
+
+
+def test_a_failing_wrapper_whose_childs_undo_fails_keeps_both_errors():
+    child = rp.Reactor("child", inputs=["n"])
+
+    @child.step
+    def a(n):
+        return n
+
+    @a.undo
+    def undo_a(value):
+        raise OSError("cannot undo a")
+
+    async def failing(run_child, inputs):
+        await run_child()
+        raise ValueError("wrapper failed")
+
+    r = rp.Reactor("p", inputs=["n"])
+    r.around("pair", child, failing)
+    with pytest.raises(rp.RunFailed) as info:
+        run_virtual(r.run({"n": 1}))
+    [group] = info.value.exceptions
+    assert isinstance(group, ExceptionGroup)
+    assert ["ValueError", "OSError"] == [type(e).__name__ for e in group.exceptions]
+    assert info.value.subgroup(ValueError) is not None  # except* ValueError reaches it
