@@ -12,6 +12,7 @@ import pytest
 
 import reactorpy as rp
 from reactorpy.testing import Recorder, run_virtual
+from tests.halting import halting
 
 
 def countdown(undone: list[Any] | None = None, fail_at: int | None = None) -> rp.Reactor:
@@ -349,27 +350,13 @@ def test_around_refuses_a_wrapper_that_is_not_async():
 
 @pytest.mark.parametrize("kind", ["around", "recurse"])
 def test_a_halt_two_levels_down_undoes_the_grandchilds_steps_too(kind: str):
-    """around(child) where the child composes a grandchild that completes g1 and halts in
-    g2: g1 is undone at the halt (the step runs again on resume), not forgotten."""
+    """around(child) where the child composes a grandchild that completes a step and then
+    halts: that step is undone at the halt (the around runs again on resume), not
+    forgotten."""
     log: list[str] = []
     gate = {"open": False}
-    grand = rp.Reactor("grand", inputs=["x"], returns="g2")
-
-    @grand.step
-    def g1(x):
-        log.append("do g1")
-        return x
-
-    g1.undo(lambda value: log.append("undo g1"))
-
-    @grand.step
-    def g2(g1):
-        if not gate["open"]:
-            raise rp.Halt("wait")
-        return {"x": g1}
-
     child = rp.Reactor("child", inputs=["x"], returns="inner")
-    child.compose("inner", grand)
+    child.compose("inner", halting("grand", log, gate=gate))
     parent = rp.Reactor("parent", inputs=["x"], returns="wrap")
     if kind == "around":
 
@@ -381,43 +368,29 @@ def test_a_halt_two_levels_down_undoes_the_grandchilds_steps_too(kind: str):
         parent.recurse("wrap", child, max_iterations=1)
     with pytest.raises(rp.Halted) as info:
         run_virtual(parent.run({"x": 1}))
-    assert ["do g1", "undo g1"] == log
+    assert ["do first", "undo first"] == log
     gate["open"] = True
     assert {"x": 1} == run_virtual(parent.resume(info.value.checkpoint))
-    assert ["do g1", "undo g1", "do g1"] == log
+    assert ["do first", "undo first", "do first"] == log
 
 
 def test_a_failing_run_undoes_what_a_halted_grandchild_completed():
     """A step fails while a composed child runs; the child then halts inside its own
     compose: the grandchild's completed step is undone with the rest."""
     log: list[str] = []
-    grand = rp.Reactor("grand", inputs=["x"])
-
-    @grand.step
-    def g1(x):
-        log.append("do g1")
-        return x
-
-    g1.undo(lambda value: log.append("undo g1"))
-
-    @grand.step
-    async def g2(g1):
-        await asyncio.sleep(1)  # halts in the grace period the failure below gave
-        raise rp.Halt("wait")
-
     child = rp.Reactor("child", inputs=["x"])
-    child.compose("inner", grand)
+    child.compose("inner", halting("grand", log, delay=1))  # halts in the grace period
     parent = rp.Reactor("parent", inputs=["x"])
     parent.compose("outer", child)
 
     @parent.step
     async def boom(x):
-        await asyncio.sleep(0.5)  # after g1 completed, before g2 halts
+        await asyncio.sleep(0.5)  # after the first step, before the halt
         raise ValueError("boom")
 
     with pytest.raises(rp.RunFailed):
         run_virtual(parent.run({"x": 1}))
-    assert ["do g1", "undo g1"] == log
+    assert ["do first", "undo first"] == log
 
 
 def test_around_child_runs_left_going_by_the_wrapper_are_cancelled_and_undone():

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 
 import reactorpy as rp
 from reactorpy.testing import Recorder, run_virtual
+from tests.halting import halting
 from tests.strategies import dags
 from tests.test_properties import Harness
 
@@ -283,39 +284,26 @@ def test_new_steps_records_cannot_go_to_json_but_undo_in_process():
 
 def test_undo_a_halted_run_including_a_child_that_halted_inside():
     """Giving up on a halted run: what it completed is undone, the child's steps first."""
-    undone: list[str] = []
-    child = rp.Reactor("child", inputs=["x"], returns="wait")
-
-    @child.step
-    def prepare(x):
-        return f"prepared {x}"
-
-    @prepare.undo
-    def unprepare(value):
-        undone.append(value)
-
-    @child.step
-    def wait(prepare):
-        raise rp.Halt("approval")
-
+    log: list[str] = []
     r = rp.Reactor("parent", inputs=["x"])
 
     @r.step
     async def start(x):
-        return f"started {x}"
+        log.append("do start")
+        return x
 
     @start.undo
     async def unstart(value):
-        undone.append(value)
+        log.append("undo start")
 
-    r.compose("approval", child, args={"x": rp.Result("start")})
+    r.compose("approval", halting("child", log), args={"x": rp.Result("start")})
 
     with pytest.raises(rp.Halted) as info:
         run_virtual(r.run({"x": 5}))
     checkpoint = pickle.loads(pickle.dumps(info.value.checkpoint))
-    assert [] == undone
+    assert ["do start", "do first"] == log
     run_virtual(r.undo(checkpoint))
-    assert ["prepared started 5", "started 5"] == undone
+    assert ["undo first", "undo start"] == log[2:]
 
 
 @pytest.mark.parametrize("via_json", [False, True])
@@ -323,20 +311,6 @@ def test_undo_of_a_halted_run_goes_newest_first_across_levels(via_json: bool):
     """A parent step that completed during the grace period, after a composed child
     halted, is newer than the child's steps: it is undone first."""
     order: list[str] = []
-    child = rp.Reactor("child", inputs=["x"])
-
-    @child.step
-    def c1(x):
-        order.append("do c1")
-        return x
-
-    c1.undo(lambda value: order.append("undo c1"))
-
-    @child.step
-    async def c2(c1):
-        await asyncio.sleep(1)
-        raise rp.Halt("wait")
-
     parent = rp.Reactor("parent", inputs=["x"])
 
     @parent.step
@@ -345,11 +319,11 @@ def test_undo_of_a_halted_run_goes_newest_first_across_levels(via_json: bool):
         return x
 
     early.undo(lambda value: order.append("undo early"))
-    parent.compose("comp", child, wait_for=["early"])
+    parent.compose("comp", halting("child", order, delay=1), wait_for=["early"])
 
     @parent.step
     async def slow(x):
-        await asyncio.sleep(2)  # completes in the grace period, after c2 halted the child
+        await asyncio.sleep(2)  # completes in the grace period, after the child halted
         order.append("do slow")
         return x
 
@@ -360,33 +334,19 @@ def test_undo_of_a_halted_run_goes_newest_first_across_levels(via_json: bool):
     checkpoint = info.value.checkpoint
     if via_json:
         checkpoint = rp.Checkpoint.from_json(checkpoint.to_json())
-    assert ["do early", "do c1", "do slow"] == order
+    assert ["do early", "do first", "do slow"] == order
     run_virtual(parent.undo(checkpoint))
-    assert ["undo slow", "undo c1", "undo early"] == order[3:]
+    assert ["undo slow", "undo first", "undo early"] == order[3:]
 
 
 def test_undo_halted_inside_a_switch_branch():
-    undone: list[str] = []
-    branch = rp.Reactor("branch", inputs=["x"], returns="halt")
-
-    @branch.step
-    def work(x):
-        return f"work {x}"
-
-    @work.undo
-    def unwork(value):
-        undone.append(value)
-
-    @branch.step
-    def halt(work):
-        raise rp.Halt("later")
-
+    log: list[str] = []
     r = rp.Reactor("picker", inputs=["x"])
-    r.switch("pick", "x", [(lambda x: x > 0, branch)])
+    r.switch("pick", "x", [(lambda x: x > 0, halting("branch", log))])
     with pytest.raises(rp.Halted) as info:
         run_virtual(r.run({"x": 3}))
     run_virtual(r.undo(info.value.checkpoint))
-    assert ["work 3"] == undone
+    assert ["do first", "undo first"] == log
 
 
 def test_middleware_sees_the_undo_as_a_run_of_undo_events():
