@@ -138,42 +138,6 @@ def test_a_failing_run_reversible_raises_as_run_does_after_its_own_undo():
     assert [("refund", "charge-2"), ("release", "stock-2", 2)] == log
 
 
-def test_composed_mapped_and_switched_children_are_undone_with_their_parent():
-    """Steps inside compose, map and switch are undone too, newest first, named as in the
-    parent run."""
-    undone: list[str] = []
-
-    def undoable(name: str) -> rp.Step[..., Any]:
-        s = rp.step(lambda x: f"{name}({x})", name=name)
-        s.undo(lambda value: undone.append(value))
-        return s
-
-    child = rp.Reactor("child", inputs=["x"], returns="inner")
-    child.add(undoable("inner"))
-    r = rp.Reactor("parent", inputs=["x", "xs"])
-    r.add(undoable("first"))
-    r.compose("composed", child, args={"x": rp.Result("first")})
-    r.map("mapped", "xs", undoable("each"), wait_for=["composed"])
-    r.switch(
-        "switched",
-        rp.Result("first"),
-        [(lambda v: True, undoable("branch"))],
-        args={"x": rp.Input("x")},
-        wait_for=["mapped"],
-    )
-    recorder = Recorder()
-
-    async def main() -> None:
-        done = await r.run_reversible({"x": 1, "xs": [10, 20]})
-        await done.undo(middleware=[recorder])
-
-    run_virtual(main())
-    assert ["branch(1)", "each(20)", "each(10)", "inner(first(1))", "first(1)"] == undone
-    names = [e.step for e in recorder.events if e.kind == "undo_complete"]
-    expected = ["switched.branch.branch", "mapped.[1].each", "mapped.[0].each", "composed.inner"]
-    assert [*expected, "first"] == names
-
-
 def composites(undone: list[str]) -> rp.Reactor:
     """A reactor whose undoable steps sit inside compose, map, switch, recurse and around,
     two levels deep for compose."""
@@ -208,6 +172,40 @@ def composites(undone: list[str]) -> rp.Reactor:
     r.recurse("looped", again, max_iterations=2, wait_for=["switched"])
     r.around("wrapped", leaf, wrapper, wait_for=["looped"])
     return r
+
+
+def test_composed_mapped_switched_repeated_and_wrapped_steps_are_undone_with_their_parent():
+    """Steps inside compose (two levels), map, switch, recurse and around are undone too,
+    newest first, named as in the parent run."""
+    undone: list[str] = []
+    r = composites(undone)
+    recorder = Recorder()
+
+    async def main() -> None:
+        done = await r.run_reversible({"x": 1, "xs": [10, 20]})
+        await done.undo(middleware=[recorder])
+
+    run_virtual(main())
+    assert [
+        "inner(1)",
+        "twice(1)",
+        "twice(1)",
+        "branch(1)",
+        "each(20)",
+        "each(10)",
+        "inner(first(1))",
+        "first(1)",
+    ] == undone
+    assert [
+        "wrapped.inner",
+        "looped.[1].twice",
+        "looped.[0].twice",
+        "switched.branch.branch",
+        "mapped.[1].each",
+        "mapped.[0].each",
+        "composed.deep.inner",
+        "first",
+    ] == [e.step for e in recorder.events if e.kind == "undo_complete"]
 
 
 def test_a_finished_runs_checkpoint_with_composed_steps_undoes_from_json():
