@@ -100,6 +100,14 @@ class Checkpoint:
     def check(self, reactor: str, fingerprint: str, structure: dict[str, tuple[str, ...]]) -> None:
         """Raise `ResumeError` unless this checkpoint belongs to a reactor of this shape."""
         if self.fingerprint == fingerprint and self.reactor == reactor:
+            named = {*self.completed, *self.results, *self.attempts, *self.inner}
+            named.update(r.step for r in self.undo_stack if r.undo is None and r.route is None)
+            unknown = sorted(named - structure.keys())
+            if unknown:
+                raise ResumeError(
+                    f"This checkpoint names steps that reactor {reactor!r} does not have: "
+                    f"{', '.join(map(repr, unknown))}; it was edited or belongs elsewhere."
+                )
             return
         differences = []
         if self.reactor != reactor:
@@ -154,29 +162,23 @@ class Checkpoint:
         )
 
     @classmethod
-    def from_json(cls, text: str | dict[str, Any]) -> Checkpoint:
-        """Load a checkpoint written by `to_json`."""
-        data = json.loads(text) if isinstance(text, str) else text
-        if data.get("format") != _FORMAT:
-            raise ResumeError(f"Unknown checkpoint format {data.get('format')!r}.")
-        return cls(
-            reactor=data["reactor"],
-            fingerprint=data["fingerprint"],
-            structure={k: tuple(v) for k, v in data["structure"].items()},
-            inputs=data["inputs"],
-            completed=tuple(data["completed"]),
-            results=data["results"],
-            undo_stack=tuple(
-                UndoRecord(s, v, a, route=tuple(route[0]) if route else None)
-                for s, v, a, *route in data["undo_stack"]
-            ),
-            attempts=data["attempts"],
-            reason=data["reason"],
-            halted_step=data["halted_step"],
-            inner={k: _inner_from_json(v) for k, v in data["inner"].items()},
-            finished=data.get("finished", False),
-            inner_marks=data.get("inner_marks", {}),
-        )
+    def from_json(cls, text: str | bytes | dict[str, Any]) -> Checkpoint:
+        """Load a checkpoint written by `to_json`.
+
+        Raises:
+            ResumeError: the text is not JSON, or not a checkpoint (a field is missing or
+                of the wrong type); the message names the field.
+        """
+        if isinstance(text, str | bytes):
+            try:
+                data = json.loads(text)
+            except ValueError as exc:
+                raise ResumeError(
+                    f"This is not a checkpoint: it is not valid JSON ({exc})."
+                ) from None
+        else:
+            data = text
+        return _checkpoint_from(data, "checkpoint")
 
 
 def _inner_to_json(value: Any) -> Any:
@@ -187,10 +189,87 @@ def _inner_to_json(value: Any) -> Any:
     return json.loads(value.to_json())
 
 
-def _inner_from_json(data: dict[str, Any]) -> Any:
-    if "branch" in data:
-        return (data["branch"], Checkpoint.from_json(data["checkpoint"]))
-    return Checkpoint.from_json(data)
+def _inner_from_json(data: Any, where: str) -> Any:
+    if isinstance(data, dict) and "branch" in data:
+        index = _field(data, "branch", int, where)
+        return (index, _checkpoint_from(data.get("checkpoint"), f"{where}.checkpoint"))
+    return _checkpoint_from(data, where)
+
+
+_MISSING: Any = object()
+
+
+def _field(data: dict[str, Any], key: str, kind: Any, where: str, default: Any = _MISSING) -> Any:
+    """`data[key]`, checked to be a `kind`; a `ResumeError` naming it otherwise."""
+    value = data.get(key, default)
+    if value is _MISSING:
+        raise ResumeError(f"This is not a checkpoint: {where} has no field {key!r}.")
+    if (kind is not None and not isinstance(value, kind)) or (
+        isinstance(value, bool) and kind is int
+    ):
+        raise ResumeError(
+            f"This is not a checkpoint: {where}.{key} should be "
+            f"{getattr(kind, '__name__', kind)}, got {type(value).__name__} {value!r:.60}."
+        )
+    return value
+
+
+def _strings(values: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise ResumeError(f"This is not a checkpoint: {where} should be a list of step names.")
+    return tuple(values)
+
+
+def _record_from(item: Any, where: str) -> UndoRecord:
+    if (
+        not isinstance(item, list)
+        or len(item) not in (3, 4)
+        or not isinstance(item[0], str)
+        or not isinstance(item[2], dict)
+    ):
+        raise ResumeError(
+            f"This is not a checkpoint: {where} should be [step, value, arguments(, route)], "
+            f"got {item!r:.80}."
+        )
+    route = _strings(item[3], f"{where} route") if len(item) == 4 else None
+    return UndoRecord(item[0], item[1], item[2], route=route)
+
+
+def _checkpoint_from(data: Any, where: str) -> Checkpoint:
+    """A `Checkpoint` from parsed JSON, every field checked (`ResumeError` names the first
+    that is missing or of the wrong type)."""
+    if not isinstance(data, dict):
+        raise ResumeError(
+            f"This is not a checkpoint: {where} should be a JSON object, got "
+            f"{type(data).__name__} {data!r:.60}."
+        )
+    if data.get("format") != _FORMAT:
+        raise ResumeError(f"Unknown checkpoint format {data.get('format')!r} in {where}.")
+    structure = _field(data, "structure", dict, where)
+    attempts = _field(data, "attempts", dict, where)
+    inner = _field(data, "inner", dict, where, {})
+    marks = _field(data, "inner_marks", dict, where, {})
+    for name, value in [*attempts.items(), *marks.items()]:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ResumeError(f"This is not a checkpoint: {where} counts {name!r} as {value!r}.")
+    return Checkpoint(
+        reactor=_field(data, "reactor", str, where),
+        fingerprint=_field(data, "fingerprint", str, where),
+        structure={k: _strings(v, f"{where}.structure[{k!r}]") for k, v in structure.items()},
+        inputs=_field(data, "inputs", dict, where),
+        completed=_strings(_field(data, "completed", list, where), f"{where}.completed"),
+        results=_field(data, "results", dict, where),
+        undo_stack=tuple(
+            _record_from(item, f"{where}.undo_stack[{k}]")
+            for k, item in enumerate(_field(data, "undo_stack", list, where))
+        ),
+        attempts=attempts,
+        reason=_field(data, "reason", None, where, None),
+        halted_step=_field(data, "halted_step", (str, type(None)), where, None),
+        inner={k: _inner_from_json(v, f"{where}.inner[{k!r}]") for k, v in inner.items()},
+        finished=_field(data, "finished", bool, where, False),
+        inner_marks=marks,
+    )
 
 
 def _state(obj: Any) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from ._arguments import Input, NameRef, Result, Source
 from ._checkpoint import Checkpoint, UndoRecord
 from ._errors import DefinitionError, Halt, Halted
 from ._executor import _YIELD_EVERY, _InContext
-from ._step import NewSteps, Step
+from ._step import NewSteps, Step, check_options, is_async_callable
 
 if TYPE_CHECKING:
     from ._executor import Run
@@ -60,6 +60,7 @@ class CompositeStep(Step[..., Any]):
         args: Mapping[str, Source] | None = None,
         **options: Any,
     ) -> None:
+        check_options(options, f"Composite step {name!r}")
         for bad in ("executor", "async_"):
             if bad in options:
                 raise DefinitionError(f"Composite step {name!r} does not take {bad}=.")
@@ -80,7 +81,13 @@ def _no_inner(inner: Any) -> tuple[Reactor, Checkpoint, str]:  # pragma: no cove
 
 
 def child_reactor(unit: Step[..., Any] | Reactor) -> Reactor:
-    """The reactor to run for `unit`: itself, or a one-step reactor around a step."""
+    """The reactor to run for `unit`: itself, or a one-step reactor around a step.
+
+    A step's parameters wired by name become the child's inputs, in order. So do the
+    inputs and results its own ``args=`` name (``rp.Result("outer", "id")``): the child gets
+    an input of that name, which the composite wires from this reactor by name, and the
+    path and transform stay on the step (`outer_sources` lists those inputs).
+    """
     from ._reactor import Reactor
 
     if isinstance(unit, Reactor):
@@ -91,10 +98,40 @@ def child_reactor(unit: Step[..., Any] | Reactor) -> Reactor:
     if cached is not None and cached[0] == unit.version:
         return cached[1]  # type: ignore[no-any-return]
     wired = [p.name for p in unit.params if not p.is_context and p.name not in unit.args]
-    r = Reactor(unit.name, inputs=wired, returns=unit.name)
-    r.add(unit.evolve(args={p: Input(p) for p in wired}))
+    args: dict[str, Source] = {p: Input(p) for p in wired}
+    extra: list[str] = []
+    for param, source in unit.args.items():
+        if isinstance(source, Result):
+            outer, path = source.step, source.path
+        elif isinstance(source, Input):
+            outer, path = source.name, source.path
+        else:
+            continue
+        if outer not in wired and outer not in extra:
+            extra.append(outer)
+        args[param] = Input(outer, *path, transform=source.transform)
+    r = Reactor(unit.name, inputs=[*wired, *extra], returns=unit.name)
+    r.add(unit.evolve(args=args)._replace(wait_for=()))
+    r.outer_sources = tuple(extra)  # type: ignore[attr-defined]
+    r.outer_wait_for = unit.wait_for  # type: ignore[attr-defined]
     unit.__dict__["_as_reactor"] = (unit.version, r)
     return r
+
+
+def _outer(child: Reactor, attribute: str) -> tuple[str, ...]:
+    """What `child_reactor` noted on a step's one-step reactor (nothing for a reactor)."""
+    return tuple(getattr(child, attribute, ()))
+
+
+def _with_wait_for(options: dict[str, Any], children: Iterable[Reactor | None]) -> dict[str, Any]:
+    """The composite's options with the ``wait_for`` of the steps it runs added: a step in
+    a branch or a map element waits for steps of this reactor through its composite."""
+    extra = [w for c in children if c is not None for w in _outer(c, "outer_wait_for")]
+    if not extra:
+        return options
+    own = options.get("wait_for", ())
+    own = (own,) if isinstance(own, str) else tuple(own)
+    return {**options, "wait_for": (*own, *(w for w in extra if w not in own))}
 
 
 async def run_child(
@@ -332,8 +369,11 @@ def make_around(
 
     if not isinstance(child, Reactor):
         raise DefinitionError(f"around({name!r}, ...) takes a Reactor, got {child!r}.")
-    if not callable(wrapper):
-        raise DefinitionError(f"around {name!r}: the wrapper must be callable, got {wrapper!r}.")
+    if not callable(wrapper) or not is_async_callable(wrapper):
+        raise DefinitionError(
+            f"around {name!r}: the wrapper must be an async function "
+            f"(async def wrapper(run_child, inputs): ...), got {wrapper!r}."
+        )
     wiring = _wiring_for(child, args)
     needs = list(child.inputs)
 
@@ -393,12 +433,13 @@ def make_map(
     if not isinstance(batch_size, int) or batch_size < 1:
         raise DefinitionError(f"map {name!r}: batch_size must be an int >= 1.")
     if as_ is None:
-        if len(child.inputs) != 1:
+        by_name = [p for p in child.inputs if p not in _outer(child, "outer_sources")]
+        if len(by_name) != 1:
             raise DefinitionError(
-                f"map {name!r}: {child.name!r} takes {list(child.inputs)!r}; "
+                f"map {name!r}: {child.name!r} takes {by_name!r}; "
                 "say which one receives the element with as_=..."
             )
-        as_ = child.inputs[0]
+        as_ = by_name[0]
     elif as_ not in child.inputs:
         raise DefinitionError(
             f"map {name!r}: as_={as_!r} is not a parameter of {child.name!r}; "
@@ -430,6 +471,7 @@ def make_map(
         run.extra_undo[i] = records
         return results
 
+    options = _with_wait_for(options, [child])
     return CompositeStep(name, [_ITEMS, *others], call, {name: child}, args=args, **options)
 
 
@@ -726,10 +768,14 @@ def make_switch(
     options: dict[str, Any],
 ) -> CompositeStep:
     """The step behind ``reactor.switch``."""
-    branches = [(pred, child_reactor(unit)) for pred, unit in cases]
-    for pred, _ in branches:
-        if not callable(pred):
-            raise DefinitionError(f"switch {name!r}: each case is (predicate, step_or_reactor).")
+    branches = []
+    for case in cases:
+        if not isinstance(case, tuple | list) or len(case) != 2 or not callable(case[0]):
+            raise DefinitionError(
+                f"switch {name!r}: each case is a (predicate, step_or_reactor) pair, got "
+                f"{case!r}; write cases=[(lambda v: v > 0, positive_step), ...]."
+            )
+        branches.append((case[0], child_reactor(case[1])))
     fallback = child_reactor(default) if default is not None else None
     params: list[str] = []
     for child in [b for _, b in branches] + ([fallback] if fallback else []):
@@ -778,6 +824,7 @@ def make_switch(
         assert chosen is not None  # a branch that halted ran
         return chosen, checkpoint, f"{chosen.name}."
 
+    options = _with_wait_for(options, candidates)
     step = CompositeStep(name, [_ON, *params], call, children, args=args, **options)
     step.halted_child = halted_child
     return step

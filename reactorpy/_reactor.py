@@ -10,17 +10,19 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import Any, ParamSpec, TypeVar, Unpack, overload
 
 import attrs
 
 from ._arguments import Source
 from ._checkpoint import Checkpoint
+from ._checks import check_executor
 from ._errors import DefinitionError, DuplicateStepError, InputError, ReactorError, ResumeError
 from ._events import Middleware
 from ._limiter import Limiter
+from ._options import RunKwargs, RunOptions, check_limits
 from ._plan import Plan, compile_plan
-from ._step import Step, check_executor, hooks_generation
+from ._step import Step, check_options, hooks_generation
 
 __all__ = ["Reactor", "Reversible"]
 
@@ -81,6 +83,8 @@ class Reactor:
             raise DefinitionError(f"Reactor {name!r} declares an input twice: {self.inputs!r}.")
         self._returns = returns
         self.max_concurrency = max_concurrency
+        if limits is not None:
+            check_limits(limits, f"Reactor {name!r}")
         self.limits = dict(limits or {})
         self.middleware = _middleware_list(middleware, f"Reactor {name!r}")
         Middleware(self.middleware)  # fail early on objects that are not middleware
@@ -143,6 +147,7 @@ class Reactor:
             DuplicateStepError: the name is taken by a step or an input.
             DefinitionError: the options or the signature are wrong.
         """
+        check_options(options, "@reactor.step")
         if fn is not None:
             return self.add(Step(fn, **options))
 
@@ -365,18 +370,37 @@ class Reactor:
         return flowchart(self, direction=direction, expand=expand)
 
     # ------------------------------------------------------------------ running
-    def _limiter(
-        self,
-        max_concurrency: int | Limiter | None,
-        limits: Mapping[str, int] | None,
-    ) -> Limiter | None:
-        cap = self.max_concurrency if max_concurrency is None else max_concurrency
-        merged = {**self.limits, **(limits or {})}
+    def _limiter(self, options: RunOptions, plan: Plan) -> Limiter | None:
+        cap = self.max_concurrency if options.max_concurrency is None else options.max_concurrency
+        merged = {**self.limits, **(options.limits or {})}
+        if merged:
+            unused = sorted(merged.keys() - self._concurrency_keys(plan))
+            if unused:
+                raise ValueError(
+                    f"limits of {self.name!r} name {', '.join(map(repr, unused))}, which no "
+                    f"step of it (or of a reactor composed into it) has as its "
+                    f"concurrency_key; keys in use: "
+                    f"{', '.join(map(repr, sorted(self._concurrency_keys(plan)))) or '(none)'}. "
+                    "Keys of steps added at run time go on a shared rp.Limiter instead."
+                )
         if isinstance(cap, Limiter):
             return cap.with_limits(merged)
         if cap is None and not merged:
             return None
         return Limiter(cap, limits=merged)
+
+    def _concurrency_keys(self, plan: Plan) -> frozenset[str]:
+        """The concurrency keys of this reactor's steps and of the reactors composed in."""
+        cached = self.__dict__.get("_keys")
+        if cached is not None and cached[0] is plan:
+            return cached[1]  # type: ignore[no-any-return]
+        keys = {s.concurrency_key for s in plan.steps if s.concurrency_key is not None}
+        for s in plan.steps:
+            for child in getattr(s, "children", {}).values():
+                keys |= child._concurrency_keys(child.plan())
+        frozen = frozenset(keys)
+        self.__dict__["_keys"] = (plan, frozen)
+        return frozen
 
     def _inputs(self, plan: Plan, inputs: Mapping[str, Any] | None) -> dict[str, Any]:
         if inputs is None:
@@ -400,75 +424,53 @@ class Reactor:
         self,
         plan: Plan,
         inputs: dict[str, Any],
-        *,
-        context: dict[str, Any] | None,
-        async_: bool,
-        max_concurrency: int | Limiter | None,
-        limits: Mapping[str, int] | None,
-        timeout: float | None,
-        grace: float,
-        middleware: Sequence[Any] | None,
-        executor: Any = None,
+        options: RunOptions,
         checkpoint: Checkpoint | None = None,
     ) -> Any:
+        """The `Run` of `plan` with these inputs and options (checked already)."""
         from ._executor import Run
 
-        if timeout is not None and not timeout > 0:
-            raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
-        if not grace >= 0:
-            raise ValueError(f"grace must be >= 0 seconds, got {grace!r}")
-        if context is not None and not isinstance(context, dict):
-            raise TypeError(f"context must be a dict, got {type(context).__name__}")
-        if executor is not None:
-            check_executor(executor, f"run() of {self.name!r}")
-        mw = [*self.middleware, *_middleware_list(middleware, f"run() of {self.name!r}")]
+        mw = [*self.middleware, *options.middleware]
         return Run(
             self,
             plan,
             inputs,
-            context=context,
-            async_=async_,
-            limiter=self._limiter(max_concurrency, limits),
-            timeout=timeout,
-            grace=grace,
+            context=options.context,
+            async_=options.async_,
+            limiter=self._limiter(options, plan),
+            timeout=options.timeout,
+            grace=options.grace,
             middleware=Middleware(mw) if mw else None,
             checkpoint=checkpoint,
-            executor=executor if executor is not None else self.executor,
+            executor=options.executor if options.executor is not None else self.executor,
         )
 
     async def run(
-        self,
-        inputs: Mapping[str, Any] | None = None,
-        /,
-        *,
-        context: dict[str, Any] | None = None,
-        async_: bool = True,
-        max_concurrency: int | Limiter | None = None,
-        limits: Mapping[str, int] | None = None,
-        timeout: float | None = None,
-        grace: float = 5.0,
-        middleware: Sequence[Any] | None = (),
-        executor: Any = None,
+        self, inputs: Mapping[str, Any] | None = None, /, **options: Unpack[RunKwargs]
     ) -> Any:
         """Run the reactor and return the value of ``returns``.
 
         Args:
             inputs: a value for every declared input, by name.
-            context: a dict steps can read through ``rp.Context.data``.
-            async_: False runs one step at a time, in plan order.
-            max_concurrency: cap on running steps (an int, or a `Limiter` shared with other
-                runs); overrides the reactor's default.
-            limits: caps per ``concurrency_key``, added to the reactor's.
-            timeout: seconds after which the run halts (resumable), raising `Halted`.
-            grace: seconds running steps get to finish after an error or halt before they
-                are cancelled.
-            middleware: middleware for this run, after the reactor's own.
-            executor: where plain ``def`` steps without their own ``executor=`` run in
-                this run (overrides the reactor's default).
+            **options: keyword-only:
+
+                - ``context``: a dict steps can read through ``rp.Context.data``.
+                - ``async_``: False runs one step at a time, in plan order.
+                - ``max_concurrency``: cap on running steps (an int, or a `Limiter` shared
+                  with other runs); overrides the reactor's default.
+                - ``limits``: caps per ``concurrency_key``, added to the reactor's.
+                - ``timeout``: seconds after which the run halts (resumable), raising
+                  `Halted`.
+                - ``grace``: seconds running steps get to finish after an error or halt
+                  before they are cancelled (default 5).
+                - ``middleware``: middleware for this run, after the reactor's own.
+                - ``executor``: where plain ``def`` steps without their own ``executor=``
+                  run in this run (overrides the reactor's default).
 
         Raises:
             InputError: inputs are missing or undeclared (before any step runs).
             DefinitionError: the definition is wrong (before any step runs).
+            TypeError, ValueError: an option is unknown or wrong (before any step runs).
             RunFailed: a step's error stood; completed steps were undone first.
             Halted: a step halted or the timeout passed; resume with `resume`.
 
@@ -481,38 +483,28 @@ class Reactor:
         'hello you'
         """
         plan = self.plan()
-        run = self._prepare(
-            plan,
-            self._inputs(plan, inputs),
-            context=context,
-            async_=async_,
-            max_concurrency=max_concurrency,
-            limits=limits,
-            timeout=timeout,
-            grace=grace,
-            middleware=middleware,
-            executor=executor,
-        )
+        checked = RunOptions.of(options, f"run() of {self.name!r}")
+        run = self._prepare(plan, self._inputs(plan, inputs), checked)
         return await run.execute()
 
-    def run_sync(self, inputs: Mapping[str, Any] | None = None, /, **options: Any) -> Any:
-        """`run` for code with no running event loop (it starts one with ``asyncio.run``)."""
-        return asyncio.run(self.run(inputs, **options))
-
-    async def resume(
-        self,
-        checkpoint: Checkpoint,
-        /,
-        *,
-        context: dict[str, Any] | None = None,
-        async_: bool = True,
-        max_concurrency: int | Limiter | None = None,
-        limits: Mapping[str, int] | None = None,
-        timeout: float | None = None,
-        grace: float = 5.0,
-        middleware: Sequence[Any] | None = (),
-        executor: Any = None,
+    def run_sync(
+        self, inputs: Mapping[str, Any] | None = None, /, **options: Unpack[RunKwargs]
     ) -> Any:
+        """`run` for code with no running event loop (it starts one with ``asyncio.run``).
+
+        Raises:
+            RuntimeError: called from a running event loop; there, ``await reactor.run()``.
+        """
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.run(inputs, **options))
+        raise RuntimeError(
+            f"run_sync() of {self.name!r} was called from a running event loop; there, "
+            "use `await reactor.run(...)` instead."
+        )
+
+    async def resume(self, checkpoint: Checkpoint, /, **options: Unpack[RunKwargs]) -> Any:
         """Continue a halted run from its `Checkpoint`; takes the options of `run`.
 
         Completed steps are not run again; the halting step runs again unless it halted
@@ -528,20 +520,9 @@ class Reactor:
                 f"This checkpoint is of a run of {checkpoint.reactor!r} that completed: there "
                 "is nothing to resume (undo() reverses it)."
             )
+        checked = RunOptions.of(options, f"resume() of {self.name!r}")
         plan = self._fitting_plan(checkpoint)
-        run = self._prepare(
-            plan,
-            self._inputs(plan, checkpoint.inputs),
-            context=context,
-            async_=async_,
-            max_concurrency=max_concurrency,
-            limits=limits,
-            timeout=timeout,
-            grace=grace,
-            middleware=middleware,
-            executor=executor,
-            checkpoint=checkpoint,
-        )
+        run = self._prepare(plan, self._inputs(plan, checkpoint.inputs), checked, checkpoint)
         return await run.execute()
 
     def _fitting_plan(self, checkpoint: Checkpoint) -> Plan:
@@ -559,7 +540,7 @@ class Reactor:
         return plan
 
     async def run_reversible(
-        self, inputs: Mapping[str, Any] | None = None, /, **options: Any
+        self, inputs: Mapping[str, Any] | None = None, /, **options: Unpack[RunKwargs]
     ) -> Reversible:
         """Run like `run` (same options), and keep what undoing the run later needs.
 
@@ -584,8 +565,8 @@ class Reactor:
         cancelled booking-7
         """
         plan = self.plan()
-        settings = {**_RUN_DEFAULTS, **options}
-        run = self._prepare(plan, self._inputs(plan, inputs), **settings)
+        checked = RunOptions.of(options, f"run_reversible() of {self.name!r}")
+        run = self._prepare(plan, self._inputs(plan, inputs), checked)
         result = await run.execute()
         return Reversible(result, run.finished_checkpoint(), self)
 
@@ -616,24 +597,12 @@ class Reactor:
                 f"undo() takes a Checkpoint (a Reversible's .checkpoint, or a Halted error's), "
                 f"got {type(checkpoint).__name__}."
             )
-        plan = self._fitting_plan(checkpoint)
-        run = self._prepare(
-            plan,
-            dict(checkpoint.inputs),
-            **{**_RUN_DEFAULTS, "context": context, "middleware": middleware},
+        checked = RunOptions.of(
+            {"context": context, "middleware": middleware}, f"undo() of {self.name!r}"
         )
+        plan = self._fitting_plan(checkpoint)
+        run = self._prepare(plan, dict(checkpoint.inputs), checked)
         await run.revert(checkpoint)
-
-
-_RUN_DEFAULTS: dict[str, Any] = {
-    "context": None,
-    "async_": True,
-    "max_concurrency": None,
-    "limits": None,
-    "timeout": None,
-    "grace": 5.0,
-    "middleware": (),
-}
 
 
 @attrs.define(eq=False)

@@ -7,7 +7,7 @@ Must not import: the planner or the executor.
 
 from __future__ import annotations
 
-import concurrent.futures
+import functools
 import inspect
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -16,7 +16,8 @@ from typing import Any, Generic, ParamSpec, TypeVar, cast, overload
 import attrs
 
 from ._arguments import Context, Input, Result, Source, Value
-from ._errors import DefinitionError
+from ._checks import check_executor, seconds
+from ._errors import DefinitionError, did_you_mean
 
 __all__ = ["Callback", "Continue", "NewSteps", "Param", "Step", "step"]
 
@@ -135,9 +136,6 @@ class _Hooks:
         self.version = 0
 
 
-_EXECUTOR_STRINGS = ("thread",)
-
-
 def _check_sources(name: str, args: Mapping[str, Any]) -> dict[str, Source]:
     out: dict[str, Source] = {}
     for param, source in args.items():
@@ -148,6 +146,144 @@ def _check_sources(name: str, args: Mapping[str, Any]) -> dict[str, Source]:
             )
         out[param] = source
     return out
+
+
+_OPTIONS = (
+    "name",
+    "args",
+    "wait_for",
+    "async_",
+    "retries",
+    "retry_on",
+    "backoff",
+    "timeout",
+    "executor",
+    "concurrency_key",
+    "when",
+    "description",
+)
+
+# What people coming from other libraries write, and what it is called here.
+_ALIASES = {
+    "retry": "retries",
+    "max_retries": "retries",
+    "attempts": "retries",
+    "async": "async_",
+    "depends_on": "wait_for",
+    "after": "wait_for",
+    "key": "concurrency_key",
+    "guard": "when",
+}
+
+
+def check_options(options: Mapping[str, Any], where: str) -> None:
+    """Raise a `TypeError` naming any unknown step option, with the closest known one.
+
+    `where` says what was called (``"@reactor.step"``, ``"reactor.map('m', ...)"``).
+    """
+    for key in options:
+        if key not in _OPTIONS:
+            hint = (
+                f" Did you mean {_ALIASES[key]!r}?"
+                if key in _ALIASES
+                else did_you_mean(key, _OPTIONS)
+            )
+            raise TypeError(
+                f"{where} got an unknown option {key!r}.{hint} Step options: {', '.join(_OPTIONS)}."
+            )
+
+
+def _unwrapped(fn: Any) -> Any:
+    """The function behind `fn`: through ``functools.partial`` and ``functools.wraps``."""
+    seen = 0
+    while seen < 100:
+        seen += 1
+        if isinstance(fn, functools.partial):
+            fn = fn.func
+        elif getattr(fn, "__wrapped__", None) is not None and not isinstance(fn, Step):
+            fn = fn.__wrapped__
+        else:
+            return fn
+    return fn  # pragma: no cover - a __wrapped__ loop
+
+
+def default_name(fn: Any) -> str | None:
+    """A step's default name: the function's ``__name__``; a partial's function's; a
+    callable instance's class's. Never a ``repr`` (it would hold a memory address, and a
+    halted run could not be resumed in another process)."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    name = getattr(fn, "__name__", None)
+    if isinstance(name, str) and name:
+        return name
+    if not inspect.isroutine(fn):
+        return type(fn).__name__
+    return None
+
+
+def is_async_callable(fn: Any) -> bool:
+    """Whether calling `fn` returns a coroutine: an ``async def``, a partial of one, a
+    ``functools.wraps`` wrapper around one, or an instance whose ``__call__`` is one."""
+    if inspect.iscoroutinefunction(fn):
+        return True
+    inner = _unwrapped(fn)
+    if inner is not fn and inspect.iscoroutinefunction(inner):
+        return True
+    if not inspect.isroutine(inner) and not isinstance(inner, type):
+        call = getattr(type(inner), "__call__", None)  # noqa: B004 - the class's method
+        return call is not None and inspect.iscoroutinefunction(call)
+    return False
+
+
+def _is_generator(fn: Any) -> bool:
+    inner = _unwrapped(fn)
+    if not inspect.isroutine(inner) and not isinstance(inner, type):
+        inner = getattr(type(inner), "__call__", inner)  # noqa: B004
+    return inspect.isasyncgenfunction(inner) or inspect.isgeneratorfunction(inner)
+
+
+def _option_seconds(value: Any, what: str, positive: bool, extra: str = "") -> float | None:
+    """`seconds`, with its errors as definition errors (they are found at decoration)."""
+    try:
+        return seconds(value, what, positive=positive, extra=extra)
+    except (TypeError, ValueError) as exc:
+        raise DefinitionError(str(exc)) from None
+
+
+def _names(value: Any, option: str, step: str) -> tuple[str, ...]:
+    """Check `wait_for`: a step name or names (strings), given as a str or an iterable."""
+    if isinstance(value, str):
+        return (value,)
+    try:
+        names = tuple(value)
+    except TypeError:
+        names = (value,)
+    for name in names:
+        if not isinstance(name, str):
+            raise DefinitionError(
+                f"Step {step!r}: {option} takes step names (a str, or a list of str), got "
+                f"{value!r}; name the step: {option}='fetch' or {option}=['a', 'b']."
+            )
+    return names
+
+
+def _exception_types(value: Any, step: str) -> tuple[type[BaseException], ...]:
+    """Check `retry_on`: an exception class, or an iterable of them."""
+    if isinstance(value, type):
+        value = (value,)
+    elif isinstance(value, str | BaseException) or not isinstance(value, Iterable):
+        raise DefinitionError(
+            f"Step {step!r}: retry_on takes exception classes, got {value!r}; write "
+            f"retry_on={type(value).__name__ if isinstance(value, BaseException) else 'ValueError'}"
+            " or retry_on=(ValueError, OSError)."
+        )
+    types_ = tuple(value)
+    for t in types_:
+        if not (isinstance(t, type) and issubclass(t, BaseException)):
+            raise DefinitionError(
+                f"Step {step!r}: retry_on takes exception classes, got {t!r} in {value!r}."
+            )
+    return types_
 
 
 class Step(Generic[P, R]):
@@ -226,14 +362,28 @@ class Step(Generic[P, R]):
         if not callable(fn):
             raise DefinitionError(f"A step needs a function, got {fn!r}.")
         self.fn = fn
-        self.name = name if name is not None else getattr(fn, "__name__", None) or repr(fn)
+        if name is None:
+            name = default_name(fn)
+            if name is None:
+                raise DefinitionError(f"Cannot name the step {fn!r}: give it one with name=...")
+        self.name = name
         if not isinstance(self.name, str) or not self.name:
             raise DefinitionError(f"A step name must be a non-empty string, got {self.name!r}.")
-        self.is_async = inspect.iscoroutinefunction(fn)
+        if _is_generator(fn):
+            raise DefinitionError(
+                f"Step {self.name!r} is a generator function: a step returns its result once. "
+                "Return a list (or collect the items in the step) instead of yielding."
+            )
+        self.is_async = is_async_callable(fn)
         if _inspected is None:  # signatures are inspected once, at decoration
             _inspected = inspect_params(fn, f"step {self.name!r}")
         params, self.takes_kwargs = _inspected
         self.params = tuple(params)
+        if args is not None and not isinstance(args, Mapping):
+            raise DefinitionError(
+                f"Step {self.name!r}: args must be a mapping of parameter names to "
+                f"rp.Input/rp.Result/rp.Value, got {args!r}."
+            )
         self.args = _check_sources(self.name, args or {})
         known = {p.name for p in params}
         for param in self.args:
@@ -243,18 +393,21 @@ class Step(Generic[P, R]):
                     f"{getattr(fn, '__qualname__', fn)!r}. Parameters: "
                     f"{', '.join(repr(p) for p in sorted(known)) or '(none)'}."
                 )
-        self.wait_for = (wait_for,) if isinstance(wait_for, str) else tuple(wait_for)
+        self.wait_for = _names(wait_for, "wait_for", self.name)
         self.async_ = bool(async_)
-        if not isinstance(retries, int) or retries < 0:
-            raise DefinitionError(f"Step {self.name!r}: retries must be an int >= 0.")
+        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+            raise DefinitionError(
+                f"Step {self.name!r}: retries must be an int >= 0 (the attempts after the "
+                f"first), got {retries!r}."
+            )
         self.retries = retries
-        self.retry_on = (retry_on,) if isinstance(retry_on, type) else tuple(retry_on)
-        if backoff is not None and not callable(backoff) and backoff < 0:
-            raise DefinitionError(f"Step {self.name!r}: backoff must be >= 0 seconds.")
+        self.retry_on = _exception_types(retry_on, self.name)
+        if not callable(backoff):
+            backoff = _option_seconds(
+                backoff, f"Step {self.name!r}: backoff", False, " or a callable(attempt, error)"
+            )
         self.backoff = backoff
-        if timeout is not None and timeout <= 0:
-            raise DefinitionError(f"Step {self.name!r}: timeout must be > 0 seconds.")
-        self.timeout = timeout
+        self.timeout = _option_seconds(timeout, f"Step {self.name!r}: timeout", True)
         if executor is not None:
             if self.is_async:
                 raise DefinitionError(
@@ -262,6 +415,16 @@ class Step(Generic[P, R]):
                     "make it a plain def, or drop executor=."
                 )
             check_executor(executor, f"Step {self.name!r}")
+        if concurrency_key is not None and not isinstance(concurrency_key, str):
+            raise DefinitionError(
+                f"Step {self.name!r}: concurrency_key must be a str (a key of limits=), got "
+                f"{concurrency_key!r}."
+            )
+        if when is not None and not callable(when):
+            raise DefinitionError(
+                f"Step {self.name!r}: when= must be a callable given the step's arguments, "
+                f"got {when!r}."
+            )
         self.executor = executor
         self.concurrency_key = concurrency_key
         self.when = (
@@ -281,6 +444,24 @@ class Step(Generic[P, R]):
     # -- calling -----------------------------------------------------------------------------
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.fn(*args, **kwargs)
+
+    def __set_name__(self, owner: type, attribute: str) -> None:
+        self.__dict__["_attribute"] = attribute
+
+    def __get__(self, obj: Any, objtype: type | None = None) -> Any:
+        """A step defined on a class, read from an instance, is that instance's step: its
+        function is bound (``self`` is not wired) and it shares this step's callbacks, so
+        ``reactor.add(service.fetch)`` works like a step on a plain function."""
+        if obj is None or not inspect.isfunction(self.fn):
+            return self
+        bound = self._replace(fn=self.fn.__get__(obj, objtype))
+        attribute = self.__dict__.get("_attribute")
+        if attribute is not None:
+            try:  # the same Step each time it is read from this instance
+                obj.__dict__[attribute] = bound
+            except (AttributeError, TypeError):  # no instance __dict__ (slots)
+                pass
+        return bound
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickled by reference: module-level steps go to process pools and clusters as names.
@@ -377,19 +558,6 @@ class Step(Generic[P, R]):
         )
 
 
-def check_executor(executor: Any, where: str) -> None:
-    """Raise DefinitionError unless `executor` is something steps can be sent to."""
-    if not (
-        (isinstance(executor, str) and executor in _EXECUTOR_STRINGS)
-        or isinstance(executor, concurrent.futures.Executor)
-        or hasattr(executor, "submit")
-    ):
-        raise DefinitionError(
-            f"{where}: executor must be 'thread', a concurrent.futures.Executor or a dask "
-            f"Client, got {executor!r}."
-        )
-
-
 def _load_step(module: str, qualname: str) -> Any:
     import importlib
 
@@ -434,6 +602,7 @@ def step(fn: Any = None, /, **options: Any) -> Any:
     >>> hello.name, hello("you")
     ('greet', 'hello you')
     """
+    check_options(options, "@rp.step")
     if fn is not None:
         return Step(fn, **options)
 

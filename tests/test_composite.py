@@ -660,3 +660,53 @@ async def test_nested_map_sees_outer_arguments_and_undoes_every_cell_once(
     assert set(undone) <= {10, 20, 30}
     if max_concurrency == 1:  # one at a time: everything before the bad cell completed
         assert [30, 20, 10] == undone
+
+
+def test_a_switch_case_that_is_not_a_pair_is_a_definition_error():
+    """Each case must be a (predicate, step_or_reactor) pair; the error shows the fix."""
+    r = rp.Reactor("r", inputs=["x"])
+    with pytest.raises(rp.DefinitionError, match=r"each case is a \(predicate, step_or_reactor\)"):
+        r.switch("s", "x", [lambda x: True])  # type: ignore[list-item]
+    with pytest.raises(rp.DefinitionError, match="pair"):
+        r.switch("s", "x", [(lambda x: True,)])  # type: ignore[list-item]
+
+
+def test_explicit_sources_of_a_map_element_reach_this_reactors_steps():
+    """A mapped step's args=rp.Result(outer) and wait_for=outer work as wiring by name does."""
+    log: list[str] = []
+    r = rp.Reactor("r", inputs=["xs"], returns="m")
+
+    @r.step
+    def outer():
+        log.append("outer")
+        return {"k": 10}
+
+    @r.step
+    def other():
+        log.append("other")
+
+    def add(x, y):
+        log.append(f"add {x}")
+        return x + y
+
+    r.map("m", "xs", rp.step(add, args={"y": rp.Result("outer", "k")}, wait_for="other"))
+    assert [11, 12] == r.run_sync({"xs": [1, 2]})
+    assert log.index("other") < log.index("add 1")
+    assert {"outer", "other", "xs"} == set(r.plan().structure["m"])
+
+
+def test_explicit_sources_of_a_switch_branch_reach_this_reactors_steps():
+    """A branch step's args=rp.Result(outer) is wired from the parent, checked at plan()."""
+    r = rp.Reactor("r", inputs=["x"], returns="sw")
+
+    @r.step
+    def base():
+        return {"v": 5}
+
+    pos = rp.step(lambda x, b: x + b, name="pos", args={"b": rp.Result("base", "v")})
+    r.switch("sw", "x", [(lambda x: x > 0, pos)])
+    assert 6 == r.run_sync({"x": 1})
+    bad = rp.Reactor("bad", inputs=["x"])
+    bad.switch("sw", "x", [(bool, rp.step(lambda b: b, name="p", args={"b": rp.Result("nope")}))])
+    with pytest.raises(rp.UnknownReferenceError, match="'nope'"):
+        bad.plan()

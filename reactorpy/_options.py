@@ -1,0 +1,122 @@
+"""Run options: what ``run``, ``resume``, ``run_reversible`` and ``undo`` accept, checked once.
+
+Owns: `RunOptions` (frozen, validated when made) and `RunKwargs` (the same options as keyword
+arguments, for the signatures of the entry points).
+Must not import: the executor, the CLI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, TypedDict
+
+import attrs
+
+from ._checks import check_executor, seconds
+from ._errors import did_you_mean
+from ._limiter import Limiter
+
+__all__ = ["RunKwargs", "RunOptions"]
+
+
+class RunKwargs(TypedDict, total=False):
+    """The keyword options of ``Reactor.run`` (and ``resume``, ``run_reversible``)."""
+
+    context: dict[str, Any] | None
+    async_: bool
+    max_concurrency: int | Limiter | None
+    limits: Mapping[str, int] | None
+    timeout: float | None
+    grace: float
+    middleware: Sequence[Any] | None
+    executor: Any
+
+
+_NAMES = tuple(RunKwargs.__annotations__)
+
+
+@attrs.frozen
+class RunOptions:
+    """The options of one run, checked: see ``Reactor.run`` for what each means.
+
+    Raises (from `of`):
+        TypeError: an unknown option, or an option of the wrong type.
+        ValueError: an option out of range (a negative grace, a cap of 0, ...).
+    """
+
+    context: dict[str, Any] | None = None
+    async_: bool = True
+    max_concurrency: int | Limiter | None = None
+    limits: Mapping[str, int] | None = None
+    timeout: float | None = None
+    grace: float = 5.0
+    middleware: tuple[Any, ...] = ()
+    executor: Any = None
+
+    @classmethod
+    def of(cls, options: Mapping[str, Any], where: str) -> RunOptions:
+        """Check `options` (keyword arguments given to `where`, e.g. ``"run() of 'r'"``)."""
+        for key in options:
+            if key not in _NAMES:
+                raise TypeError(
+                    f"{where} got an unknown option {key!r}.{did_you_mean(key, _NAMES)} "
+                    f"Options: {', '.join(_NAMES)}."
+                )
+        context = options.get("context")
+        if context is not None and not isinstance(context, dict):
+            raise TypeError(
+                f"{where}: context must be a dict (steps read it as rp.Context.data), got "
+                f"{type(context).__name__}."
+            )
+        async_ = options.get("async_", True)
+        if not isinstance(async_, bool):
+            raise TypeError(f"{where}: async_ must be True or False, got {async_!r}.")
+        cap = options.get("max_concurrency")
+        if cap is not None and not isinstance(cap, Limiter):
+            if not isinstance(cap, int) or isinstance(cap, bool) or cap < 1:
+                raise ValueError(
+                    f"{where}: max_concurrency must be an int >= 1, an rp.Limiter or None, "
+                    f"got {cap!r}."
+                )
+        limits = options.get("limits")
+        if limits is not None:
+            check_limits(limits, where)
+        timeout = seconds(options.get("timeout"), f"{where}: timeout", positive=True)
+        grace = seconds(options.get("grace", 5.0), f"{where}: grace", positive=False)
+        if grace is None:
+            raise TypeError(f"{where}: grace must be a number of seconds >= 0, got None.")
+        middleware = options.get("middleware", ())
+        if middleware is None:
+            middleware = ()
+        elif not isinstance(middleware, Sequence) or isinstance(middleware, str):
+            raise TypeError(
+                f"{where}: middleware must be a list of middleware objects, got "
+                f"{type(middleware).__name__}; wrap it: middleware=[...]."
+            )
+        executor = options.get("executor")
+        if executor is not None:
+            check_executor(executor, where)
+        return cls(
+            context=context,
+            async_=async_,
+            max_concurrency=cap,
+            limits=dict(limits) if limits is not None else None,
+            timeout=timeout,
+            grace=grace,
+            middleware=tuple(middleware),
+            executor=executor,
+        )
+
+
+def check_limits(limits: Any, where: str) -> None:
+    """Raise unless `limits` maps ``concurrency_key`` strings to caps (ints >= 1)."""
+    if not isinstance(limits, Mapping):
+        raise TypeError(
+            f"{where}: limits must map concurrency keys to caps, e.g. {{'db': 2}}, got "
+            f"{type(limits).__name__}."
+        )
+    for key, value in limits.items():
+        if not isinstance(key, str):
+            raise TypeError(f"{where}: limits keys are concurrency_key strings, got {key!r}.")
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{where}: limits[{key!r}] must be an int >= 1, got {value!r}.")

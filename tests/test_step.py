@@ -1,0 +1,179 @@
+"""Steps: what counts as a step, how it is named, and which options it takes."""
+
+from __future__ import annotations
+
+import functools
+import pickle
+
+import pytest
+
+import reactorpy as rp
+from reactorpy.testing import run_virtual
+
+
+async def double(x):
+    return 2 * x
+
+
+class AsyncCallable:
+    async def __call__(self, x):
+        return x + 1
+
+
+def test_a_callable_instance_with_async_call_is_awaited():
+    """An instance whose __call__ is an async def is an async step: its value is awaited."""
+    r = rp.Reactor("r", inputs=["x"], returns="AsyncCallable")
+    r.add(rp.step(AsyncCallable()))
+    assert 2 == r.run_sync({"x": 1})
+
+
+def test_a_wraps_wrapper_around_an_async_def_is_awaited():
+    """A functools.wraps sync wrapper around an async def returns a coroutine: awaited."""
+
+    @functools.wraps(double)
+    def wrapper(*args, **kwargs):
+        return double(*args, **kwargs)
+
+    r = rp.Reactor("r", inputs=["x"], returns="double")
+    r.add(rp.step(wrapper))
+    assert 6 == r.run_sync({"x": 3})
+
+
+def test_a_partial_of_an_async_def_is_awaited_and_named_after_it():
+    """A functools.partial of an async def is awaited, and takes its function's name."""
+    s = rp.step(functools.partial(double))
+    assert "double" == s.name
+    r = rp.Reactor("r", inputs=["x"], returns="double")
+    r.add(s)
+    assert 8 == r.run_sync({"x": 4})
+
+
+def test_default_names_never_hold_a_memory_address():
+    """A callable instance is named after its class; names are the same in every process."""
+    assert "AsyncCallable" == rp.step(AsyncCallable()).name
+    assert "double" == rp.step(functools.partial(functools.partial(double))).name
+    assert "0x" not in rp.step(functools.partial(print)).name
+
+
+@pytest.mark.parametrize("kind", ["async generator", "generator"])
+def test_generator_functions_are_a_definition_error_naming_the_step(kind):
+    """A step yields nothing: generator and async generator functions are refused."""
+    if kind == "generator":
+
+        def items(x):
+            yield x
+
+    else:
+
+        async def items(x):
+            yield x
+
+    with pytest.raises(rp.DefinitionError, match="Step 'items' is a generator function"):
+        rp.step(items)
+
+
+class Shop:
+    def __init__(self, tax: int) -> None:
+        self.tax = tax
+
+    @rp.step
+    async def price(self, amount):
+        return amount + self.tax
+
+
+def test_a_step_on_a_method_is_bound_to_the_instance():
+    """@rp.step on a method: read from an instance it wires without self."""
+    shop = Shop(tax=5)
+    r = rp.Reactor("r", inputs=["amount"], returns="price")
+    r.add(shop.price)
+    assert 15 == r.run_sync({"amount": 10})
+    assert shop.price is shop.price  # one bound step per instance
+    assert [p.name for p in shop.price.params] == ["amount"]
+    assert isinstance(Shop.price, rp.Step)
+
+
+def test_a_bound_step_shares_the_callbacks_of_its_method():
+    """Undo registered on the method's step applies to each instance's step."""
+    undone = []
+
+    class Booking:
+        @rp.step
+        def book(self, room):
+            return f"b-{room}"
+
+        @book.undo
+        def cancel(booking):
+            undone.append(booking)
+
+    r = rp.Reactor("r", inputs=["room"])
+    r.add(Booking().book)
+
+    @r.step
+    def fail(book):
+        raise ValueError("no")
+
+    with pytest.raises(rp.RunFailed):
+        r.run_sync({"room": 7})
+    assert ["b-7"] == undone
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"wait_for": 123}, "wait_for takes step names.*got 123"),
+        ({"wait_for": ["a", 1]}, "wait_for takes step names"),
+        ({"backoff": "1"}, "backoff must be a number of seconds >= 0.*got '1'"),
+        ({"backoff": -1}, "backoff must be a number of seconds >= 0"),
+        ({"timeout": "1"}, "timeout must be a number of seconds > 0.*got '1'"),
+        ({"timeout": 0}, "timeout must be a number of seconds > 0"),
+        ({"retry_on": "ValueError"}, "retry_on takes exception classes.*'ValueError'"),
+        ({"retry_on": ValueError()}, "retry_on takes exception classes.*ValueError()"),
+        ({"retry_on": [ValueError, "x"]}, "retry_on takes exception classes"),
+        ({"retries": -1}, "retries must be an int >= 0"),
+        ({"retries": True}, "retries must be an int >= 0"),
+        ({"concurrency_key": 3}, "concurrency_key must be a str"),
+        ({"when": True}, "when= must be a callable"),
+        ({"args": ["x"]}, "args must be a mapping"),
+    ],
+)
+def test_bad_step_options_are_a_definition_error_naming_option_and_value(options, message):
+    """Each bad option is refused at decoration with its name, its value and the fix."""
+    with pytest.raises(rp.DefinitionError, match=message):
+        rp.step(double, **options)
+
+
+@pytest.mark.parametrize(
+    ("where", "make"),
+    [
+        ("@rp.step", lambda: rp.step(retry=3)),
+        ("@reactor.step", lambda: rp.Reactor("r").step(retry=3)),
+        (
+            "Composite step 'm'",
+            lambda: rp.Reactor("r", inputs=["xs"]).map("m", "xs", rp.step(double), retry=3),
+        ),
+    ],
+)
+def test_an_unknown_option_is_a_type_error_with_a_suggestion(where, make):
+    """`retry=3` is a TypeError naming `retry` and suggesting `retries`."""
+    with pytest.raises(
+        TypeError, match=f"{where} got an unknown option 'retry'. Did you mean 'retries'"
+    ):
+        make()
+
+
+def test_a_partial_step_of_another_process_resumes():
+    """An unnamed partial's name is stable, so its halted run resumes from a pickle."""
+    calls = {"n": 0}
+
+    def gate(x, limit):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise rp.Halt("wait")
+        return x + limit
+
+    r = rp.Reactor("r", inputs=["x"], returns="gate")
+    r.add(rp.step(functools.partial(gate, limit=1)))
+    with pytest.raises(rp.Halted) as info:
+        run_virtual(r.run({"x": 1}))
+    checkpoint = pickle.loads(pickle.dumps(info.value.checkpoint))
+    assert 2 == run_virtual(r.resume(checkpoint))
