@@ -708,5 +708,5 @@ def test_explicit_sources_of_a_switch_branch_reach_this_reactors_steps():
     assert 6 == r.run_sync({"x": 1})
     bad = rp.Reactor("bad", inputs=["x"])
     bad.switch("sw", "x", [(bool, rp.step(lambda b: b, name="p", args={"b": rp.Result("nope")}))])
-    with pytest.raises(rp.UnknownReferenceError, match="'nope'"):
+    with pytest.raises(rp.DefinitionError, match="'nope' matches no input or step"):
         bad.plan()
