@@ -47,6 +47,24 @@ def did_you_mean(name: str, available: Iterable[str]) -> str:
     return f" Did you mean {close[0]!r}?" if close else ""
 
 
+def annotate(error: BaseException, note: str) -> None:
+    """Add `note` to `error` (``add_note``), never raising, never piling up.
+
+    A note reactorpy added to the same exception before (an instance raised again by a
+    later run, say a module-level ``NOT_FOUND = LookupError(...)``) is replaced by this one:
+    notes of the same kind (the text before the first quote) are one per exception. An
+    exception that refuses notes (a frozen dataclass) is left as it is.
+    """
+    kind = note.split("'", 1)[0]
+    try:
+        notes = error.__dict__.get("__notes__") if hasattr(error, "__dict__") else None
+        if isinstance(notes, list):
+            notes[:] = [n for n in notes if not (isinstance(n, str) and n.startswith(kind))]
+        error.add_note(note)
+    except Exception:
+        pass
+
+
 def _listing(names: Iterable[str]) -> str:
     names = sorted(names)
     return ", ".join(repr(n) for n in names) if names else "(none)"

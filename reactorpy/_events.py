@@ -15,7 +15,7 @@ in that order (``on_run_complete`` threads the result through them).
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import attrs
@@ -120,40 +120,53 @@ EVENT_PHASES: Final[dict[str, tuple[str, str | None]]] = {
 }
 assert EVENT_PHASES.keys() == EVENT_KINDS
 
-#: A finished attempt of a step: ``(step, run_id, phase, attempt, start, end, outcome,
-#: concurrency, error)``, the fields of `reactorpy.Span`.
-SpanRecord = tuple[str, str, str, int, float, float, str, int, BaseException | None]
-
-#: Middleware with an ``on_event`` hook may also have a method of this name, returning a
-#: function the executor calls with one `SpanRecord` per attempt of a plain step (an
-#: ``async def`` or ``def`` with no options) instead of giving ``on_event`` that attempt's
-#: ``step_start`` and its ending event (``step_complete``, ``step_error``, ``step_halt``):
-#: one tuple instead of two `Event` objects, where a step itself may cost about as much as
-#: an event. Every other event still reaches ``on_event``. Runs whose on_event hooks are
-#: not all sync deliver events only. `reactorpy.Trace` is such middleware.
-SPAN_RECORDER: Final = "_reactorpy_span_recorder"
-
 _HOOKS: Final = ("on_run_start", "on_run_complete", "on_run_error", "on_run_halt", "on_event")
+
+_new = object.__new__
+_set = {name: getattr(Event, name).__set__ for name in (f.name for f in attrs.fields(Event))}
+
+
+def make_event(
+    kind: str,
+    step: str,
+    attempt: int,
+    time: float,
+    value: Any,
+    error: BaseException | None,
+    run_id: str,
+    concurrency: int,
+) -> Event:
+    """An `Event`, built field by field through the slots (what ``Event(...)`` does, at a
+    fifth of the cost of a frozen class's ``__init__``: a traced run builds two per step)."""
+    event: Event = _new(Event)
+    _set["kind"](event, kind)
+    _set["step"](event, step)
+    _set["attempt"](event, attempt)
+    _set["time"](event, time)
+    _set["value"](event, value)
+    _set["error"](event, error)
+    _set["run_id"](event, run_id)
+    _set["concurrency"](event, concurrency)
+    return event
 
 
 class Middleware:
-    """The hooks of a list of middleware objects, bound once per run.
+    """The hooks of a list of middleware objects, bound once per run: run hooks, and the
+    run's event emitter.
 
     Any object with any of ``on_run_start(run)``, ``on_run_complete(run, result)``,
     ``on_run_error(run, error)``, ``on_run_halt(run, checkpoint)`` and ``on_event(event)``
-    is middleware; each hook may be sync or async.
+    is middleware; each hook may be sync or async. Events have one delivery path: the run
+    asks `wants` (one set lookup) and builds an `Event` only for a kind some hook wants;
+    `send` gives it to the sync hooks, `asend` to all of them.
     """
 
-    __slots__ = ("event_hooks", "event_kinds", "hooks", "plain_hooks", "span_hooks", "sync_events")
+    __slots__ = ("event_hooks", "event_kinds", "hooks", "sync_events")
 
     def __init__(self, middleware: Sequence[Any]) -> None:
         self.hooks: dict[str, list[Any]] = {name: [] for name in _HOOKS}
         #: Each on_event hook with the kinds it wants (None: all of them).
         self.event_hooks: list[tuple[Any, frozenset[str] | None]] = []
-        #: What the `SPAN_RECORDER` method of each middleware that has one returned, and
-        #: the on_event hooks of the others (with the kinds they want).
-        self.span_hooks: list[Callable[[SpanRecord], object]] = []
-        self.plain_hooks: list[tuple[Any, frozenset[str] | None]] = []
         kinds: set[str] = set()
         for m in middleware:
             found = False
@@ -172,55 +185,85 @@ class Middleware:
                 wanted = None if wanted is None else frozenset(wanted)
                 self.event_hooks.append((on_event, wanted))
                 kinds.update(EVENT_KINDS if wanted is None else wanted)
-                recorder = getattr(m, SPAN_RECORDER, None)
-                if recorder is not None:
-                    self.span_hooks.append(recorder())
-                else:
-                    self.plain_hooks.append((on_event, wanted))
         #: The kinds some middleware wants: no other event object is ever built. Middleware
         #: may narrow it with an ``event_kinds`` attribute (a collection of kinds).
         self.event_kinds: frozenset[str] = frozenset(kinds)
-        #: Whether every on_event hook is a plain function: then events are delivered
-        #: without awaiting, and steps keep their fast paths.
-        self.sync_events = not any(inspect.iscoroutinefunction(fn) for fn in self.hooks["on_event"])
-
-    @property
-    def plain_kinds(self) -> frozenset[str]:
-        """The kinds the on_event hooks of middleware without a span recorder want."""
-        kinds: set[str] = set()
-        for _, wanted in self.plain_hooks:
-            kinds.update(EVENT_KINDS if wanted is None else wanted)
-        return frozenset(kinds)
-
-    @property
-    def wants_events(self) -> bool:
-        """Whether any middleware listens for step events."""
-        return bool(self.event_kinds)
+        #: Whether every on_event hook is a plain function: events are then delivered
+        #: without awaiting (`send`).
+        self.sync_events = not any(_is_async_hook(fn) for fn in self.hooks["on_event"])
 
     def __bool__(self) -> bool:
         return any(self.hooks.values())
 
-    async def call(self, name: str, *args: Any) -> None:
-        """Call hook `name` on each middleware, awaiting async ones, in order."""
-        for fn in self.hooks[name]:
-            out = fn(*args)
-            if inspect.isawaitable(out):
-                await out
+    def wants(self, kind: str) -> bool:
+        """Whether some on_event hook wants events of `kind` (build none otherwise)."""
+        return kind in self.event_kinds
 
-    async def deliver(self, event: Event) -> None:
-        """Give `event` to each on_event hook that wants its kind, awaiting async ones."""
+    def send(self, event: Event) -> BaseException | None:
+        """Give `event` to each sync on_event hook that wants it; an async hook's
+        coroutine is closed unawaited (use `asend` where hooks may be async).
+
+        Returns the first exception a hook raised (the other hooks still get the event),
+        or None: delivering never raises.
+        """
+        failed: BaseException | None = None
+        kind = event.kind
         for fn, kinds in self.event_hooks:
-            if kinds is None or event.kind in kinds:
-                out = fn(event)
+            if kinds is None or kind in kinds:
+                try:
+                    fn(event)
+                except Exception as exc:
+                    if failed is None:
+                        failed = exc
+        return failed
+
+    async def asend(self, event: Event) -> BaseException | None:
+        """`send`, awaiting async hooks."""
+        failed: BaseException | None = None
+        kind = event.kind
+        for fn, kinds in self.event_hooks:
+            if kinds is None or kind in kinds:
+                try:
+                    out = fn(event)
+                    if inspect.isawaitable(out):
+                        await out
+                except Exception as exc:
+                    if failed is None:
+                        failed = exc
+        return failed
+
+    async def call(self, name: str, *args: Any) -> list[BaseException]:
+        """Call hook `name` on each middleware, awaiting async ones, in order; every hook
+        is called even if an earlier one raised. Returns what the hooks raised."""
+        failed: list[BaseException] = []
+        for fn in self.hooks[name]:
+            try:
+                out = fn(*args)
                 if inspect.isawaitable(out):
                     await out
+            except Exception as exc:
+                failed.append(exc)
+        return failed
 
-    async def complete(self, run: RunInfo, result: Any) -> Any:
-        """Call ``on_run_complete``; a hook returning non-None replaces the result."""
-        for fn in self.hooks["on_run_complete"]:
-            out = fn(run, result)
-            if inspect.isawaitable(out):
-                out = await out
+    async def replace(self, name: str, run: RunInfo, value: Any) -> tuple[Any, list[BaseException]]:
+        """Call ``on_run_complete`` or ``on_run_error`` (`name`), threading `value`
+        through: a hook returning non-None replaces it. Returns the value and what the
+        hooks raised."""
+        failed: list[BaseException] = []
+        for fn in self.hooks[name]:
+            try:
+                out = fn(run, value)
+                if inspect.isawaitable(out):
+                    out = await out
+            except Exception as exc:
+                failed.append(exc)
+                continue
             if out is not None:
-                result = out
-        return result
+                value = out
+        return value, failed
+
+
+def _is_async_hook(fn: Any) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - an object whose __call__ is async
+    )

@@ -189,9 +189,11 @@ class Limiter:
         if waiter is not None:
             waiter.wake(key)
 
-    def discard(self, run: Any) -> None:
-        """Forget every queued step of `run` (the run is stopping)."""
+    def discard(self, run: Any) -> int:
+        """Forget every queued step of `run` (the run is stopping); return how many."""
         kept = [e for e in self._heap if getattr(e[3], "run", None) is not run]
-        if len(kept) != len(self._heap):
+        gone = len(self._heap) - len(kept)
+        if gone:
             self._heap = kept
             heapq.heapify(self._heap)
+        return gone

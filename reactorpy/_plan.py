@@ -16,8 +16,11 @@ The arrays, for step index ``i`` (indices follow ``Plan.order``):
 - ``fetch[i]``: for a ``simple`` step, ``fetch[i](values)`` returns those arguments: an
   ``operator.itemgetter``, much cheaper per call than a comprehension (over a one-item slice
   for a single argument, and an empty slice for none, so it always returns a sequence).
-- ``dependents[i]``, ``ndeps[i]``: the graphlib-style counters of the scheduler.
-- ``consumers[i]``: how many distinct steps read the result (for releasing it).
+- ``dependents[i]``, ``ndeps[i]``: the graphlib-style counters of the scheduler (argument
+  and ``wait_for`` edges alike).
+- ``reads[i]``: the steps whose results step ``i`` reads (argument edges only: a
+  ``wait_for`` dependency orders, it reads nothing); ``readers[j]``: how many steps read
+  ``j``'s result. A result is released when its last reader completes.
 - ``priority[i]``: the length of the longest chain of steps from ``i`` to a sink.
 - ``ready_order[i]``: ``dependents[i]`` most critical first (``-priority``, then index), so
   the scheduler never sorts the steps a completion makes ready.
@@ -25,23 +28,13 @@ The arrays, for step index ``i`` (indices follow ``Plan.order``):
   result copies it and fills it in, which costs half of building the dict anew (no growing,
   no inserting) for large reactors.
 - ``fns[i]``: the step's function (what a plain step calls, without touching the `Step`).
-- ``kinds[i]``, ``has_undo[i]``, ``exclusive[i]``: per-step flags the executor would otherwise
-  read through properties on every step of every run (how a plain run calls the step, whether
-  it has an undo, whether it runs alone: ``async_=False``).
-- ``direct[i]``: whether an attempt of step i may call its function directly, with no
-  ``_call`` frame (simple arguments, no timeout, no executor of its own).
-- ``plain[i]``: how a plain run starts step i inline, in a batch with its siblings
-  (`Run._work_batch`): ``BATCH_CALL``, an async step with no options and simple arguments,
-  called directly; ``BATCH_ATTEMPTS``, a step with options (retries, timeout, guard, ...)
-  run through its attempts; ``BATCH_TRY``, an async step whose only options are retries or
-  a compensation, called directly, its attempts taking over if it fails (runs with events
-  use ``plain_events``, where it is ``BATCH_ATTEMPTS``); 0, not in a batch
-  (``async_=False``, composite and executor steps, plain defs, which run inline anyway).
+- ``modes``: a cache for the execution layer, which derives how each step runs (inline,
+  batched, through its attempts; whether it takes a slot) from the steps and the run's
+  options, once per plan and kind of run. The plan itself holds facts about the graph.
 """
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Callable, Iterable, Sequence
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -55,36 +48,7 @@ from ._errors import CycleError, DefinitionError, UnknownReferenceError, did_you
 if TYPE_CHECKING:
     from ._step import Step
 
-__all__ = ["ArgSpec", "Plan", "build_graph", "compile_plan", "step_kind"]
-
-# How a step is called, in a plain run (no events, no run-wide executor, async_=True):
-KIND_SYNC = 0  # plain def, no options: called inline
-KIND_ASYNC = 1  # async def, no options: awaited directly
-KIND_FEATURED = 2  # anything else: through the executor's attempts loop
-
-
-BATCH_CALL = 1
-BATCH_ATTEMPTS = 2
-BATCH_TRY = 3
-
-
-def _batch_mode(step: Step[..., Any], kind: int, slots: tuple[int, ...] | None) -> int:
-    if not step.async_:
-        return 0
-    if kind == KIND_ASYNC and slots is not None:
-        return BATCH_CALL
-    if kind == KIND_FEATURED and not step.composite and step.executor is None:
-        if step.is_async and slots is not None and step.when is None and step.timeout is None:
-            return BATCH_TRY  # retries, compensation: only a failure needs them
-        return BATCH_ATTEMPTS
-    return 0
-
-
-def step_kind(step: Step[..., Any]) -> int:
-    """The kind of `step` in a plain run (the executor adjusts it for other runs)."""
-    if step.has_features or step.composite:
-        return KIND_FEATURED
-    return KIND_ASYNC if step.is_async else KIND_SYNC
+__all__ = ["ArgSpec", "Plan", "build_graph", "compile_plan"]
 
 
 class ArgSpec(NamedTuple):
@@ -128,22 +92,21 @@ class Plan:
     dependents: tuple[tuple[int, ...], ...] = attrs.field(repr=False)
     deps: tuple[tuple[int, ...], ...] = attrs.field(repr=False)
     ndeps: tuple[int, ...] = attrs.field(repr=False)
-    consumers: tuple[int, ...] = attrs.field(repr=False)
+    reads: tuple[tuple[int, ...], ...] = attrs.field(repr=False)
+    readers: tuple[int, ...] = attrs.field(repr=False)
     priority: tuple[int, ...] = attrs.field(repr=False)
     ready_order: tuple[tuple[int, ...], ...] = attrs.field(repr=False)
-    kinds: tuple[int, ...] = attrs.field(repr=False)
-    has_undo: tuple[bool, ...] = attrs.field(repr=False)
-    exclusive: tuple[bool, ...] = attrs.field(repr=False)
-    plain: bytes = attrs.field(repr=False)
-    plain_events: bytes = attrs.field(repr=False)
-    direct: bytes = attrs.field(repr=False)
     constants: tuple[Any, ...] = attrs.field(repr=False)
     input_paths: tuple[tuple[str, str, Input], ...] = attrs.field(repr=False)
     return_slot: int | None = attrs.field(repr=False)
     roots: tuple[int, ...] = attrs.field(repr=False)
+    # Steps that check inputs they are wired to before any step runs (map: an iterable).
+    input_checks: tuple[int, ...] = attrs.field(repr=False)
     no_results: dict[str, None] = attrs.field(repr=False)  # every step's name, plan order
     fingerprint: str = attrs.field(repr=False)
     structure: dict[str, tuple[str, ...]] = attrs.field(repr=False)
+    # The execution layer's per-plan cache (see the module docstring).
+    modes: dict[Any, Any] = attrs.field(factory=dict, repr=False)
 
     @property
     def size(self) -> int:
@@ -253,23 +216,6 @@ def compile_plan(
     returns: str | None,
 ) -> Plan:
     """Validate and compile. Raises `DefinitionError` subclasses for what is wrong."""
-    # Planning allocates many small objects and no reference cycles: the cyclic collector
-    # would only rescan them (about 40% of the time for 100,000 steps).
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        return _compile(reactor, inputs, steps, returns)
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def _compile(
-    reactor: str,
-    inputs: Sequence[str],
-    steps: Sequence[Step[..., Any]],
-    returns: str | None,
-) -> Plan:
     graph, wirings, preds, preds_pos = build_graph(reactor, inputs, steps)
     if returns is not None and returns not in graph:
         raise UnknownReferenceError("returns", returns, graph.nodes, what="step or input")
@@ -290,18 +236,14 @@ def _compile(
     argv: list[tuple[ArgSpec, ...]] = []
     simple: list[tuple[int, ...] | None] = []
     deps: list[tuple[int, ...]] = []
-    consumers = [0] * n
+    reads: list[tuple[int, ...]] = []
+    readers = [0] * n
     input_paths: list[tuple[str, str, Input]] = []
     # Per-step flags, gathered in the one pass that reads each Step (a pass per flag would
     # walk 100,000 scattered objects several times over).
     fns: list[Callable[..., Any]] = []
     param_names: list[tuple[str, ...]] = []
     fetch: list[Callable[[Sequence[Any]], Sequence[Any]] | None] = []
-    kinds: list[int] = []
-    has_undo: list[bool] = []
-    exclusive: list[bool] = []
-    plain = bytearray(n)
-    direct = bytearray(n)
     for i, s in enumerate(ordered_steps):
         specs: list[ArgSpec] = []
         positional_ok = True
@@ -328,7 +270,8 @@ def _compile(
             transform = None if isinstance(source, Value) else source.transform
             specs.append(ArgSpec(param, slot, path, source, positional, transform))
         for j in read:
-            consumers[j] += 1
+            readers[j] += 1
+        reads.append(tuple(sorted(read)))
         argv.append(tuple(specs))
         is_simple = all(
             a.positional and not a.path and a.source is not None and a.transform is None
@@ -337,19 +280,9 @@ def _compile(
         slots = tuple(a.slot for a in specs) if is_simple else None
         simple.append(slots)
         deps.append(tuple(sorted([index_of_pos[k] for k in preds_pos[order_pos[i]]])))
-        kind = step_kind(s)
         fns.append(s.fn)
         param_names.append(tuple(a.param for a in specs))
         fetch.append(None if slots is None else _fetcher(slots))
-        kinds.append(kind)
-        has_undo.append(s.undo_callback is not None)
-        exclusive.append(not s.async_)
-        plain[i] = _batch_mode(s, kind, slots)
-        direct[i] = (
-            slots is not None
-            and not s.composite
-            and ((s.is_async and s.timeout is None) or (not s.is_async and s.executor is None))
-        )
 
     dependents_l: list[list[int]] = [[] for _ in range(n)]
     for i, ds in enumerate(deps):
@@ -396,19 +329,15 @@ def _compile(
         dependents=tuple(tuple(d) for d in dependents_l),
         deps=tuple(deps),
         ndeps=tuple(len(d) for d in deps),
-        consumers=tuple(consumers),
+        reads=tuple(reads),
+        readers=tuple(readers),
         priority=tuple(priority),
         ready_order=ready_order,
-        kinds=tuple(kinds),
-        has_undo=tuple(has_undo),
-        exclusive=tuple(exclusive),
-        plain=bytes(plain),
-        plain_events=bytes(plain).replace(bytes([BATCH_TRY]), bytes([BATCH_ATTEMPTS])),
-        direct=bytes(direct),
         constants=tuple(constants),
         input_paths=tuple(input_paths),
         return_slot=return_slot,
         roots=tuple(i for i in range(n) if not deps[i]),
+        input_checks=tuple(i for i, s in enumerate(ordered_steps) if s.input_checks),
         # From `index`: fromkeys of a dict reuses its hashes and size, no key is touched.
         no_results=dict.fromkeys(index),
         fingerprint=_fingerprint(inputs, structure),

@@ -17,8 +17,17 @@ import attrs
 from ._arguments import Source
 from ._checkpoint import Checkpoint
 from ._checks import check_executor
+from ._composites import (
+    make_around,
+    make_compose,
+    make_map,
+    make_recurse,
+    make_switch,
+    run_new_steps,
+)
 from ._errors import DefinitionError, DuplicateStepError, InputError, ReactorError, ResumeError
 from ._events import Middleware
+from ._executor import Run
 from ._limiter import Limiter
 from ._options import RunKwargs, RunOptions, check_limits
 from ._plan import Plan, compile_plan
@@ -202,8 +211,6 @@ class Reactor:
         >>> outer.run_sync({"y": 1})
         2
         """
-        from ._composite import make_compose
-
         return self.add(make_compose(name, child, args, options))
 
     def recurse(
@@ -233,8 +240,6 @@ class Reactor:
         >>> r.run_sync({"n": 40})
         {'n': 1}
         """
-        from ._composite import make_recurse
-
         return self.add(make_recurse(name, child, args, until, max_iterations, options))
 
     def around(
@@ -270,8 +275,6 @@ class Reactor:
         commit {'inc': 2}
         2
         """
-        from ._composite import make_around
-
         return self.add(make_around(name, child, wrapper, args, options))
 
     def map(
@@ -298,9 +301,7 @@ class Reactor:
         >>> r.run_sync({"xs": [1, 2, 3]})
         [1, 4, 9]
         """
-        from ._composite import make_map
-
-        return self.add(make_map(name, over, step_or_reactor, as_, batch_size, options))
+        return self.add(make_map(name, over, step_or_reactor, as_, batch_size, options, Reactor))
 
     def switch(
         self,
@@ -321,9 +322,7 @@ class Reactor:
         >>> r.run_sync({"n": -5}), r.run_sync({"n": 5})
         ('-', '+')
         """
-        from ._composite import make_switch
-
-        return self.add(make_switch(name, on, cases, default, options))
+        return self.add(make_switch(name, on, cases, default, options, Reactor))
 
     # ------------------------------------------------------------------ planning
     def _key(self) -> tuple[Any, ...]:
@@ -428,8 +427,6 @@ class Reactor:
         checkpoint: Checkpoint | None = None,
     ) -> Any:
         """The `Run` of `plan` with these inputs and options (checked already)."""
-        from ._executor import Run
-
         mw = [*self.middleware, *options.middleware]
         return Run(
             self,
@@ -441,6 +438,7 @@ class Reactor:
             timeout=options.timeout,
             grace=options.grace,
             middleware=Middleware(mw) if mw else None,
+            new_steps=run_new_steps,
             checkpoint=checkpoint,
             executor=options.executor if options.executor is not None else self.executor,
         )

@@ -321,7 +321,10 @@ class Step(Generic[P, R]):
         "when",
     )
 
-    composite = False  # compose/map/switch steps (see _composite.py) set it
+    composite = False  # compose/map/switch steps (see _composites) set it
+    #: Checks of the inputs a parameter is wired to, made before any step runs: by
+    #: parameter, a function of the value returning what is wrong with it, or None.
+    input_checks: Mapping[str, Callable[[Any], str | None]] = {}
 
     fn: Callable[P, R]
     name: str

@@ -5,11 +5,10 @@ and the views of them: the trace-event format (Chrome, Perfetto), Mermaid Gantt 
 text summary.
 Must not import: the executor's internals (a trace is built from `Event` and `RunInfo` only).
 
-Recording is kept cheap: ``on_event`` does one dict lookup on the event kind, builds one
-tuple and stores it, and an attempt of a plain step arrives as that tuple, built by the run
-(`SPAN_RECORDER`), with no event at all; every view is computed afterwards, from those
-tuples. Times are the event loop's clock (``Event.time``), so under
-`reactorpy.testing.run_virtual` they are exact.
+Recording is kept cheap: ``on_event`` does one dict lookup on the event kind, and an ending
+event builds one tuple and stores it; every view is computed afterwards, from those tuples.
+A trace sees exactly the events any other middleware sees. Times are the event loop's
+clock (``Event.time``), so under `reactorpy.testing.run_virtual` they are exact.
 
 A span is one attempt of one step (phase ``"step"``), one compensation (``"compensate"``) or
 one undo (``"undo"``), with an outcome: ``complete``, ``error``, ``retry``, ``halt``, ``skip``
@@ -22,12 +21,12 @@ from __future__ import annotations
 import asyncio
 import bisect
 import heapq
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 import attrs
 
-from ._events import EVENT_PHASES, Event, RunInfo, SpanRecord
+from ._events import EVENT_PHASES, Event, RunInfo
 
 __all__ = ["Span", "Trace", "TraceSummary", "TracedRun"]
 
@@ -160,8 +159,9 @@ class TraceSummary:
         return "\n".join(lines)
 
 
-# A finished span, as recorded: the fields of `Span` in order.
-_Record = SpanRecord
+# A finished span, as recorded: the fields of `Span` in order (step, run_id, phase,
+# attempt, start, end, outcome, concurrency, error).
+_Record = tuple[str, str, str, int, float, float, str, int, BaseException | None]
 
 
 class Trace:
@@ -171,10 +171,6 @@ class Trace:
     runs, one after another or at once, and the runs of composed reactors with them. Then
     export the timeline with `to_chrome_trace` (open it in https://ui.perfetto.dev or
     ``chrome://tracing``), `to_mermaid_gantt`, or read `summary`.
-
-    The attempts of plain steps (no options) reach it from the run as finished spans, not
-    through `on_event`, which sees every other event: a subclass that overrides `on_event`
-    sees no plain step.
 
     >>> import asyncio, json, reactorpy as rp
     >>> r = rp.Reactor("nap", returns="sleep")
@@ -228,17 +224,28 @@ class Trace:
             self._open[key] = (event.time, event.attempt, event.concurrency)
             return
         opened = self._open.pop(key, None)
-        if opened is None:  # a guard skip, or an end that no start announced
+        if opened is None:
+            if outcome == "error" and self._undo_complete(event):
+                return
+            # A guard skip, or an end that no start announced.
             opened = (event.time, event.attempt, event.concurrency)
         self._done.append(
             (event.step, event.run_id, phase, opened[1], opened[0], event.time, outcome,
              opened[2], event.error)
         )  # fmt: skip
 
-    def _reactorpy_span_recorder(self) -> Callable[[SpanRecord], object]:
-        """How a run records a plain step's attempt: one finished span, no events
-        (`reactorpy._events.SPAN_RECORDER`)."""
-        return self._done.append
+    def _undo_complete(self, event: Event) -> bool:
+        """An error for an attempt that reported its completion already (a middleware
+        failed on that completion, which failed the step): the attempt's span becomes an
+        error. Returns whether there was such a span."""
+        for k in range(len(self._done) - 1, -1, -1):
+            span = self._done[k]
+            if span[0] == event.step and span[1] == event.run_id and span[2] == "step":
+                if span[3] != event.attempt or span[6] != "complete":
+                    return False
+                self._done[k] = (*span[:5], event.time, "error", span[7], event.error)
+                return True
+        return False
 
     def on_run_complete(self, run: RunInfo, result: Any) -> None:
         """Record that `run` completed (the result is left as it is)."""

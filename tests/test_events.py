@@ -244,18 +244,26 @@ def test_a_raising_middleware_fails_the_run_cleanly(kind: str, asynchronous: boo
 
 
 def test_middleware_raising_at_run_start_starts_nothing():
-    """A failing on_run_start fails the run before any step starts."""
+    """A failing on_run_start fails the run (RunFailed holding its error) before any step
+    starts, and the other middleware still see the run end."""
     ran = []
+    ended = []
 
     class Bad:
         def on_run_start(self, run):
             raise RuntimeError("no")
 
+    class Watch:
+        def on_run_error(self, run, error):
+            ended.append(type(error).__name__)
+
     r = rp.Reactor("start")
     r.step(lambda: ran.append(1), name="s")
-    with pytest.raises(RuntimeError, match="no"):
-        run_virtual(r.run(middleware=[Bad()]))
+    with pytest.raises(rp.RunFailed, match="on_run_start") as info:
+        run_virtual(r.run(middleware=[Bad(), Watch()]))
+    assert info.group_contains(RuntimeError, match="no")
     assert [] == ran
+    assert ["RunFailed"] == ended
 
 
 async def test_event_kinds_filter_each_middleware_on_its_own():

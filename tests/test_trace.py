@@ -548,15 +548,14 @@ class CountingTrace(Trace):
         super().on_event(event)
 
 
-def test_plain_steps_reach_a_trace_without_events_and_others_still_get_theirs():
-    """With a Trace and an event recorder attached, the recorder gets every plain step's
-    start and completion as events, and the Trace gets the same attempts as spans and no
-    event at all."""
+def test_a_trace_sees_the_events_every_other_middleware_sees():
+    """A Trace is built from the same events as any middleware: next to an event recorder,
+    it gets every plain step's start and completion, and its spans match them."""
     trace = CountingTrace()
     recorder = Recorder()
     run_virtual(seed().run({"user_id": 1}, middleware=[trace, recorder]))
     names = ["fetch_profile", "fetch_preferences", "fetch_activity", "aggregate_data"]
-    assert trace.events == 0
+    assert trace.events == len(recorder.events) == 2 * len(names)
     assert sorted((s.step, s.outcome) for s in trace.spans) == sorted(
         (name, "complete") for name in names
     )

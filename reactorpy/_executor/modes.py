@@ -1,0 +1,113 @@
+"""The dispatch table: how each step of a plan runs, for one kind of run.
+
+Owns: `Modes` and `modes_of`, which derive from a `Plan`'s facts and a run's options how
+each step is started, and whether it takes a limiter slot. Derived once per plan and kind
+of run (cached on the plan), so a run reads a few byte strings and builds nothing. What
+middleware is attached never enters the table: observing a run does not change how it is
+scheduled.
+Must not import: the rest of the executor.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Final
+
+import attrs
+
+if TYPE_CHECKING:
+    from .._plan import Plan
+    from .._step import Step
+
+__all__ = ["ATTEMPTS", "FAST", "INLINE", "TRY", "Modes", "modes_of"]
+
+INLINE: Final = 1  # a plain def with no options: called where it becomes ready, no slot
+FAST: Final = 2  # no options, simple arguments: a worker calls it directly
+TRY: Final = 3  # an async def whose only options are retries or a compensation: as FAST,
+# and its attempts take over when the first call fails
+ATTEMPTS: Final = 4  # anything else: through `attempts.attempts` (options, composites, ...)
+
+
+@attrs.frozen
+class Modes:
+    """How each step runs, by plan index (byte strings: one byte per step).
+
+    Attributes:
+        mode: `INLINE`, `FAST`, `TRY` or `ATTEMPTS`.
+        slot: 1 if the step takes a slot of the run's limiter before it starts.
+        outer: 1 if, one step at a time, the step also takes a slot of the limiter the
+            caller gave (the run's own is a one-slot limiter that orders the steps).
+        exclusive: 1 for a step with ``async_=False``: nothing new starts while it runs.
+        undo: 1 if the step has an undo callback.
+        is_async: 1 if calling the step's function gives a coroutine.
+        keeps_arguments: 1 if a callback will want the step's arguments by name and they
+            have paths or transforms (resolved once, kept for undo).
+        slow: 1 if a worker runs the step through `scheduler.run_one` rather than its
+            hot path (its attempts, or a slot of the caller's limiter around it).
+    """
+
+    mode: bytes
+    slot: bytes
+    outer: bytes
+    exclusive: bytes
+    undo: bytes
+    is_async: bytes
+    keeps_arguments: bytes
+    slow: bytes
+
+
+def modes_of(
+    plan: Plan, *, serial: bool, executor: bool, limited: bool, outer: bool, events: bool
+) -> Modes:
+    """The dispatch table of `plan` for a run that is `serial` (``async_=False``), sends
+    plain defs to a run-wide `executor`, is `limited` (has a limiter), and, serial, was
+    given a limiter of the caller's (`outer`). With `events` (middleware that wants
+    events), ``TRY`` steps run through their attempts from the first call, which reports
+    each attempt (the same outcome, one path for its events). Cached on the plan."""
+    key = (serial, executor, limited, outer, events)
+    found = plan.modes.get(key)
+    if found is None:
+        found = plan.modes[key] = _derive(plan, serial, executor, limited, outer, events)
+    return found
+
+
+def _derive(
+    plan: Plan, serial: bool, executor: bool, limited: bool, outer: bool, events: bool
+) -> Modes:
+    n = plan.size
+    mode = bytearray(n)
+    slot = bytearray(n)
+    outer_slot = bytearray(n)
+    exclusive = bytearray(n)
+    undo = bytearray(n)
+    is_async = bytearray(n)
+    keeps = bytearray(n)
+    slow = bytearray(n)
+    for i, s in enumerate(plan.steps):
+        m = _mode(s, plan.simple[i] is not None, serial, executor)
+        mode[i] = ATTEMPTS if m == TRY and events else m
+        takes = not s.composite and (s.is_async or s.executor is not None or executor)
+        if limited:
+            slot[i] = serial or (takes and mode[i] != INLINE)
+        outer_slot[i] = serial and outer and takes
+        exclusive[i] = not s.async_
+        undo[i] = s.undo_callback is not None
+        is_async[i] = s.is_async
+        keeps[i] = plan.fetch[i] is None and (
+            s.undo_callback is not None or s.compensate_callback is not None
+        )
+        slow[i] = mode[i] == ATTEMPTS or outer_slot[i]
+    return Modes(*map(bytes, (mode, slot, outer_slot, exclusive, undo, is_async, keeps, slow)))
+
+
+def _mode(step: Step[..., Any], simple: bool, serial: bool, executor: bool) -> int:
+    if step.composite or not simple:
+        return ATTEMPTS
+    if not step.is_async and executor:
+        return ATTEMPTS  # sent to the run's executor
+    if not step.has_features:
+        if step.is_async or serial:
+            return FAST
+        return INLINE
+    if step.is_async and step.when is None and step.timeout is None and step.executor is None:
+        return TRY
+    return ATTEMPTS

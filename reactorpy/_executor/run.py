@@ -1,0 +1,609 @@
+"""One run of a plan: the coordinator, and what the scheduler asks of a run.
+
+Owns: `Run` (start the ready steps, wait until they are done or the run stops, drain
+running steps for ``grace`` seconds, then end: undo and raise `RunFailed`, raise `Halted`
+with a checkpoint, or return the result), its answer to outside cancellation, the undo of
+a checkpoint (`Reactor.undo`), and the child runs of composite steps (`child`).
+Must not import: the composites (they reach a run through `ChildScope`), the CLI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import itertools
+import types
+import uuid
+from collections.abc import Callable, Coroutine, Mapping
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from .._arguments import dig
+from .._checkpoint import Checkpoint, UndoRecord
+from .._errors import _UNSET, Halted, InputError, RunFailed, annotate
+from .._events import Middleware, RunInfo, make_event
+from .._limiter import Limiter
+from .attempts import StepFailed, as_halt, resolve, shielded, standing_error
+from .modes import Modes, modes_of
+from .resume import finished_checkpoint, make_checkpoint, restore, resumable
+from .saga import Undoer, UndoLedger
+from .scheduler import dispatch, fatal, stop
+from .scope import ChildScope, checkpoint_records
+from .slots import SLOT, HeldSlot, StepSlot
+from .state import RunState
+
+if TYPE_CHECKING:
+    from .._plan import Plan
+    from .._reactor import Reactor
+    from .._step import NewSteps
+
+__all__ = ["Run"]
+
+# Run ids: unique within a process by the counter, across processes by the random prefix
+# (uuid4 per run would cost more than a whole small run).
+_ids = itertools.count(1)
+_PROCESS_ID = uuid.uuid4().hex[:8]
+
+#: Runs new steps (`rp.NewSteps`) of a step: given by the reactor layer, which knows how
+#: (the composites), so that the executor never imports them.
+NewStepsRunner = Callable[[ChildScope, "NewSteps"], Coroutine[Any, Any, Any]]
+
+
+class Run:
+    """One execution of a plan. Made by `Reactor.run()` (and `resume`, `run_reversible`,
+    `undo`), and by composite steps for their children; never by users.
+
+    Its parts: `st` (the mutable `RunState`), `ledger` (the `UndoLedger`), `modes` (the
+    dispatch table), `mw` (middleware, which is also the event emitter), the limiter.
+    """
+
+    def __init__(
+        self,
+        reactor: Reactor,
+        plan: Plan,
+        inputs: dict[str, Any],
+        *,
+        context: dict[str, Any] | None,
+        async_: bool,
+        limiter: Limiter | None,
+        timeout: float | None,
+        grace: float,
+        middleware: Middleware | None,
+        new_steps: NewStepsRunner,
+        prefix: str = "",
+        parent: str | None = None,
+        checkpoint: Checkpoint | None = None,
+        executor: Any = None,
+    ) -> None:
+        self.reactor = reactor
+        self.plan = plan
+        self.inputs = inputs
+        self.data = context if context is not None else {}
+        self.run_id = f"{_PROCESS_ID}-{next(_ids):x}"
+        self.parent = parent
+        self.prefix = prefix
+        self.grace = grace
+        self.timeout = timeout
+        self.async_ = async_
+        self.default_executor = executor
+        self.checkpoint = checkpoint
+        self.new_steps_runner = new_steps
+        self.mw = middleware if middleware else None
+        # Async on_event hooks: each step's events are awaited from its own coroutine.
+        self.observed = self.mw is not None and not self.mw.sync_events
+        n = plan.size
+        self.n = n
+        # One step at a time runs on a one-slot limiter of its own (its queue orders the
+        # steps); a limiter the caller gave is honoured on top of it, around each step.
+        self.outer_limiter = None if async_ else limiter
+        self.limiter = Limiter(1) if not async_ else limiter
+        self.modes: Modes = modes_of(
+            plan,
+            serial=not async_,
+            executor=executor is not None,
+            limited=self.limiter is not None,
+            outer=self.outer_limiter is not None,
+            events=self.mw is not None,
+        )
+        self.slow = self.modes.slow if not self.observed else b"\x01" * n
+        self.is_async = self.modes.is_async
+        self.keeps_arguments = self.modes.keeps_arguments
+        self.inline_ok = not self.observed
+        self.names = [prefix + name for name in plan.order] if prefix else plan.order
+        # Critical path first; one step at a time goes in plan order instead.
+        self.priority = plan.priority if async_ else range(n, 0, -1)
+        # Dependents in the order they start when made ready together (plan.dependents is
+        # in index order, which one step at a time wants).
+        self.ready_order = plan.ready_order if async_ else plan.dependents
+        self.keep = [plan.returns is None] * n
+        if plan.return_slot is not None and plan.return_slot < n:
+            self.keep[plan.return_slot] = True
+        # Whether a completion may free results (not when every result is returned).
+        self.releasing = plan.returns is not None
+        vals: list[Any] = [None] * n
+        vals.extend(inputs[name] for name in plan.inputs)
+        vals.extend(plan.constants)
+        self.st = RunState(vals, plan.ndeps, plan.readers, n)
+        self.ledger = UndoLedger(plan)
+        self.undoer = Undoer(reactor, plan, self.run_id, prefix, self.data, self.mw)
+        # Children's undo records, by composite step, joining the ledger when it completes.
+        self.kept: dict[int, list[UndoRecord]] = {}
+        # Checkpoints of children that halted inside composite steps, by step name.
+        self.inner: dict[str, Any] = {}
+        self.base_ctx = contextvars.copy_context()
+        self.info: RunInfo | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.clock: Callable[[], float] = _no_clock
+        self.new_task: Callable[..., asyncio.Task[None]] = asyncio.ensure_future
+
+    def __repr__(self) -> str:
+        return f"<Run {self.run_id} of {self.plan.reactor!r}: {self.st!r}>"
+
+    # ------------------------------------------------------------------ the coordinator
+    async def execute(self) -> Any:
+        """Run to the end: return the result, or raise `RunFailed`, `Halted`, or what
+        cancelled or interrupted the run (after undo)."""
+        loop = self.loop = asyncio.get_running_loop()
+        self.clock = loop.time
+        self.new_task = _task_factory(loop)
+        self.st.wakeup = loop.create_future()
+        self._check_inputs()
+        shared = self.limiter if self.async_ else self.outer_limiter
+        loan = SLOT.get()
+        borrowed = loan is not None and shared is not None and loan.borrow(shared)
+        try:
+            return await self._execute()
+        finally:
+            if borrowed:
+                assert loan is not None
+                await loan.give_back()
+
+    async def _execute(self) -> Any:
+        st = self.st
+        if self.mw is not None:
+            failed = await self.mw.call("on_run_start", self._run_info())
+            if failed:
+                st.errors.extend(failed)
+                st.failed_steps.extend("on_run_start" for _ in failed)
+                await self._failed()
+        self.base_ctx = contextvars.copy_context()  # what on_run_start set reaches steps
+        self.base_ctx.run(SLOT.set, None)  # a slot the caller's step lent is not ours
+        deadline = None
+        if self.timeout is not None:
+            assert self.loop is not None
+            deadline = self.loop.call_later(self.timeout, self._on_deadline)
+        try:
+            try:
+                if self.checkpoint is not None:
+                    restore(self, self.checkpoint)
+                    ready = resumable(self)
+                else:
+                    ready = list(self.plan.roots)
+                    ready.sort(key=self.order_key)
+                dispatch(self, ready, None)
+                self.maybe_wake()
+                if st.n_done < self.n or st.workers:
+                    assert st.wakeup is not None
+                    await st.wakeup
+                    if st.stopping:
+                        await self._drain()  # not shielded: a cancellation ends the grace
+            except asyncio.CancelledError as cancelled:
+                await self._cancelled(cancelled)
+        finally:
+            if deadline is not None:
+                deadline.cancel()
+        return await self._finish()
+
+    async def _drain(self) -> None:
+        """Running steps get `grace` seconds to finish; then they are cancelled."""
+        tasks = set(self.st.workers.values())
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=self.grace)
+            if pending or self.st.workers:
+                await self._cancel_workers()
+
+    async def _cancel_workers(self) -> None:
+        """Cancel the workers and wait for each to end (each puts back what it had)."""
+        st = self.st
+        while st.workers:
+            tasks = list(st.workers.values())
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks)
+
+    async def _cancelled(self, cancelled: asyncio.CancelledError) -> NoReturn:
+        """`run()` itself was cancelled: stop, cancel running steps at once, undo, tell
+        middleware, and let the cancellation go on."""
+        stop(self)
+
+        async def wind_down() -> list[BaseException]:
+            await self._cancel_workers()
+            return await self.undoer.undo_all(self.ledger.pop_all())
+
+        errors, _ = await shielded(wind_down())
+        for error in errors:
+            # Undo errors cannot travel with CancelledError: they go as notes.
+            annotate(cancelled, f"reactorpy: undo failed during cancellation: {error!r}")
+        if self.mw is not None:
+            await shielded(self.mw.call("on_run_error", self._run_info(), cancelled))
+        raise cancelled
+
+    async def _finish(self) -> Any:
+        st = self.st
+        if st.errors or st.fatal is not None:
+            await self._failed()
+        if st.halt_reason is not _UNSET:
+            checkpoint = make_checkpoint(self)
+            halted = Halted(st.halt_reason, checkpoint, st.halt_step)
+            failed = list(st.hook_errors)
+            if self.mw is not None:
+                failed += await self.mw.call("on_run_halt", self._run_info(), checkpoint)
+            for error in failed:  # the checkpoint is never lost to a hook
+                annotate(halted, f"reactorpy: middleware failed at the halt: {error!r}")
+            raise halted
+        result = self.result()
+        if self.mw is not None:
+            result, failed = await self.mw.replace("on_run_complete", self._run_info(), result)
+            if failed:  # a hook that raises fails the run, which is undone
+                for error in failed:
+                    annotate(error, "reactorpy: middleware failed on_run_complete")
+                st.errors.extend(failed)
+                st.failed_steps.extend("on_run_complete" for _ in failed)
+                await self._failed()
+        return result
+
+    async def _failed(self) -> NoReturn:
+        """An error stood: undo every completed step, newest first (shielded), tell
+        middleware, and raise one error."""
+        st = self.st
+        undo_errors, cancelled = await shielded(self.undoer.undo_all(self.ledger.pop_all()))
+        error: BaseException
+        if st.fatal is not None:
+            error = st.fatal
+            for e in [*st.errors, *st.hook_errors, *undo_errors]:
+                annotate(error, f"reactorpy: also, while the run ended: {e!r}")
+        else:
+            error = self._run_failed(undo_errors)
+        if self.mw is not None:
+            (replaced, failed), _ = await shielded(
+                self.mw.replace("on_run_error", self._run_info(), error)
+            )
+            for e in failed:
+                annotate(error, f"reactorpy: middleware failed on_run_error: {e!r}")
+            if isinstance(replaced, BaseException) and replaced is not error:
+                if cancelled:
+                    raise asyncio.CancelledError
+                raise replaced from error
+        if cancelled:  # the caller cancelled run() while it undid: the cancellation wins
+            raise asyncio.CancelledError
+        raise error
+
+    def _run_failed(self, undo_errors: list[BaseException]) -> RunFailed:
+        st = self.st
+        errors = [*st.errors, *st.hook_errors, *undo_errors]
+        excs = [e if isinstance(e, Exception) else RuntimeError(repr(e)) for e in errors]
+        steps = ", ".join(dict.fromkeys(st.failed_steps)) or "(an undo)"
+        message = f"reactor {self.plan.reactor!r} failed in step(s) {steps}"
+        if undo_errors:
+            message += f"; {len(undo_errors)} undo(s) failed too"
+        group = RunFailed(message, excs, reactor=self.plan.reactor, abandoned=st.abandoned)
+        if st.abandoned:
+            annotate(
+                group,
+                "reactorpy: still running in a thread or process, abandoned: "
+                + ", ".join(st.abandoned),
+            )
+        return group
+
+    def result(self) -> Any:
+        """The value of ``returns``, or every step's result by name."""
+        plan = self.plan
+        if plan.returns is None:
+            results = plan.no_results.copy()
+            results.update(zip(plan.order, self.st.vals, strict=False))
+            return results
+        return self.st.vals[plan.return_slot]  # type: ignore[index]
+
+    def finished_checkpoint(self) -> Checkpoint:
+        """What undoing this completed run later needs."""
+        return finished_checkpoint(self)
+
+    def _on_deadline(self) -> None:
+        st = self.st
+        if not st.stopping and st.n_done < self.n:
+            st.halt_reason = "timeout"
+            st.halt_step = None
+            stop(self)
+
+    # ------------------------------------------------------------------ undo on request
+    async def revert(self, checkpoint: Checkpoint) -> None:
+        """Undo what `checkpoint` records (`Reactor.undo`), newest first at every depth;
+        raise `RunFailed` with the undo errors. Shielded: once started, it finishes."""
+        self.loop = asyncio.get_running_loop()
+        self.clock = self.loop.time
+        records = checkpoint_records(self.reactor, checkpoint)
+        errors, cancelled = await shielded(self._revert(records))
+        if cancelled:
+            raise asyncio.CancelledError
+        if errors:
+            raise errors[0]
+
+    async def _revert(self, records: list[UndoRecord]) -> list[BaseException]:
+        info = self._run_info()
+        if self.mw is not None:
+            await self.mw.call("on_run_start", info)
+        errors = await self.undoer.undo_all(list(reversed(records)))
+        failed: list[BaseException] = []
+        if errors:
+            steps = ", ".join(dict.fromkeys(self.undoer.failed))
+            excs = [e if isinstance(e, Exception) else RuntimeError(repr(e)) for e in errors]
+            message = f"undoing reactor {self.plan.reactor!r} failed in step(s) {steps}"
+            failed = [RunFailed(message, excs, reactor=self.plan.reactor)]
+        if self.mw is not None:
+            if failed:
+                await self.mw.call("on_run_error", info, failed[0])
+            else:
+                await self.mw.replace("on_run_complete", info, None)
+        return failed
+
+    # ------------------------------------------------------------------ for the scheduler
+    def order_key(self, i: int) -> tuple[int, int]:
+        """Most critical first, then plan order."""
+        return (-self.priority[i], i)
+
+    def wake(self) -> None:
+        """Wake the coordinator (it checks what to do)."""
+        w = self.st.wakeup
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def maybe_wake(self) -> None:
+        """Wake the coordinator if the run is idle: every step done, or stopping, and no
+        worker left. A run with steps left, none running or waiting, is stuck: that is a
+        bug of ours, reported as one rather than a hang."""
+        st = self.st
+        if st.workers:
+            return
+        if st.stopping or st.n_done == self.n:
+            self.wake()
+        elif not st.waiting and not st.held:
+            fatal(self, -1, RuntimeError(f"reactorpy: run {self.run_id} stalled: {st!r}"))
+
+    async def until_stopped(self, delay: float) -> None:
+        """Sleep `delay` seconds, or less if the run stops meanwhile."""
+        assert self.loop is not None
+        stopped = self.loop.create_future()
+        self.st.stop_waiters.add(stopped)
+        try:
+            await asyncio.wait((stopped,), timeout=delay)
+        finally:
+            self.st.stop_waiters.discard(stopped)
+            stopped.cancel()
+
+    def lend_slot(self, i: int) -> None:
+        """In step `i`'s context: it holds a slot that a nested run may borrow."""
+        SLOT.set(StepSlot(self, i))
+
+    async def outer_slot(self, i: int, coro: Coroutine[Any, Any, Any]) -> Any:
+        """Run `coro` (step `i`) holding a slot of the caller's limiter (one step at a
+        time, under a cap or a shared limiter). Given back before new steps run."""
+        assert self.outer_limiter is not None
+        key = self.plan.steps[i].concurrency_key
+        slot = HeldSlot(self.outer_limiter, key, self.priority[i])
+        try:
+            await slot.take()
+        except BaseException:
+            coro.close()
+            raise
+        token = SLOT.set(slot)
+        try:
+            return await coro
+        finally:
+            slot.release()
+            SLOT.reset(token)
+
+    async def call(self, i: int) -> Any:
+        """Step `i` called directly (no options), its events awaited when observed."""
+        if self.observed:
+            await self._event_async("step_start", i, None, None)
+        try:
+            out = self.plan.fns[i](*self.plan.fetch[i](self.st.vals))  # type: ignore[misc]
+            if self.is_async[i]:
+                out = await out
+        except Exception as exc:
+            if self.observed:
+                halt = as_halt(exc)
+                if halt is not None:
+                    await self._event_async("step_halt", i, halt.reason, None, fails=False)
+                else:
+                    await self._event_async("step_error", i, None, standing_error(exc), fails=False)
+            raise
+        return out
+
+    async def completed_async(self, i: int, value: Any) -> BaseException | None:
+        """``step_complete`` to async hooks; returns what a hook raised (the step fails)."""
+        try:
+            await self._event_async("step_complete", i, value, None)
+        except StepFailed as failed:
+            return failed
+        return None
+
+    async def _event_async(
+        self, kind: str, i: int, value: Any, error: BaseException | None, *, fails: bool = True
+    ) -> None:
+        """An event of step `i` to every hook, awaited. A hook that raises fails the step
+        (`StepFailed`), or, if the step failed already (not `fails`), is reported with the
+        run's errors."""
+        mw = self.mw
+        if mw is None or not mw.wants(kind):
+            return
+        st = self.st
+        event = make_event(kind, self.names[i], st.attempts[i] or 1, self.clock(), value, error,
+                           self.run_id, len(st.workers))  # fmt: skip
+        failed = await mw.asend(event)
+        if failed is not None:
+            annotate(failed, f"reactorpy: middleware failed on {kind} of step {self.names[i]!r}")
+            if not fails:
+                st.hook_errors.append(failed)
+                return
+            raise StepFailed(failed, st.attempts[i] or 1)
+
+    def new_steps(self, i: int, new: NewSteps) -> Coroutine[Any, Any, Any]:
+        """Run the new steps step `i` returned; returns the step's value."""
+        return self.new_steps_runner(self.scope(i), new)
+
+    def scope(self, i: int) -> ChildScope:
+        """What composite step `i` may do with this run."""
+        return ChildScope(self, i)
+
+    def child(
+        self,
+        i: int,
+        reactor: Reactor,
+        inputs: dict[str, Any],
+        label: str,
+        checkpoint: Checkpoint | None,
+    ) -> Run:
+        """A run of `reactor` inside composite step `i`, named as its steps are in this
+        run, sharing its limiter, middleware and context."""
+        return Run(
+            reactor,
+            reactor.plan(),
+            inputs,
+            context=self.data,
+            async_=self.async_,
+            # One step at a time: the child gets its own one slot, under the caller's.
+            limiter=self.limiter if self.async_ else self.outer_limiter,
+            timeout=None,
+            grace=self.grace,
+            middleware=self.mw,
+            new_steps=self.new_steps_runner,
+            prefix=f"{self.names[i]}.{label}",
+            parent=self.run_id,
+            checkpoint=checkpoint,
+            executor=self.default_executor,
+        )
+
+    # ------------------------------------------------------------------ arguments
+    def named_args(self, i: int, attempt: int = 1) -> dict[str, Any]:
+        """Step `i`'s arguments by parameter name (for callbacks and composites)."""
+        fetch = self.plan.fetch[i]
+        if fetch is not None:
+            return dict(zip(self.plan.param_names[i], fetch(self.st.vals), strict=True))
+        named: dict[str, Any] = {}
+        resolve(self, i, attempt, named)
+        return named
+
+    def split_args(self, i: int, named: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+        """Arguments by name as the positional and keyword ones."""
+        argv = self.plan.argv[i]
+        return (
+            [named[a.param] for a in argv if a.positional],
+            {a.param: named[a.param] for a in argv if not a.positional},
+        )
+
+    def _check_inputs(self) -> None:
+        """Before any step: the reactor's input transforms, the paths into inputs, and what
+        composites require of inputs (map: something to iterate). `InputError` otherwise."""
+        plan = self.plan
+        n = self.n
+        vals = self.st.vals
+        transforms = self.reactor.input_transforms
+        for k, name in enumerate(plan.inputs):
+            transform = transforms.get(name) if transforms else None
+            if transform is None:
+                continue
+            try:
+                vals[n + k] = transform(vals[n + k])
+            except Exception as exc:
+                raise InputError(
+                    f"Input {name!r} of reactor {plan.reactor!r}: its transform raised "
+                    f"{type(exc).__name__}: {exc}",
+                    reactor=plan.reactor,
+                    available=plan.inputs,
+                ) from exc
+        for step_name, param, source in plan.input_paths:
+            slot = n + plan.inputs.index(source.name)
+            try:
+                dig(vals[slot], source.path, step_name, param, source)
+            except LookupError as exc:
+                raise InputError(
+                    f"Step {step_name!r}, argument {param!r}: input {source.name!r} has no "
+                    f"item {getattr(exc, 'at', '?')!r} along the path {source.path!r}.",
+                    reactor=plan.reactor,
+                    available=plan.inputs,
+                    step=step_name,
+                    argument=param,
+                    path=source.path,
+                ) from None
+        for i in plan.input_checks:
+            step: Any = plan.steps[i]
+            for param, check in step.input_checks.items():
+                source = step.args.get(param)
+                if source is None or source.name not in plan.inputs:
+                    continue
+                value = vals[n + plan.inputs.index(source.name)]
+                try:
+                    if source.path:
+                        value = dig(value, source.path, plan.order[i], param, source)
+                    if source.transform is not None:
+                        value = source.transform(value)
+                except Exception:
+                    continue
+                problem = check(value)
+                if problem:
+                    raise InputError(
+                        f"Step {plan.order[i]!r}: input {source.name!r} {problem}",
+                        reactor=plan.reactor,
+                        available=plan.inputs,
+                        step=plan.order[i],
+                        argument=param,
+                    )
+
+    def _run_info(self) -> RunInfo:
+        if self.info is None:
+            assert self.loop is not None
+            plan = self.plan
+            self.info = RunInfo(
+                reactor=plan.reactor,
+                run_id=self.run_id,
+                inputs=dict(self.inputs),
+                context=self.data,
+                parent=self.parent,
+                step_names=tuple(self.names),
+                critical_path=tuple(self.prefix + name for name in plan.critical_path),
+                start=self.loop.time(),
+                dependencies=self._dependencies(),
+            )
+        return self.info
+
+    def _dependencies(self) -> Mapping[str, tuple[str, ...]]:
+        """Each step's dependencies (and inputs) by name, for RunInfo: the plan's own when
+        the names carry no prefix, so a run builds nothing."""
+        plan = self.plan
+        if not self.prefix:
+            return types.MappingProxyType(plan.structure)
+        names = dict(zip(plan.order, self.names, strict=True))
+        return {
+            names[step]: tuple(names.get(d, d) for d in deps)
+            for step, deps in plan.structure.items()
+        }
+
+
+def _no_clock() -> float:  # pragma: no cover - replaced when the run starts
+    raise RuntimeError("the run has not started")
+
+
+def _task_factory(loop: asyncio.AbstractEventLoop) -> Callable[..., asyncio.Task[None]]:
+    """How this run makes worker tasks: ``loop.create_task``, or what it amounts to.
+
+    On a stock loop with no task factory (and no debug traceback trimming), create_task is
+    just ``asyncio.Task(coro, loop=loop, context=ctx)`` behind a Python-level call.
+    """
+    if (
+        type(loop).create_task is asyncio.BaseEventLoop.create_task
+        and loop.get_task_factory() is None
+        and not loop.get_debug()
+    ):
+        return functools.partial(asyncio.Task, loop=loop)
+    return loop.create_task

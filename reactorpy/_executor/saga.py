@@ -1,0 +1,239 @@
+"""The saga: what a run has done that can be undone, and undoing it.
+
+Owns: `UndoLedger` (the undo stack of one run: push a completion, splice the records of a
+composite's children as one unit, keep the records of children that halted inside a step
+where they halted, pop newest first) and `Undoer` (undo one record, with retries, events
+and errors collected; undo everything newest first). Undo never raises: every error of an
+undo callback, or of a hook that watches it, is returned to the caller, which reports it
+with the run's own errors.
+Must not import: the scheduler, the composites.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+from .._arguments import Context
+from .._checkpoint import UndoRecord
+from .._errors import Retry, annotate
+from .._events import make_event
+
+if TYPE_CHECKING:
+    from .._events import Middleware
+    from .._plan import Plan
+    from .._reactor import Reactor
+    from .._step import Callback
+
+__all__ = ["UNDO_ATTEMPTS", "UndoLedger", "Undoer", "routed_callback"]
+
+UNDO_ATTEMPTS: Final = 5
+
+# An entry: an UndoRecord, or a simple step's (plan index, value, argument values), named
+# only when read (most undo stacks are never undone).
+Entry = UndoRecord | tuple[int, Any, Sequence[Any]]
+
+
+class UndoLedger:
+    """The undo stack of one run, oldest first.
+
+    Invariants: each completed step with an undo is in it once, in completion order; a
+    composite's children's records are spliced in as one unit when the composite completes;
+    records of a child that halted inside composite step ``i`` are kept apart in
+    ``halted[i]`` with the length of the stack when it halted (``marks[i]``), so that steps
+    this run completed later are newer than them.
+    """
+
+    __slots__ = ("entries", "halted", "marks", "plan")
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.entries: list[Entry] = []
+        self.halted: dict[int, list[UndoRecord]] = {}
+        self.marks: dict[int, int] = {}
+
+    def __repr__(self) -> str:
+        return f"<UndoLedger: {len(self.entries)} entries, halted inside {sorted(self.halted)}>"
+
+    def __len__(self) -> int:
+        return len(self.entries) + sum(len(r) for r in self.halted.values())
+
+    def push(self, entry: Entry) -> None:
+        """A step completed that can be undone."""
+        self.entries.append(entry)
+
+    def splice(self, records: Sequence[UndoRecord]) -> None:
+        """A composite completed: its children's records, oldest first, as one unit."""
+        self.entries.extend(records)
+
+    def hold_halted(self, i: int, records: list[UndoRecord], mark: int | None = None) -> None:
+        """The child of composite step `i` halted inside it, having completed `records`."""
+        self.halted[i] = records
+        self.marks[i] = len(self.entries) if mark is None else mark
+
+    def take_halted(self, i: int) -> list[UndoRecord]:
+        """Composite step `i` resumes inside its child (which undoes those records itself,
+        if it fails) or starts over: the records leave this ledger."""
+        self.marks.pop(i, None)
+        return self.halted.pop(i, [])
+
+    def record(self, entry: Entry) -> UndoRecord:
+        """An entry as an `UndoRecord`."""
+        if isinstance(entry, UndoRecord):
+            return entry
+        i, value, argvals = entry
+        names = self.plan.param_names[i]
+        return UndoRecord(self.plan.order[i], value, dict(zip(names, argvals, strict=True)))
+
+    def records(self, with_halted: bool = False) -> list[UndoRecord]:
+        """Every record, oldest first; `with_halted`: those of children that halted
+        inside too, where they halted."""
+        return [self.record(e) for e in (self._merged() if with_halted else self.entries)]
+
+    def _merged(self) -> list[Entry]:
+        stack = list(self.entries)
+        for i in sorted(self.halted, key=lambda j: -self.marks.get(j, len(self.entries))):
+            mark = self.marks.get(i, len(self.entries))
+            stack[mark:mark] = self.halted[i]
+        return stack
+
+    def pop_all(self, down_to: int = 0) -> list[UndoRecord]:
+        """Take the records newer than the first `down_to`, newest first (children that
+        halted inside included, where they halted)."""
+        if self.halted:
+            self.entries = self._merged()
+            self.halted.clear()
+            self.marks.clear()
+        taken = self.entries[down_to:]
+        del self.entries[down_to:]
+        return [self.record(e) for e in reversed(taken)]
+
+
+class Undoer:
+    """Runs undo callbacks for one run: events, retries (`rp.Retry`, at most
+    `UNDO_ATTEMPTS` attempts), errors collected, never raised.
+
+    Each error is returned with a note naming the step; the names of the steps whose undo
+    failed are kept in `failed` (never read back from notes).
+    """
+
+    __slots__ = ("data", "emitter", "failed", "plan", "prefix", "reactor", "run_id")
+
+    def __init__(
+        self,
+        reactor: Reactor,
+        plan: Plan,
+        run_id: str,
+        prefix: str,
+        data: dict[str, Any],
+        emitter: Middleware | None,
+    ) -> None:
+        self.reactor = reactor
+        self.plan = plan
+        self.run_id = run_id
+        self.prefix = prefix
+        self.data = data
+        self.emitter = emitter
+        self.failed: list[str] = []
+
+    async def undo_all(self, records: Sequence[UndoRecord]) -> list[BaseException]:
+        """Undo `records` in the order given (newest first); return the errors."""
+        errors: list[BaseException] = []
+        for record in records:
+            errors.extend(await self.undo_one(record))
+        return errors
+
+    async def undo_one(self, record: UndoRecord) -> list[BaseException]:
+        """Undo one record; return its error and the errors of hooks watching it."""
+        name = self.prefix + record.step
+        callback = self._callback(record)
+        if callback is None:  # the definition changed since the record was made
+            missing = LookupError(f"undo of step {name!r}: no undo callback found for it")
+            return [self._failed(name, missing, 0)]
+        ctx = Context(self.run_id, name, 1, self.data, self.reactor.name)
+        hook_errors: list[BaseException] = []
+        for attempt in range(1, UNDO_ATTEMPTS + 1):
+            await self._event("undo_start", name, attempt, None, hook_errors)
+            try:
+                out = callback.fn(record.value, **callback.kwargs(record.arguments, ctx))
+                if inspect.isawaitable(out):
+                    await out
+            except Retry as retry:
+                if attempt < UNDO_ATTEMPTS:
+                    await self._event("undo_retry", name, attempt, retry, hook_errors)
+                    if retry.delay:
+                        await asyncio.sleep(retry.delay)
+                    continue
+                error = _gave_up(retry, name)
+                await self._event("undo_error", name, attempt, error, hook_errors)
+                return [self._failed(name, error, attempt, gave_up=True), *hook_errors]
+            except asyncio.CancelledError as cancelled:
+                # Undo runs shielded: nothing outside cancels it. A CancelledError here is
+                # the callback's own (a future it awaited was cancelled): an undo error.
+                error = RuntimeError(f"undo of step {name!r} was cancelled inside")
+                error.__cause__ = cancelled
+                await self._event("undo_error", name, attempt, error, hook_errors)
+                return [self._failed(name, error, attempt), *hook_errors]
+            except BaseException as exc:  # an Exception, or KeyboardInterrupt/SystemExit
+                await self._event("undo_error", name, attempt, exc, hook_errors)
+                return [self._failed(name, exc, attempt), *hook_errors]
+            await self._event("undo_complete", name, attempt, None, hook_errors)
+            return hook_errors
+        raise AssertionError("unreachable: the last attempt returns")  # pragma: no cover
+
+    def _failed(
+        self, name: str, error: BaseException, attempt: int, *, gave_up: bool = False
+    ) -> BaseException:
+        self.failed.append(name)
+        how = f"gave up after {attempt} attempts" if gave_up else f"failed (attempt {attempt})"
+        annotate(error, f"reactorpy: undo of step {name!r} {how}")
+        return error
+
+    def _callback(self, record: UndoRecord) -> Callback | None:
+        if record.undo is not None:
+            return record.undo  # type: ignore[no-any-return]
+        if record.route is not None:  # a composed step's, loaded from JSON
+            return routed_callback(self.reactor, record.route)
+        i = self.plan.index.get(record.step)
+        return None if i is None else self.plan.steps[i].undo_callback
+
+    async def _event(
+        self,
+        kind: str,
+        name: str,
+        attempt: int,
+        error: BaseException | None,
+        hook_errors: list[BaseException],
+    ) -> None:
+        """Tell middleware; a hook that fails is reported, and the undo goes on."""
+        emitter = self.emitter
+        if emitter is None or not emitter.wants(kind):
+            return
+        loop = asyncio.get_running_loop()
+        event = make_event(kind, name, attempt, loop.time(), None, error, self.run_id, 0)
+        failed = emitter.send(event) if emitter.sync_events else await emitter.asend(event)
+        if failed is not None:
+            annotate(failed, f"reactorpy: middleware failed on {kind} of step {name!r}")
+            hook_errors.append(failed)
+
+
+def routed_callback(reactor: Any, route: tuple[str, ...]) -> Callback | None:
+    """The undo callback of the step at `route` (see `UndoRecord.route`)."""
+    for k in range(0, len(route) - 1, 2):
+        children = getattr(reactor.steps.get(route[k]), "children", None) or {}
+        reactor = children.get(route[k + 1])
+        if reactor is None:
+            return None
+    step = reactor.steps.get(route[-1])
+    return None if step is None else step.undo_callback
+
+
+def _gave_up(retry: Retry, name: str) -> BaseException:
+    """The error of an undo that asked to retry once too often."""
+    if retry.__cause__ is not None:
+        return retry.__cause__
+    if isinstance(retry.reason, BaseException):
+        return retry.reason
+    return RuntimeError(f"undo of step {name!r} asked to retry {UNDO_ATTEMPTS} times")

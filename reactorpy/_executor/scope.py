@@ -1,0 +1,230 @@
+"""How composite steps run children: the one protocol they use, `ChildScope`.
+
+Owns: `ChildScope` (run a child reactor and get back its value and undo records, undo
+records, keep records, hand over a halt, read what a step may use), `ChildRun` (what a
+child run returned), and the naming of a child's undo records as records of its parent
+(`parent_records`), with the route to each step so that undo finds its callback again
+after a checkpoint went through JSON.
+Must not import: the composites (they import this protocol's users' side: nothing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from .._checkpoint import Checkpoint, UndoRecord
+from .._errors import Halted
+from .attempts import shielded
+from .state import DONE
+
+if TYPE_CHECKING:
+    from .._limiter import Limiter
+    from .._plan import Plan
+    from .._reactor import Reactor
+    from .run import Run
+
+__all__ = ["ChildRun", "ChildScope", "checkpoint_records", "parent_records"]
+
+
+@attrs.frozen
+class ChildRun:
+    """What a child run gave its composite.
+
+    Attributes:
+        value: its result (None if it halted).
+        records: its undo records, named as records of the parent run, oldest first (for
+            a child that halted: what it completed, at every depth).
+        halted: the child's `Halted`, if it halted; its checkpoint resumes it.
+    """
+
+    value: Any
+    records: list[UndoRecord]
+    halted: Halted | None = None
+
+
+class ChildScope:
+    """What composite step `i` of a run may do with that run.
+
+    Composites (compose, map, switch, recurse, around, new steps) talk to their run only
+    through this: they never touch the run's state.
+    """
+
+    __slots__ = ("i", "run")
+
+    def __init__(self, run: Run, i: int) -> None:
+        self.run = run
+        self.i = i
+
+    def __repr__(self) -> str:
+        return f"<ChildScope of step {self.name!r}>"
+
+    @property
+    def name(self) -> str:
+        """The step's name in its reactor."""
+        return self.run.plan.order[self.i]
+
+    @property
+    def path(self) -> str:
+        """The step's name as its events name it (``parent.child`` when composed)."""
+        return self.run.names[self.i]
+
+    @property
+    def reactor_name(self) -> str:
+        """The name of the reactor this step belongs to."""
+        return self.run.plan.reactor
+
+    def new_reactor(self, name: str, *, inputs: list[str], returns: str | None) -> Any:
+        """An empty reactor of the run's own kind (for steps added at run time)."""
+        return type(self.run.reactor)(name, inputs=inputs, returns=returns)
+
+    @property
+    def limiter(self) -> Limiter | None:
+        """The limiter children's steps share: the run's (one step at a time: the
+        caller's, if it gave one)."""
+        run = self.run
+        return run.limiter if run.async_ else run.outer_limiter
+
+    @property
+    def async_(self) -> bool:
+        """False when the run goes one step at a time: children do too."""
+        return self.run.async_
+
+    @property
+    def executor(self) -> Any:
+        """The run's executor for plain defs (None: the loop)."""
+        return self.run.default_executor
+
+    def fresh_context(self) -> Any:
+        """A copy of the run's context, for a child element run in a task of its own."""
+        return self.run.base_ctx.copy()
+
+    def resumed(self) -> Any:
+        """The checkpoint of this step's child that halted inside it, to resume inside
+        (compose, switch), taken once; None when the step starts afresh. Its records
+        leave the run's undo stack: the resumed child undoes them itself if it fails."""
+        inner = self.run.inner.pop(self.name, None)
+        self.run.ledger.take_halted(self.i)
+        return inner
+
+    async def run_child(
+        self,
+        reactor: Reactor,
+        inputs: dict[str, Any],
+        label: str,
+        *,
+        checkpoint: Checkpoint | None = None,
+    ) -> ChildRun:
+        """Run `reactor` as a child of this step; its steps are named ``path.label...``.
+
+        Returns:
+            A `ChildRun`: completed, or halted (the caller decides what a halt means).
+
+        Raises:
+            RunFailed: the child failed (it undid what it completed).
+            CancelledError: the child was cancelled (it undid what it completed).
+        """
+        child = self.run.child(self.i, reactor, inputs, label, checkpoint)
+        try:
+            value = await child.execute()
+        except Halted as halted:
+            records = parent_records(self.run, self.i, child, label, with_halted=True)
+            return ChildRun(None, records, halted)
+        return ChildRun(value, parent_records(self.run, self.i, child, label))
+
+    async def undo(self, records: Sequence[UndoRecord]) -> list[BaseException]:
+        """Undo `records` (oldest first, as given), newest first, shielded from
+        cancellation; return the undo errors."""
+        errors, _ = await shielded(self.run.undoer.undo_all(list(reversed(records))))
+        return errors  # type: ignore[no-any-return]
+
+    def keep(self, records: Sequence[UndoRecord]) -> None:
+        """These records join the run's undo stack when this step completes."""
+        if records:
+            self.run.kept.setdefault(self.i, []).extend(records)
+
+    def halted_inside(self, inner: Any, records: list[UndoRecord]) -> None:
+        """The child halted inside this step: keep `inner` (its checkpoint, in the
+        composite's own form) to resume inside on resume, and what it completed, undone if
+        this run fails instead."""
+        self.run.inner[self.name] = inner
+        self.run.ledger.hold_halted(self.i, records)
+
+    def available(self) -> dict[str, Any]:
+        """What steps added by this step may use: held results, inputs, its own arguments."""
+        run = self.run
+        plan = run.plan
+        st = run.st
+        out = {
+            name: st.vals[j]
+            for j, name in enumerate(plan.order)
+            if st.status[j] == DONE and (run.keep[j] or st.readers_left[j] > 0)
+        }
+        out.update(zip(plan.inputs, st.vals[run.n : run.n + len(plan.inputs)], strict=True))
+        out.update(run.named_args(self.i, st.attempts[self.i] or 1))
+        return out
+
+
+def parent_records(
+    run: Run, i: int, child: Run, label: str, *, with_halted: bool = False
+) -> list[UndoRecord]:
+    """`child`'s undo records (with those of its children that halted inside, if
+    `with_halted`), named and called as records of composite step `i` of `run`."""
+    return rename(run.plan, i, child.reactor, child.plan, child.ledger.records(with_halted), label)
+
+
+def rename(
+    plan: Plan,
+    i: int,
+    reactor: Reactor,
+    child_plan: Plan,
+    records: Sequence[UndoRecord],
+    label: str,
+) -> list[UndoRecord]:
+    """Records of a child run of `reactor`, as records of composite step `i` of `plan`:
+    named ``composite.label.step``, with their callbacks, and with the route to their step
+    from the parent's reactor (None for steps the child made while running)."""
+    composite = plan.order[i]
+    key = _child_key(plan.steps[i], reactor)
+    out = []
+    for rec in records:
+        undo, inner = rec.undo, rec.route
+        if undo is None and inner is None:  # a step of the child itself
+            index = child_plan.index.get(rec.step)
+            if index is not None:
+                undo, inner = child_plan.steps[index].undo_callback, (rec.step,)
+        route = None if key is None or inner is None else (composite, key, *inner)
+        out.append(
+            UndoRecord(f"{composite}.{label}{rec.step}", rec.value, rec.arguments, undo, route)
+        )
+    return out
+
+
+def checkpoint_records(reactor: Reactor, checkpoint: Checkpoint) -> list[UndoRecord]:
+    """Every undo record a checkpoint holds, oldest first, at every depth: its own, and
+    those of children that halted inside composite steps, where they halted."""
+    plan = reactor.plan()
+    records = list(checkpoint.undo_stack)
+    marks = checkpoint.inner_marks
+    top = len(records)
+    for name in sorted(checkpoint.inner, key=lambda n: -marks.get(n, top)):
+        i = plan.index[name]
+        child, child_checkpoint, label = plan.steps[i].halted_child(checkpoint.inner[name])  # type: ignore[attr-defined]
+        inner = rename(
+            plan, i, child, child.plan(), checkpoint_records(child, child_checkpoint), label
+        )
+        mark = marks.get(name, top)
+        records[mark:mark] = inner
+    return records
+
+
+def _child_key(step: Any, reactor: Reactor) -> str | None:
+    """The key of `reactor` among the children of composite `step` (None: a reactor the
+    step made while running, from `NewSteps`)."""
+    children: Mapping[str, Any] = getattr(step, "children", {})
+    for key, child in children.items():
+        if child is reactor:
+            return str(key)
+    return None
