@@ -43,6 +43,10 @@ class Modes:
             have paths or transforms (resolved once, kept for undo).
         slow: 1 if a worker runs the step through `scheduler.run_one` rather than its
             hot path (its attempts, or a slot of the caller's limiter around it).
+        quick: 1 if, when it completes, there is nothing to record but its value (no
+            undo, not ``async_=False``): the hot path records it itself.
+        chainable: 1 if, made ready by a worker, it may go straight onto that worker's
+            stack (no slot to take, not inline, not ``async_=False``).
     """
 
     mode: bytes
@@ -53,6 +57,8 @@ class Modes:
     is_async: bytes
     keeps_arguments: bytes
     slow: bytes
+    quick: bytes
+    chainable: bytes
 
 
 def modes_of(
@@ -82,6 +88,8 @@ def _derive(
     is_async = bytearray(n)
     keeps = bytearray(n)
     slow = bytearray(n)
+    quick = bytearray(n)
+    chainable = bytearray(n)
     for i, s in enumerate(plan.steps):
         m = _mode(s, plan.simple[i] is not None, serial, executor)
         mode[i] = ATTEMPTS if m == TRY and events else m
@@ -96,7 +104,10 @@ def _derive(
             s.undo_callback is not None or s.compensate_callback is not None
         )
         slow[i] = mode[i] == ATTEMPTS or outer_slot[i]
-    return Modes(*map(bytes, (mode, slot, outer_slot, exclusive, undo, is_async, keeps, slow)))
+        quick[i] = not undo[i] and not exclusive[i]
+        chainable[i] = not slot[i] and not exclusive[i] and mode[i] != INLINE
+    tables = (mode, slot, outer_slot, exclusive, undo, is_async, keeps, slow, quick, chainable)
+    return Modes(*map(bytes, tables))
 
 
 def _mode(step: Step[..., Any], simple: bool, serial: bool, executor: bool) -> int:

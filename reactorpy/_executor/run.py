@@ -107,6 +107,11 @@ class Run:
         )
         self.slow = self.modes.slow if not self.observed else b"\x01" * n
         self.is_async = self.modes.is_async
+        self.fns = plan.fns
+        self.fetch = plan.fetch
+        # Steps whose completion records nothing but the value (see `scheduler.run_fast`).
+        self.quick = self.modes.quick
+        self.chainable = self.modes.chainable
         self.keeps_arguments = self.modes.keeps_arguments
         self.inline_ok = not self.observed
         self.names = [prefix + name for name in plan.order] if prefix else plan.order

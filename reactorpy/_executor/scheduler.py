@@ -251,38 +251,25 @@ async def worker(
 ) -> None:
     """A worker task: start the steps of `stack` one after another, the top first.
 
-    Each step runs in a fresh copy of the run's context. Most finish without suspending;
-    one that suspends keeps this worker, which first hands the rest of `stack` to a new
-    one (a step is driven to its end by the task that started it: what
-    ``asyncio.current_task()``, ``asyncio.timeout`` and ``TaskGroup`` inside a step rely
-    on). What a completion makes ready goes onto `stack`, the most critical on top.
-    `first`: a step to finish before (one that an inline step left to await).
+    Each step runs in a fresh copy of the run's context. Most finish without suspending
+    (`run_fast` starts them); one that suspends keeps this worker, which first hands the
+    rest of `stack` to a new one (a step is driven to its end by the task that started
+    it: what ``asyncio.current_task()``, ``asyncio.timeout`` and ``TaskGroup`` inside a
+    step rely on). What a completion makes ready goes onto `stack`, the most critical on
+    top. `first`: a step to finish before (one that an inline step left to await).
     """
     st = run.st
-    slow = run.slow
-    turn = st.ran + YIELD_EVERY  # when this worker lets the loop run next
     try:
         if first is not None:
             await first
-        while stack:
-            i = stack.pop()
-            if st.stopping:
-                stack.append(i)
+        while True:
+            rest = run_fast(run, stack)
+            if rest is None:  # nothing left, or the run stops (the finally puts back)
                 return
-            if st.gate and not st.gated[i]:
-                st.status[i] = PENDING
-                st.held.append(i)
-                continue
-            if slow[i]:
-                await run_one(run, i, stack)
+            if rest is _TURN:
+                await asyncio.sleep(0)  # a long batch or chain still lets others run
             else:
-                rest = run_fast(run, i, stack)
-                if rest is not None:
-                    await rest
-            st.ran += 1
-            if st.ran >= turn and stack:  # a long batch or chain still lets others run
-                turn = st.ran + YIELD_EVERY
-                await asyncio.sleep(0)
+                await rest
     except asyncio.CancelledError:
         if not st.stopping:  # only the run cancels its workers between steps
             fatal(run, -1, asyncio.CancelledError())
@@ -295,41 +282,112 @@ async def worker(
         run.maybe_wake()
 
 
-def run_fast(run: Run, i: int, stack: list[int]) -> Awaitable[None] | None:
-    """Start step `i`, called directly, and finish it if it never suspends.
+_TURN: Final = object()  # `run_fast`: the worker should let the event loop run once
 
-    The hot path of `run_one`, for steps that are not observed by async hooks and are not
-    run through their attempts (dispatch modes ``INLINE``, ``FAST``, ``TRY``): equivalent
-    to ``run_one`` with the call inlined. A step that suspends, returns new steps, or
-    fails a ``TRY`` call is left to the returned awaitable, which the worker awaits.
+
+def run_fast(run: Run, stack: list[int]) -> Any:
+    """Start the steps on top of `stack` one after another, while each finishes without
+    suspending; return what the worker must await next (a step that needs more), `_TURN`
+    to let the loop run, or None when the stack is empty or the run stops.
+
+    The one hand-inlined hot path. For each step it does what `run_one` followed by
+    `finish` does, with `inline.start` inlined, and for a step with nothing to record but
+    its value (no undo, no children, no gate, not observed), `record` and `dispatch`
+    inlined too (a chain's next step goes straight onto `stack`). Steps run through their
+    attempts, and one that suspends, returns new steps, or fails a ``TRY`` call, go on in
+    the awaitable returned. `tests/test_equivalence.py` compares runs of both paths.
     """
     st = run.st
-    st.status[i] = RUNNING
-    st.attempts[i] = 1
-    ctx = run.base_ctx.copy()
-    if st.holding[i]:
-        ctx.run(run.lend_slot, i)
-    try:
-        if run.mw is not None:
-            started_event(run, i, ctx)
-        fn = run.plan.fns[i]
-        args = run.plan.fetch[i](st.vals)  # type: ignore[misc]
-        if run.is_async[i]:
-            coro = fn(*args)
-            out = start(coro, ctx)
-            if type(out) is SUSPENDED:
-                return suspended(run, i, coro, ctx, out.yielded, stack, via_attempts=False)
-        else:
-            out = ctx.run(fn, *args)
-    except BaseException as exc:
-        if run.modes.mode[i] == TRY and retried(exc):
-            return suspended(run, i, attempts(run, i, exc), ctx, _FIRST, stack, via_attempts=True)
-        ended_badly(run, i, exc, ctx, reported=False)
-        end_slot(run, i, stack)
-        return None
-    if type(out) is NewSteps or isinstance(out, _AWAITABLE):
-        return settle_later(run, i, out, None, ctx, stack)
-    finish(run, i, out, None, ctx, stack, reported=False)
+    status, vals, remaining, holding = st.status, st.vals, st.remaining, st.holding
+    fns, fetch, is_async, quick, slow = run.fns, run.fetch, run.is_async, run.quick, run.slow
+    ready_order, chainable, base, mw = run.ready_order, run.chainable, run.base_ctx, run.mw
+    ran = 0  # steps started here; `st.ran` counts those run inline by `dispatch` too
+    turn = st.ran + YIELD_EVERY
+    while stack:
+        ran += 1
+        if st.ran + ran > turn:
+            st.ran += ran
+            return _TURN
+        i = stack.pop()
+        if st.stopping:
+            stack.append(i)
+            break
+        if st.gate and not st.gated[i]:  # an async_=False step runs: wait for its end
+            status[i] = PENDING
+            st.held.append(i)
+            continue
+        if slow[i]:
+            return run_one(run, i, stack)
+        status[i] = RUNNING
+        st.attempts[i] = 1
+        ctx = base.copy()
+        if holding[i]:
+            ctx.run(run.lend_slot, i)
+        try:
+            if mw is not None:
+                started_event(run, i, ctx)
+            if is_async[i]:
+                coro = fns[i](*fetch[i](vals))  # type: ignore[misc]
+                try:
+                    yielded = ctx.run(coro.send, None)
+                except StopIteration as stop:
+                    out = stop.value
+                else:
+                    return suspended(run, i, coro, ctx, yielded, stack, via_attempts=False)
+                if type(out) is NewSteps:
+                    return settle_later(run, i, out, None, ctx, stack)
+            else:
+                out = ctx.run(fns[i], *fetch[i](vals))  # type: ignore[misc]
+                if type(out) is NewSteps or isinstance(out, _AWAITABLE):
+                    return settle_later(run, i, out, None, ctx, stack)
+        except BaseException as exc:
+            if run.modes.mode[i] == TRY and retried(exc):
+                return suspended(
+                    run, i, attempts(run, i, exc), ctx, _FIRST, stack, via_attempts=True
+                )
+            ended_badly(run, i, exc, ctx, reported=False)
+            end_slot(run, i, stack)
+            continue
+        if mw is not None or not quick[i] or run.kept or holding[i]:
+            finish(run, i, out, None, ctx, stack, reported=False)
+            continue
+        # What `finish` does for a step with nothing to record but its value.
+        status[i] = DONE
+        vals[i] = out
+        st.n_done += 1
+        if run.releasing:
+            release(run, i)
+        if st.n_done == run.n:
+            run.maybe_wake()
+        dependents = ready_order[i]
+        if not dependents or st.stopping:
+            continue
+        if len(dependents) == 1:  # a chain: its next step, if ready, goes next
+            d = dependents[0]
+            remaining[d] -= 1
+            if not remaining[d] and status[d] == PENDING:
+                if chainable[d] and not st.gate:
+                    status[d] = QUEUED
+                    stack.append(d)
+                else:
+                    dispatch(run, [d], stack)
+            continue
+        ready = []  # most critical first; those `dispatch` decides about
+        queued = []  # what `dispatch` does with chainable steps: onto this stack
+        gate = st.gate
+        for d in dependents:
+            remaining[d] -= 1
+            if not remaining[d] and status[d] == PENDING:
+                if chainable[d] and not gate:
+                    status[d] = QUEUED
+                    queued.append(d)
+                else:
+                    ready.append(d)
+        if ready:
+            dispatch(run, ready, stack)
+        if queued:
+            queued.reverse()
+            stack.extend(queued)
     return None
 
 
@@ -498,14 +556,7 @@ def record(
         if children:
             run.ledger.splice(children)
     if run.releasing:
-        left = st.readers_left
-        keep = run.keep
-        for j in plan.reads[i]:
-            left[j] -= 1
-            if not left[j] and not keep[j]:
-                vals[j] = None
-        if not plan.readers[i] and not keep[i]:
-            vals[i] = None
+        release(run, i)
     if st.n_done == run.n:
         run.maybe_wake()
     if st.stopping:
@@ -518,6 +569,21 @@ def record(
         if not remaining[d] and status[d] == PENDING:
             ready.append(d)
     return ready
+
+
+def release(run: Run, i: int) -> None:
+    """Step `i` completed: results that no remaining step reads are released (not the
+    return value), so a long pipeline holds only its live frontier."""
+    st = run.st
+    vals = st.vals
+    left = st.readers_left
+    keep = run.keep
+    for j in run.plan.reads[i]:
+        left[j] -= 1
+        if not left[j] and not keep[j]:
+            vals[j] = None
+    if not run.plan.readers[i] and not keep[i]:
+        vals[i] = None
 
 
 def complete(
