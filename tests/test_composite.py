@@ -710,3 +710,34 @@ def test_explicit_sources_of_a_switch_branch_reach_this_reactors_steps():
     bad.switch("sw", "x", [(bool, rp.step(lambda b: b, name="p", args={"b": rp.Result("nope")}))])
     with pytest.raises(rp.DefinitionError, match="'nope' matches no input or step"):
         bad.plan()
+
+
+@pytest.mark.parametrize("value", [5, None, "abc"])
+def test_map_over_an_input_that_cannot_be_iterated_fails_before_any_step(value):
+    """map over an input that is 5 or None (known when the run starts) is an InputError
+    naming the step and the input, before any step runs."""
+    ran: list[str] = []
+    r = rp.Reactor("r", inputs=["xs"], returns="m")
+
+    @r.step
+    def first():
+        ran.append("first")
+
+    r.map("m", "xs", rp.step(lambda x: x, name="ident"))
+    with pytest.raises(rp.InputError, match=r"Step 'm': input 'xs' is .*which map cannot run over"):
+        r.run_sync({"xs": value})
+    assert [] == ran
+
+
+def test_map_over_a_result_that_cannot_be_iterated_fails_the_map_step():
+    """When what a map runs over is a step's result, the map step fails with a clear error."""
+    r = rp.Reactor("r", returns="m")
+
+    @r.step
+    def count():
+        return 5
+
+    r.map("m", "count", rp.step(lambda x: x, name="ident"))
+    with pytest.raises(rp.RunFailed) as info:
+        r.run_sync()
+    assert info.group_contains(TypeError, match="map 'm': what it maps over is 5")

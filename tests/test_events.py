@@ -386,3 +386,88 @@ async def test_middleware_none_is_none_and_a_lone_object_is_refused():
         await r.run(middleware=rp.Trace())  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"Reactor 'x'.*list of middleware"):
         rp.Reactor("x", middleware=rp.Trace())  # type: ignore[arg-type]
+
+
+def test_a_sync_hook_that_raises_on_every_event_does_not_hang_the_run():
+    """A sync on_event hook raising at step_start and again at step_error (the CLI's
+    printer on a closed pipe): the run ends with RunFailed holding the hook's error."""
+
+    class Broken:
+        def on_event(self, event):
+            raise BrokenPipeError("pipe closed")
+
+    r = rp.Reactor("broken-pipe", returns="s")
+
+    @r.step
+    async def s():
+        return 1
+
+    with pytest.raises(rp.RunFailed) as info:
+        run_virtual(asyncio.wait_for(r.run(middleware=[Broken()]), 5))
+    assert info.group_contains(BrokenPipeError)
+
+
+@pytest.mark.parametrize("hook", ["on_run_error", "on_run_complete", "on_run_halt"])
+def test_a_raising_ending_hook_never_loses_the_runs_outcome(hook: str):
+    """An ending hook that raises: a failure still raises RunFailed (after undo), a halt
+    still raises Halted with its checkpoint, and a completion that a hook fails is undone
+    and raised as RunFailed."""
+    undone: list[int] = []
+
+    class Broken:
+        pass
+
+    def broken(*args):
+        raise RuntimeError(f"{hook} broke")
+
+    setattr(Broken, hook, staticmethod(broken))
+    r = rp.Reactor("ending", returns="last")
+
+    @r.step
+    async def first():
+        return 1
+
+    @first.undo
+    async def undo_first(value):
+        undone.append(value)
+
+    @r.step
+    async def last(first):
+        if hook == "on_run_error":
+            raise ValueError("boom")
+        if hook == "on_run_halt":
+            raise rp.Halt("later")
+        return 2
+
+    expected = {"on_run_error": rp.RunFailed, "on_run_complete": rp.RunFailed}
+    with pytest.raises(expected.get(hook, rp.Halted)) as info:
+        run_virtual(r.run(middleware=[Broken()]))
+    if hook == "on_run_halt":
+        assert info.value.checkpoint.completed == ("first",)
+        assert [] == undone
+    else:
+        assert [1] == undone
+    if hook == "on_run_complete":
+        assert info.group_contains(RuntimeError, match="on_run_complete broke")
+
+
+def test_on_run_error_may_replace_the_error():
+    """A hook returning an exception from on_run_error makes it the error run() raises,
+    with the original as its __cause__ (as on_run_complete may replace the result)."""
+
+    class DomainError(Exception):
+        pass
+
+    class Translate:
+        def on_run_error(self, run, error):
+            return DomainError("order could not be placed")
+
+    r = rp.Reactor("replace")
+
+    @r.step
+    async def place():
+        raise ValueError("card declined")
+
+    with pytest.raises(DomainError) as info:
+        run_virtual(r.run(middleware=[Translate()]))
+    assert isinstance(info.value.__cause__, rp.RunFailed)

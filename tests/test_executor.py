@@ -943,3 +943,49 @@ async def test_keyword_only_parameters_are_passed_by_keyword(is_async: bool, asy
 
     r.add(rp.step(s_async if is_async else s, name="s"))
     assert 6 == await r.run({"x": 2}, async_=async_)
+
+
+@pytest.mark.parametrize("async_", [True, False])
+def test_a_step_that_only_waits_for_another_does_not_release_its_result(async_: bool):
+    """wait_for orders without reading: a waiter's completion leaves the result for the
+    step that reads it (issue 12: it used to get None)."""
+    r = rp.Reactor("r", returns="use")
+
+    @r.step
+    async def doable():
+        return "mcfly"
+
+    @r.step(wait_for="doable")
+    async def waiter():
+        return "w"
+
+    @r.step
+    async def use(doable):
+        return doable
+
+    assert "mcfly" == r.run_sync(async_=async_)
+
+
+def test_a_future_cancelled_by_someone_else_fails_the_step():
+    """A step whose awaited future is cancelled by someone else (nobody cancelled the run)
+    fails with RunFailed; the caller does not get a bare CancelledError."""
+    r = rp.Reactor("foreign", returns="wait")
+
+    @r.step
+    async def wait():
+        future = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_soon(future.cancel)
+        return await future
+
+    async def main():
+        with pytest.raises(rp.RunFailed) as info:
+            await r.run()
+        # Inside a caller's TaskGroup the failed saga arrives in the group, not lost.
+        with pytest.raises(ExceptionGroup) as group:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(r.run())
+        assert group.group_contains(rp.RunFailed)
+        return info
+
+    failed = run_virtual(main())
+    assert failed.group_contains(RuntimeError, match="cancelled, but not by its run")

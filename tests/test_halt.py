@@ -369,3 +369,89 @@ async def test_resume_releases_results_like_a_fresh_run():
     assert {"b": "ab"} == cp.results  # a's result was released: only c needs b
     gate["open"] = True
     assert "abcd" == await r.resume(cp)
+
+
+def test_a_parent_step_failing_on_resume_before_the_composite_restarts_undoes_the_child():
+    """A child halted inside compose; on resume a pending parent step fails before the
+    composite runs again: the child's completed steps are undone all the same."""
+    log: list[str] = []
+    gate = {"fail": False}
+    child = rp.Reactor("child", returns="wait")
+
+    @child.step
+    async def book():
+        log.append("book")
+        return 1
+
+    @book.undo
+    async def unbook(value):
+        log.append("unbook")
+
+    @child.step
+    async def wait(book):
+        log.append("wait")
+        raise rp.Halt("approval")
+
+    parent = rp.Reactor("parent")
+
+    @parent.step
+    async def other():
+        if gate["fail"]:
+            raise ValueError("boom")
+        await asyncio.sleep(1)
+
+    parent.compose("sub", child)
+
+    async def main():
+        with pytest.raises(rp.Halted) as halted:
+            await parent.run(grace=0.5)
+        gate["fail"] = True
+        with pytest.raises(rp.RunFailed):
+            await parent.resume(halted.value.checkpoint)
+
+    run_virtual(main())
+    assert ["book", "wait", "unbook"] == log
+
+
+@pytest.mark.parametrize("how", ["pickle", "json"])
+def test_a_halt_two_composes_down_resumes_through_pickle_and_json(how: str):
+    """A checkpoint halted inside a composed reactor that composes another goes through
+    pickle or JSON, resumes, and when the resumed run fails the grandchild's step is
+    undone (issue 12: KeyError('sub.book'))."""
+    log: list[str] = []
+    calls = {"n": 0}
+    grand = rp.Reactor("grand", returns="wait")
+
+    @grand.step
+    async def book():
+        return "B"
+
+    @book.undo
+    def unbook(value):
+        log.append(f"unbook {value}")
+
+    @grand.step
+    async def wait(book):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise rp.Halt("approval")
+        raise ValueError("refused")
+
+    mid = rp.Reactor("mid", returns="inner")
+    mid.compose("inner", grand)
+    top = rp.Reactor("top", returns="sub")
+    top.compose("sub", mid)
+
+    async def main():
+        with pytest.raises(rp.Halted) as halted:
+            await top.run()
+        checkpoint = halted.value.checkpoint
+        if how == "pickle":
+            again = pickle.loads(pickle.dumps(checkpoint))
+        else:
+            again = rp.Checkpoint.from_json(checkpoint.to_json())
+        with pytest.raises(rp.RunFailed):
+            await top.resume(again)
+
+    run_virtual(main())
+    assert ["unbook B"] == log

@@ -453,3 +453,44 @@ def test_a_failing_wrapper_whose_childs_undo_fails_keeps_both_errors():
     assert isinstance(group, ExceptionGroup)
     assert ["ValueError", "OSError"] == [type(e).__name__ for e in group.exceptions]
     assert info.value.subgroup(ValueError) is not None  # except* ValueError reaches it
+
+
+@pytest.mark.parametrize("when", [0.05, 0.15, 0.25])
+def test_a_cancellation_while_around_stops_its_stragglers_loses_nothing(when: float):
+    """Cancelled at any moment while an around's leftover child runs are being stopped:
+    every child step that completed is undone, once."""
+    log: list[str] = []
+    child = rp.Reactor("child", inputs=["x"])
+
+    @child.step
+    async def book(x):
+        await asyncio.sleep(0.1 * x)
+        log.append(f"book {x}")
+        return x
+
+    @book.undo
+    async def unbook(value):
+        await asyncio.sleep(0.1)
+        log.append(f"unbook {value}")
+
+    async def wrapper(run_child, inputs):
+        async def failing():
+            await asyncio.sleep(0.15)
+            raise ValueError("boom")
+
+        await asyncio.gather(run_child({"x": 1}), run_child({"x": 3}), failing())
+
+    r = rp.Reactor("r")
+    r.around("txn", child, wrapper, args={"x": rp.Value(0)})
+
+    async def main():
+        task = asyncio.ensure_future(r.run())
+        await asyncio.sleep(0.15 + when)
+        task.cancel()
+        with pytest.raises((asyncio.CancelledError, rp.RunFailed)):
+            await task
+
+    run_virtual(main())
+    booked = [e for e in log if e.startswith("book")]
+    unbooked = [e for e in log if e.startswith("unbook")]
+    assert sorted(b.split()[1] for b in booked) == sorted(u.split()[1] for u in unbooked)

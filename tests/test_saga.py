@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
 
@@ -620,3 +621,318 @@ def test_a_retrying_step_called_directly_retries_after_failing_inline_or_later()
     result = run_virtual(r.run())
     assert result == {"flaky": "ok", "sibling": 0.2}
     assert calls == [0.0, pytest.approx(0.1), pytest.approx(0.25)]
+
+
+# ---------------------------------------------------------------------- issue 12 regressions
+@dataclasses.dataclass(frozen=True)
+class Declined(Exception):
+    """An exception that refuses notes (a frozen dataclass cannot take ``__notes__``)."""
+
+    code: str
+
+
+def test_a_step_error_that_refuses_notes_still_fails_the_run_and_undoes():
+    """A frozen-dataclass exception (add_note fails on it) stands as the run's error; the
+    run ends and what completed is undone."""
+    undone: list[str] = []
+    r = rp.Reactor("frozen")
+
+    @r.step
+    async def reserve():
+        return "hold"
+
+    @reserve.undo
+    async def release(hold):
+        undone.append(hold)
+
+    @r.step
+    async def charge(reserve):
+        raise Declined("card")
+
+    with pytest.raises(rp.RunFailed) as info:
+        run_virtual(asyncio.wait_for(r.run(), 5))
+    assert [Declined("card")] == list(info.value.exceptions)
+    assert ["hold"] == undone
+
+
+def test_an_undo_error_that_refuses_notes_does_not_stop_the_older_undos():
+    """An undo raising a frozen-dataclass exception is reported; older undos still run."""
+    undone: list[str] = []
+    r = rp.Reactor("frozen-undo")
+
+    @r.step
+    async def first():
+        return 1
+
+    @first.undo
+    async def undo_first(value):
+        undone.append("first")
+
+    @r.step
+    async def second(first):
+        return 2
+
+    @second.undo
+    async def undo_second(value):
+        raise Declined("undo")
+
+    @r.step
+    async def third(second):
+        raise ValueError("boom")
+
+    with pytest.raises(rp.RunFailed) as info:
+        run_virtual(asyncio.wait_for(r.run(), 5))
+    assert ["first"] == undone
+    assert info.group_contains(Declined)
+    assert info.group_contains(ValueError, match="boom")
+
+
+def test_an_undo_raising_cancelled_error_is_an_undo_error_and_the_others_run():
+    """An undo callback raising CancelledError (nothing cancelled the run) is one undo
+    error; the remaining undos run and the caller gets RunFailed, not CancelledError."""
+    undone: list[str] = []
+    r = rp.Reactor("undo-cancel")
+
+    @r.step
+    async def a():
+        return 1
+
+    @a.undo
+    async def undo_a(value):
+        undone.append("a")
+
+    @r.step
+    async def b(a):
+        return 2
+
+    @b.undo
+    async def undo_b(value):
+        raise asyncio.CancelledError
+
+    @r.step
+    async def c(b):
+        raise ValueError("boom")
+
+    with pytest.raises(rp.RunFailed, match="1 undo") as info:
+        run_virtual(r.run())
+    assert ["a"] == undone
+    assert info.group_contains(RuntimeError, match="undo of step 'b' was cancelled")
+
+
+def test_a_reused_exception_instance_gets_one_note_per_kind_however_often_it_is_raised():
+    """A module-level exception raised by steps of several runs carries one note of
+    reactorpy's, not one per run."""
+    r = rp.Reactor("reused")
+
+    @r.step
+    async def lookup():
+        raise NOT_FOUND
+
+    for _ in range(3):
+        with pytest.raises(rp.RunFailed):
+            run_virtual(r.run())
+    assert ["reactorpy: step 'lookup' failed (attempt 1)"] == NOT_FOUND.__notes__
+
+
+NOT_FOUND = LookupError("not found")
+
+
+def test_a_group_of_halts_from_a_task_group_halts_the_run():
+    """rp.Halt raised inside a TaskGroup in a step arrives as an ExceptionGroup of halts:
+    the run halts (it does not fail and undo)."""
+    undone: list[str] = []
+    r = rp.Reactor("halt-group", returns="wait")
+
+    @r.step
+    async def book():
+        return "b"
+
+    @book.undo
+    async def cancel(b):
+        undone.append(b)
+
+    @r.step
+    async def wait(book):
+        async with asyncio.TaskGroup() as tg:
+
+            async def approval():
+                raise rp.Halt("needs approval")
+
+            tg.create_task(approval())
+
+    with pytest.raises(rp.Halted, match="needs approval") as info:
+        run_virtual(r.run())
+    assert [] == undone
+    assert ("book",) == info.value.checkpoint.completed
+
+
+@pytest.mark.parametrize("how", ["Retry", "retry_on"])
+def test_a_group_of_retries_retries(how: str):
+    """A group made only of rp.Retry retries; retry_on matches a group whose every member
+    matches (as except* would leave nothing over)."""
+    attempts = [0]
+    options = {"retries": 2}
+    if how == "retry_on":
+        options["retry_on"] = ConnectionError  # type: ignore[assignment]
+    r = rp.Reactor("retry-group", returns="flaky")
+
+    @r.step(**options)
+    async def flaky():
+        attempts[0] += 1
+        if attempts[0] == 1:
+            if how == "Retry":
+                raise ExceptionGroup("g", [rp.Retry("again"), rp.Retry("and again")])
+            raise ExceptionGroup("g", [ConnectionError("a"), ConnectionError("b")])
+        return attempts[0]
+
+    assert 2 == run_virtual(r.run())
+
+
+def test_retry_on_does_not_retry_a_group_with_other_errors_in_it():
+    """A group holding an error retry_on does not match is not retried: it stands."""
+    attempts = [0]
+    r = rp.Reactor("mixed-group")
+
+    @r.step(retries=3, retry_on=ConnectionError)
+    async def flaky():
+        attempts[0] += 1
+        raise ExceptionGroup("g", [ConnectionError("a"), KeyError("b")])
+
+    with pytest.raises(rp.RunFailed):
+        run_virtual(r.run())
+    assert [1] == attempts
+
+
+def test_backoff_gets_the_steps_own_error_when_compensate_asks_to_retry():
+    """backoff=callable(attempt, error) gets the step's error, not the rp.Retry raised by
+    its compensate (Elixir Reactor's #306)."""
+    seen: list[object] = []
+    calls = [0]
+    r = rp.Reactor("backoff-error", returns="charge")
+
+    def backoff(attempt, error):
+        seen.append((attempt, error))
+        return 0.5
+
+    @r.step(retries=1, backoff=backoff)
+    async def charge():
+        calls[0] += 1
+        if calls[0] == 1:
+            raise KeyError("declined")
+        return "ok"
+
+    @charge.compensate
+    def retry_it(error):
+        raise rp.Retry("try again")
+
+    assert "ok" == run_virtual(r.run())
+    [(attempt, error)] = seen
+    assert 1 == attempt
+    assert isinstance(error, KeyError)
+
+
+def test_a_continue_arriving_during_outside_cancellation_completes_and_is_undone():
+    """compensate returning rp.Continue(v) while run() is cancelled from outside: the step
+    completed with v (nothing lost), so it is undone with the rest, and the caller gets
+    CancelledError."""
+    log: list[str] = []
+    r = rp.Reactor("continue-cancel")
+
+    @r.step
+    async def pay():
+        raise KeyError("declined")
+
+    @pay.compensate
+    async def fallback(error):
+        await asyncio.sleep(1)
+        log.append("fallback")
+        return rp.Continue("voucher")
+
+    @pay.undo
+    async def unpay(value):
+        log.append(f"undo {value}")
+
+    @r.step
+    async def slow():
+        await asyncio.sleep(10)
+
+    async def main():
+        task = asyncio.ensure_future(r.run())
+        await asyncio.sleep(0.5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    run_virtual(main())
+    assert ["fallback", "undo voucher"] == log
+
+
+def test_a_continue_arriving_after_the_grace_period_is_kept_for_resume():
+    """When the grace period ends while compensate runs (another step halted), its
+    rp.Continue still completes the step: the checkpoint has it, and resume does not
+    compensate again."""
+    calls = [0]
+    r = rp.Reactor("continue-halt")
+
+    @r.step
+    async def pay():
+        raise KeyError("declined")
+
+    @pay.compensate
+    async def fallback(error):
+        calls[0] += 1
+        await asyncio.sleep(5)
+        return rp.Continue("voucher")
+
+    @r.step
+    async def wait():
+        await asyncio.sleep(0.1)
+        raise rp.Halt("later")
+
+    async def main():
+        with pytest.raises(rp.Halted) as first:
+            await r.run(grace=1)
+        checkpoint = first.value.checkpoint
+        assert "pay" in checkpoint.completed
+        with pytest.raises(rp.Halted):
+            await r.resume(checkpoint, grace=1)
+
+    run_virtual(main())
+    assert [1] == calls
+
+
+def test_a_run_cancelled_while_it_undoes_still_ends_its_middleware():
+    """Cancelled while undoing after a failure: the undo finishes, on_run_error is called
+    once, and the caller gets CancelledError."""
+    ends: list[str] = []
+    undone: list[str] = []
+
+    class Watch:
+        def on_run_error(self, run, error):
+            ends.append(type(error).__name__)
+
+    r = rp.Reactor("cancel-undo")
+
+    @r.step
+    async def hold():
+        return 1
+
+    @hold.undo
+    async def release(value):
+        await asyncio.sleep(1)
+        undone.append("hold")
+
+    @r.step
+    async def fail(hold):
+        raise ValueError("boom")
+
+    async def main():
+        task = asyncio.ensure_future(r.run(middleware=[Watch()]))
+        await asyncio.sleep(0.5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    run_virtual(main())
+    assert ["hold"] == undone
+    assert ["RunFailed"] == ends

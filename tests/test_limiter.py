@@ -1,0 +1,124 @@
+"""The limiter: caps on running steps, shared between runs, and never a deadlock."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import reactorpy as rp
+from reactorpy.testing import run_virtual
+
+
+def nested(shared: rp.Limiter, depth: int) -> rp.Reactor:
+    """A reactor whose step awaits another reactor's run() with the same limiter,
+    `depth` levels down."""
+    r = rp.Reactor(f"level{depth}", returns="work")
+    if depth == 0:
+
+        @r.step
+        async def work():
+            await asyncio.sleep(0.1)
+            return 0
+
+        return r
+    inner = nested(shared, depth - 1)
+
+    @r.step
+    async def work():
+        return 1 + await inner.run(max_concurrency=shared)
+
+    return r
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_a_run_awaited_by_a_step_borrows_its_slot_of_a_shared_limiter(depth: int):
+    """A step awaiting another reactor's run() with the same Limiter(1) lends it its slot
+    (at any depth): no deadlock, the cap holds, and the limiter ends empty."""
+    shared = rp.Limiter(1)
+    assert depth == run_virtual(
+        asyncio.wait_for(nested(shared, depth).run(max_concurrency=shared), 5)
+    )
+    assert 0 == shared.running
+
+
+def test_borrowing_keeps_the_cap_for_other_runs():
+    """While a nested run borrows a slot, other runs of the shared limiter still never
+    exceed its cap."""
+    shared = rp.Limiter(2)
+    running = peak = 0
+
+    async def busy():
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.1)
+        running -= 1
+
+    inner = rp.Reactor("inner")
+    for k in range(3):
+        inner.add(rp.step(busy), name=f"i{k}")
+    outer = rp.Reactor("outer")
+
+    @outer.step
+    async def call_inner():
+        await inner.run(max_concurrency=shared)
+
+    others = rp.Reactor("others")
+    for k in range(4):
+        others.add(rp.step(busy), name=f"o{k}")
+
+    async def main():
+        await asyncio.gather(outer.run(max_concurrency=shared), others.run(max_concurrency=shared))
+
+    run_virtual(asyncio.wait_for(main(), 5))
+    assert peak <= 2
+    assert 0 == shared.running
+
+
+def test_new_steps_one_at_a_time_under_a_cap_of_one_do_not_deadlock():
+    """A step returning rp.NewSteps under run(async_=False, max_concurrency=1) gives its
+    slot back before its new steps run."""
+
+    @rp.step
+    def count(n):
+        if n == 0:
+            return "liftoff"
+        return rp.NewSteps(steps=[count.evolve(args={"n": rp.Value(n - 1)})])
+
+    countdown = rp.Reactor("countdown", inputs=["n"], returns="count")
+    countdown.add(count)
+    for async_ in (False, True):
+        run = countdown.run({"n": 3}, async_=async_, max_concurrency=1)
+        assert "liftoff" == run_virtual(asyncio.wait_for(run, 5))
+
+
+def test_a_shared_limiter_ends_empty_after_failures_halts_and_cancellation():
+    """Runs that fail, halt or are cancelled give every slot back."""
+    shared = rp.Limiter(2)
+    r = rp.Reactor("mixed", inputs=["how"])
+
+    @r.step
+    async def a(how):
+        await asyncio.sleep(0.1)
+        if how == "fail":
+            raise ValueError("boom")
+        if how == "halt":
+            raise rp.Halt("later")
+
+    @r.step
+    async def b(how):
+        await asyncio.sleep(1)
+
+    async def main():
+        for how in ("fail", "halt"):
+            with pytest.raises((rp.RunFailed, rp.Halted)):
+                await r.run({"how": how}, max_concurrency=shared, grace=0.5)
+        task = asyncio.ensure_future(r.run({"how": "ok"}, max_concurrency=shared))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    run_virtual(main())
+    assert "running=0, waiting=0" in repr(shared)
