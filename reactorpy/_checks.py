@@ -9,6 +9,8 @@ from __future__ import annotations
 import concurrent.futures
 from typing import Any
 
+from ._errors import DefinitionError
+
 __all__ = ["check_executor", "seconds"]
 
 _EXECUTOR_STRINGS = ("thread",)
@@ -44,8 +46,6 @@ def check_executor(executor: Any, where: str) -> None:
         or isinstance(executor, concurrent.futures.Executor)
         or hasattr(executor, "submit")
     ):
-        from ._errors import DefinitionError
-
         raise DefinitionError(
             f"{where}: executor must be 'thread', a concurrent.futures.Executor or a dask "
             f"Client, got {executor!r}."

@@ -29,6 +29,7 @@ from ._errors import DefinitionError, DuplicateStepError, InputError, ReactorErr
 from ._events import Middleware
 from ._executor import Run
 from ._limiter import Limiter
+from ._mermaid import flowchart
 from ._options import RunKwargs, RunOptions, check_limits
 from ._plan import Plan, compile_plan
 from ._step import Step, check_options, hooks_generation
@@ -364,8 +365,6 @@ class Reactor:
 
     def to_mermaid(self, direction: str = "TD", expand: bool = False) -> str:
         """A Mermaid flowchart of the inputs, steps, argument edges and the return."""
-        from ._mermaid import flowchart
-
         return flowchart(self, direction=direction, expand=expand)
 
     # ------------------------------------------------------------------ running

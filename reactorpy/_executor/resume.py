@@ -1,25 +1,29 @@
 """Checkpoints of a run, and a run rebuilt from one.
 
 Owns: `make_checkpoint` (a halted run), `finished_checkpoint` (a completed run, for undo
-later), and `restore` (a run's state from a checkpoint: completed steps and their results,
-counters, attempts, the undo stack, and the records of children that halted inside
-composite steps, kept where they halted so that a failure before those steps resume still
-undoes them).
+later), `revert` (undo what a checkpoint records: `Reactor.undo`), and `restore` (a run's
+state from a checkpoint: completed steps and their results, counters, attempts, the undo
+stack, and the records of children that halted inside composite steps, kept where they
+halted so that a failure before those steps resume still undoes them).
 Must not import: the scheduler, the composites.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
-from .._checkpoint import Checkpoint
+from .._checkpoint import Checkpoint, UndoRecord
+from .._errors import RunFailed
+from .attempts import shielded
+from .observe import run_info
 from .scope import checkpoint_records, rename
 from .state import DONE, PENDING
 
 if TYPE_CHECKING:
     from .run import Run
 
-__all__ = ["finished_checkpoint", "make_checkpoint", "restore", "resumable"]
+__all__ = ["finished_checkpoint", "make_checkpoint", "restore", "resumable", "revert"]
 
 
 def make_checkpoint(run: Run) -> Checkpoint:
@@ -104,3 +108,35 @@ def resumable(run: Run) -> list[int]:
     ready = [i for i in range(run.n) if st.status[i] == PENDING and st.remaining[i] == 0]
     ready.sort(key=run.order_key)
     return ready
+
+
+async def revert(run: Run, checkpoint: Checkpoint) -> None:
+    """Undo what `checkpoint` records (`Reactor.undo`), newest first at every depth;
+    raise `RunFailed` with the undo errors. Shielded: once started, it finishes."""
+    run.loop = asyncio.get_running_loop()
+    run.clock = run.loop.time
+    records = checkpoint_records(run.reactor, checkpoint)
+    errors, cancelled = await shielded(_revert(run, records))
+    if cancelled:
+        raise asyncio.CancelledError
+    if errors:
+        raise errors[0]
+
+
+async def _revert(run: Run, records: list[UndoRecord]) -> list[BaseException]:
+    info = run_info(run)
+    if run.mw is not None:
+        await run.mw.call("on_run_start", info)
+    errors = await run.undoer.undo_all(list(reversed(records)))
+    failed: list[BaseException] = []
+    if errors:
+        steps = ", ".join(dict.fromkeys(run.undoer.failed))
+        excs = [e if isinstance(e, Exception) else RuntimeError(repr(e)) for e in errors]
+        message = f"undoing reactor {run.plan.reactor!r} failed in step(s) {steps}"
+        failed = [RunFailed(message, excs, reactor=run.plan.reactor)]
+    if run.mw is not None:
+        if failed:
+            await run.mw.call("on_run_error", info, failed[0])
+        else:
+            await run.mw.replace("on_run_complete", info, None)
+    return failed

@@ -13,22 +13,24 @@ import asyncio
 import contextvars
 import functools
 import itertools
-import types
 import uuid
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from .._arguments import dig
 from .._checkpoint import Checkpoint, UndoRecord
-from .._errors import _UNSET, Halted, InputError, RunFailed, annotate
-from .._events import Middleware, RunInfo, make_event
+from .._errors import _UNSET, Halted, RunFailed, annotate
+from .._events import Middleware, RunInfo
 from .._limiter import Limiter
-from .attempts import StepFailed, as_halt, resolve, shielded, standing_error
+from .attempts import resolve, shielded
+from .dispatch import dispatch
+from .endings import fatal, stop
+from .inputs import check_inputs
 from .modes import Modes, modes_of
-from .resume import finished_checkpoint, make_checkpoint, restore, resumable
+from .observe import called, completed_async, run_info
+from .resume import finished_checkpoint, make_checkpoint, restore, resumable, revert
 from .saga import Undoer, UndoLedger
-from .scheduler import dispatch, fatal, stop
-from .scope import ChildScope, checkpoint_records
+from .scheduler import settle_later, spawn
+from .scope import ChildScope
 from .slots import SLOT, HeldSlot, StepSlot
 from .state import RunState
 
@@ -152,7 +154,7 @@ class Run:
         self.clock = loop.time
         self.new_task = _task_factory(loop)
         self.st.wakeup = loop.create_future()
-        self._check_inputs()
+        check_inputs(self)
         shared = self.limiter if self.async_ else self.outer_limiter
         loan = SLOT.get()
         borrowed = loan is not None and shared is not None and loan.borrow(shared)
@@ -313,43 +315,19 @@ class Run:
         """What undoing this completed run later needs."""
         return finished_checkpoint(self)
 
+    async def revert(self, checkpoint: Checkpoint) -> None:
+        """Undo what `checkpoint` records (`Reactor.undo`); see `resume.revert`."""
+        await revert(self, checkpoint)
+
+    def _run_info(self) -> RunInfo:
+        return run_info(self)
+
     def _on_deadline(self) -> None:
         st = self.st
         if not st.stopping and st.n_done < self.n:
             st.halt_reason = "timeout"
             st.halt_step = None
             stop(self)
-
-    # ------------------------------------------------------------------ undo on request
-    async def revert(self, checkpoint: Checkpoint) -> None:
-        """Undo what `checkpoint` records (`Reactor.undo`), newest first at every depth;
-        raise `RunFailed` with the undo errors. Shielded: once started, it finishes."""
-        self.loop = asyncio.get_running_loop()
-        self.clock = self.loop.time
-        records = checkpoint_records(self.reactor, checkpoint)
-        errors, cancelled = await shielded(self._revert(records))
-        if cancelled:
-            raise asyncio.CancelledError
-        if errors:
-            raise errors[0]
-
-    async def _revert(self, records: list[UndoRecord]) -> list[BaseException]:
-        info = self._run_info()
-        if self.mw is not None:
-            await self.mw.call("on_run_start", info)
-        errors = await self.undoer.undo_all(list(reversed(records)))
-        failed: list[BaseException] = []
-        if errors:
-            steps = ", ".join(dict.fromkeys(self.undoer.failed))
-            excs = [e if isinstance(e, Exception) else RuntimeError(repr(e)) for e in errors]
-            message = f"undoing reactor {self.plan.reactor!r} failed in step(s) {steps}"
-            failed = [RunFailed(message, excs, reactor=self.plan.reactor)]
-        if self.mw is not None:
-            if failed:
-                await self.mw.call("on_run_error", info, failed[0])
-            else:
-                await self.mw.replace("on_run_complete", info, None)
-        return failed
 
     # ------------------------------------------------------------------ for the scheduler
     def order_key(self, i: int) -> tuple[int, int]:
@@ -407,51 +385,26 @@ class Run:
             slot.release()
             SLOT.reset(token)
 
-    async def call(self, i: int) -> Any:
-        """Step `i` called directly (no options), its events awaited when observed."""
-        if self.observed:
-            await self._event_async("step_start", i, None, None)
-        try:
-            out = self.plan.fns[i](*self.plan.fetch[i](self.st.vals))  # type: ignore[misc]
-            if self.is_async[i]:
-                out = await out
-        except Exception as exc:
-            if self.observed:
-                halt = as_halt(exc)
-                if halt is not None:
-                    await self._event_async("step_halt", i, halt.reason, None, fails=False)
-                else:
-                    await self._event_async("step_error", i, None, standing_error(exc), fails=False)
-            raise
-        return out
+    def spawn(self, stack: list[int], first: Awaitable[None] | None = None) -> None:
+        """A new worker for `stack` (for the parts of the executor below the scheduler)."""
+        spawn(self, stack, first)
 
-    async def completed_async(self, i: int, value: Any) -> BaseException | None:
-        """``step_complete`` to async hooks; returns what a hook raised (the step fails)."""
-        try:
-            await self._event_async("step_complete", i, value, None)
-        except StepFailed as failed:
-            return failed
-        return None
+    def dispatch(self, ready: list[int], stack: list[int] | None) -> None:
+        """Start steps that became ready (for the parts below dispatch)."""
+        dispatch(self, ready, stack)
 
-    async def _event_async(
-        self, kind: str, i: int, value: Any, error: BaseException | None, *, fails: bool = True
-    ) -> None:
-        """An event of step `i` to every hook, awaited. A hook that raises fails the step
-        (`StepFailed`), or, if the step failed already (not `fails`), is reported with the
-        run's errors."""
-        mw = self.mw
-        if mw is None or not mw.wants(kind):
-            return
-        st = self.st
-        event = make_event(kind, self.names[i], st.attempts[i] or 1, self.clock(), value, error,
-                           self.run_id, len(st.workers))  # fmt: skip
-        failed = await mw.asend(event)
-        if failed is not None:
-            annotate(failed, f"reactorpy: middleware failed on {kind} of step {self.names[i]!r}")
-            if not fails:
-                st.hook_errors.append(failed)
-                return
-            raise StepFailed(failed, st.attempts[i] or 1)
+    def later(self, i: int, value: Any, ctx: contextvars.Context) -> None:
+        """An inline step returned new steps, or an awaitable: a worker goes on with it."""
+        stack: list[int] = []
+        spawn(self, stack, settle_later(self, i, value, None, ctx, stack))
+
+    def call(self, i: int) -> Coroutine[Any, Any, Any]:
+        """Step `i` called directly, as a coroutine (its events awaited when observed)."""
+        return called(self, i)
+
+    def completed_async(self, i: int, value: Any) -> Coroutine[Any, Any, BaseException | None]:
+        """``step_complete`` to async hooks; its coroutine returns what a hook raised."""
+        return completed_async(self, i, value)
 
     def new_steps(self, i: int, new: NewSteps) -> Coroutine[Any, Any, Any]:
         """Run the new steps step `i` returned; returns the step's value."""
@@ -506,93 +459,6 @@ class Run:
             [named[a.param] for a in argv if a.positional],
             {a.param: named[a.param] for a in argv if not a.positional},
         )
-
-    def _check_inputs(self) -> None:
-        """Before any step: the reactor's input transforms, the paths into inputs, and what
-        composites require of inputs (map: something to iterate). `InputError` otherwise."""
-        plan = self.plan
-        n = self.n
-        vals = self.st.vals
-        transforms = self.reactor.input_transforms
-        for k, name in enumerate(plan.inputs):
-            transform = transforms.get(name) if transforms else None
-            if transform is None:
-                continue
-            try:
-                vals[n + k] = transform(vals[n + k])
-            except Exception as exc:
-                raise InputError(
-                    f"Input {name!r} of reactor {plan.reactor!r}: its transform raised "
-                    f"{type(exc).__name__}: {exc}",
-                    reactor=plan.reactor,
-                    available=plan.inputs,
-                ) from exc
-        for step_name, param, source in plan.input_paths:
-            slot = n + plan.inputs.index(source.name)
-            try:
-                dig(vals[slot], source.path, step_name, param, source)
-            except LookupError as exc:
-                raise InputError(
-                    f"Step {step_name!r}, argument {param!r}: input {source.name!r} has no "
-                    f"item {getattr(exc, 'at', '?')!r} along the path {source.path!r}.",
-                    reactor=plan.reactor,
-                    available=plan.inputs,
-                    step=step_name,
-                    argument=param,
-                    path=source.path,
-                ) from None
-        for i in plan.input_checks:
-            step: Any = plan.steps[i]
-            for param, check in step.input_checks.items():
-                source = step.args.get(param)
-                if source is None or source.name not in plan.inputs:
-                    continue
-                value = vals[n + plan.inputs.index(source.name)]
-                try:
-                    if source.path:
-                        value = dig(value, source.path, plan.order[i], param, source)
-                    if source.transform is not None:
-                        value = source.transform(value)
-                except Exception:
-                    continue
-                problem = check(value)
-                if problem:
-                    raise InputError(
-                        f"Step {plan.order[i]!r}: input {source.name!r} {problem}",
-                        reactor=plan.reactor,
-                        available=plan.inputs,
-                        step=plan.order[i],
-                        argument=param,
-                    )
-
-    def _run_info(self) -> RunInfo:
-        if self.info is None:
-            assert self.loop is not None
-            plan = self.plan
-            self.info = RunInfo(
-                reactor=plan.reactor,
-                run_id=self.run_id,
-                inputs=dict(self.inputs),
-                context=self.data,
-                parent=self.parent,
-                step_names=tuple(self.names),
-                critical_path=tuple(self.prefix + name for name in plan.critical_path),
-                start=self.loop.time(),
-                dependencies=self._dependencies(),
-            )
-        return self.info
-
-    def _dependencies(self) -> Mapping[str, tuple[str, ...]]:
-        """Each step's dependencies (and inputs) by name, for RunInfo: the plan's own when
-        the names carry no prefix, so a run builds nothing."""
-        plan = self.plan
-        if not self.prefix:
-            return types.MappingProxyType(plan.structure)
-        names = dict(zip(plan.order, self.names, strict=True))
-        return {
-            names[step]: tuple(names.get(d, d) for d in deps)
-            for step, deps in plan.structure.items()
-        }
 
 
 def _no_clock() -> float:  # pragma: no cover - replaced when the run starts

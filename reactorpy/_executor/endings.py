@@ -1,0 +1,301 @@
+"""The endings of a step: completed, failed, halted, interrupted, or put back.
+
+Owns: `record` (a step completed: store its value, push its undo, release what no reader
+needs, count down its dependents), `fail`, `halt`, `fatal`, `cancelled`, `ended_badly`
+(what a step raised decides which), `stop` (nothing new starts), and the slots and gate a
+step gives back when it ends (`end_slot`, `put_back`, `ungate`, `Waiting`, `take_slot`).
+Whatever a step raised, it ends exactly one way here, and its slot is given back.
+Must not import: the scheduler and dispatch above it (what an ending starts goes through
+`Run.spawn` and `Run.dispatch`), the composites.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from typing import TYPE_CHECKING, Any
+
+from .._checkpoint import UndoRecord
+from .._errors import _UNSET, Halt, annotate
+from .attempts import CompletedThenCancelled, Pending, StepFailed, as_halt, standing_error
+from .observe import failed_event
+from .state import DONE, PENDING, QUEUED
+
+if TYPE_CHECKING:
+    from .run import Run
+
+__all__ = [
+    "Waiting",
+    "cancelled",
+    "end_slot",
+    "ended_badly",
+    "fail",
+    "fatal",
+    "halt",
+    "put_back",
+    "record",
+    "release",
+    "stop",
+    "take_slot",
+    "ungate",
+]
+
+
+def take_slot(run: Run, i: int) -> bool:
+    """Take a slot of the run's limiter for step `i` now, or queue it for one."""
+    limiter = run.limiter
+    assert limiter is not None
+    key = run.plan.steps[i].concurrency_key
+    if limiter.try_acquire(key):
+        run.st.holding[i] = 1
+        return True
+    limiter.enqueue(run.priority[i], key, Waiting(run, i))
+    run.st.waiting += 1
+    return False
+
+
+class Waiting:
+    """A step of a run waiting in the limiter's queue (the limiter's `Waiter`)."""
+
+    __slots__ = ("i", "run")
+    dead = False  # a stopping run takes its waiters out of the queue itself
+
+    def __init__(self, run: Run, i: int) -> None:
+        self.run = run
+        self.i = i
+
+    def wake(self, key: str | None) -> None:
+        """The limiter gave this step a slot (released by this run or another)."""
+        run, i = self.run, self.i
+        st = run.st
+        st.waiting -= 1
+        st.holding[i] = 1
+        if st.stopping:
+            put_back(run, i)
+        elif st.gate:
+            st.held.append(i)  # it keeps the slot until the async_=False step ends
+        else:
+            st.status[i] = QUEUED
+            run.spawn([i])
+
+
+def end_slot(run: Run, i: int, stack: list[int] | None) -> None:
+    """Step `i` ended (or goes back to pending): give back its slot, if it holds one.
+
+    The slot goes to the best waiting step: one of this run goes onto `stack` (the
+    calling worker starts it next), one of another run is woken.
+    """
+    st = run.st
+    if not st.holding[i]:
+        return
+    st.holding[i] = 0
+    if st.lent[i]:  # a nested run borrowed it and gives it back to the limiter itself
+        return
+    assert run.limiter is not None
+    waiter = run.limiter.release(run.plan.steps[i].concurrency_key)
+    if waiter is None:
+        return
+    j = getattr(waiter, "i", -1)
+    if (
+        stack is not None
+        and getattr(waiter, "run", None) is run
+        and not st.stopping
+        and not st.gate
+        and not run.modes.exclusive[j]
+    ):
+        st.waiting -= 1
+        st.holding[j] = 1
+        st.status[j] = QUEUED
+        stack.append(j)
+    else:
+        waiter.wake(None)
+
+
+def put_back(run: Run, i: int) -> None:
+    """Step `i` did not start (the run stops): pending again, its slot given back."""
+    if run.st.status[i] != DONE:
+        run.st.status[i] = PENDING
+    end_slot(run, i, None)
+    ungate(run, i)
+
+
+def ungate(run: Run, i: int) -> None:
+    """An ``async_=False`` step ended: what it held back may start."""
+    st = run.st
+    if st.gated[i]:
+        st.gated[i] = 0
+        st.gate -= 1
+        if not st.gate and st.held and not st.stopping:
+            held, st.held = st.held, []
+            for j in held:  # those holding a slot keep it and start at once
+                if st.holding[j]:
+                    st.status[j] = QUEUED
+                    run.spawn([j])
+            fresh = sorted((j for j in held if not st.holding[j]), key=run.order_key)
+            if fresh:
+                run.dispatch(fresh, None)
+
+
+def record(
+    run: Run, i: int, value: Any, arguments: dict[str, Any] | None, *, undoable: bool = True
+) -> list[int]:
+    """Step `i` completed with `value`: store it, push its undo (and its children's, for a
+    composite), release results no remaining step reads, and count down its dependents.
+
+    Returns the dependents that became ready, most critical first (none once stopping).
+    """
+    st = run.st
+    st.status[i] = DONE
+    vals = st.vals
+    vals[i] = value
+    st.n_done += 1
+    plan = run.plan
+    if undoable and run.modes.undo[i]:
+        if arguments is not None:
+            run.ledger.push(UndoRecord(plan.order[i], value, arguments))
+        elif (fetch := plan.fetch[i]) is not None:
+            run.ledger.push((i, value, fetch(vals)))  # named only if undo runs
+        else:
+            run.ledger.push(
+                UndoRecord(plan.order[i], value, run.named_args(i, st.attempts[i] or 1))
+            )
+    if run.kept:
+        children = run.kept.pop(i, None)
+        if children:
+            run.ledger.splice(children)
+    if run.releasing:
+        release(run, i)
+    if st.n_done == run.n:
+        run.maybe_wake()
+    if st.stopping:
+        return []
+    ready: list[int] = []
+    remaining = st.remaining
+    status = st.status
+    for d in run.ready_order[i]:  # most critical first
+        remaining[d] -= 1
+        if not remaining[d] and status[d] == PENDING:
+            ready.append(d)
+    return ready
+
+
+def release(run: Run, i: int) -> None:
+    """Step `i` completed: results that no remaining step reads are released (not the
+    return value), so a long pipeline holds only its live frontier."""
+    st = run.st
+    vals = st.vals
+    left = st.readers_left
+    keep = run.keep
+    for j in run.plan.reads[i]:
+        left[j] -= 1
+        if not left[j] and not keep[j]:
+            vals[j] = None
+    if not run.plan.readers[i] and not keep[i]:
+        vals[i] = None
+
+
+def ended_badly(
+    run: Run, i: int, exc: BaseException, ctx: contextvars.Context, *, reported: bool
+) -> None:
+    """Step `i` raised `exc` (`reported`: its attempts told middleware already)."""
+    ungate(run, i)
+    st = run.st
+    if isinstance(exc, StepFailed):
+        fail(run, i, exc.error, exc.attempt, noted=True)
+    elif isinstance(exc, Pending):
+        st.status[i] = PENDING
+    elif isinstance(exc, CompletedThenCancelled):
+        ready = record(run, i, exc.value, exc.arguments)
+        if ready:
+            run.dispatch(ready, None)
+        cancelled(run, i, asyncio.CancelledError())
+    elif isinstance(exc, asyncio.CancelledError):
+        cancelled(run, i, exc)
+    elif (h := as_halt(exc)) is not None:
+        if not reported:
+            failed_event(run, i, "step_halt", h.reason, None, ctx)
+        halt(run, i, h)
+    elif isinstance(exc, Exception):
+        error = standing_error(exc)
+        if not reported:
+            failed_event(run, i, "step_error", None, error, ctx)
+        fail(run, i, error, st.attempts[i] or 1)
+    else:
+        fatal(run, i, exc)
+
+
+def cancelled(run: Run, i: int, exc: asyncio.CancelledError) -> None:
+    """Step `i` ended with a cancellation. The run's own (it is stopping) leaves the step
+    pending; any other (a future the step awaited was cancelled by someone else, or its
+    task was) fails the step: the caller gets `RunFailed`, not a bare CancelledError."""
+    st = run.st
+    if st.status[i] != DONE:
+        st.status[i] = PENDING
+    if st.stopping:
+        return
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        task.uncancel()  # not the run's: this worker goes on
+    error = RuntimeError(
+        f"step {run.names[i]!r} was cancelled, but not by its run (a future or task it "
+        "awaited was cancelled)"
+    )
+    error.__cause__ = exc
+    if st.status[i] != DONE:
+        fail(run, i, error, st.attempts[i] or 1)
+
+
+def fail(run: Run, i: int, error: BaseException, attempt: int, *, noted: bool = False) -> None:
+    """Step `i`'s `error` stands: the run stops, and undoes what it did."""
+    st = run.st
+    st.status[i] = PENDING
+    if st.halt_reason is not _UNSET and not st.errors:
+        return  # halting: a step that fails while the run drains stays pending
+    if not noted:
+        annotate(error, f"reactorpy: step {run.names[i]!r} failed (attempt {attempt})")
+    if run.kept:  # a composite's children completed, then the step failed: undone too
+        run.ledger.splice(run.kept.pop(i, ()))
+    st.errors.append(error)
+    st.failed_steps.append(run.names[i])
+    stop(run)
+
+
+def fatal(run: Run, i: int, error: BaseException) -> None:
+    """A `BaseException` that is not an error (KeyboardInterrupt, ...) ends the run; it is
+    re-raised as it is, after undo. `i` is -1 when no step raised it."""
+    st = run.st
+    if i >= 0 and st.status[i] != DONE:
+        st.status[i] = PENDING
+    if st.fatal is None:
+        st.fatal = error
+    stop(run)
+
+
+def halt(run: Run, i: int, h: Halt) -> None:
+    """Step `i` halted: the run stops, keeping what it did; a `result` completes it."""
+    st = run.st
+    if h.result is not _UNSET:
+        record(run, i, h.result, h._arguments)
+    else:
+        st.status[i] = PENDING
+    if st.halt_reason is _UNSET:
+        st.halt_reason = h.reason
+        st.halt_step = run.names[i]
+    stop(run)
+
+
+def stop(run: Run) -> None:
+    """Nothing new starts: queued waiters leave the limiter, held steps give their slots
+    back, steps waiting to retry stop waiting; the run's coordinator is woken."""
+    st = run.st
+    if not st.stopping:
+        st.stopping = True
+        if run.limiter is not None:
+            st.waiting -= run.limiter.discard(run)
+        held, st.held = st.held, []
+        for j in held:
+            put_back(run, j)
+        for w in st.stop_waiters:
+            if not w.done():
+                w.set_result(None)
+    run.wake()
