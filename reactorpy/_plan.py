@@ -232,19 +232,80 @@ def compile_plan(
     n = len(order)
     input_slot = {name: n + k for k, name in enumerate(inputs)}
 
+    args = _compile_arguments(ordered_steps, wirings, index, input_slot, len(inputs))
+    deps = [tuple(sorted([index_of_pos[k] for k in preds_pos[order_pos[i]]])) for i in range(n)]
+    dependents_l, priority, critical, ready_order = _priorities(deps, order)
+
+    return_slot = None
+    if returns is not None:
+        return_slot = index[returns] if returns in index else input_slot[returns]
+    structure = {name: tuple(sorted(preds[name])) for name in order}
+    return Plan(
+        reactor=reactor,
+        generations=generations,
+        order=order,
+        critical_path=critical,
+        inputs=tuple(inputs),
+        returns=returns,
+        graph=graph,
+        steps=ordered_steps,
+        fns=tuple([s.fn for s in ordered_steps]),
+        index=index,
+        argv=args.argv,
+        simple=args.simple,
+        param_names=args.param_names,
+        fetch=args.fetch,
+        dependents=tuple(tuple(d) for d in dependents_l),
+        deps=tuple(deps),
+        ndeps=tuple(len(d) for d in deps),
+        reads=args.reads,
+        readers=args.readers,
+        priority=priority,
+        ready_order=ready_order,
+        constants=args.constants,
+        input_paths=args.input_paths,
+        return_slot=return_slot,
+        roots=tuple(i for i in range(n) if not deps[i]),
+        input_checks=tuple(i for i, s in enumerate(ordered_steps) if s.input_checks),
+        # From `index`: fromkeys of a dict reuses its hashes and size, no key is touched.
+        no_results=dict.fromkeys(index),
+        fingerprint=_fingerprint(inputs, structure),
+        structure=structure,
+    )
+
+
+class _Arguments(NamedTuple):
+    """Each step's compiled arguments (see the module docstring), by plan index."""
+
+    argv: tuple[tuple[ArgSpec, ...], ...]
+    simple: tuple[tuple[int, ...] | None, ...]
+    param_names: tuple[tuple[str, ...], ...]
+    fetch: tuple[Callable[[Sequence[Any]], Sequence[Any]] | None, ...]
+    reads: tuple[tuple[int, ...], ...]
+    readers: tuple[int, ...]
+    constants: tuple[Any, ...]
+    input_paths: tuple[tuple[str, str, Input], ...]
+
+
+def _compile_arguments(
+    steps: Sequence[Step[..., Any]],
+    wirings: dict[str, dict[str, Source | None]],
+    index: dict[str, int],
+    input_slot: dict[str, int],
+    n_inputs: int,
+) -> _Arguments:
+    """Compile each step's wiring into argument specs and slots, in one pass over the
+    steps (a pass per field would walk many scattered objects several times over)."""
+    n = len(steps)
     constants: list[Any] = []
     argv: list[tuple[ArgSpec, ...]] = []
     simple: list[tuple[int, ...] | None] = []
-    deps: list[tuple[int, ...]] = []
     reads: list[tuple[int, ...]] = []
     readers = [0] * n
     input_paths: list[tuple[str, str, Input]] = []
-    # Per-step flags, gathered in the one pass that reads each Step (a pass per flag would
-    # walk 100,000 scattered objects several times over).
-    fns: list[Callable[..., Any]] = []
     param_names: list[tuple[str, ...]] = []
     fetch: list[Callable[[Sequence[Any]], Sequence[Any]] | None] = []
-    for i, s in enumerate(ordered_steps):
+    for s in steps:
         specs: list[ArgSpec] = []
         positional_ok = True
         read: set[int] = set()
@@ -265,7 +326,7 @@ def compile_plan(
                 read.add(slot)
             else:
                 assert isinstance(source, Value)
-                slot, path = n + len(inputs) + len(constants), ()
+                slot, path = n + n_inputs + len(constants), ()
                 constants.append(source.value)
             transform = None if isinstance(source, Value) else source.transform
             specs.append(ArgSpec(param, slot, path, source, positional, transform))
@@ -279,70 +340,48 @@ def compile_plan(
         )
         slots = tuple(a.slot for a in specs) if is_simple else None
         simple.append(slots)
-        deps.append(tuple(sorted([index_of_pos[k] for k in preds_pos[order_pos[i]]])))
-        fns.append(s.fn)
         param_names.append(tuple(a.param for a in specs))
         fetch.append(None if slots is None else _fetcher(slots))
+    return _Arguments(
+        tuple(argv),
+        tuple(simple),
+        tuple(param_names),
+        tuple(fetch),
+        tuple(reads),
+        tuple(readers),
+        tuple(constants),
+        tuple(input_paths),
+    )
 
-    dependents_l: list[list[int]] = [[] for _ in range(n)]
+
+def _priorities(
+    deps: list[tuple[int, ...]], order: tuple[str, ...]
+) -> tuple[list[list[int]], tuple[int, ...], tuple[str, ...], tuple[tuple[int, ...], ...]]:
+    """Each step's dependents, its priority (the longest chain of steps from it to a
+    sink), the critical path, and each step's dependents most critical first."""
+    n = len(deps)
+    dependents: list[list[int]] = [[] for _ in range(n)]
     for i, ds in enumerate(deps):
         for j in ds:
-            dependents_l[j].append(i)
+            dependents[j].append(i)
     priority = [1] * n
     for i in range(n - 1, -1, -1):
-        if dependents_l[i]:
-            priority[i] = 1 + max(priority[j] for j in dependents_l[i])
+        if dependents[i]:
+            priority[i] = 1 + max(priority[j] for j in dependents[i])
     critical: list[str] = []
     if n:
         i = priority.index(max(priority))  # the first of the most critical
         while True:
             critical.append(order[i])
-            if not dependents_l[i]:
+            if not dependents[i]:
                 break
-            i = min(dependents_l[i], key=lambda k: (-priority[k], k))
-
-    # Most critical first (stable: ties stay in index order, as dependents_l is ascending).
+            i = min(dependents[i], key=lambda k: (-priority[k], k))
+    # Most critical first (stable: ties stay in index order, as dependents is ascending).
     negated = [-p for p in priority]
     ready_order = tuple(
-        tuple(d) if len(d) < 2 else tuple(sorted(d, key=negated.__getitem__)) for d in dependents_l
+        tuple(d) if len(d) < 2 else tuple(sorted(d, key=negated.__getitem__)) for d in dependents
     )
-
-    return_slot = None
-    if returns is not None:
-        return_slot = index[returns] if returns in index else input_slot[returns]
-    structure = {name: tuple(sorted(preds[name])) for name in order}
-    return Plan(
-        reactor=reactor,
-        generations=generations,
-        order=order,
-        critical_path=tuple(critical),
-        inputs=tuple(inputs),
-        returns=returns,
-        graph=graph,
-        steps=ordered_steps,
-        fns=tuple(fns),
-        index=index,
-        argv=tuple(argv),
-        simple=tuple(simple),
-        param_names=tuple(param_names),
-        fetch=tuple(fetch),
-        dependents=tuple(tuple(d) for d in dependents_l),
-        deps=tuple(deps),
-        ndeps=tuple(len(d) for d in deps),
-        reads=tuple(reads),
-        readers=tuple(readers),
-        priority=tuple(priority),
-        ready_order=ready_order,
-        constants=tuple(constants),
-        input_paths=tuple(input_paths),
-        return_slot=return_slot,
-        roots=tuple(i for i in range(n) if not deps[i]),
-        input_checks=tuple(i for i, s in enumerate(ordered_steps) if s.input_checks),
-        # From `index`: fromkeys of a dict reuses its hashes and size, no key is touched.
-        no_results=dict.fromkeys(index),
-        fingerprint=_fingerprint(inputs, structure),
-        structure=structure,
-    )
+    return dependents, tuple(priority), tuple(critical), ready_order
 
 
 def _generations(

@@ -16,7 +16,7 @@ import attrs
 
 from ._arguments import Source
 from ._checkpoint import Checkpoint
-from ._checks import check_executor
+from ._checks import check_executor, check_options
 from ._composites import (
     make_around,
     make_compose,
@@ -32,7 +32,7 @@ from ._limiter import Limiter
 from ._mermaid import flowchart
 from ._options import RunKwargs, RunOptions, check_limits
 from ._plan import Plan, compile_plan
-from ._step import Step, check_options, hooks_generation
+from ._step import Step, hooks_generation
 
 __all__ = ["Reactor", "Reversible"]
 

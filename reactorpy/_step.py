@@ -1,118 +1,36 @@
 """The `Step`: a user's function plus its options and its undo/compensate callbacks.
 
-Owns: `Step`, the `step` decorator, signature inspection at decoration, and the rules for which
-arguments a callback receives.
+Owns: `Step`, the `step` decorator, the checks of step options at decoration, and what a
+step may return (`Continue`, `NewSteps`). What its function is (signature, name, async or
+not) is `_signature`'s.
 Must not import: the planner or the executor.
 """
 
 from __future__ import annotations
 
-import functools
 import inspect
-import typing
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic, ParamSpec, TypeVar, cast, overload
 
 import attrs
 
-from ._arguments import Context, Input, Result, Source, Value
-from ._checks import check_executor, seconds
-from ._errors import DefinitionError, did_you_mean
+from ._arguments import Input, Result, Source, Value
+from ._checks import check_executor, check_options, exception_types, option_seconds, step_names
+from ._errors import DefinitionError
+from ._signature import (
+    Callback,
+    Param,
+    default_name,
+    inspect_params,
+    is_async_callable,
+    is_generator,
+)
 
 __all__ = ["Callback", "Continue", "NewSteps", "Param", "Step", "step"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-@attrs.frozen
-class Param:
-    """One parameter of a step function, as inspected at decoration."""
-
-    name: str
-    positional: bool  # may be passed positionally
-    has_default: bool
-    is_context: bool
-
-
-def _is_context_annotation(annotation: Any) -> bool:
-    if annotation is Context:
-        return True
-    if isinstance(annotation, str):
-        return annotation == "Context" or annotation.endswith(".Context")
-    return False
-
-
-def inspect_params(fn: Callable[..., Any], what: str) -> tuple[list[Param], bool]:
-    """Return the wirable parameters of `fn` and whether it takes ``**kwargs``."""
-    try:
-        sig = inspect.signature(fn)
-    except (TypeError, ValueError) as exc:
-        raise DefinitionError(f"Cannot read the signature of {what}: {exc}") from None
-    try:
-        hints = typing.get_type_hints(fn)
-    except Exception:
-        hints = {}
-    params: list[Param] = []
-    var_kw = False
-    for p in sig.parameters.values():
-        if p.kind is p.VAR_KEYWORD:
-            var_kw = True
-            continue
-        if p.kind is p.VAR_POSITIONAL:
-            continue
-        ann = hints.get(p.name, p.annotation)
-        params.append(
-            Param(
-                name=p.name,
-                positional=p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD),
-                has_default=p.default is not p.empty,
-                is_context=_is_context_annotation(ann),
-            )
-        )
-    return params, var_kw
-
-
-@attrs.define(slots=True)
-class Callback:
-    """A compensate, undo or guard function and the step arguments it asks for."""
-
-    fn: Callable[..., Any]
-    leading: bool  # takes a leading positional value (the error or the result)
-    names: frozenset[str] | None  # None: every argument (it takes **kwargs)
-    wants_context: str | None
-    is_async: bool
-
-    @classmethod
-    def of(cls, fn: Callable[..., Any], *, leading: bool, what: str) -> Callback:
-        params, var_kw = inspect_params(fn, what)
-        ctx = next((p.name for p in params if p.is_context), None)
-        rest = [p for p in params if not p.is_context]
-        if leading:
-            if not rest or not rest[0].positional:
-                raise DefinitionError(
-                    f"{what} must take the {'error' if 'compensate' in what else 'result'} "
-                    "as its first positional parameter."
-                )
-            rest = rest[1:]
-        return cls(
-            fn=fn,
-            leading=leading,
-            names=None if var_kw else frozenset(p.name for p in rest),
-            wants_context=ctx,
-            is_async=inspect.iscoroutinefunction(fn),
-        )
-
-    def kwargs(self, arguments: Mapping[str, Any], context: Context | None) -> dict[str, Any]:
-        """The keyword arguments to call this callback with."""
-        if self.names is None:
-            kw = dict(arguments)
-        else:
-            kw = {k: v for k, v in arguments.items() if k in self.names}
-        if self.wants_context is not None:
-            kw[self.wants_context] = context
-        return kw
 
 
 # Bumped whenever any step's callbacks change: a reactor whose plan was made at the current
@@ -146,144 +64,6 @@ def _check_sources(name: str, args: Mapping[str, Any]) -> dict[str, Source]:
             )
         out[param] = source
     return out
-
-
-_OPTIONS = (
-    "name",
-    "args",
-    "wait_for",
-    "async_",
-    "retries",
-    "retry_on",
-    "backoff",
-    "timeout",
-    "executor",
-    "concurrency_key",
-    "when",
-    "description",
-)
-
-# What people coming from other libraries write, and what it is called here.
-_ALIASES = {
-    "retry": "retries",
-    "max_retries": "retries",
-    "attempts": "retries",
-    "async": "async_",
-    "depends_on": "wait_for",
-    "after": "wait_for",
-    "key": "concurrency_key",
-    "guard": "when",
-}
-
-
-def check_options(options: Mapping[str, Any], where: str) -> None:
-    """Raise a `TypeError` naming any unknown step option, with the closest known one.
-
-    `where` says what was called (``"@reactor.step"``, ``"reactor.map('m', ...)"``).
-    """
-    for key in options:
-        if key not in _OPTIONS:
-            hint = (
-                f" Did you mean {_ALIASES[key]!r}?"
-                if key in _ALIASES
-                else did_you_mean(key, _OPTIONS)
-            )
-            raise TypeError(
-                f"{where} got an unknown option {key!r}.{hint} Step options: {', '.join(_OPTIONS)}."
-            )
-
-
-def _unwrapped(fn: Any) -> Any:
-    """The function behind `fn`: through ``functools.partial`` and ``functools.wraps``."""
-    seen = 0
-    while seen < 100:
-        seen += 1
-        if isinstance(fn, functools.partial):
-            fn = fn.func
-        elif getattr(fn, "__wrapped__", None) is not None and not isinstance(fn, Step):
-            fn = fn.__wrapped__
-        else:
-            return fn
-    return fn  # pragma: no cover - a __wrapped__ loop
-
-
-def default_name(fn: Any) -> str | None:
-    """A step's default name: the function's ``__name__``; a partial's function's; a
-    callable instance's class's. Never a ``repr`` (it would hold a memory address, and a
-    halted run could not be resumed in another process)."""
-    while isinstance(fn, functools.partial):
-        fn = fn.func
-    name = getattr(fn, "__name__", None)
-    if isinstance(name, str) and name:
-        return name
-    if not inspect.isroutine(fn):
-        return type(fn).__name__
-    return None
-
-
-def is_async_callable(fn: Any) -> bool:
-    """Whether calling `fn` returns a coroutine: an ``async def``, a partial of one, a
-    ``functools.wraps`` wrapper around one, or an instance whose ``__call__`` is one."""
-    if inspect.iscoroutinefunction(fn):
-        return True
-    inner = _unwrapped(fn)
-    if inner is not fn and inspect.iscoroutinefunction(inner):
-        return True
-    if not inspect.isroutine(inner) and not isinstance(inner, type):
-        call = getattr(type(inner), "__call__", None)  # noqa: B004 - the class's method
-        return call is not None and inspect.iscoroutinefunction(call)
-    return False
-
-
-def _is_generator(fn: Any) -> bool:
-    inner = _unwrapped(fn)
-    if not inspect.isroutine(inner) and not isinstance(inner, type):
-        inner = getattr(type(inner), "__call__", inner)  # noqa: B004
-    return inspect.isasyncgenfunction(inner) or inspect.isgeneratorfunction(inner)
-
-
-def _option_seconds(value: Any, what: str, positive: bool, extra: str = "") -> float | None:
-    """`seconds`, with its errors as definition errors (they are found at decoration)."""
-    try:
-        return seconds(value, what, positive=positive, extra=extra)
-    except (TypeError, ValueError) as exc:
-        raise DefinitionError(str(exc)) from None
-
-
-def _names(value: Any, option: str, step: str) -> tuple[str, ...]:
-    """Check `wait_for`: a step name or names (strings), given as a str or an iterable."""
-    if isinstance(value, str):
-        return (value,)
-    try:
-        names = tuple(value)
-    except TypeError:
-        names = (value,)
-    for name in names:
-        if not isinstance(name, str):
-            raise DefinitionError(
-                f"Step {step!r}: {option} takes step names (a str, or a list of str), got "
-                f"{value!r}; name the step: {option}='fetch' or {option}=['a', 'b']."
-            )
-    return names
-
-
-def _exception_types(value: Any, step: str) -> tuple[type[BaseException], ...]:
-    """Check `retry_on`: an exception class, or an iterable of them."""
-    if isinstance(value, type):
-        value = (value,)
-    elif isinstance(value, str | BaseException) or not isinstance(value, Iterable):
-        raise DefinitionError(
-            f"Step {step!r}: retry_on takes exception classes, got {value!r}; write "
-            f"retry_on={type(value).__name__ if isinstance(value, BaseException) else 'ValueError'}"
-            " or retry_on=(ValueError, OSError)."
-        )
-    types_ = tuple(value)
-    for t in types_:
-        if not (isinstance(t, type) and issubclass(t, BaseException)):
-            raise DefinitionError(
-                f"Step {step!r}: retry_on takes exception classes, got {t!r} in {value!r}."
-            )
-    return types_
 
 
 class Step(Generic[P, R]):
@@ -372,7 +152,7 @@ class Step(Generic[P, R]):
         self.name = name
         if not isinstance(self.name, str) or not self.name:
             raise DefinitionError(f"A step name must be a non-empty string, got {self.name!r}.")
-        if _is_generator(fn):
+        if is_generator(fn):
             raise DefinitionError(
                 f"Step {self.name!r} is a generator function: a step returns its result once. "
                 "Return a list (or collect the items in the step) instead of yielding."
@@ -396,7 +176,7 @@ class Step(Generic[P, R]):
                     f"{getattr(fn, '__qualname__', fn)!r}. Parameters: "
                     f"{', '.join(repr(p) for p in sorted(known)) or '(none)'}."
                 )
-        self.wait_for = _names(wait_for, "wait_for", self.name)
+        self.wait_for = step_names(wait_for, "wait_for", self.name)
         self.async_ = bool(async_)
         if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
             raise DefinitionError(
@@ -404,13 +184,13 @@ class Step(Generic[P, R]):
                 f"first), got {retries!r}."
             )
         self.retries = retries
-        self.retry_on = _exception_types(retry_on, self.name)
+        self.retry_on = exception_types(retry_on, self.name)
         if not callable(backoff):
-            backoff = _option_seconds(
+            backoff = option_seconds(
                 backoff, f"Step {self.name!r}: backoff", False, " or a callable(attempt, error)"
             )
         self.backoff = backoff
-        self.timeout = _option_seconds(timeout, f"Step {self.name!r}: timeout", True)
+        self.timeout = option_seconds(timeout, f"Step {self.name!r}: timeout", True)
         if executor is not None:
             if self.is_async:
                 raise DefinitionError(

@@ -14,8 +14,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._arguments import Input, NameRef, Result, Source
+from .._checks import check_options
 from .._errors import DefinitionError
-from .._step import Step, check_options
+from .._step import Step
 
 if TYPE_CHECKING:
     from .._checkpoint import Checkpoint

@@ -19,7 +19,7 @@ from .._arguments import Source
 from .._checkpoint import UndoRecord
 from .._errors import DefinitionError, Halt, Halted
 from .._executor.attempts import shielded
-from .._step import is_async_callable
+from .._signature import is_async_callable
 from .base import CompositeStep, ReactorLike, check_reactor, wiring_for
 
 if TYPE_CHECKING:

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from .._events import Middleware
     from .._plan import Plan
     from .._reactor import Reactor
-    from .._step import Callback
+    from .._signature import Callback
 
 __all__ = ["UNDO_ATTEMPTS", "UndoLedger", "Undoer", "routed_callback"]
 

@@ -98,12 +98,10 @@ def run_fast(run: Run, stack: list[int]) -> Any:
     suspending; return what the worker must await next (a step that needs more), `_TURN`
     to let the loop run, or None when the stack is empty or the run stops.
 
-    The one hand-inlined hot path. For each step it does what `run_one` followed by
-    `finish` does, with `inline.start` inlined, and for a step with nothing to record but
-    its value (no undo, no children, no gate, not observed), `record` and `dispatch`
-    inlined too (a chain's next step goes straight onto `stack`). Steps run through their
-    attempts, and one that suspends, returns new steps, or fails a ``TRY`` call, go on in
-    the awaitable returned. `tests/test_equivalence.py` compares runs of both paths.
+    The one hand-inlined hot path: per step, what `run_one` then `finish` do, with
+    `inline.start` inlined, and `record` and `dispatch` too for a step with nothing to
+    record but its value (a chain's next step goes straight onto `stack`). Anything else
+    goes on in the awaitable returned. `tests/test_equivalence.py` compares both paths.
     """
     st = run.st
     status, vals, remaining, holding = st.status, st.vals, st.remaining, st.holding

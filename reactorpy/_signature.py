@@ -1,0 +1,168 @@
+"""What a step's function is: its parameters, its name, whether calling it gives a coroutine.
+
+Owns: signature inspection (`inspect_params`, done once when a step is defined), `Param`,
+`Callback` (a compensate, undo or guard function and the step arguments it asks for),
+`default_name`, `is_async_callable`.
+Must not import: the planner, the executor, `_step` (which builds on this).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import typing
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+
+from ._arguments import Context
+from ._errors import DefinitionError
+
+__all__ = [
+    "Callback",
+    "Param",
+    "default_name",
+    "inspect_params",
+    "is_async_callable",
+    "is_generator",
+]
+
+
+@attrs.frozen
+class Param:
+    """One parameter of a step function, as inspected at decoration."""
+
+    name: str
+    positional: bool  # may be passed positionally
+    has_default: bool
+    is_context: bool
+
+
+def _is_context_annotation(annotation: Any) -> bool:
+    if annotation is Context:
+        return True
+    if isinstance(annotation, str):
+        return annotation == "Context" or annotation.endswith(".Context")
+    return False
+
+
+def inspect_params(fn: Callable[..., Any], what: str) -> tuple[list[Param], bool]:
+    """Return the wirable parameters of `fn` and whether it takes ``**kwargs``."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError) as exc:
+        raise DefinitionError(f"Cannot read the signature of {what}: {exc}") from None
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:
+        hints = {}
+    params: list[Param] = []
+    var_kw = False
+    for p in sig.parameters.values():
+        if p.kind is p.VAR_KEYWORD:
+            var_kw = True
+            continue
+        if p.kind is p.VAR_POSITIONAL:
+            continue
+        ann = hints.get(p.name, p.annotation)
+        params.append(
+            Param(
+                name=p.name,
+                positional=p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD),
+                has_default=p.default is not p.empty,
+                is_context=_is_context_annotation(ann),
+            )
+        )
+    return params, var_kw
+
+
+@attrs.define(slots=True)
+class Callback:
+    """A compensate, undo or guard function and the step arguments it asks for."""
+
+    fn: Callable[..., Any]
+    leading: bool  # takes a leading positional value (the error or the result)
+    names: frozenset[str] | None  # None: every argument (it takes **kwargs)
+    wants_context: str | None
+    is_async: bool
+
+    @classmethod
+    def of(cls, fn: Callable[..., Any], *, leading: bool, what: str) -> Callback:
+        params, var_kw = inspect_params(fn, what)
+        ctx = next((p.name for p in params if p.is_context), None)
+        rest = [p for p in params if not p.is_context]
+        if leading:
+            if not rest or not rest[0].positional:
+                raise DefinitionError(
+                    f"{what} must take the {'error' if 'compensate' in what else 'result'} "
+                    "as its first positional parameter."
+                )
+            rest = rest[1:]
+        return cls(
+            fn=fn,
+            leading=leading,
+            names=None if var_kw else frozenset(p.name for p in rest),
+            wants_context=ctx,
+            is_async=inspect.iscoroutinefunction(fn),
+        )
+
+    def kwargs(self, arguments: Mapping[str, Any], context: Context | None) -> dict[str, Any]:
+        """The keyword arguments to call this callback with."""
+        if self.names is None:
+            kw = dict(arguments)
+        else:
+            kw = {k: v for k, v in arguments.items() if k in self.names}
+        if self.wants_context is not None:
+            kw[self.wants_context] = context
+        return kw
+
+
+def _unwrapped(fn: Any) -> Any:
+    """The function behind `fn`: through ``functools.partial`` and ``functools.wraps``."""
+    seen = 0
+    while seen < 100:
+        seen += 1
+        if isinstance(fn, functools.partial):
+            fn = fn.func
+        elif getattr(fn, "__wrapped__", None) is not None:
+            fn = fn.__wrapped__
+        else:
+            return fn
+    return fn  # pragma: no cover - a __wrapped__ loop
+
+
+def default_name(fn: Any) -> str | None:
+    """A step's default name: the function's ``__name__``; a partial's function's; a
+    callable instance's class's. Never a ``repr`` (it would hold a memory address, and a
+    halted run could not be resumed in another process)."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    name = getattr(fn, "__name__", None)
+    if isinstance(name, str) and name:
+        return name
+    if not inspect.isroutine(fn):
+        return type(fn).__name__
+    return None
+
+
+def is_async_callable(fn: Any) -> bool:
+    """Whether calling `fn` returns a coroutine: an ``async def``, a partial of one, a
+    ``functools.wraps`` wrapper around one, or an instance whose ``__call__`` is one."""
+    if inspect.iscoroutinefunction(fn):
+        return True
+    inner = _unwrapped(fn)
+    if inner is not fn and inspect.iscoroutinefunction(inner):
+        return True
+    if not inspect.isroutine(inner) and not isinstance(inner, type):
+        call = getattr(type(inner), "__call__", None)  # noqa: B004 - the class's method
+        return call is not None and inspect.iscoroutinefunction(call)
+    return False
+
+
+def is_generator(fn: Any) -> bool:
+    """Whether `fn` (through partials, wrappers and ``__call__``) is a generator function."""
+    inner = _unwrapped(fn)
+    if not inspect.isroutine(inner) and not isinstance(inner, type):
+        inner = getattr(type(inner), "__call__", inner)  # noqa: B004
+    return inspect.isasyncgenfunction(inner) or inspect.isgeneratorfunction(inner)
