@@ -94,15 +94,12 @@ _TURN: Final = object()  # `run_fast`: the worker should let the event loop run 
 
 
 def run_fast(run: Run, stack: list[int]) -> Any:
-    """Start the steps on top of `stack` one after another, while each finishes without
-    suspending; return what the worker must await next (a step that needs more), `_TURN`
-    to let the loop run, or None when the stack is empty or the run stops.
+    """Start the steps on top of `stack` while each finishes without suspending; return
+    what the worker must await next, `_TURN` (let the loop run) or None (nothing left).
 
     The one hand-inlined hot path: per step, what `run_one` then `finish` do, with
-    `inline.start` inlined, and `record` and `dispatch` too for a step with nothing to
-    record but its value (a chain's next step goes straight onto `stack`). Anything else
-    goes on in the awaitable returned. `tests/test_equivalence.py` compares both paths.
-    """
+    `inline.start`, `record` and `dispatch` inlined for a step with nothing to record but
+    its value. Anything else goes on in the awaitable returned (`test_equivalence.py`)."""
     st = run.st
     status, vals, remaining, holding = st.status, st.vals, st.remaining, st.holding
     fns, fetch, is_async, quick, slow = run.fns, run.fetch, run.is_async, run.quick, run.slow
