@@ -92,12 +92,21 @@ class Limiter:
         """How many slots are taken now."""
         return self._running
 
-    def with_limits(self, limits: Mapping[str, int] | None) -> Limiter:
-        """Add per-key caps that this limiter does not have yet (a run's own ``limits=``)."""
-        for key, cap in (limits or {}).items():
-            if key not in self.limits:
-                self.limits[key] = cap  # the key's running count is kept for every key
-        return self
+    def check_limits(self, limits: Mapping[str, int], where: str) -> None:
+        """Refuse `limits` this limiter does not already have (a run's ``limits=`` next
+        to a shared limiter): a run never changes a limiter other runs share.
+
+        Raises:
+            ValueError: a key it does not cap, or caps otherwise; the fix is to give the
+                caps to the limiter where it is made.
+        """
+        differ = {k: v for k, v in limits.items() if self.limits.get(k) != v}
+        if differ:
+            raise ValueError(
+                f"{where}: limits={differ!r} would change the shared {self!r} for every run "
+                f"that uses it; give the caps to the limiter where it is made: "
+                f"rp.Limiter({self.max_concurrency!r}, limits={ {**self.limits, **differ}!r})."
+            )
 
     def _free(self, key: str | None) -> bool:
         if self.max_concurrency is not None and self._running >= self.max_concurrency:

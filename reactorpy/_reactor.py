@@ -382,7 +382,8 @@ class Reactor:
                     "Keys of steps added at run time go on a shared rp.Limiter instead."
                 )
         if isinstance(cap, Limiter):
-            return cap.with_limits(merged)
+            cap.check_limits(merged, f"run() of {self.name!r}")
+            return cap
         if cap is None and not merged:
             return None
         return Limiter(cap, limits=merged)

@@ -722,17 +722,30 @@ def test_cancelled_run_leaves_no_waiters_in_a_shared_limiter():
     assert 0 == limiter.running
 
 
-def test_key_cap_added_to_a_shared_limiter_counts_steps_already_running():
-    """A run adding limits={"db": 1} to a shared limiter sees db steps already running."""
-    limiter = rp.Limiter(100)
+def test_a_runs_limits_never_change_a_shared_limiter():
+    """limits= given with a shared rp.Limiter that lacks them is refused (the limiter is
+    every run's; its caps are given where it is made); caps it already has are fine."""
+    limiter = rp.Limiter(100, limits={"db": 1})
+    r = rp.Reactor("r")
+    r.add(rp.step(lambda: None, name="s", concurrency_key="db"))
+    with pytest.raises(ValueError, match="would change the shared Limiter"):
+        run_virtual(r.run(max_concurrency=limiter, limits={"db": 2}))
+    other = rp.Reactor("other", limits={"db": 3})
+    other.add(rp.step(lambda: None, name="s", concurrency_key="db"))
+    with pytest.raises(ValueError, match="would change the shared"):
+        run_virtual(other.run(max_concurrency=limiter))
+    run_virtual(r.run(max_concurrency=limiter, limits={"db": 1}))
+    assert {"db": 1} == limiter.limits
+
+
+def test_a_shared_limiters_key_cap_counts_the_steps_of_every_run():
+    """A shared limiter's cap per key counts the steps of all its runs at once."""
+    limiter = rp.Limiter(100, limits={"db": 1})
     peak = running = 0
     first = rp.Reactor("first")
     second = rp.Reactor("second")
 
-    async def early():
-        await asyncio.sleep(1)
-
-    async def late():
+    async def step():
         nonlocal peak, running
         running += 1
         peak = max(peak, running)
@@ -740,15 +753,13 @@ def test_key_cap_added_to_a_shared_limiter_counts_steps_already_running():
         running -= 1
 
     for k in range(3):
-        first.add(rp.step(early, name=f"e{k}", concurrency_key="db"))
-        second.add(rp.step(late, name=f"l{k}", concurrency_key="db"))
+        first.add(rp.step(step, name=f"e{k}", concurrency_key="db"))
+        second.add(rp.step(step, name=f"l{k}", concurrency_key="db"))
 
     async def main():
-        async def later():
-            await asyncio.sleep(0.5)
-            await second.run(max_concurrency=limiter, limits={"db": 1})
-
-        await asyncio.gather(first.run(max_concurrency=limiter), later())
+        await asyncio.gather(
+            first.run(max_concurrency=limiter), second.run(max_concurrency=limiter)
+        )
 
     run_virtual(main())
     assert 1 == peak
