@@ -741,3 +741,35 @@ def test_map_over_a_result_that_cannot_be_iterated_fails_the_map_step():
     with pytest.raises(rp.RunFailed) as info:
         r.run_sync()
     assert info.group_contains(TypeError, match="map 'm': what it maps over is 5")
+
+
+def test_new_steps_whose_later_round_fails_undo_every_round():
+    """A replacing step returns new steps twice; when the second round fails, the first
+    round's completed step is undone too (it used to be forgotten)."""
+    undone: list[int] = []
+
+    def book(n):
+        return n
+
+    def unbook(value):
+        undone.append(value)
+
+    booking = rp.step(book)
+    booking.undo(unbook)
+
+    @rp.step
+    def loop(n):
+        if n == 2:
+            raise ValueError("no more rooms")
+        return rp.NewSteps(
+            steps=[
+                booking.evolve(name=f"book{n}", args={"n": rp.Value(n)}),
+                loop.evolve(args={"n": rp.Value(n + 1)}, name="loop"),
+            ]
+        )
+
+    r = rp.Reactor("rounds", inputs=["n"], returns="loop")
+    r.add(loop)
+    with pytest.raises(rp.RunFailed):
+        run_virtual(r.run({"n": 0}))
+    assert [1, 0] == undone

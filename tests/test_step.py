@@ -177,3 +177,12 @@ def test_a_partial_step_of_another_process_resumes():
         run_virtual(r.run({"x": 1}))
     checkpoint = pickle.loads(pickle.dumps(info.value.checkpoint))
     assert 2 == run_virtual(r.resume(checkpoint))
+
+
+def test_a_plain_def_returning_a_coroutine_is_awaited():
+    """A plain def that returns a coroutine (say, a lambda calling an async def): its value
+    is what the coroutine returns, never the coroutine itself."""
+    r = rp.Reactor("r", inputs=["x"], returns="later")
+    r.add(rp.step(lambda x: double(x), name="later"))
+    assert 6 == run_virtual(r.run({"x": 3}))
+    assert 6 == run_virtual(r.run({"x": 3}, async_=False))
