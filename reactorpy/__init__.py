@@ -38,7 +38,7 @@ from ._logging import LoggingMiddleware
 from ._offload import OffloadError
 from ._plan import Plan
 from ._reactor import Reactor, Reversible
-from ._step import Continue, NewSteps, Step, step
+from ._step import Continue, NewSteps, Skip, Step, step
 from ._trace import Trace
 
 __version__ = "0.1.0"
@@ -70,6 +70,7 @@ __all__ = [
     "Reversible",
     "RunFailed",
     "RunInfo",
+    "Skip",
     "Step",
     "Trace",
     "UndoRecord",

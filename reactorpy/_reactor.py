@@ -203,7 +203,8 @@ class Reactor:
         child shares this run's limiter; the composing step holds no slot while it runs.
         When this reactor fails after the child finished, the child's steps are undone as a
         unit, newest first. A halt inside the child halts this run, and resume continues
-        inside the child. Options are those of `step` (except ``executor`` and ``async_``).
+        inside the child. Options are those of `step`, except ``executor``; ``async_=False``
+        runs the child one step at a time (as ``run(async_=False)`` runs a whole reactor).
 
         >>> inner = Reactor("inner", inputs=["x"], returns="inc")
         >>> _ = inner.step(lambda x: x + 1, name="inc")
@@ -286,23 +287,29 @@ class Reactor:
         *,
         as_: str | None = None,
         batch_size: int = 100,
+        ordered: bool = True,
         **options: Any,
     ) -> Step[..., Any]:
         """Add a step that runs `step_or_reactor` once per element of `over`.
 
         `over` (a source, or the name of an input or step) must resolve to an iterable or
         an async iterable; at most `batch_size` elements are taken and run at a time, under
-        the shared limiter. The result is the list of results in input order. The element
-        is passed as the parameter (or input) named `as_`, by default the only one; other
-        parameters are wired by name from this reactor. When an element fails, the other
-        elements of its batch are cancelled and every completed element is undone.
+        the shared limiter. The result is the list of results in input order, or with
+        ``ordered=False`` in the order the elements finished (batch by batch; Elixir's
+        ``strict_ordering?: false``). The element is passed as the parameter (or input)
+        named `as_`, by default the only one; other parameters are wired by name from this
+        reactor. When an element fails, the other elements of its batch are cancelled and
+        every completed element is undone.
 
         >>> r = Reactor("squares", inputs=["xs"], returns="squares")
         >>> _ = r.map("squares", "xs", step(lambda x: x * x, name="square"))
         >>> r.run_sync({"xs": [1, 2, 3]})
         [1, 4, 9]
         """
-        return self.add(make_map(name, over, step_or_reactor, as_, batch_size, options, Reactor))
+        if not isinstance(ordered, bool):
+            raise DefinitionError(f"map {name!r}: ordered must be True or False, got {ordered!r}.")
+        made = make_map(name, over, step_or_reactor, as_, batch_size, options, Reactor, ordered)
+        return self.add(made)
 
     def switch(
         self,

@@ -26,7 +26,7 @@ from ._signature import (
     is_generator,
 )
 
-__all__ = ["Callback", "Continue", "NewSteps", "Param", "Step", "step"]
+__all__ = ["Callback", "Continue", "NewSteps", "Param", "Skip", "Step", "step"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -404,6 +404,18 @@ class Continue:
     """
 
     value: Any
+
+
+@attrs.frozen
+class Skip:
+    """Returned by a ``when=`` guard: skip the step with `value` as its result (a cache hit,
+    say), where a falsy guard skips it with None. A skipped step is never undone.
+
+    >>> Skip(42)
+    Skip(value=42)
+    """
+
+    value: Any = None
 
 
 @attrs.frozen(init=False)

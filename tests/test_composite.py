@@ -773,3 +773,49 @@ def test_new_steps_whose_later_round_fails_undo_every_round():
     with pytest.raises(rp.RunFailed):
         run_virtual(r.run({"n": 0}))
     assert [1, 0] == undone
+
+
+@pytest.mark.parametrize("plain", [True, False])
+@pytest.mark.parametrize("cap", [None, 4])
+def test_map_unordered_returns_results_as_elements_finish(plain: bool, cap: int | None):
+    """map(..., ordered=False) returns results in the order elements finished (Elixir's
+    strict_ordering?: false); the default keeps input order."""
+
+    async def slow(x):
+        await asyncio.sleep(1 / x)
+        return x
+
+    unit = rp.step(slow)
+    if not plain:
+        unit.undo(lambda value: None)  # not plain: each element is a child run
+    r = rp.Reactor("m", inputs=["xs"], returns="m")
+    r.map("m", "xs", unit, ordered=False)
+    assert [8, 4, 2, 1] == run_virtual(r.run({"xs": [1, 2, 4, 8]}, max_concurrency=cap or None))
+    ordered = rp.Reactor("o", inputs=["xs"], returns="m")
+    ordered.map("m", "xs", rp.step(slow))
+    assert [1, 2, 4, 8] == run_virtual(ordered.run({"xs": [1, 2, 4, 8]}))
+
+
+def test_compose_async_false_runs_the_child_one_step_at_a_time():
+    """compose(..., async_=False) runs that child one step at a time while the parent's
+    other steps run alongside."""
+    running = peak = 0
+
+    async def busy():
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.1)
+        running -= 1
+
+    child = rp.Reactor("child")
+    for k in range(4):
+        child.add(rp.step(busy), name=f"c{k}")
+    parent = rp.Reactor("parent")
+    parent.compose("one_at_a_time", child, async_=False)
+    run_virtual(parent.run())
+    assert 1 == peak
+    concurrent = rp.Reactor("concurrent")
+    concurrent.compose("all_at_once", child)
+    run_virtual(concurrent.run())
+    assert 4 == peak

@@ -936,3 +936,33 @@ def test_a_run_cancelled_while_it_undoes_still_ends_its_middleware():
     run_virtual(main())
     assert ["hold"] == undone
     assert ["RunFailed"] == ends
+
+
+def test_a_guard_returning_skip_gives_the_step_that_result_and_never_undoes_it():
+    """when= returning rp.Skip(value) skips the step with value as its result (a cache
+    hit); such a step is never undone; a truthy guard runs it."""
+    undone: list[str] = []
+    cache = {"a": "cached"}
+    r = rp.Reactor("cache", inputs=["key"], returns="use")
+
+    @r.step(when=lambda key: rp.Skip(cache[key]) if key in cache else True)
+    def fetch(key):
+        return f"fetched {key}"
+
+    @fetch.undo
+    def forget(value):
+        undone.append(value)
+
+    @r.step
+    def use(fetch):
+        return fetch
+
+    @r.step
+    def fail(use, key):
+        if key == "a":
+            raise ValueError("after the cache hit")
+
+    with pytest.raises(rp.RunFailed):
+        run_virtual(r.run({"key": "a"}))
+    assert [] == undone
+    assert "fetched b" == run_virtual(r.run({"key": "b"}))

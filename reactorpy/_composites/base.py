@@ -74,7 +74,14 @@ class CompositeStep(Step[..., Any]):
         check_options(options, f"Composite step {name!r}")
         for bad in ("executor", "async_"):
             if bad in options:
-                raise DefinitionError(f"Composite step {name!r} does not take {bad}=.")
+                raise DefinitionError(
+                    f"Composite step {name!r} does not take {bad}="
+                    + (
+                        " (compose does: async_=False runs its child one step at a time)."
+                        if bad == "async_"
+                        else "."
+                    )
+                )
         super().__init__(_signature_fn(name, params), name=name, args=args, **options)
         self.call = call
         self.children = children

@@ -39,11 +39,12 @@ def make_compose(
     """The step behind ``reactor.compose``."""
     check_reactor("compose", name, child)
     wiring = wiring_for(child, args)
+    serial = options.pop("async_", True) is False  # the child one step at a time
 
     async def call(scope: ChildScope, arguments: dict[str, Any]) -> Any:
         inner = scope.resumed()
         done = await scope.run_child(
-            child, {k: arguments[k] for k in child.inputs}, "", checkpoint=inner
+            child, {k: arguments[k] for k in child.inputs}, "", checkpoint=inner, serial=serial
         )
         if done.halted is not None:
             scope.halted_inside(done.halted.checkpoint, done.records)

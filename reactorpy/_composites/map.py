@@ -51,8 +51,10 @@ def make_map(
     batch_size: int,
     options: dict[str, Any],
     factory: Callable[..., Any],
+    ordered: bool = True,
 ) -> CompositeStep:
-    """The step behind ``reactor.map``; `factory` makes a step's one-step reactor."""
+    """The step behind ``reactor.map``; `factory` makes a step's one-step reactor;
+    `ordered`: results in input order (else in the order elements finish)."""
     child = child_reactor(unit, factory)
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise DefinitionError(f"map {name!r}: batch_size must be an int >= 1, got {batch_size!r}.")
@@ -83,8 +85,8 @@ def make_map(
         shared = {k: arguments[k] for k in others}
         plain = _plain_step(unit)  # at run time: callbacks may have been added since
         if plain is not None and (plain.is_async or scope.executor is None):
-            return await _map_plain(scope, plain, element, shared, items, batch_size)
-        return await _map_children(scope, child, element, shared, items, batch_size)
+            return await _map_plain(scope, plain, element, shared, items, batch_size, ordered)
+        return await _map_children(scope, child, element, shared, items, batch_size, ordered)
 
     options = with_wait_for(options, [child])
     step = CompositeStep(name, [_ITEMS, *others], call, {name: child}, args=args, **options)
@@ -149,6 +151,7 @@ async def _map_children(
     shared: dict[str, Any],
     items: Any,
     batch_size: int,
+    ordered: bool,
 ) -> list[Any]:
     """Each element as a child run; a batch's elements concurrently (one after another
     when the run goes one step at a time)."""
@@ -160,7 +163,7 @@ async def _map_children(
             labels = [f"[{index + k}]." for k in range(len(batch))]
             inputs = [{**shared, element: item} for item in batch]
             if scope.async_:
-                outcomes = await _batch(scope, child, inputs, labels, done)
+                outcomes = await _batch(scope, child, inputs, labels, done, ordered)
             else:
                 outcomes = []
                 for one, label in zip(inputs, labels, strict=True):
@@ -197,6 +200,7 @@ async def _batch(
     inputs: list[dict[str, Any]],
     labels: list[str],
     done: _Records,
+    ordered: bool,
 ) -> list[Any]:
     """A batch's elements at once: the first to fail or halt cancels the rest (each
     cancelled element undoes itself); the caller undoes the completed ones."""
@@ -204,6 +208,7 @@ async def _batch(
         asyncio.ensure_future(_one(scope, child, one, label, done))
         for one, label in zip(inputs, labels, strict=True)
     ]
+    finished = _finish_order(tasks, ordered)
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
     finally:
@@ -221,7 +226,17 @@ async def _batch(
         raise first
     if errors:
         raise errors[0]
-    return [t.result() for t in tasks]
+    return [t.result() for t in finished]
+
+
+def _finish_order(tasks: list[asyncio.Task[Any]], ordered: bool) -> list[asyncio.Task[Any]]:
+    """`tasks` in input order, or (`ordered` False) a list that fills in as they finish."""
+    if ordered:
+        return tasks
+    finished: list[asyncio.Task[Any]] = []
+    for t in tasks:
+        t.add_done_callback(finished.append)
+    return finished
 
 
 # ---------------------------------------------------------------------- the fast path
@@ -232,6 +247,7 @@ async def _map_plain(
     shared: dict[str, Any],
     items: Any,
     batch_size: int,
+    ordered: bool,
 ) -> list[Any]:
     """map's fast path: call a plain step per element: with no limiter, started inline
     like a worker's batch (`_Eager`); else one task each under the limiter; one after
@@ -258,12 +274,13 @@ async def _map_plain(
     loop = asyncio.get_running_loop()
     async for batch in _batches(items, batch_size):
         if limiter is None and scope.async_:
-            results.extend(await _Eager(scope, fn, element, batch).gather())
+            results.extend(await _Eager(scope, fn, element, batch, ordered).gather())
         elif not scope.async_:
             for item in batch:
                 results.append(await loop.create_task(one(item), context=scope.fresh_context()))
         else:
             tasks = [loop.create_task(one(item), context=scope.fresh_context()) for item in batch]
+            finished = _finish_order(tasks, ordered)
             try:
                 await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             finally:
@@ -275,7 +292,7 @@ async def _map_plain(
             for t in tasks:
                 if not t.cancelled() and t.exception() is not None:
                     raise t.exception()  # type: ignore[misc]
-            results.extend(t.result() for t in tasks)
+            results.extend(t.result() for t in finished)
     return results
 
 
@@ -285,16 +302,33 @@ class _Eager:
     a batch of steps). One that suspends keeps its helper (`inline.InContext`), and a new
     helper takes the rest. The first error cancels every helper; the map raises it."""
 
-    __slots__ = ("done", "element", "error", "fn", "helpers", "items", "left", "results", "scope")
+    __slots__ = (
+        "done",
+        "element",
+        "error",
+        "fn",
+        "helpers",
+        "items",
+        "left",
+        "ordered",
+        "results",
+        "scope",
+    )
 
     def __init__(
-        self, scope: ChildScope, fn: Callable[..., Any], element: str, items: list[Any]
+        self,
+        scope: ChildScope,
+        fn: Callable[..., Any],
+        element: str,
+        items: list[Any],
+        ordered: bool,
     ) -> None:
         self.scope = scope
         self.fn = fn
         self.element = element
         self.items = items
-        self.results: list[Any] = [None] * len(items)
+        self.ordered = ordered
+        self.results: list[Any] = [None] * len(items) if ordered else []
         self.left = len(items)
         self.error: BaseException | None = None
         self.helpers: dict[int, asyncio.Task[None]] = {}
@@ -331,7 +365,10 @@ class _Eager:
             if self.error is None:
                 self.error = error
         else:
-            self.results[k] = value
+            if self.ordered:
+                self.results[k] = value
+            else:
+                self.results.append(value)
             self.left -= 1
         if (error is not None or not self.left) and not self.done.done():
             self.done.set_result(None)

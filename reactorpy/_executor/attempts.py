@@ -22,7 +22,7 @@ from .._arguments import Context, dig
 from .._errors import Halt, Retry, annotate
 from .._events import make_event
 from .._offload import OffloadError, submit
-from .._step import Continue, NewSteps
+from .._step import Continue, NewSteps, Skip
 
 if TYPE_CHECKING:
     from .run import Run
@@ -45,7 +45,7 @@ class _SkippedType:
         return "<skipped>"
 
 
-SKIPPED: Final = _SkippedType()  # what a step whose guard said no returns
+SKIPPED: Final = _SkippedType()  # what a step whose guard said no returns (else a `Skip`)
 
 
 class StepFailed(Exception):
@@ -126,7 +126,8 @@ async def attempts(
     run: Run, i: int, failed: BaseException | None = None
 ) -> tuple[Any, dict[str, Any] | None]:
     """Run step `i` with its options; return its value and its arguments by name (when a
-    callback needed them, so undo does not resolve them again), or `SKIPPED`.
+    callback needed them, so undo does not resolve them again), or `SKIPPED` (or the
+    guard's `rp.Skip`) with them.
 
     Args:
         failed: what a first attempt made by the worker itself raised (a ``TRY`` step),
@@ -146,6 +147,9 @@ async def attempts(
         ok = step.when.fn(**step.when.kwargs(arguments, _context(run, i, first + 1)))
         if inspect.isawaitable(ok):
             ok = await ok
+        if isinstance(ok, Skip):
+            await _event(run, "guard_skip", i, 0, value=ok.value)
+            return ok, arguments
         if not ok:
             await _event(run, "guard_skip", i, 0)
             return SKIPPED, arguments

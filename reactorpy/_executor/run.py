@@ -421,15 +421,16 @@ class Run:
         inputs: dict[str, Any],
         label: str,
         checkpoint: Checkpoint | None,
+        serial: bool = False,
     ) -> Run:
         """A run of `reactor` inside composite step `i`, named as its steps are in this
-        run, sharing its limiter, middleware and context."""
+        run, sharing its limiter, middleware and context (`serial`: one step at a time)."""
         return Run(
             reactor,
             reactor.plan(),
             inputs,
             context=self.data,
-            async_=self.async_,
+            async_=self.async_ and not serial,
             # One step at a time: the child gets its own one slot, under the caller's.
             limiter=self.limiter if self.async_ else self.outer_limiter,
             timeout=None,

@@ -25,7 +25,7 @@ import itertools
 from collections.abc import Awaitable, Coroutine
 from typing import TYPE_CHECKING, Any, Final
 
-from .._step import NewSteps
+from .._step import NewSteps, Skip
 from .attempts import SKIPPED, StepFailed, as_halt, attempts
 from .dispatch import AWAITABLE, YIELD_EVERY, dispatch
 from .endings import end_slot, ended_badly, fatal, put_back, record, release, ungate
@@ -277,7 +277,7 @@ async def settle_later(
         except BaseException as exc:
             ended_badly(run, i, exc, ctx, reported=run.observed)
             return
-    if run.observed and value is not SKIPPED:
+    if run.observed and value is not SKIPPED and type(value) is not Skip:
         failed = await drive(run.completed_async(i, value), ctx)
         if failed is not None:
             ended_badly(run, i, failed, ctx, reported=True)
@@ -311,8 +311,9 @@ def finish(
 ) -> None:
     """Step `i` completed with `value`: tell middleware (unless `reported`), record it,
     start what became ready, and give back its slot."""
-    if value is SKIPPED:
-        ready = record(run, i, None, None, undoable=False)
+    if value is SKIPPED or type(value) is Skip:  # a guard said no: never undone
+        skipped = value.value if type(value) is Skip else None
+        ready = record(run, i, skipped, None, undoable=False)
     else:
         if not reported and run.mw is not None:
             failed = completed_event(run, i, value, ctx)

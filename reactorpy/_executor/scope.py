@@ -116,8 +116,11 @@ class ChildScope:
         label: str,
         *,
         checkpoint: Checkpoint | None = None,
+        serial: bool = False,
     ) -> ChildRun:
-        """Run `reactor` as a child of this step; its steps are named ``path.label...``.
+        """Run `reactor` as a child of this step; its steps are named ``path.label...``;
+        `serial`: one step at a time (a run that goes one step at a time runs its children
+        so anyway).
 
         Returns:
             A `ChildRun`: completed, or halted (the caller decides what a halt means).
@@ -126,7 +129,7 @@ class ChildScope:
             RunFailed: the child failed (it undid what it completed).
             CancelledError: the child was cancelled (it undid what it completed).
         """
-        child = self.run.child(self.i, reactor, inputs, label, checkpoint)
+        child = self.run.child(self.i, reactor, inputs, label, checkpoint, serial)
         try:
             value = await child.execute()
         except Halted as halted:
