@@ -22,7 +22,10 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # for annotations only: at run time this module imports nothing of ours
+    from ._checkpoint import Checkpoint
 
 __all__ = [
     "CycleError",
@@ -241,9 +244,9 @@ class Halted(ReactorError):
         checkpoint: a picklable `Checkpoint` of the run so far.
     """
 
-    def __init__(self, reason: Any, checkpoint: Any, step: str | None = None) -> None:
+    def __init__(self, reason: Any, checkpoint: Checkpoint, step: str | None = None) -> None:
         self.reason = reason
-        self.checkpoint = checkpoint
+        self.checkpoint: Checkpoint = checkpoint
         self.step = step
         who = f"step {step!r}" if step else "its timeout"
         super().__init__(f"Run halted by {who}: {reason!r}. Resume it with reactor.resume().")

@@ -55,7 +55,7 @@ from ._errors import CycleError, DefinitionError, UnknownReferenceError, did_you
 if TYPE_CHECKING:
     from ._step import Step
 
-__all__ = ["ArgSpec", "Plan", "build_graph", "compile_plan", "step_kind"]
+__all__ = ["ArgSpec", "Plan", "build_graph", "compile_plan", "step_kind", "wire"]
 
 # How a step is called, in a plain run (no events, no run-wide executor, async_=True):
 KIND_SYNC = 0  # plain def, no options: called inline
@@ -151,8 +151,13 @@ class Plan:
         return len(self.steps)
 
 
-def _wire(step: Step[..., Any], inputs: set[str], steps: set[str]) -> dict[str, Source | None]:
-    """Map each parameter of `step` to its source (None for the Context)."""
+def wire(step: Step[..., Any], inputs: set[str], steps: set[str]) -> dict[str, Source | None]:
+    """Map each parameter of `step` to its source (None for the Context): explicit ``args``
+    first, then the run Context, then an input or a step of the parameter's name.
+
+    Raises:
+        DefinitionError: a parameter without a default matches nothing.
+    """
     wiring: dict[str, Source | None] = {}
     for p in step.params:
         if p.name in step.args:
@@ -199,7 +204,7 @@ def build_graph(
     preds: dict[str, list[str]] = {}
     preds_pos: list[list[int]] = []
     for s in steps:
-        wiring = _wire(s, input_set, step_names)
+        wiring = wire(s, input_set, step_names)
         wirings[s.name] = wiring
         mine = preds[s.name] = []
         mine_pos: list[int] = []

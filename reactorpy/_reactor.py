@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 import attrs
 
@@ -26,10 +26,31 @@ __all__ = ["Reactor", "Reversible"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+if TYPE_CHECKING:
+    # PEP 696 defaults (typing has them from 3.13): a bare ``Reactor`` is ``Reactor[Any]``.
+    from typing_extensions import TypeVar as _DefaultTypeVar
+
+    T = _DefaultTypeVar("T", default=Any)
+else:
+    T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 
 
-class Reactor:
+class _Run(Protocol[T_co]):
+    """What the entry points below use of the executor's ``Run`` (for the type checker)."""
+
+    async def execute(self) -> T_co: ...
+    async def revert(self, checkpoint: Checkpoint, /) -> None: ...
+    def finished_checkpoint(self) -> Checkpoint: ...
+
+
+class Reactor(Generic[T]):
     """A workflow: inputs, steps wired by their arguments, and what to return.
+
+    `Reactor` is generic in what ``run()`` returns, for type checkers:
+    ``orders: rp.Reactor[int] = rp.Reactor("orders", inputs=["x"], returns="total")``
+    types ``await orders.run(...)`` as ``int``. Unannotated, a reactor with ``returns`` is a
+    ``Reactor[Any]``, and one without it a ``Reactor[dict[str, Any]]``.
 
     Args:
         name: the reactor's name (in errors, traces and diagrams).
@@ -52,6 +73,30 @@ class Reactor:
     42
     """
 
+    @overload
+    def __init__(
+        self: Reactor[dict[str, Any]],
+        name: str,
+        *,
+        inputs: Iterable[str] | Mapping[str, Callable[[Any], Any] | None] = ...,
+        returns: None = None,
+        max_concurrency: int | Limiter | None = ...,
+        limits: Mapping[str, int] | None = ...,
+        middleware: Sequence[Any] | None = ...,
+        executor: Any = ...,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: Reactor[Any],
+        name: str,
+        *,
+        inputs: Iterable[str] | Mapping[str, Callable[[Any], Any] | None] = ...,
+        returns: str,
+        max_concurrency: int | Limiter | None = ...,
+        limits: Mapping[str, int] | None = ...,
+        middleware: Sequence[Any] | None = ...,
+        executor: Any = ...,
+    ) -> None: ...
     def __init__(
         self,
         name: str,
@@ -410,7 +455,7 @@ class Reactor:
         middleware: Sequence[Any] | None,
         executor: Any = None,
         checkpoint: Checkpoint | None = None,
-    ) -> Any:
+    ) -> _Run[T]:
         from ._executor import Run
 
         if timeout is not None and not timeout > 0:
@@ -449,7 +494,7 @@ class Reactor:
         grace: float = 5.0,
         middleware: Sequence[Any] | None = (),
         executor: Any = None,
-    ) -> Any:
+    ) -> T:
         """Run the reactor and return the value of ``returns``.
 
         Args:
@@ -495,7 +540,7 @@ class Reactor:
         )
         return await run.execute()
 
-    def run_sync(self, inputs: Mapping[str, Any] | None = None, /, **options: Any) -> Any:
+    def run_sync(self, inputs: Mapping[str, Any] | None = None, /, **options: Any) -> T:
         """`run` for code with no running event loop (it starts one with ``asyncio.run``)."""
         return asyncio.run(self.run(inputs, **options))
 
@@ -512,7 +557,7 @@ class Reactor:
         grace: float = 5.0,
         middleware: Sequence[Any] | None = (),
         executor: Any = None,
-    ) -> Any:
+    ) -> T:
         """Continue a halted run from its `Checkpoint`; takes the options of `run`.
 
         Completed steps are not run again; the halting step runs again unless it halted
@@ -560,7 +605,7 @@ class Reactor:
 
     async def run_reversible(
         self, inputs: Mapping[str, Any] | None = None, /, **options: Any
-    ) -> Reversible:
+    ) -> Reversible[T]:
         """Run like `run` (same options), and keep what undoing the run later needs.
 
         Returns a `Reversible`: ``.result`` is what `run` would have returned,
@@ -637,7 +682,7 @@ _RUN_DEFAULTS: dict[str, Any] = {
 
 
 @attrs.define(eq=False)
-class Reversible:
+class Reversible(Generic[T]):
     """A completed run that can still be undone (from `Reactor.run_reversible`).
 
     Attributes:
@@ -647,9 +692,9 @@ class Reversible:
         undone: whether `undo` was called.
     """
 
-    result: Any
+    result: T
     checkpoint: Checkpoint = attrs.field(repr=False)
-    reactor: Reactor = attrs.field(repr=False)
+    reactor: Reactor[T] = attrs.field(repr=False)
     undone: bool = False
 
     async def undo(

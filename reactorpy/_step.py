@@ -187,6 +187,11 @@ class Step(Generic[P, R]):
 
     composite = False  # compose/map/switch steps (see _composite.py) set it
 
+    # Set per instance in __init__ (in __dict__), like functools.wraps would.
+    __name__: str
+    __qualname__: str
+    __wrapped__: Callable[P, R]
+
     fn: Callable[P, R]
     name: str
     args: dict[str, Source]
