@@ -30,6 +30,7 @@ from ._errors import (
     ResumeError,
     Retry,
     RunFailed,
+    TypeMismatchError,
     UnknownReferenceError,
 )
 from ._events import EVENT_KINDS, Event, RunInfo
@@ -72,6 +73,7 @@ __all__ = [
     "RunInfo",
     "Step",
     "Trace",
+    "TypeMismatchError",
     "UndoRecord",
     "UnknownReferenceError",
     "Value",

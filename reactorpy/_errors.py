@@ -7,7 +7,8 @@ Must not import: anything else in the package.
     ├── DefinitionError (TypeError)   a reactor or step is defined wrongly
     │   ├── CycleError                .cycle: ["a", "b", "a"]
     │   ├── UnknownReferenceError     .step, .reference, .available
-    │   └── DuplicateStepError        .name, .reactor
+    │   ├── DuplicateStepError        .name, .reactor
+    │   └── TypeMismatchError         .step, .parameter, .expected, .producer, .produced
     ├── InputError (ValueError)       .missing, .unexpected, .step/.argument/.path
     ├── ResumeError (ValueError)      a checkpoint does not fit the reactor
     ├── PathError (LookupError)       a path into a result does not exist (_arguments.py)
@@ -38,6 +39,7 @@ __all__ = [
     "ResumeError",
     "Retry",
     "RunFailed",
+    "TypeMismatchError",
     "UnknownReferenceError",
 ]
 
@@ -137,6 +139,40 @@ class DuplicateStepError(DefinitionError):
 
 def _rebuild_duplicate(name: str, reactor: str, clashes_with: str) -> DuplicateStepError:
     return DuplicateStepError(name, reactor, clashes_with=clashes_with)
+
+
+class TypeMismatchError(DefinitionError):
+    """A step's result feeds a parameter whose annotation it cannot meet (``-> int`` into a
+    parameter annotated ``str``); raised by ``plan()``.
+
+    Attributes:
+        step: the step that takes the argument.
+        parameter: its parameter.
+        expected: the parameter's annotation, as text.
+        producer: the step whose result feeds it.
+        produced: the producer's return annotation, as text.
+    """
+
+    def __init__(
+        self, step: str, parameter: str, expected: str, producer: str, produced: str
+    ) -> None:
+        self.step = step
+        self.parameter = parameter
+        self.expected = expected
+        self.producer = producer
+        self.produced = produced
+        super().__init__(
+            f"Step {step!r}: parameter {parameter!r} is annotated {expected}, but step "
+            f"{producer!r}, which feeds it, returns {produced}. Fix one of the annotations, "
+            f"or convert the value: args={{{parameter!r}: "
+            f"rp.Result({producer!r}, transform=...)}}."
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            type(self),
+            (self.step, self.parameter, self.expected, self.producer, self.produced),
+        )
 
 
 class InputError(ReactorError, ValueError):

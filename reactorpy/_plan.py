@@ -50,10 +50,17 @@ import attrs
 import networkx as nx
 
 from ._arguments import Input, NameRef, Result, Source, Value
-from ._errors import CycleError, DefinitionError, UnknownReferenceError, did_you_mean
+from ._errors import (
+    CycleError,
+    DefinitionError,
+    TypeMismatchError,
+    UnknownReferenceError,
+    did_you_mean,
+)
+from ._typecheck import NO_TYPE, can_meet, describe
 
 if TYPE_CHECKING:
-    from ._step import Step
+    from ._step import Param, Step
 
 __all__ = ["ArgSpec", "Plan", "build_graph", "compile_plan", "step_kind", "wire"]
 
@@ -326,6 +333,8 @@ def _compile(
             elif isinstance(source, Result):
                 slot, path = index[source.step], source.path
                 read.add(slot)
+                if param in params and params[param].annotation is not NO_TYPE:
+                    _check_types(s, params[param], source, ordered_steps[slot])
             else:
                 assert isinstance(source, Value)
                 slot, path = n + len(inputs) + len(constants), ()
@@ -418,6 +427,30 @@ def _compile(
         no_results=dict.fromkeys(index),
         fingerprint=_fingerprint(inputs, structure),
         structure=structure,
+    )
+
+
+def _check_types(
+    step: Step[..., Any], param: Param, source: Result, producer: Step[..., Any]
+) -> None:
+    """Raise `TypeMismatchError` if `producer`'s result cannot meet `param`'s annotation.
+
+    Undecided, so never refused: a path or a transform (they change the value), a producer
+    without a decidable return annotation, or one whose result may be something else: a
+    ``when=`` guard (None when it skips) or a compensate (``rp.Continue(value)``).
+    """
+    produced = producer.result_type
+    if (
+        produced is NO_TYPE
+        or source.path
+        or source.transform is not None
+        or producer.when is not None
+        or producer.compensate_callback is not None
+        or can_meet(produced, param.annotation)
+    ):
+        return
+    raise TypeMismatchError(
+        step.name, param.name, describe(param.annotation), producer.name, describe(produced)
     )
 
 

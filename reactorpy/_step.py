@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import inspect
+import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic, ParamSpec, TypeVar, cast, overload
@@ -17,6 +18,7 @@ import attrs
 
 from ._arguments import Context, Input, Result, Source, Value
 from ._errors import DefinitionError
+from ._typecheck import NO_TYPE, decidable
 
 __all__ = ["Callback", "Continue", "NewSteps", "Param", "Step", "step"]
 
@@ -33,6 +35,8 @@ class Param:
     positional: bool  # may be passed positionally
     has_default: bool
     is_context: bool
+    # The resolved annotation when the plan's wiring check can decide about it, else NO_TYPE.
+    annotation: Any = attrs.field(default=NO_TYPE, eq=False)
 
 
 def _is_context_annotation(annotation: Any) -> bool:
@@ -43,16 +47,41 @@ def _is_context_annotation(annotation: Any) -> bool:
     return False
 
 
+def _type_hints(fn: Callable[..., Any]) -> dict[str, Any]:
+    """The resolved annotations of `fn`; one that does not resolve is left a string (the
+    others still resolve), and a callable without annotations has none."""
+    try:
+        return typing.get_type_hints(fn)
+    except Exception:
+        pass
+    raw = getattr(fn, "__annotations__", None)
+    if not isinstance(raw, dict):
+        return {}
+    globalns = getattr(inspect.unwrap(fn), "__globals__", None) or {}
+    hints: dict[str, Any] = {}
+    for name, annotation in raw.items():
+        holder = types.SimpleNamespace(__annotations__={name: annotation})
+        try:
+            hints[name] = typing.get_type_hints(holder, globalns=globalns)[name]
+        except Exception:
+            hints[name] = annotation
+    return hints
+
+
 def inspect_params(fn: Callable[..., Any], what: str) -> tuple[list[Param], bool]:
     """Return the wirable parameters of `fn` and whether it takes ``**kwargs``."""
+    params, var_kw, _ = inspect_step(fn, what)
+    return params, var_kw
+
+
+def inspect_step(fn: Callable[..., Any], what: str) -> tuple[list[Param], bool, Any]:
+    """`inspect_params`, and the annotation of what `fn` returns (awaited, for an ``async
+    def``) when the plan's wiring check can decide about it, else `NO_TYPE`."""
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError) as exc:
         raise DefinitionError(f"Cannot read the signature of {what}: {exc}") from None
-    try:
-        hints = typing.get_type_hints(fn)
-    except Exception:
-        hints = {}
+    hints = _type_hints(fn)
     params: list[Param] = []
     var_kw = False
     for p in sig.parameters.values():
@@ -62,15 +91,28 @@ def inspect_params(fn: Callable[..., Any], what: str) -> tuple[list[Param], bool
         if p.kind is p.VAR_POSITIONAL:
             continue
         ann = hints.get(p.name, p.annotation)
+        is_context = _is_context_annotation(ann)
         params.append(
             Param(
                 name=p.name,
                 positional=p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD),
                 has_default=p.default is not p.empty,
-                is_context=_is_context_annotation(ann),
+                is_context=is_context,
+                annotation=NO_TYPE if is_context or ann is p.empty else decidable(ann),
             )
         )
-    return params, var_kw
+    returned = hints.get("return", NO_TYPE)
+    if returned is NO_TYPE or _mentions_new_steps(returned):
+        result_type = NO_TYPE  # a NewSteps result becomes another step's value: undecided
+    else:
+        result_type = decidable(returned)
+    return params, var_kw, result_type
+
+
+def _mentions_new_steps(annotation: Any) -> bool:
+    if annotation is NewSteps:
+        return True
+    return any(_mentions_new_steps(arg) for arg in typing.get_args(annotation))
 
 
 @attrs.define(slots=True)
@@ -177,6 +219,7 @@ class Step(Generic[P, R]):
         "is_async",
         "name",
         "params",
+        "result_type",
         "retries",
         "retry_on",
         "takes_kwargs",
@@ -208,6 +251,7 @@ class Step(Generic[P, R]):
     params: tuple[Param, ...]
     takes_kwargs: bool
     is_async: bool
+    result_type: Any  # for the plan's wiring check: decidable, else NO_TYPE
 
     def __init__(
         self,
@@ -226,7 +270,7 @@ class Step(Generic[P, R]):
         when: Callable[..., Any] | None = None,
         description: str | None = None,
         _hooks: _Hooks | None = None,
-        _inspected: tuple[list[Param], bool] | None = None,
+        _inspected: tuple[list[Param], bool] | tuple[list[Param], bool, Any] | None = None,
     ) -> None:
         if not callable(fn):
             raise DefinitionError(f"A step needs a function, got {fn!r}.")
@@ -236,8 +280,9 @@ class Step(Generic[P, R]):
             raise DefinitionError(f"A step name must be a non-empty string, got {self.name!r}.")
         self.is_async = inspect.iscoroutinefunction(fn)
         if _inspected is None:  # signatures are inspected once, at decoration
-            _inspected = inspect_params(fn, f"step {self.name!r}")
-        params, self.takes_kwargs = _inspected
+            _inspected = inspect_step(fn, f"step {self.name!r}")
+        params, self.takes_kwargs, *result_type = _inspected
+        self.result_type = result_type[0] if result_type else NO_TYPE
         self.params = tuple(params)
         self.args = _check_sources(self.name, args or {})
         known = {p.name for p in params}
@@ -365,7 +410,7 @@ class Step(Generic[P, R]):
             "_hooks": self._hooks,
         }
         if "fn" not in changes:
-            options["_inspected"] = (list(self.params), self.takes_kwargs)
+            options["_inspected"] = (list(self.params), self.takes_kwargs, self.result_type)
         options.update(changes)
         return Step(options.pop("fn"), **options)
 
