@@ -99,9 +99,7 @@ class Checkpoint:
         try:
             # The values a run put here, pickled once: what the pickler is about to do. When
             # it fails, say which value it was and where such things belong.
-            pickle.dumps(
-                (self.inputs, self.results, self.undo_stack, self.reason), _PROTOCOL
-            )
+            pickle.dumps((self.inputs, self.results, self.undo_stack, self.reason), _PROTOCOL)
         except Exception as exc:
             label, value, error = self._culprit(lambda v: pickle.dumps(v, _PROTOCOL), exc)
             raise TypeError(_unsaveable(self.reactor, label, value, error, "pickled")) from error

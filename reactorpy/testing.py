@@ -18,17 +18,19 @@ and assert on their order rather than on wall time::
         rec.assert_overlap("fetch_preferences", "fetch_activity")
         rec.assert_before("fetch_activity", "aggregate_data")
 
-With pytest-asyncio (1.x), run ``async def`` tests on the virtual clock by returning it from
-the ``pytest_asyncio_loop_factories`` hook in ``conftest.py``; every ``asyncio.sleep``,
-``timeout``, ``backoff`` and ``run(timeout=...)`` then takes no real time and
-``asyncio.get_running_loop().time()`` reads exact virtual seconds::
+With pytest-asyncio 1.4 or newer (the version that added the hook; older versions stop with
+``PluginValidationError: unknown hook``), run ``async def`` tests on the virtual clock by
+returning it from the ``pytest_asyncio_loop_factories`` hook in ``conftest.py``; every
+``asyncio.sleep``, ``timeout``, ``backoff`` and ``run(timeout=...)`` then takes no real time
+and ``asyncio.get_running_loop().time()`` reads exact virtual seconds::
 
     import reactorpy.testing
 
     def pytest_asyncio_loop_factories(config, item):
         return {"virtual": reactorpy.testing.VirtualClockLoop}
 
-Without pytest-asyncio, call ``run_virtual(coro)`` from a plain test function.
+Every ``async def`` test then runs once per factory returned (here, once). Without
+pytest-asyncio, or on an older one, call ``run_virtual(coro)`` from a plain test function.
 """
 
 from __future__ import annotations

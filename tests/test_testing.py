@@ -357,3 +357,27 @@ def test_override_wires_like_the_planner() -> None:
 
     assert 1 == run_virtual(override(r, {"use": fake}).run({"x": 1, "y": [2]}))
     assert [{"x": 1, "make": 10, "b": 2}] == seen
+
+
+def test_the_pinned_pytest_asyncio_has_the_loop_factories_hook() -> None:
+    """pyproject.toml allows only pytest-asyncio versions with the hook testing.py documents."""
+    import importlib.metadata
+    import re
+    import tomllib
+    from pathlib import Path
+
+    import pytest_asyncio.plugin
+
+    root = Path(__file__).resolve().parent.parent
+    extras = tomllib.loads((root / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    pins = [req for req in extras["test"] if req.startswith("pytest-asyncio")]
+    assert ["pytest-asyncio>=1.4"] == pins
+    installed = importlib.metadata.version("pytest-asyncio")
+    major, minor = (int(x) for x in re.findall(r"\d+", installed)[:2])
+    assert (major, minor) >= (1, 4)
+    assert hasattr(pytest_asyncio.plugin.PytestAsyncioSpecs, "pytest_asyncio_loop_factories")
+    import reactorpy.testing
+
+    assert "pytest-asyncio 1.4 or newer" in " ".join((reactorpy.testing.__doc__ or "").split())
