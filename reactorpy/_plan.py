@@ -47,7 +47,6 @@ from operator import itemgetter
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import attrs
-import networkx as nx
 
 from ._arguments import Input, NameRef, Result, Source, Value
 from ._errors import (
@@ -245,6 +244,8 @@ def build_graph(
                 edges[dep, s.name] = {"args": [], "kind": "wait_for"}
                 mine.append(dep)
                 mine_pos.append(k)
+    import networkx as nx  # here, not at import: a third of `import reactorpy`'s time
+
     graph = nx.DiGraph(name=reactor)
     graph.add_nodes_from(inputs, kind="input")
     graph.add_nodes_from((s.name, {"kind": "step", "step": s}) for s in steps)
@@ -253,6 +254,8 @@ def build_graph(
 
 
 def _find_cycle(graph: Any) -> list[str]:
+    import networkx as nx
+
     cycle = nx.find_cycle(graph)
     path = [edge[0] for edge in cycle]
     return [*path, path[0]]
