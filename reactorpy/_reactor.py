@@ -409,6 +409,18 @@ class Reactor(Generic[T]):
 
         return flowchart(self, direction=direction, expand=expand)
 
+    def to_dot(self, direction: str = "TB", expand: bool = False) -> str:
+        """A Graphviz DOT digraph of the inputs, steps, argument edges and the return.
+
+        Args:
+            direction: ``"TB"`` (or ``"TD"``), ``"BT"``, ``"LR"`` or ``"RL"``.
+            expand: draw the reactors that composite steps run (compose, map, switch,
+                recurse, around) as clusters around those steps.
+        """
+        from ._mermaid import dot
+
+        return dot(self, direction=direction, expand=expand)
+
     # ------------------------------------------------------------------ running
     def _limiter(
         self,
