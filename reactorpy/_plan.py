@@ -1,4 +1,4 @@
-"""Planning: validate a reactor's steps, build its `networkx.DiGraph`, compile a `Plan`.
+"""Planning: validate a reactor's steps, compile a `Plan`, and draw its `networkx.DiGraph`.
 
 Owns: reference resolution (parameter names to inputs or steps), cycle and unknown-name checks,
 topological generations, per-step priorities, and the compact integer-indexed arrays the
@@ -61,7 +61,16 @@ from ._typecheck import NO_TYPE, can_meet, describe
 if TYPE_CHECKING:
     from ._step import Param, Step
 
-__all__ = ["ArgSpec", "Plan", "build_graph", "compile_plan", "step_kind", "wire"]
+__all__ = [
+    "ArgSpec",
+    "Plan",
+    "build_graph",
+    "compile_plan",
+    "digraph",
+    "step_kind",
+    "wire",
+    "wire_all",
+]
 
 # How a step is called, in a plain run (no events, no run-wide executor, async_=True):
 KIND_SYNC = 0  # plain def, no options: called inline
@@ -122,7 +131,8 @@ class Plan:
     critical_path: tuple[str, ...]
     inputs: tuple[str, ...]
     returns: str | None
-    graph: Any = attrs.field(repr=False)  # networkx.DiGraph
+    edges: dict[tuple[str, str], dict[str, Any]] = attrs.field(repr=False)  # of `graph`
+    defined: tuple[Step[..., Any], ...] = attrs.field(repr=False)  # definition order
     # -- compiled arrays (see the module docstring) --
     steps: tuple[Step[..., Any], ...] = attrs.field(repr=False)
     fns: tuple[Callable[..., Any], ...] = attrs.field(repr=False)
@@ -150,11 +160,22 @@ class Plan:
     no_results: dict[str, None] = attrs.field(repr=False)  # every step's name, plan order
     fingerprint: str = attrs.field(repr=False)
     structure: dict[str, tuple[str, ...]] = attrs.field(repr=False)
+    # The DiGraph, once `graph` has built it (a holder: the plan itself is frozen).
+    _graph: list[Any] = attrs.field(factory=list, repr=False, alias="_graph")
 
     @property
     def size(self) -> int:
         """The number of steps."""
         return len(self.steps)
+
+    @property
+    def graph(self) -> Any:
+        """The ``networkx.DiGraph`` of inputs and steps, built the first time it is asked
+        for: running needs only the compiled arrays, so networkx is imported by the first
+        drawing or graph query, not by planning."""
+        if not self._graph:
+            self._graph.append(digraph(self.reactor, self.inputs, self.defined, self.edges))
+        return self._graph[0]
 
 
 def wire(step: Step[..., Any], inputs: set[str], steps: set[str]) -> dict[str, Source | None]:
@@ -197,10 +218,25 @@ def build_graph(
 ) -> tuple[Any, dict[str, dict[str, Source | None]], dict[str, list[str]], list[list[int]]]:
     """Build the DiGraph of inputs and steps, checking every reference; returns it, the
     wiring of each step, the predecessors of each step (the graph's, as lists of names),
-    and each step's step predecessors as positions in `steps`.
+    and each step's step predecessors as positions in `steps`."""
+    edges, wirings, preds, preds_pos = wire_all(reactor, inputs, steps)
+    return digraph(reactor, inputs, steps, edges), wirings, preds, preds_pos
+
+
+def wire_all(
+    reactor: str, inputs: Sequence[str], steps: Sequence[Step[..., Any]]
+) -> tuple[
+    dict[tuple[str, str], dict[str, Any]],
+    dict[str, dict[str, Source | None]],
+    dict[str, list[str]],
+    list[list[int]],
+]:
+    """Wire every step, checking every reference; return the graph's edges, the wiring of
+    each step, the predecessors of each step (as lists of names), and each step's step
+    predecessors as positions in `steps`.
 
     Edges carry ``args`` (the parameters they feed, empty for ordering only) and ``kind``
-    (``"argument"`` or ``"wait_for"``). Built in bulk: one networkx call per kind of item.
+    (``"argument"`` or ``"wait_for"``).
     """
     input_set = set(inputs)
     step_names = {s.name for s in steps}
@@ -244,18 +280,36 @@ def build_graph(
                 edges[dep, s.name] = {"args": [], "kind": "wait_for"}
                 mine.append(dep)
                 mine_pos.append(k)
-    import networkx as nx  # here, not at import: a third of `import reactorpy`'s time
+    return edges, wirings, preds, preds_pos
+
+
+def digraph(
+    reactor: str,
+    inputs: Sequence[str],
+    steps: Sequence[Step[..., Any]],
+    edges: dict[tuple[str, str], dict[str, Any]],
+) -> Any:
+    """The ``networkx.DiGraph``: nodes carry ``kind`` (``"input"`` or ``"step"``) and
+    ``step`` (the `Step`), edges the data of `edges`. Built in bulk: one networkx call per
+    kind of item."""
+    import networkx as nx  # here, not at import: it is half of `import reactorpy`'s time
 
     graph = nx.DiGraph(name=reactor)
     graph.add_nodes_from(inputs, kind="input")
     graph.add_nodes_from((s.name, {"kind": "step", "step": s}) for s in steps)
     graph.add_edges_from((u, v, d) for (u, v), d in edges.items())
-    return graph, wirings, preds, preds_pos
+    return graph
 
 
-def _find_cycle(graph: Any) -> list[str]:
+def _find_cycle(
+    reactor: str, steps: Sequence[Step[..., Any]], edges: dict[tuple[str, str], dict[str, Any]]
+) -> list[str]:
     import networkx as nx
 
+    names = {s.name for s in steps}
+    graph = nx.DiGraph()
+    graph.add_nodes_from(s.name for s in steps)  # the search starts from the first step
+    graph.add_edges_from((u, v) for u, v in edges if u in names)
     cycle = nx.find_cycle(graph)
     path = [edge[0] for edge in cycle]
     return [*path, path[0]]
@@ -285,13 +339,14 @@ def _compile(
     steps: Sequence[Step[..., Any]],
     returns: str | None,
 ) -> Plan:
-    graph, wirings, preds, preds_pos = build_graph(reactor, inputs, steps)
-    if returns is not None and returns not in graph:
-        raise UnknownReferenceError("returns", returns, graph.nodes, what="step or input")
+    edges, wirings, preds, preds_pos = wire_all(reactor, inputs, steps)
+    if returns is not None and returns not in inputs and all(s.name != returns for s in steps):
+        raise UnknownReferenceError(
+            "returns", returns, [*inputs, *(s.name for s in steps)], what="step or input"
+        )
     generations, order_pos = _generations(steps, preds_pos)
     if len(order_pos) < len(steps):
-        step_graph = graph.subgraph(s.name for s in steps)
-        raise CycleError(_find_cycle(step_graph), reactor)
+        raise CycleError(_find_cycle(reactor, steps, edges), reactor)
     ordered_steps = tuple([steps[k] for k in order_pos])
     order = tuple([s.name for s in ordered_steps])
     index = {name: i for i, name in enumerate(order)}
@@ -402,7 +457,8 @@ def _compile(
         critical_path=tuple(critical),
         inputs=tuple(inputs),
         returns=returns,
-        graph=graph,
+        edges=edges,
+        defined=tuple(steps),
         steps=ordered_steps,
         fns=tuple(fns),
         index=index,
