@@ -71,6 +71,20 @@ _TRANSITIONS: Final = {
     "undo_complete": "undone",
     "undo_error": "undo failed",
 }
+# The order of the counts in the header and the total line: what moves first.
+_COUNT_ORDER: Final = (
+    "running",
+    "retrying",
+    "undoing",
+    "done",
+    "failed",
+    "halted",
+    "cancelled",
+    "undone",
+    "undo failed",
+    "skipped",
+    "pending",
+)
 _CLOSED_STREAM: Final = (BrokenPipeError, ConnectionResetError, ValueError)  # ValueError: closed
 
 
@@ -175,7 +189,7 @@ class _Progress:
         found: dict[str, int] = {}
         for row in self.rows.values():
             found[row.state] = found.get(row.state, 0) + 1
-        return {state: found[state] for state in STYLES if state in found}
+        return {state: found[state] for state in _COUNT_ORDER if state in found}
 
     def elapsed(self) -> float:
         """Seconds since the outermost run started (until it ended)."""
@@ -371,7 +385,7 @@ class RichProgress(_Progress):
             foot.no_wrap = True
             parts.append(foot)
         else:
-            parts.append(Text(f"{self.elapsed():.2f} s", style="dim"))
+            parts.append(Text(f"running for {self.elapsed():.2f} s", style="dim"))
         return Group(*parts)
 
 

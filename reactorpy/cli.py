@@ -310,8 +310,9 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run",
         help="run a reactor and print its result",
-        description="Run the reactor MODULE:ATTR and print its result. Progress is drawn "
-        "live on a terminal, else printed one line per finished step.",
+        description="Run the reactor MODULE:ATTR and print its result. Progress is a live "
+        "table on a terminal (with reactorpy[cli], which installs Rich), else one line per "
+        "finished step; NO_COLOR, FORCE_COLOR and TERM=dumb are honoured.",
     )
     run.add_argument("target", metavar="MODULE:ATTR", help="e.g. package.flows:checkout")
     run.add_argument(
@@ -325,7 +326,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--json", action="store_true", help="print the result as JSON (progress goes to stderr)"
     )
-    run.add_argument("--trace", metavar="FILE", help="write a Chrome/Perfetto trace of the run")
+    run.add_argument(
+        "--trace",
+        metavar="FILE",
+        help="write a Chrome/Perfetto trace of the run (checked before the run starts)",
+    )
     run.add_argument("--max-concurrency", type=int, metavar="N", help="run at most N steps at once")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     run.set_defaults(handler=_cmd_run)
@@ -334,8 +339,12 @@ def _parser() -> argparse.ArgumentParser:
         "graph", help="print a reactor's graph", description="Print the graph of MODULE:ATTR."
     )
     graph.add_argument("target", metavar="MODULE:ATTR")
-    graph.add_argument("--format", choices=("mermaid", "dot"), default="mermaid")
-    graph.add_argument("--direction", choices=("TD", "LR"), default="TD")
+    graph.add_argument(
+        "--format", choices=("mermaid", "dot"), default="mermaid", help="default: mermaid"
+    )
+    graph.add_argument(
+        "--direction", choices=("TD", "LR"), default="TD", help="top down (default) or left right"
+    )
     graph.add_argument(
         "--expand",
         action="store_true",
@@ -349,7 +358,7 @@ def _parser() -> argparse.ArgumentParser:
         help="run the seed tutorial's reactor, concurrently and one step at a time",
         description="Run reactorpy.examples.seed: three fetches at once, then in sequence.",
     )
-    demo.add_argument("--user-id", type=int, default=123)
+    demo.add_argument("--user-id", type=int, default=123, help="the input (default: 123)")
     demo.set_defaults(handler=_cmd_demo)
     return parser
 
