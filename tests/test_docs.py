@@ -312,3 +312,18 @@ def test_nothing_the_readme_said_was_lost(phrase: str) -> None:
     """Each thing the old README explained is said somewhere in the documentation."""
     docs = "\n".join(p.read_text() for p in DOCS.rglob("*.md"))
     assert phrase in docs
+
+
+def test_the_changelog_tells_users_what_changed() -> None:
+    """CHANGELOG.md's Unreleased section has this work in Added, Changed and Fixed."""
+    text = (ROOT / "CHANGELOG.md").read_text()
+    unreleased = text[text.index("## [Unreleased]") :]
+    sections = re.split(r"^### ", unreleased, flags=re.M)
+    by_name = {part.split("\n", 1)[0]: part for part in sections[1:]}
+    assert {"Added", "Changed", "Fixed"} <= set(by_name)
+    for phrase in ("rp.Reactor` is generic", "TypeMismatchError", "keep_callbacks=False"):
+        assert phrase in by_name["Added"]
+    for phrase in ("pytest-asyncio 1.4", "import reactorpy", "`over`, `on`"):
+        assert phrase in by_name["Changed"]
+    for phrase in ("run(context=...)", "| head -1", "--trace PATH"):
+        assert phrase in by_name["Fixed"]
