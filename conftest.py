@@ -29,6 +29,10 @@ from sybil.parsers.markdown import PythonCodeBlockParser, SkipParser
 
 from reactorpy.testing import VirtualClockLoop
 
+# The site's own build tooling (a griffe extension, imported by mkdocs), not a test module:
+# --doctest-modules would import it, and griffe is installed by the docs extra only.
+collect_ignore_glob = ["docs/_ext/*"]
+
 _RUNNER = "__reactorpy_docs_runner__"
 _FOLDER = "__reactorpy_docs_folder__"
 

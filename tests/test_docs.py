@@ -327,3 +327,15 @@ def test_the_changelog_tells_users_what_changed() -> None:
         assert phrase in by_name["Changed"]
     for phrase in ("run(context=...)", "| head -1", "--trace PATH"):
         assert phrase in by_name["Fixed"]
+
+
+def test_docstring_examples_are_fenced_for_the_site() -> None:
+    """The site's griffe extension shows doctests as code, and leaves fences alone."""
+    pytest.importorskip("griffe")
+    sys.path.insert(0, str(DOCS / "_ext"))
+    from doctest_fences import fence
+
+    text = "Summary.\n\n    >>> 1 + 1\n    2\n\nAfter.\n\n```python\n>>> x\n```"
+    assert fence(text) == (
+        "Summary.\n\n    ```pycon\n    >>> 1 + 1\n    2\n    ```\n\nAfter.\n\n```python\n>>> x\n```"
+    )
