@@ -28,6 +28,7 @@ from ._events import Event, RunInfo
 if TYPE_CHECKING:
     from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
     from rich.live import Live
+    from rich.text import Text
 
 __all__ = ["PlainProgress", "RichProgress", "progress_for"]
 
@@ -197,11 +198,13 @@ class _Progress:
             return 0.0
         return (self.ended if self.ended is not None else _now()) - self.started
 
-    def total_line(self) -> str:
-        """``greeting: completed in 0.021 s (3 done)``."""
+    def total_line(self, *, title: bool = True) -> str:
+        """``greeting: completed in 0.021 s (3 done)`` (without ``greeting: `` if not
+        `title`)."""
         counts = ", ".join(f"{n} {state}" for state, n in self.counts().items())
         outcome = self.outcome or "running"
-        return f"{self.title}: {outcome} in {self.elapsed():.3f} s ({counts or 'no steps'})"
+        line = f"{outcome} in {self.elapsed():.3f} s ({counts or 'no steps'})"
+        return f"{self.title}: {line}" if title else line
 
 
 class PlainProgress(_Progress):
@@ -358,7 +361,7 @@ class RichProgress(_Progress):
             items = items[: room - 1]
         table = Table.grid(padding=(0, 1), expand=True)
         table.add_column(justify="right", no_wrap=True, min_width=9)
-        table.add_column(no_wrap=True, overflow="ellipsis", ratio=3)
+        table.add_column(no_wrap=True, ratio=3)
         table.add_column(justify="right", no_wrap=True, min_width=8)
         table.add_column(no_wrap=True, overflow="ellipsis", ratio=2, style="dim")
         for name, row in items:
@@ -367,32 +370,59 @@ class RichProgress(_Progress):
             attempt = f" #{row.attempt}" if row.attempt > 1 and row.state != "undone" else ""
             table.add_row(
                 Text(row.state, style=STYLES.get(row.state, "")),
-                Text(name),
+                _middle(name),
                 took + attempt,
                 row.note,
             )
         if hidden:
             table.add_row("", Text(f"... and {hidden} more", style="dim"), "", "")
-        counts = "  ".join(f"[{STYLES[state]}]{n} {state}[/]" for state, n in self.counts().items())
-        head = Text.from_markup(f"[bold]{_escape(self.title)}[/]  {counts}", overflow="ellipsis")
-        head.no_wrap = True
-        parts: list[RenderableType] = [head, table]
+        counts = Text.from_markup(
+            "  ".join(f"[{STYLES[state]}]{n} {state}[/]" for state, n in self.counts().items())
+        )
         if self.outcome is not None:
             style = {"completed": "bold green", "halted": "bold magenta"}.get(
                 self.outcome, "bold red"
             )
-            foot = Text(self.total_line(), style=style, overflow="ellipsis")
-            foot.no_wrap = True
-            parts.append(foot)
+            foot = _line(_middle(self.title, style), Text(self.total_line(title=False), style))
         else:
-            parts.append(Text(f"running for {self.elapsed():.2f} s", style="dim"))
-        return Group(*parts)
+            foot = Text(f"running for {self.elapsed():.2f} s", style="dim")
+        return Group(_line(_middle(self.title, "bold"), counts), table, foot)
 
 
-def _escape(text: str) -> str:
-    from rich.markup import escape
+def _line(title: RenderableType, rest: Text) -> RenderableType:
+    """One line: `title` (cut in the middle when the line is too narrow), then `rest`."""
+    from rich.table import Table
 
-    return escape(text)
+    rest.no_wrap = True
+    rest.overflow = "ellipsis"
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(no_wrap=True)
+    grid.add_column(no_wrap=True)
+    grid.add_row(title, rest)
+    return grid
+
+
+def _middle(text: str, style: str = "") -> RenderableType:
+    from rich.measure import Measurement
+    from rich.text import Text
+
+    class Middle:
+        """`text`, cut in the middle with an ellipsis when it does not fit: step names
+        differ at their ends as often as at their starts (``fetch_1``, ``map.[3].step``)."""
+
+        def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+            return Measurement(min(len(text), 8), len(text))
+
+        def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+            width = options.max_width
+            shown = text
+            if len(text) > width:
+                head = max(width - 1, 0) - (width - 1) // 3
+                tail = max(width - 1 - head, 0)
+                shown = text[:head] + "…" + (text[len(text) - tail :] if tail else "")
+            yield Text(shown[: max(width, 1)], style=style, no_wrap=True)
+
+    return Middle()
 
 
 def silence(stream: Any) -> None:

@@ -339,7 +339,7 @@ def test_run_on_a_terminal_draws_a_live_rich_table() -> None:
     assert "greeting  3 done" in plain
     for step in ("hello", "count", "shout"):
         assert re.search(rf"done {step} +\d+\.\d\ds", plain), plain
-    assert re.search(r"greeting: completed in \d+\.\d{3} s \(3 done\)", plain)
+    assert re.search(r"greeting  completed in \d+\.\d{3} s \(3 done\)", plain)
     assert "\x1b[32m" in final  # done rows in green
     assert final.index("\x1b[?25h") < final.index("{'text': 'HELLO ADA', 'count': 6}")
 
@@ -352,7 +352,7 @@ def test_run_json_on_a_terminal_draws_on_stderr_and_keeps_stdout_json() -> None:
     )
     assert 0 == status, shown
     assert {"text": "HELLO ADA", "count": 6} == json.loads(stdout)
-    assert "greeting: completed in" in strip_ansi(shown)
+    assert "greeting  completed in" in strip_ansi(shown)
 
 
 def test_term_dumb_gets_plain_lines_without_escape_codes() -> None:
@@ -457,8 +457,9 @@ def test_rich_display_fits_the_width_and_marks_skipped_and_cancelled_steps() -> 
         assert re.search(r"undone firs", text)
         assert re.search(r"cancelled slow", text)
         assert re.search(r"skipped never", text)
-    assert "broken_xxx" in lines[-1]
-    assert "failed in 1.0" in render(display, 200)[-1]
+    assert lines[-1].startswith("broken_x")
+    assert "…" in lines[-1]  # the long reactor name is cut in the middle
+    assert render(display, 200)[-1].startswith(f"broken_{'x' * 40}  failed in 1.000 s")
 
 
 def test_rich_display_shows_what_needs_attention_when_rows_do_not_fit() -> None:
@@ -726,3 +727,21 @@ def test_internal_parameter_names_never_appear_in_pictures() -> None:
     run_virtual(users.run({"user_ids": [1], "user_id": 2}, middleware=[trace]))
     gantt = trace.to_mermaid_gantt()
     assert not re.search(r"(?<![A-Za-z0-9])_(items|on)\b", gantt)
+
+
+def test_long_step_names_are_cut_in_the_middle_so_they_stay_apart() -> None:
+    """Names that differ only at their ends (``fetch_..._1``, ``fetch_..._2``) stay told
+    apart in a narrow terminal: the ellipsis goes in the middle."""
+    pytest.importorskip("rich")
+    from rich.console import Console
+
+    r = rp.Reactor("names")
+    for k in (1, 2):
+        r.step(lambda: None, name=f"fetch_something_with_a_very_long_descriptive_name_{k}")
+    display = cli.RichProgress(Console(width=40, record=True))
+    run_virtual(r.run(middleware=[display]))
+    rows = render(display, 40)[1:3]
+    assert all("…" in row for row in rows)
+    assert rows[0].split()[1].endswith("_1")
+    assert rows[1].split()[1].endswith("_2")
+    assert all(row.split()[1].startswith("fetch_") for row in rows)
