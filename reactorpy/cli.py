@@ -398,6 +398,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(_describe_failure(exc), 1)
     except Halted as exc:
         return _fail(str(exc).replace(" Resume it with reactor.resume().", ""), 1)
+    except BrokenPipeError:  # stdout's reader went away (`| head`): not an error of ours
+        silence(sys.stdout)
+        return 0
     except OSError as exc:  # the trace file could not be written (step errors are wrapped)
         return _fail(f"cannot write {exc.filename or 'a file'}: {exc.strerror or exc}.", 2)
     except KeyboardInterrupt:

@@ -745,3 +745,23 @@ def test_long_step_names_are_cut_in_the_middle_so_they_stay_apart() -> None:
     assert rows[0].split()[1].endswith("_1")
     assert rows[1].split()[1].endswith("_2")
     assert all(row.split()[1].startswith("fetch_") for row in rows)
+
+
+def test_demo_into_a_closed_pipe_exits_quietly() -> None:
+    """`python -m reactorpy demo | head -3`: no error message, no traceback, status 0."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reactorpy", "demo"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    proc.stdout.close()
+    with proc.stderr:
+        err = proc.stderr.read()
+    assert 0 == proc.wait(timeout=60)
+    assert "" == err
