@@ -30,6 +30,7 @@ from ._errors import (
     ResumeError,
     Retry,
     RunFailed,
+    TypeMismatchError,
     UnknownReferenceError,
 )
 from ._events import EVENT_KINDS, Event, RunInfo
@@ -73,6 +74,7 @@ __all__ = [
     "Skip",
     "Step",
     "Trace",
+    "TypeMismatchError",
     "UndoRecord",
     "UnknownReferenceError",
     "Value",

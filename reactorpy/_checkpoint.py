@@ -8,6 +8,8 @@ Must not import: the executor.
 from __future__ import annotations
 
 import json
+import pickle
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import attrs
@@ -17,6 +19,7 @@ from ._errors import ResumeError
 __all__ = ["Checkpoint", "UndoRecord"]
 
 _FORMAT = 1
+_PROTOCOL = pickle.HIGHEST_PROTOCOL
 
 
 @attrs.frozen
@@ -92,10 +95,41 @@ class Checkpoint:
     inner_marks: dict[str, int] = attrs.field(factory=dict)
 
     def __getstate__(self) -> dict[str, Any]:
-        return _state(self)
+        state = _state(self)
+        try:
+            # The values a run put here, pickled once: what the pickler is about to do. When
+            # it fails, say which value it was and where such things belong.
+            pickle.dumps((self.inputs, self.results, self.undo_stack, self.reason), _PROTOCOL)
+        except Exception as exc:
+            label, value, error = self._culprit(lambda v: pickle.dumps(v, _PROTOCOL), exc)
+            raise TypeError(_unsaveable(self.reactor, label, value, error, "pickled")) from error
+        return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         _set_state(self, state)
+
+    def _values(self) -> Iterator[tuple[str, Any]]:
+        """Every value a run stored in this checkpoint, with a label saying which it is."""
+        for name, value in self.inputs.items():
+            yield f"input {name!r}", value
+        for name, value in self.results.items():
+            yield f"the result of step {name!r}", value
+        for record in self.undo_stack:
+            yield f"the result of step {record.step!r} (kept for its undo)", record.value
+            for param, value in record.arguments.items():
+                yield f"argument {param!r} of step {record.step!r} (kept for its undo)", value
+        yield "the halt reason", self.reason
+
+    def _culprit(
+        self, save: Callable[[Any], object], failure: BaseException
+    ) -> tuple[str, Any, BaseException]:
+        """The first value that `save` fails on, its label and its error (else `failure`)."""
+        for label, value in self._values():
+            try:
+                save(value)
+            except Exception as exc:
+                return label, value, exc
+        return "a value", None, failure
 
     def check(self, reactor: str, fingerprint: str, structure: dict[str, tuple[str, ...]]) -> None:
         """Raise `ResumeError` unless this checkpoint belongs to a reactor of this shape."""
@@ -139,6 +173,13 @@ class Checkpoint:
                 "a checkpoint with undo records of new steps (rp.NewSteps) cannot be exported "
                 "to JSON: their undo callbacks exist only in the run; pickle it instead"
             )
+        try:
+            return self._json()
+        except (TypeError, ValueError) as exc:
+            label, value, error = self._culprit(json.dumps, exc)
+            raise TypeError(_unsaveable(self.reactor, label, value, error, "JSON")) from error
+
+    def _json(self) -> str:
         return json.dumps(
             {
                 "format": _FORMAT,
@@ -179,6 +220,21 @@ class Checkpoint:
         else:
             data = text
         return _checkpoint_from(data, "checkpoint")
+
+
+def _unsaveable(reactor: str, label: str, value: Any, error: BaseException, how: str) -> str:
+    kind = type(value).__name__
+    return (
+        f"A checkpoint of {reactor!r} cannot be {'exported to JSON' if how == 'JSON' else how}: "
+        f"{label} ({_a(kind)}) cannot be saved ({type(error).__name__}: {error}). "
+        "Clients, sessions, connections and pools do not belong in inputs or results: pass "
+        "them with run(context={...}) (steps read rp.Context.data; checkpoints never hold "
+        "it, so give it again to resume() and undo()), or keep only what recreates them."
+    )
+
+
+def _a(noun: str) -> str:
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
 
 
 def _inner_to_json(value: Any) -> Any:

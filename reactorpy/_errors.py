@@ -7,7 +7,8 @@ Must not import: anything else in the package.
     ├── DefinitionError (TypeError)   a reactor or step is defined wrongly
     │   ├── CycleError                .cycle: ["a", "b", "a"]
     │   ├── UnknownReferenceError     .step, .reference, .available
-    │   └── DuplicateStepError        .name, .reactor
+    │   ├── DuplicateStepError        .name, .reactor
+    │   └── TypeMismatchError         .step, .parameter, .expected, .producer, .produced
     ├── InputError (ValueError)       .missing, .unexpected, .step/.argument/.path
     ├── ResumeError (ValueError)      a checkpoint does not fit the reactor
     ├── PathError (LookupError)       a path into a result does not exist (_arguments.py)
@@ -22,7 +23,10 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # for annotations only: at run time this module imports nothing of ours
+    from ._checkpoint import Checkpoint
 
 __all__ = [
     "CycleError",
@@ -35,6 +39,7 @@ __all__ = [
     "ResumeError",
     "Retry",
     "RunFailed",
+    "TypeMismatchError",
     "UnknownReferenceError",
 ]
 
@@ -154,6 +159,40 @@ def _rebuild_duplicate(name: str, reactor: str, clashes_with: str) -> DuplicateS
     return DuplicateStepError(name, reactor, clashes_with=clashes_with)
 
 
+class TypeMismatchError(DefinitionError):
+    """A step's result feeds a parameter whose annotation it cannot meet (``-> int`` into a
+    parameter annotated ``str``); raised by ``plan()``.
+
+    Attributes:
+        step: the step that takes the argument.
+        parameter: its parameter.
+        expected: the parameter's annotation, as text.
+        producer: the step whose result feeds it.
+        produced: the producer's return annotation, as text.
+    """
+
+    def __init__(
+        self, step: str, parameter: str, expected: str, producer: str, produced: str
+    ) -> None:
+        self.step = step
+        self.parameter = parameter
+        self.expected = expected
+        self.producer = producer
+        self.produced = produced
+        super().__init__(
+            f"Step {step!r}: parameter {parameter!r} is annotated {expected}, but step "
+            f"{producer!r}, which feeds it, returns {produced}. Fix one of the annotations, "
+            f"or convert the value: args={{{parameter!r}: "
+            f"rp.Result({producer!r}, transform=...)}}."
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            type(self),
+            (self.step, self.parameter, self.expected, self.producer, self.produced),
+        )
+
+
 class InputError(ReactorError, ValueError):
     """The inputs of a run are wrong, or a path into a value does not exist.
 
@@ -259,9 +298,9 @@ class Halted(ReactorError):
         checkpoint: a picklable `Checkpoint` of the run so far.
     """
 
-    def __init__(self, reason: Any, checkpoint: Any, step: str | None = None) -> None:
+    def __init__(self, reason: Any, checkpoint: Checkpoint, step: str | None = None) -> None:
         self.reason = reason
-        self.checkpoint = checkpoint
+        self.checkpoint: Checkpoint = checkpoint
         self.step = step
         who = f"step {step!r}" if step else "its timeout"
         super().__init__(f"Run halted by {who}: {reason!r}. Resume it with reactor.resume().")

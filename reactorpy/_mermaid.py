@@ -1,7 +1,11 @@
-"""Mermaid flowcharts of a reactor's definition (what `Reactor.to_mermaid` returns).
+"""Diagrams of a reactor's definition: Mermaid flowcharts (`Reactor.to_mermaid`) and
+Graphviz DOT digraphs (`Reactor.to_dot`).
 
-Owns: `flowchart`, the drawing of a reactor's graph as Mermaid text: node ids, node shapes,
-labels and their escaping, edges, and the expansion of composite steps into subgraphs.
+Owns: `flowchart` and `dot`, the drawing of a reactor's graph as Mermaid or DOT text: node
+ids, node shapes, labels and their escaping, edges, and the expansion of composite steps into
+subgraphs (Mermaid) or clusters (DOT). The parameters composite steps use internally
+(``_items``, ``_on``) are drawn under the names users gave them (``over``, ``on``): no
+picture shows an internal name.
 Must not import: the executor (a diagram is drawn from the definition, never from a run).
 
 The drawing reads only the reactor's public surface: ``reactor.graph`` (node attribute
@@ -16,9 +20,34 @@ import re
 from collections.abc import Mapping
 from typing import Any, Final
 
-__all__ = ["DIRECTIONS", "flowchart"]
+__all__ = ["DIRECTIONS", "DOT_DIRECTIONS", "dot", "edge_params", "flowchart"]
 
 DIRECTIONS: Final = ("TD", "TB", "BT", "LR", "RL")
+DOT_DIRECTIONS: Final = ("TB", "TD", "BT", "LR", "RL")
+
+# A composite step's internal parameters, under the names of the arguments users gave.
+_PUBLIC_NAMES: Final = {"_items": "over", "_on": "on"}
+
+
+def edge_params(step: Any, params: Any) -> list[str]:
+    """The names to draw on an edge feeding `params` of `step`: a composite step's internal
+    parameters under their public names, other internal (``_``) ones left out.
+
+    >>> class Composite:
+    ...     composite = True
+    >>> edge_params(Composite(), ["_items", "user_id"]), edge_params(object(), ["_x"])
+    (['over', 'user_id'], ['_x'])
+    """
+    names = list(params or ())
+    if not getattr(step, "composite", False):
+        return names
+    out = []
+    for name in names:
+        public = _PUBLIC_NAMES.get(name, name)
+        if not public.startswith("_"):
+            out.append(public)
+    return out
+
 
 _UNSAFE: Final = re.compile(r"[^0-9A-Za-z_]")
 _INDENT: Final = "    "
@@ -140,7 +169,7 @@ class _Drawing:
             if data.get("kind") == "wait_for":
                 edges.append(f"{pad}{ids[src]} -.->|{label('wait_for')}| {ids[dst]}")
             else:
-                params = ", ".join(data.get("args") or ())
+                params = ", ".join(edge_params(graph.nodes[dst].get("step"), data.get("args")))
                 arrow = f" -->|{label(params)}| " if params else " --> "
                 edges.append(f"{pad}{ids[src]}{arrow}{ids[dst]}")
         returns = reactor.returns
@@ -188,3 +217,148 @@ def _step_label(name: str, description: str | None) -> str:
     # The description goes on a second, smaller line; only our own tags are real HTML.
     inner = label(description)[1:-1]
     return f'"{label(name)[1:-1]}<br/><small>{inner}</small>"'
+
+
+# ---------------------------------------------------------------------------------- DOT
+def _dot_id(name: str) -> str:
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def dot(reactor: Any, *, direction: str = "TB", expand: bool = False) -> str:
+    """Draw `reactor` as a Graphviz DOT digraph.
+
+    Inputs are dashed ellipses, steps rounded boxes (with their description as a tooltip),
+    argument edges are labelled with the parameters they feed, ``wait_for`` edges are dashed,
+    and the ``returns`` step or input points at a ``return`` node.
+
+    Args:
+        reactor: the `Reactor` to draw (it is planned, so definition errors are raised).
+        direction: ``"TB"`` (same as ``"TD"``), ``"BT"``, ``"LR"`` or ``"RL"``; any case.
+        expand: draw each composite step's child reactors inside a cluster around the
+            step, recursively (a reactor that contains itself is drawn once).
+
+    Returns:
+        The DOT source, ending with a newline.
+
+    Raises:
+        ValueError: `direction` is not a Graphviz rank direction.
+
+    >>> import reactorpy as rp
+    >>> r = rp.Reactor("double", inputs=["x"], returns="twice")
+    >>> @r.step
+    ... def twice(x):
+    ...     return 2 * x
+    >>> print(dot(r, direction="LR"), end="")
+    digraph "double" {
+      rankdir=LR;
+      node [fontname="Helvetica"];
+      edge [fontname="Helvetica", fontsize=10];
+      "x" [shape=ellipse, style=dashed];
+      "twice" [shape=box, style=rounded];
+      "x" -> "twice" [label="x"];
+      "__return__" [shape=doublecircle, label="return"];
+      "twice" -> "__return__";
+    }
+    """
+    if not isinstance(direction, str) or direction.upper() not in DOT_DIRECTIONS:
+        raise ValueError(
+            f"direction must be one of {', '.join(map(repr, DOT_DIRECTIONS))}, got {direction!r}."
+        )
+    rank = "TB" if direction.upper() == "TD" else direction.upper()
+    lines = [
+        f"digraph {_dot_id(reactor.name)} {{",
+        f"  rankdir={rank};",
+        '  node [fontname="Helvetica"];',
+        '  edge [fontname="Helvetica", fontsize=10];',
+    ]
+    if expand:
+        lines.append("  compound=true;")
+    _DotDrawing(lines, expand).reactor(reactor, prefix="", depth=1, stack=())
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+class _DotDrawing:
+    """Accumulates the lines of one digraph; nested reactors get ids prefixed by the path
+    of composite steps (and child keys) that leads to them, and their names as labels."""
+
+    def __init__(self, lines: list[str], expand: bool) -> None:
+        self.lines = lines
+        self.expand = expand
+        self.clusters = 0
+
+    def reactor(self, reactor: Any, *, prefix: str, depth: int, stack: tuple[int, ...]) -> None:
+        pad = "  " * depth
+        graph = reactor.graph
+        stack = (*stack, id(reactor))
+
+        def node(name: str) -> str:
+            return _dot_id(prefix + name)
+
+        def named(name: str) -> str:  # nested nodes show their own name, not their id
+            return f", label={_dot_id(name)}" if prefix else ""
+
+        for name, data in graph.nodes(data=True):
+            if data.get("kind") == "input":
+                self.lines.append(f"{pad}{node(name)} [shape=ellipse, style=dashed{named(name)}];")
+        for name, data in graph.nodes(data=True):
+            if data.get("kind") != "step":
+                continue
+            step = data.get("step")
+            tip = getattr(step, "description", None)
+            extra = f", tooltip={_dot_id(tip)}" if tip else ""
+            box = f"{pad}{node(name)} [shape=box, style=rounded{named(name)}{extra}];"
+            children = getattr(step, "children", None) if self.expand else None
+            if isinstance(children, Mapping) and children:
+                self._cluster(prefix + name, box, children, depth=depth, stack=stack)
+            else:
+                self.lines.append(box)
+        for src, dst, data in graph.edges(data=True):
+            params = edge_params(graph.nodes[dst].get("step"), data.get("args"))
+            attrs = []
+            if params:
+                attrs.append(f"label={_dot_id(', '.join(params))}")
+            if data.get("kind") == "wait_for":
+                attrs.append("style=dashed")
+            suffix = f" [{', '.join(attrs)}]" if attrs else ""
+            self.lines.append(f"{pad}{node(src)} -> {node(dst)}{suffix};")
+        if reactor.returns is not None:
+            ret = node("__return__")
+            self.lines.append(f'{pad}{ret} [shape=doublecircle, label="return"];')
+            self.lines.append(f"{pad}{node(reactor.returns)} -> {ret};")
+
+    def _cluster(
+        self,
+        path: str,
+        box: str,
+        children: Mapping[str, Any],
+        *,
+        depth: int,
+        stack: tuple[int, ...],
+    ) -> None:
+        pad = "  " * depth
+        self.clusters += 1
+        self.lines.append(f"{pad}subgraph {_dot_id(f'cluster_{self.clusters}')} {{")
+        self.lines.append(f"{pad}  style=dashed;")  # the step's own box names it
+        self.lines.append("  " + box)
+        for key, child in children.items():
+            child_name = getattr(child, "name", None)
+            title = (
+                str(key)
+                if child_name is None or str(child_name) in str(key)
+                else (f"{key}: {child_name}")
+            )
+            inner = f"{path}/{key}/"
+            if id(child) in stack:
+                # A reactor that contains itself (recursion): draw the reference, not a loop.
+                self.lines.append(
+                    f"{pad}  {_dot_id(inner)} [shape=box, style=dotted, "
+                    f"label={_dot_id(title + ' (recursive)')}];"
+                )
+                continue
+            self.clusters += 1
+            self.lines.append(f"{pad}  subgraph {_dot_id(f'cluster_{self.clusters}')} {{")
+            self.lines.append(f"{pad}    label={_dot_id(title)};")
+            self.reactor(child, prefix=inner, depth=depth + 2, stack=stack)
+            self.lines.append(f"{pad}  }}")
+        self.lines.append(f"{pad}}}")

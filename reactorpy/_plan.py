@@ -1,4 +1,4 @@
-"""Planning: validate a reactor's steps, build its `networkx.DiGraph`, compile a `Plan`.
+"""Planning: validate a reactor's steps, compile a `Plan`, and draw its `networkx.DiGraph`.
 
 Owns: reference resolution (parameter names to inputs or steps), cycle and unknown-name checks,
 topological generations, per-step priorities, and the compact integer-indexed arrays the
@@ -40,15 +40,29 @@ from operator import itemgetter
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import attrs
-import networkx as nx
 
 from ._arguments import Input, NameRef, Result, Source, Value
-from ._errors import CycleError, DefinitionError, UnknownReferenceError, did_you_mean
+from ._errors import (
+    CycleError,
+    DefinitionError,
+    TypeMismatchError,
+    UnknownReferenceError,
+    did_you_mean,
+)
+from ._typecheck import NO_TYPE, can_meet, describe
 
 if TYPE_CHECKING:
-    from ._step import Step
+    from ._step import Param, Step
 
-__all__ = ["ArgSpec", "Plan", "build_graph", "compile_plan"]
+__all__ = [
+    "ArgSpec",
+    "Plan",
+    "build_graph",
+    "compile_plan",
+    "digraph",
+    "wire",
+    "wire_all",
+]
 
 
 class ArgSpec(NamedTuple):
@@ -80,7 +94,8 @@ class Plan:
     critical_path: tuple[str, ...]
     inputs: tuple[str, ...]
     returns: str | None
-    graph: Any = attrs.field(repr=False)  # networkx.DiGraph
+    edges: dict[tuple[str, str], dict[str, Any]] = attrs.field(repr=False)  # of `graph`
+    defined: tuple[Step[..., Any], ...] = attrs.field(repr=False)  # definition order
     # -- compiled arrays (see the module docstring) --
     steps: tuple[Step[..., Any], ...] = attrs.field(repr=False)
     fns: tuple[Callable[..., Any], ...] = attrs.field(repr=False)
@@ -107,15 +122,31 @@ class Plan:
     structure: dict[str, tuple[str, ...]] = attrs.field(repr=False)
     # The execution layer's per-plan cache (see the module docstring).
     modes: dict[Any, Any] = attrs.field(factory=dict, repr=False)
+    # The DiGraph, once `graph` has built it (a holder: the plan itself is frozen).
+    _graph: list[Any] = attrs.field(factory=list, repr=False, alias="_graph")
 
     @property
     def size(self) -> int:
         """The number of steps."""
         return len(self.steps)
 
+    @property
+    def graph(self) -> Any:
+        """The ``networkx.DiGraph`` of inputs and steps, built the first time it is asked
+        for: running needs only the compiled arrays, so networkx is imported by the first
+        drawing or graph query, not by planning."""
+        if not self._graph:
+            self._graph.append(digraph(self.reactor, self.inputs, self.defined, self.edges))
+        return self._graph[0]
 
-def _wire(step: Step[..., Any], inputs: set[str], steps: set[str]) -> dict[str, Source | None]:
-    """Map each parameter of `step` to its source (None for the Context)."""
+
+def wire(step: Step[..., Any], inputs: set[str], steps: set[str]) -> dict[str, Source | None]:
+    """Map each parameter of `step` to its source (None for the Context): explicit ``args``
+    first, then the run Context, then an input or a step of the parameter's name.
+
+    Raises:
+        DefinitionError: a parameter without a default matches nothing.
+    """
     wiring: dict[str, Source | None] = {}
     for p in step.params:
         if p.name in step.args:
@@ -149,10 +180,25 @@ def build_graph(
 ) -> tuple[Any, dict[str, dict[str, Source | None]], dict[str, list[str]], list[list[int]]]:
     """Build the DiGraph of inputs and steps, checking every reference; returns it, the
     wiring of each step, the predecessors of each step (the graph's, as lists of names),
-    and each step's step predecessors as positions in `steps`.
+    and each step's step predecessors as positions in `steps`."""
+    edges, wirings, preds, preds_pos = wire_all(reactor, inputs, steps)
+    return digraph(reactor, inputs, steps, edges), wirings, preds, preds_pos
+
+
+def wire_all(
+    reactor: str, inputs: Sequence[str], steps: Sequence[Step[..., Any]]
+) -> tuple[
+    dict[tuple[str, str], dict[str, Any]],
+    dict[str, dict[str, Source | None]],
+    dict[str, list[str]],
+    list[list[int]],
+]:
+    """Wire every step, checking every reference; return the graph's edges, the wiring of
+    each step, the predecessors of each step (as lists of names), and each step's step
+    predecessors as positions in `steps`.
 
     Edges carry ``args`` (the parameters they feed, empty for ordering only) and ``kind``
-    (``"argument"`` or ``"wait_for"``). Built in bulk: one networkx call per kind of item.
+    (``"argument"`` or ``"wait_for"``).
     """
     input_set = set(inputs)
     step_names = {s.name for s in steps}
@@ -162,7 +208,7 @@ def build_graph(
     preds: dict[str, list[str]] = {}
     preds_pos: list[list[int]] = []
     for s in steps:
-        wiring = _wire(s, input_set, step_names)
+        wiring = wire(s, input_set, step_names)
         wirings[s.name] = wiring
         mine = preds[s.name] = []
         mine_pos: list[int] = []
@@ -196,14 +242,36 @@ def build_graph(
                 edges[dep, s.name] = {"args": [], "kind": "wait_for"}
                 mine.append(dep)
                 mine_pos.append(k)
+    return edges, wirings, preds, preds_pos
+
+
+def digraph(
+    reactor: str,
+    inputs: Sequence[str],
+    steps: Sequence[Step[..., Any]],
+    edges: dict[tuple[str, str], dict[str, Any]],
+) -> Any:
+    """The ``networkx.DiGraph``: nodes carry ``kind`` (``"input"`` or ``"step"``) and
+    ``step`` (the `Step`), edges the data of `edges`. Built in bulk: one networkx call per
+    kind of item."""
+    import networkx as nx  # here, not at import: it is half of `import reactorpy`'s time
+
     graph = nx.DiGraph(name=reactor)
     graph.add_nodes_from(inputs, kind="input")
     graph.add_nodes_from((s.name, {"kind": "step", "step": s}) for s in steps)
     graph.add_edges_from((u, v, d) for (u, v), d in edges.items())
-    return graph, wirings, preds, preds_pos
+    return graph
 
 
-def _find_cycle(graph: Any) -> list[str]:
+def _find_cycle(
+    reactor: str, steps: Sequence[Step[..., Any]], edges: dict[tuple[str, str], dict[str, Any]]
+) -> list[str]:
+    import networkx as nx
+
+    names = {s.name for s in steps}
+    graph = nx.DiGraph()
+    graph.add_nodes_from(s.name for s in steps)  # the search starts from the first step
+    graph.add_edges_from((u, v) for u, v in edges if u in names)
     cycle = nx.find_cycle(graph)
     path = [edge[0] for edge in cycle]
     return [*path, path[0]]
@@ -216,13 +284,14 @@ def compile_plan(
     returns: str | None,
 ) -> Plan:
     """Validate and compile. Raises `DefinitionError` subclasses for what is wrong."""
-    graph, wirings, preds, preds_pos = build_graph(reactor, inputs, steps)
-    if returns is not None and returns not in graph:
-        raise UnknownReferenceError("returns", returns, graph.nodes, what="step or input")
+    edges, wirings, preds, preds_pos = wire_all(reactor, inputs, steps)
+    if returns is not None and returns not in inputs and all(s.name != returns for s in steps):
+        raise UnknownReferenceError(
+            "returns", returns, [*inputs, *(s.name for s in steps)], what="step or input"
+        )
     generations, order_pos = _generations(steps, preds_pos)
     if len(order_pos) < len(steps):
-        step_graph = graph.subgraph(s.name for s in steps)
-        raise CycleError(_find_cycle(step_graph), reactor)
+        raise CycleError(_find_cycle(reactor, steps, edges), reactor)
     ordered_steps = tuple([steps[k] for k in order_pos])
     order = tuple([s.name for s in ordered_steps])
     index = {name: i for i, name in enumerate(order)}
@@ -247,7 +316,8 @@ def compile_plan(
         critical_path=critical,
         inputs=tuple(inputs),
         returns=returns,
-        graph=graph,
+        edges=edges,
+        defined=tuple(steps),
         steps=ordered_steps,
         fns=tuple([s.fn for s in ordered_steps]),
         index=index,
@@ -324,6 +394,8 @@ def _compile_arguments(
             elif isinstance(source, Result):
                 slot, path = index[source.step], source.path
                 read.add(slot)
+                if param in params and params[param].annotation is not NO_TYPE:
+                    _check_types(s, params[param], source, steps[slot])
             else:
                 assert isinstance(source, Value)
                 slot, path = n + n_inputs + len(constants), ()
@@ -382,6 +454,30 @@ def _priorities(
         tuple(d) if len(d) < 2 else tuple(sorted(d, key=negated.__getitem__)) for d in dependents
     )
     return dependents, tuple(priority), tuple(critical), ready_order
+
+
+def _check_types(
+    step: Step[..., Any], param: Param, source: Result, producer: Step[..., Any]
+) -> None:
+    """Raise `TypeMismatchError` if `producer`'s result cannot meet `param`'s annotation.
+
+    Undecided, so never refused: a path or a transform (they change the value), a producer
+    without a decidable return annotation, or one whose result may be something else: a
+    ``when=`` guard (None when it skips) or a compensate (``rp.Continue(value)``).
+    """
+    produced = producer.result_type
+    if (
+        produced is NO_TYPE
+        or source.path
+        or source.transform is not None
+        or producer.when is not None
+        or producer.compensate_callback is not None
+        or can_meet(produced, param.annotation)
+    ):
+        return
+    raise TypeMismatchError(
+        step.name, param.name, describe(param.annotation), producer.name, describe(produced)
+    )
 
 
 def _generations(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import types
 import typing
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -18,12 +19,14 @@ import attrs
 
 from ._arguments import Context
 from ._errors import DefinitionError
+from ._typecheck import NO_TYPE, decidable
 
 __all__ = [
     "Callback",
     "Param",
     "default_name",
     "inspect_params",
+    "inspect_step",
     "is_async_callable",
     "is_generator",
 ]
@@ -37,6 +40,8 @@ class Param:
     positional: bool  # may be passed positionally
     has_default: bool
     is_context: bool
+    # The resolved annotation when the plan's wiring check can decide about it, else NO_TYPE.
+    annotation: Any = attrs.field(default=NO_TYPE, eq=False)
 
 
 def _is_context_annotation(annotation: Any) -> bool:
@@ -47,16 +52,45 @@ def _is_context_annotation(annotation: Any) -> bool:
     return False
 
 
+def _type_hints(fn: Callable[..., Any]) -> dict[str, Any]:
+    """The resolved annotations of `fn`; one that does not resolve is left a string (the
+    others still resolve), and a callable without annotations has none."""
+    try:
+        return typing.get_type_hints(fn)
+    except Exception:
+        pass
+    raw = getattr(fn, "__annotations__", None)
+    if not isinstance(raw, dict):
+        return {}
+    globalns = getattr(inspect.unwrap(fn), "__globals__", None) or {}
+    hints: dict[str, Any] = {}
+    for name, annotation in raw.items():
+        holder = types.SimpleNamespace(__annotations__={name: annotation})
+        try:
+            hints[name] = typing.get_type_hints(holder, globalns=globalns)[name]
+        except Exception:
+            hints[name] = annotation
+    return hints
+
+
 def inspect_params(fn: Callable[..., Any], what: str) -> tuple[list[Param], bool]:
     """Return the wirable parameters of `fn` and whether it takes ``**kwargs``."""
+    params, var_kw, _ = inspect_step(fn, what)
+    return params, var_kw
+
+
+def inspect_step(fn: Callable[..., Any], what: str) -> tuple[list[Param], bool, Any]:
+    """`inspect_params`, and the annotation of what `fn` returns (awaited, for an ``async
+    def``) when the plan's wiring check can decide about it, else `NO_TYPE`.
+
+    Raises:
+        DefinitionError: the signature cannot be read.
+    """
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError) as exc:
         raise DefinitionError(f"Cannot read the signature of {what}: {exc}") from None
-    try:
-        hints = typing.get_type_hints(fn)
-    except Exception:
-        hints = {}
+    hints = _type_hints(fn)
     params: list[Param] = []
     var_kw = False
     for p in sig.parameters.values():
@@ -66,15 +100,32 @@ def inspect_params(fn: Callable[..., Any], what: str) -> tuple[list[Param], bool
         if p.kind is p.VAR_POSITIONAL:
             continue
         ann = hints.get(p.name, p.annotation)
+        is_context = _is_context_annotation(ann)
         params.append(
             Param(
                 name=p.name,
                 positional=p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD),
                 has_default=p.default is not p.empty,
-                is_context=_is_context_annotation(ann),
+                is_context=is_context,
+                annotation=NO_TYPE if is_context or ann is p.empty else decidable(ann),
             )
         )
-    return params, var_kw
+    returned = hints.get("return", NO_TYPE)
+    if returned is NO_TYPE or _mentions_new_steps(returned):
+        result_type = NO_TYPE  # a NewSteps result becomes another step's value: undecided
+    else:
+        result_type = decidable(returned)
+    return params, var_kw, result_type
+
+
+def _mentions_new_steps(annotation: Any) -> bool:
+    """Whether `annotation` is, or holds, `rp.NewSteps` (known by name: it is defined above
+    this module, in `_step`)."""
+    if getattr(annotation, "__qualname__", None) == "NewSteps" and str(
+        getattr(annotation, "__module__", "")
+    ).startswith("reactorpy"):
+        return True
+    return any(_mentions_new_steps(arg) for arg in typing.get_args(annotation))
 
 
 @attrs.define(slots=True)

@@ -21,10 +21,11 @@ from ._signature import (
     Callback,
     Param,
     default_name,
-    inspect_params,
+    inspect_step,
     is_async_callable,
     is_generator,
 )
+from ._typecheck import NO_TYPE
 
 __all__ = ["Callback", "Continue", "NewSteps", "Param", "Skip", "Step", "step"]
 
@@ -93,6 +94,7 @@ class Step(Generic[P, R]):
         "is_async",
         "name",
         "params",
+        "result_type",
         "retries",
         "retry_on",
         "takes_kwargs",
@@ -105,6 +107,11 @@ class Step(Generic[P, R]):
     #: Checks of the inputs a parameter is wired to, made before any step runs: by
     #: parameter, a function of the value returning what is wrong with it, or None.
     input_checks: Mapping[str, Callable[[Any], str | None]] = {}
+
+    # Set per instance in __init__ (in __dict__), like functools.wraps would.
+    __name__: str
+    __qualname__: str
+    __wrapped__: Callable[P, R]
 
     fn: Callable[P, R]
     name: str
@@ -122,6 +129,7 @@ class Step(Generic[P, R]):
     params: tuple[Param, ...]
     takes_kwargs: bool
     is_async: bool
+    result_type: Any  # for the plan's wiring check: decidable, else NO_TYPE
 
     def __init__(
         self,
@@ -140,7 +148,7 @@ class Step(Generic[P, R]):
         when: Callable[..., Any] | None = None,
         description: str | None = None,
         _hooks: _Hooks | None = None,
-        _inspected: tuple[list[Param], bool] | None = None,
+        _inspected: tuple[list[Param], bool] | tuple[list[Param], bool, Any] | None = None,
     ) -> None:
         if not callable(fn):
             raise DefinitionError(f"A step needs a function, got {fn!r}.")
@@ -159,8 +167,9 @@ class Step(Generic[P, R]):
             )
         self.is_async = is_async_callable(fn)
         if _inspected is None:  # signatures are inspected once, at decoration
-            _inspected = inspect_params(fn, f"step {self.name!r}")
-        params, self.takes_kwargs = _inspected
+            _inspected = inspect_step(fn, f"step {self.name!r}")
+        params, self.takes_kwargs, *result_type = _inspected
+        self.result_type = result_type[0] if result_type else NO_TYPE
         self.params = tuple(params)
         if args is not None and not isinstance(args, Mapping):
             raise DefinitionError(
@@ -324,7 +333,7 @@ class Step(Generic[P, R]):
             "_hooks": self._hooks,
         }
         if "fn" not in changes:
-            options["_inspected"] = (list(self.params), self.takes_kwargs)
+            options["_inspected"] = (list(self.params), self.takes_kwargs, self.result_type)
         options.update(changes)
         return Step(options.pop("fn"), **options)
 

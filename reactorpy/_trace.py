@@ -427,7 +427,8 @@ class Trace:
         """The timeline as a Mermaid Gantt chart: one section per run, one task per span.
 
         Times are whole milliseconds from the first recorded run's start (``dateFormat x``);
-        failed attempts are ``crit``, halted ones ``active``, skipped steps milestones.
+        a span shorter than a millisecond is drawn one millisecond long, so that every step
+        shows. Failed attempts are ``crit``, halted ones ``active``, skipped steps milestones.
 
         Args:
             title: the chart's title; by default the reactor's name (with one run).
@@ -467,7 +468,9 @@ class Trace:
             for span in spans:
                 tag = _GANTT_TAGS.get(span.outcome, "")
                 start = _ms(span.start - t0)
-                end = start if span.outcome == "skip" else _ms(span.end - t0)
+                # A span shorter than a millisecond still gets one: Mermaid draws a task
+                # from start to end, and one of no length would not be seen at all.
+                end = start if span.outcome == "skip" else max(_ms(span.end - t0), start + 1)
                 lines.append(f"    {_gantt_text(span.label)} :{tag}{start}, {end}")
         return "\n".join(lines)
 

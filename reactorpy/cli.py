@@ -1,8 +1,8 @@
 """The command line: ``python -m reactorpy run | graph | demo`` (also the ``reactorpy`` script).
 
-Owns: argument parsing, loading ``MODULE:ATTR`` targets, ``--input`` parsing, the progress
-display (live on a terminal, plain lines otherwise), the Graphviz DOT export, and turning
-every expected failure into one message on stderr and an exit status.
+Owns: argument parsing, loading ``MODULE:ATTR`` targets, ``--input`` parsing, choosing the
+progress display (`reactorpy._progress`: a live Rich table on a terminal, plain lines
+otherwise), and turning every expected failure into one message on stderr and an exit status.
 Must not import: the executor's internals; it drives reactors only through their public API
 (``run``, ``plan``, ``graph``, ``to_mermaid``, middleware events).
 
@@ -11,7 +11,8 @@ arguments, a module or attribute that cannot be loaded, something that is not a 
 a reactor defined wrongly, unknown or missing inputs), 130 when interrupted.
 
     $ python -m reactorpy run reactorpy.examples.seed:user_data --input user_id=123 --json
-    $ python -m reactorpy graph reactorpy.examples.seed:user_data --format dot
+    $ python -m reactorpy graph reactorpy.examples.seed:user_data --format dot --expand
+    $ python -m reactorpy --version
     $ python -m reactorpy demo
 """
 
@@ -26,17 +27,24 @@ import importlib.util
 import json
 import os
 import pprint
-import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final, TextIO
 
 from ._errors import DefinitionError, Halted, InputError, RunFailed
-from ._events import Event, RunInfo
+from ._progress import PlainProgress, RichProgress, progress_for, silence
 from ._reactor import Reactor
 
-__all__ = ["LiveProgress", "PlainProgress", "UsageError", "load_reactor", "main", "to_dot"]
+__all__ = [
+    "PlainProgress",
+    "RichProgress",
+    "UsageError",
+    "load_reactor",
+    "main",
+    "progress_for",
+    "to_dot",
+]
 
 PROG: Final = "reactorpy"
 
@@ -159,254 +167,14 @@ def parse_inputs(pairs: Sequence[str]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------- graph
-def _dot_id(name: str) -> str:
-    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def to_dot(reactor: Reactor, direction: str = "TB") -> str:
-    """A Graphviz DOT digraph of the reactor's inputs, steps, edges and return.
-
-    Inputs are ellipses, steps boxes; an argument edge is labelled with the parameters it
-    feeds; ``wait_for`` edges are dashed; the ``returns`` target points at a ``return`` node.
+def to_dot(reactor: Reactor[Any], direction: str = "TB", *, expand: bool = False) -> str:
+    """A Graphviz DOT digraph of the reactor (``reactor.to_dot``; kept here for callers of
+    earlier versions).
 
     Raises:
         DefinitionError: the reactor is defined wrongly (from ``reactor.graph``).
     """
-    graph = reactor.graph
-    lines = [
-        f"digraph {_dot_id(reactor.name)} {{",
-        f"  rankdir={direction};",
-        '  node [fontname="Helvetica"];',
-        '  edge [fontname="Helvetica", fontsize=10];',
-    ]
-    for node, data in graph.nodes(data=True):
-        if data.get("kind") == "input":
-            lines.append(f"  {_dot_id(node)} [shape=ellipse, style=dashed];")
-        else:
-            step = data.get("step")
-            tip = getattr(step, "description", None)
-            extra = f", tooltip={_dot_id(tip)}" if tip else ""
-            lines.append(f"  {_dot_id(node)} [shape=box, style=rounded{extra}];")
-    for src, dst, data in graph.edges(data=True):
-        args = data.get("args") or []
-        attrs_ = []
-        if args:
-            attrs_.append(f"label={_dot_id(', '.join(args))}")
-        if data.get("kind") == "wait_for":
-            attrs_.append("style=dashed")
-        suffix = f" [{', '.join(attrs_)}]" if attrs_ else ""
-        lines.append(f"  {_dot_id(src)} -> {_dot_id(dst)}{suffix};")
-    if reactor.returns is not None:
-        lines.append('  "__return__" [shape=doublecircle, label="return"];')
-        lines.append(f'  {_dot_id(reactor.returns)} -> "__return__";')
-    lines.append("}")
-    return "\n".join(lines) + "\n"
-
-
-# ---------------------------------------------------------------------------------- progress
-_COLOURS: Final = {
-    "pending": "2",
-    "running": "33",
-    "retrying": "33",
-    "done": "32",
-    "skipped": "2",
-    "failed": "31",
-    "halted": "35",
-    "undoing": "36",
-    "undone": "36",
-    "undo failed": "31",
-}
-# Row order when there are more steps than terminal lines: what needs attention first.
-_URGENCY: Final = {
-    "failed": 0,
-    "undo failed": 0,
-    "halted": 1,
-    "running": 2,
-    "retrying": 2,
-    "undoing": 2,
-    "undone": 3,
-    "done": 4,
-    "skipped": 4,
-    "pending": 5,
-}
-_TRANSITIONS: Final = {
-    "step_start": "running",
-    "step_retry": "retrying",
-    "step_complete": "done",
-    "compensate_continue": "done",
-    "step_error": "failed",
-    "step_halt": "halted",
-    "guard_skip": "skipped",
-    "undo_start": "undoing",
-    "undo_retry": "undoing",
-    "undo_complete": "undone",
-    "undo_error": "undo failed",
-}
-
-
-class _Row:
-    __slots__ = ("attempt", "end", "note", "start", "state")
-
-    def __init__(self) -> None:
-        self.state = "pending"
-        self.start: float | None = None
-        self.end: float | None = None
-        self.attempt = 1
-        self.note = ""
-
-    def elapsed(self, now: float) -> float | None:
-        if self.start is None:
-            return None
-        return (self.end if self.end is not None else now) - self.start
-
-
-class _Progress:
-    """Shared bookkeeping: one row per step, updated from middleware events."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-        self.rows: dict[str, _Row] = {}
-        self.title = ""
-
-    def on_run_start(self, run: RunInfo) -> None:
-        if run.parent is None:
-            self.title = f"{run.reactor}:"
-            for name in run.step_names:
-                self.rows.setdefault(name, _Row())
-
-    def _update(self, event: Event) -> _Row:
-        row = self.rows.setdefault(event.step, _Row())
-        state = _TRANSITIONS.get(event.kind)
-        if state is None:  # compensate_start and the like change nothing visible
-            return row
-        row.attempt = max(event.attempt, 1)
-        if event.kind == "step_start":
-            if row.start is None:
-                row.start = event.time
-            row.end = None
-        elif event.kind in ("step_complete", "compensate_continue", "step_error", "step_halt"):
-            row.end = event.time
-        if event.error is not None:
-            row.note = f"{type(event.error).__name__}: {event.error}"
-        row.state = state
-        return row
-
-
-class PlainProgress(_Progress):
-    """Middleware printing one line per finished step (for pipes, files and CI logs)."""
-
-    def on_event(self, event: Event) -> None:
-        """Record `event` and print a line when a step finishes, fails or is undone."""
-        row = self._update(event)
-        if event.kind not in (
-            "step_complete",
-            "step_error",
-            "step_retry",
-            "step_halt",
-            "guard_skip",
-            "compensate_continue",
-            "undo_complete",
-            "undo_error",
-        ):
-            return
-        elapsed = row.elapsed(event.time)
-        timed = event.kind in ("step_complete", "step_error", "step_halt", "compensate_continue")
-        took = f" in {elapsed:.3f} s" if elapsed is not None and timed else ""
-        attempt = f" (attempt {event.attempt})" if event.attempt > 1 else ""
-        label = "retrying" if event.kind == "step_retry" else row.state
-        note = f": {row.note}" if row.note and event.error is not None else ""
-        print(f"{label:>8} {event.step}{took}{attempt}{note}", file=self.stream, flush=True)
-
-
-class LiveProgress(_Progress):
-    """Middleware drawing a table of steps that redraws in place on a terminal (ANSI).
-
-    Each row shows a step's state (pending, running, done, failed, ...) and its elapsed
-    time; `tick` redraws it (the caller runs `animate` alongside the run so running times
-    advance), `close` draws the final state and restores the cursor.
-    """
-
-    interval: float = 0.1
-
-    def __init__(self, stream: TextIO, *, colour: bool = True) -> None:
-        super().__init__(stream)
-        self.colour = colour
-        self._drawn = 0
-        self._dirty = True
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def on_run_start(self, run: RunInfo) -> None:
-        """Add a pending row for every planned step."""
-        super().on_run_start(run)
-        self._dirty = True
-
-    def on_event(self, event: Event) -> None:
-        """Update the step's row; the next tick redraws."""
-        self._update(event)
-        self._dirty = True
-        if event.kind in ("step_error", "step_halt", "undo_error"):
-            self.tick()
-
-    def _now(self) -> float:
-        if self._loop is None:
-            with contextlib.suppress(RuntimeError):
-                self._loop = asyncio.get_running_loop()
-        return self._loop.time() if self._loop is not None else 0.0
-
-    def _lines(self) -> list[str]:
-        size = shutil.get_terminal_size()
-        width = max(size.columns - 1, 20)
-        now = self._now()
-        items = list(self.rows.items())
-        counts: dict[str, int] = {}
-        for _, row in items:
-            counts[row.state] = counts.get(row.state, 0) + 1
-        header = "  ".join(
-            [self.title] + [f"{counts[state]} {state}" for state in _COLOURS if state in counts]
-        )
-        room = max(size.lines - 2, 4)
-        if len(items) > room:
-            order = {name: k for k, (name, _) in enumerate(items)}
-            items.sort(key=lambda it: (_URGENCY.get(it[1].state, 9), order[it[0]]))
-            items = items[: room - 1]
-        name_width = min(max((len(n) for n, _ in items), default=4), 40)
-        lines = [self._paint("1", header[:width])]
-        for name, row in items:
-            elapsed = row.elapsed(now)
-            took = f"{elapsed:7.2f}s" if elapsed is not None else " " * 8
-            attempt = f" #{row.attempt}" if row.attempt > 1 else ""
-            note = f"  {row.note}" if row.note else ""
-            text = f"{row.state:>11}  {name:<{name_width}} {took}{attempt}{note}"[:width]
-            lines.append(self._paint(_COLOURS.get(row.state, "0"), text))
-        return lines
-
-    def _paint(self, code: str, text: str) -> str:
-        return f"\x1b[{code}m{text}\x1b[0m" if self.colour else text
-
-    def tick(self) -> None:
-        """Redraw the table in place: move up over the last drawing, clear and rewrite."""
-        lines = self._lines()
-        # First draw: hide the cursor (close() shows it again); later: move up over the table.
-        out = [f"\x1b[{self._drawn}F"] if self._drawn else ["\r\x1b[?25l"]
-        out.extend(f"\x1b[2K{line}\n" for line in lines)
-        if len(lines) < self._drawn:  # the table shrank: clear what is left below it
-            out.append("\x1b[J")
-        self.stream.write("".join(out))
-        self.stream.flush()
-        self._drawn = len(lines)
-        self._dirty = False
-
-    async def animate(self) -> None:
-        """Redraw every `interval` seconds until cancelled."""
-        while True:
-            self.tick()
-            await asyncio.sleep(self.interval)
-
-    def close(self) -> None:
-        """Draw the final state and show the cursor again."""
-        self.tick()
-        self.stream.write("\x1b[?25h")
-        self.stream.flush()
+    return reactor.to_dot(direction=direction, expand=expand)
 
 
 # ---------------------------------------------------------------------------------- commands
@@ -422,28 +190,32 @@ def _describe_failure(error: RunFailed) -> str:
 
 
 def _write_result(result: Any, *, as_json: bool, out: TextIO) -> None:
+    """Print the result; a reader that went away (``| head -1``) is not an error."""
     if as_json:
-        json.dump(result, out, indent=2, default=str)
-        out.write("\n")
+        text = json.dumps(result, indent=2, default=str) + "\n"
     elif isinstance(result, str):
-        out.write(result + "\n")
+        text = result + "\n"
     else:
-        out.write(pprint.pformat(result, sort_dicts=False) + "\n")
+        text = pprint.pformat(result, sort_dicts=False) + "\n"
+    try:
+        out.write(text)
+        out.flush()
+    except (BrokenPipeError, ValueError):
+        silence(out)
 
 
 async def _run(
-    args: argparse.Namespace, reactor: Reactor, inputs: dict[str, Any], middleware: list[Any]
+    args: argparse.Namespace, reactor: Reactor[Any], inputs: dict[str, Any], middleware: list[Any]
 ) -> Any:
     # Progress shares stdout with the result, except with --json: stdout holds only JSON.
     stream: TextIO = sys.stderr if args.json else sys.stdout
-    live: LiveProgress | None = None
-    if not args.quiet:
-        if stream.isatty():
-            live = LiveProgress(stream, colour="NO_COLOR" not in os.environ)
-            middleware = [*middleware, live]
-        else:
-            middleware = [*middleware, PlainProgress(stream)]
-    ticker = asyncio.create_task(live.animate()) if live is not None else None
+    display = None if args.quiet else progress_for(stream)
+    if display is not None:
+        middleware = [*middleware, display]
+    ticker = None
+    if isinstance(display, RichProgress):
+        display.start()
+        ticker = asyncio.create_task(display.animate())
     try:
         return await reactor.run(
             inputs, max_concurrency=args.max_concurrency, middleware=middleware
@@ -453,8 +225,30 @@ async def _run(
             ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker
-        if live is not None:
-            live.close()
+        if isinstance(display, RichProgress):
+            display.close()
+
+
+def _open_trace(path: str) -> TextIO:
+    """Open the ``--trace`` file before the run starts, so a path that cannot be written
+    stops the command before any step runs."""
+    try:
+        return open(path, "w", encoding="utf-8")  # closed by _write_trace
+    except OSError as exc:
+        raise UsageError(
+            f"--trace: cannot write {path}: {exc.strerror or exc}; nothing was run."
+        ) from None
+
+
+def _write_trace(trace: Any, fh: TextIO) -> str | None:
+    """Write the trace; return a message if that failed (never raise: a failed run's own
+    error is on its way and must not be replaced)."""
+    try:
+        with fh:
+            json.dump(trace.to_chrome_trace(), fh)
+    except OSError as exc:
+        return f"cannot write the trace to {fh.name}: {exc.strerror or exc}."
+    return None
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -462,43 +256,39 @@ def _cmd_run(args: argparse.Namespace) -> int:
     inputs = parse_inputs(args.input)
     if args.max_concurrency is not None and args.max_concurrency < 1:
         raise UsageError(f"--max-concurrency must be at least 1, got {args.max_concurrency}.")
+    reactor.plan()  # definition errors before anything is drawn
     middleware: list[Any] = []
     trace: Any = None
+    trace_file: TextIO | None = None
     if args.trace is not None:
-        try:
-            # Imported lazily: tracing is optional and costs nothing when not asked for.
-            trace = importlib.import_module("reactorpy._trace").Trace()
-        except ImportError:
-            raise UsageError(
-                "--trace needs reactorpy's Trace middleware, which this install lacks."
-            ) from None
+        # Imported here: tracing is optional and costs nothing when not asked for.
+        from ._trace import Trace
+
+        trace = Trace()
         middleware.append(trace)
-    reactor.plan()  # definition errors before anything is drawn
+        trace_file = _open_trace(args.trace)
+    failed = True
     try:
         result = asyncio.run(_run(args, reactor, inputs, middleware))
+        failed = False
     finally:
-        if trace is not None:
-            # Written on failure too: the timeline of a failed run is the one worth reading.
-            with open(args.trace, "w", encoding="utf-8") as fh:
-                json.dump(trace.to_chrome_trace(), fh)
+        # Written on failure too: the timeline of a failed run is the one worth reading.
+        problem = _write_trace(trace, trace_file) if trace_file is not None else None
+        if problem is not None and failed:
+            # The run's own error is reported next, by main(): say this first, not instead.
+            print(f"{PROG}: warning: {problem}", file=sys.stderr)
     _write_result(result, as_json=args.json, out=sys.stdout)
-    return 0
+    return 0 if problem is None else _fail(problem, 2)
 
 
 def _cmd_graph(args: argparse.Namespace) -> int:
     reactor = load_reactor(args.target)
     if args.format == "dot":
-        text = to_dot(reactor, direction="LR" if args.direction == "LR" else "TB")
+        direction = "LR" if args.direction == "LR" else "TB"
+        text = reactor.to_dot(direction=direction, expand=args.expand)
     else:
-        try:
-            text = reactor.to_mermaid(direction=args.direction)
-        except ImportError:
-            raise UsageError(
-                "Mermaid output is not available in this install; use --format dot."
-            ) from None
-        if not text.endswith("\n"):
-            text += "\n"
-    sys.stdout.write(text)
+        text = reactor.to_mermaid(direction=args.direction, expand=args.expand) + "\n"
+    _write_result(text.rstrip("\n"), as_json=False, out=sys.stdout)
     return 0
 
 
@@ -514,13 +304,15 @@ def _parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Run, draw and demo reactorpy reactors.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser(
         "run",
         help="run a reactor and print its result",
-        description="Run the reactor MODULE:ATTR and print its result. Progress is drawn "
-        "live on a terminal, else printed one line per finished step.",
+        description="Run the reactor MODULE:ATTR and print its result. Progress is a live "
+        "table on a terminal (with reactorpy[cli], which installs Rich), else one line per "
+        "finished step; NO_COLOR, FORCE_COLOR and TERM=dumb are honoured.",
     )
     run.add_argument("target", metavar="MODULE:ATTR", help="e.g. package.flows:checkout")
     run.add_argument(
@@ -534,7 +326,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--json", action="store_true", help="print the result as JSON (progress goes to stderr)"
     )
-    run.add_argument("--trace", metavar="FILE", help="write a Chrome/Perfetto trace of the run")
+    run.add_argument(
+        "--trace",
+        metavar="FILE",
+        help="write a Chrome/Perfetto trace of the run (checked before the run starts)",
+    )
     run.add_argument("--max-concurrency", type=int, metavar="N", help="run at most N steps at once")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     run.set_defaults(handler=_cmd_run)
@@ -543,8 +339,18 @@ def _parser() -> argparse.ArgumentParser:
         "graph", help="print a reactor's graph", description="Print the graph of MODULE:ATTR."
     )
     graph.add_argument("target", metavar="MODULE:ATTR")
-    graph.add_argument("--format", choices=("mermaid", "dot"), default="mermaid")
-    graph.add_argument("--direction", choices=("TD", "LR"), default="TD")
+    graph.add_argument(
+        "--format", choices=("mermaid", "dot"), default="mermaid", help="default: mermaid"
+    )
+    graph.add_argument(
+        "--direction", choices=("TD", "LR"), default="TD", help="top down (default) or left right"
+    )
+    graph.add_argument(
+        "--expand",
+        action="store_true",
+        help="draw the reactors that compose, map, switch, recurse and around steps run, "
+        "inside their steps",
+    )
     graph.set_defaults(handler=_cmd_graph)
 
     demo = sub.add_parser(
@@ -552,9 +358,15 @@ def _parser() -> argparse.ArgumentParser:
         help="run the seed tutorial's reactor, concurrently and one step at a time",
         description="Run reactorpy.examples.seed: three fetches at once, then in sequence.",
     )
-    demo.add_argument("--user-id", type=int, default=123)
+    demo.add_argument("--user-id", type=int, default=123, help="the input (default: 123)")
     demo.set_defaults(handler=_cmd_demo)
     return parser
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
 
 
 def _fail(message: str, status: int) -> int:
@@ -586,6 +398,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(_describe_failure(exc), 1)
     except Halted as exc:
         return _fail(str(exc).replace(" Resume it with reactor.resume().", ""), 1)
+    except BrokenPipeError:  # stdout's reader went away (`| head`): not an error of ours
+        silence(sys.stdout)
+        return 0
     except OSError as exc:  # the trace file could not be written (step errors are wrapped)
         return _fail(f"cannot write {exc.filename or 'a file'}: {exc.strerror or exc}.", 2)
     except KeyboardInterrupt:

@@ -18,17 +18,19 @@ and assert on their order rather than on wall time::
         rec.assert_overlap("fetch_preferences", "fetch_activity")
         rec.assert_before("fetch_activity", "aggregate_data")
 
-With pytest-asyncio (1.x), run ``async def`` tests on the virtual clock by returning it from
-the ``pytest_asyncio_loop_factories`` hook in ``conftest.py``; every ``asyncio.sleep``,
-``timeout``, ``backoff`` and ``run(timeout=...)`` then takes no real time and
-``asyncio.get_running_loop().time()`` reads exact virtual seconds::
+With pytest-asyncio 1.4 or newer (the version that added the hook; older versions stop with
+``PluginValidationError: unknown hook``), run ``async def`` tests on the virtual clock by
+returning it from the ``pytest_asyncio_loop_factories`` hook in ``conftest.py``; every
+``asyncio.sleep``, ``timeout``, ``backoff`` and ``run(timeout=...)`` then takes no real time
+and ``asyncio.get_running_loop().time()`` reads exact virtual seconds::
 
     import reactorpy.testing
 
     def pytest_asyncio_loop_factories(config, item):
         return {"virtual": reactorpy.testing.VirtualClockLoop}
 
-Without pytest-asyncio, call ``run_virtual(coro)`` from a plain test function.
+Every ``async def`` test then runs once per factory returned (here, once). Without
+pytest-asyncio, or on an older one, call ``run_virtual(coro)`` from a plain test function.
 """
 
 from __future__ import annotations
@@ -36,14 +38,17 @@ from __future__ import annotations
 import asyncio
 import selectors
 from collections.abc import Callable, Coroutine, Iterable, Mapping
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
+from ._arguments import Result
 from ._errors import UnknownReferenceError
 from ._events import Event, RunInfo
+from ._plan import wire
 from ._reactor import Reactor
 from ._step import Step, _Hooks
 
 __all__ = [
+    "Fake",
     "Recorder",
     "VirtualClockLoop",
     "override",
@@ -53,6 +58,21 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+V = TypeVar("V")
+T_co = TypeVar("T_co", covariant=True)
+
+
+class Fake(Protocol[T_co]):
+    """The type of the fakes `returns` and `raises` make: an ``async def`` step function
+    that takes any arguments by name, and records them.
+
+    Attributes:
+        calls: the keyword arguments of each call, in order.
+    """
+
+    calls: list[dict[str, Any]]
+
+    def __call__(self, **kwargs: Any) -> Coroutine[Any, Any, T_co]: ...
 
 
 class _JumpingSelector(selectors.DefaultSelector):
@@ -326,33 +346,24 @@ def _fake(
     fake: Callable[..., Any],
     inputs: Iterable[str],
     steps: Iterable[str],
+    *,
+    keep_callbacks: bool,
 ) -> Step[..., Any]:
-    """`original` with `fake` as its function: same name, wiring, options and callbacks."""
-    from ._arguments import Input, Result
-
+    """`original` with `fake` as its function: same name, wiring and options; its undo and
+    compensate callbacks when `keep_callbacks`."""
     probe = Step(fake, name=original.name)  # reads the fake's signature, once
     accepted = {p.name for p in probe.params}
-    input_set, step_set = set(inputs), set(steps)
     args: dict[str, Any] = {}
     wait_for = list(original.wait_for)
-    for param in original.params:
-        source = original.args.get(param.name)
-        if source is None and not param.is_context:
-            # Wired by name to an input or a step (as the planner would wire it).
-            if param.name in input_set:
-                source = Input(param.name)
-            elif param.name in step_set and param.name != original.name:
-                source = Result(param.name)
-        if source is None:
+    # The planner's own wiring of the original: explicit args, then inputs and steps by name.
+    for param, source in wire(original, set(inputs), set(steps)).items():
+        if source is None:  # the run Context: the fake gets it through its own annotation
             continue
-        if param.name in accepted or probe.takes_kwargs:
-            args[param.name] = source
+        if param in accepted or probe.takes_kwargs:
+            args[param] = source
         elif isinstance(source, Result) and source.step not in wait_for:
             # The fake does not take this argument; keep the dependency, so order is kept.
             wait_for.append(source.step)
-    for extra, extra_source in original.args.items():  # **kwargs wiring of the original
-        if extra not in args and (extra in accepted or probe.takes_kwargs):
-            args[extra] = extra_source
     # An async fake cannot be sent to a thread or process; it runs on the loop instead.
     executor = None if probe.is_async else original.executor
     return _rebuild(
@@ -361,32 +372,74 @@ def _fake(
         args=args,
         wait_for=wait_for,
         executor=executor,
-        hooks=_copy_hooks(original),
+        hooks=_copy_hooks(original) if keep_callbacks else _Hooks(),
     )
 
 
+StepKey = str | Step[..., Any]
+
+
+def _step_name(reactor: Reactor[Any], key: StepKey) -> str:
+    """The name, in `reactor`, of the step `key` names or is."""
+    if isinstance(key, Step):
+        registered = reactor.steps
+        for name, step in registered.items():
+            if step is key:
+                return name
+        # `reactor.add(s, name=...)` registers a copy: find it by its function.
+        same_fn = [name for name, step in registered.items() if step.fn is key.fn]
+        key = same_fn[0] if len(same_fn) == 1 else key.name
+    if key not in reactor.steps:
+        raise UnknownReferenceError("override", key, list(reactor.steps), what="step")
+    return key
+
+
+def _by_name(reactor: Reactor[Any], mapping: Mapping[Any, V] | None) -> dict[str, V]:
+    return {_step_name(reactor, key): value for key, value in (mapping or {}).items()}
+
+
 def override(
-    reactor: Reactor,
-    fakes: Mapping[str, Callable[..., Any]],
+    reactor: Reactor[T],
+    fakes: Mapping[str, Callable[..., Any]]
+    | Mapping[Step[..., Any], Callable[..., Any]]
+    | Mapping[StepKey, Callable[..., Any]],
     *,
-    undo: Mapping[str, Callable[..., Any] | None] | None = None,
-    compensate: Mapping[str, Callable[..., Any] | None] | None = None,
-) -> Reactor:
-    """A new `Reactor` like `reactor` with the named steps' functions replaced by fakes.
+    undo: Mapping[str, Callable[..., Any] | None]
+    | Mapping[Step[..., Any], Callable[..., Any] | None]
+    | Mapping[StepKey, Callable[..., Any] | None]
+    | None = None,
+    compensate: Mapping[str, Callable[..., Any] | None]
+    | Mapping[Step[..., Any], Callable[..., Any] | None]
+    | Mapping[StepKey, Callable[..., Any] | None]
+    | None = None,
+    keep_callbacks: bool = True,
+) -> Reactor[T]:
+    """A new `Reactor` like `reactor` with some steps' functions replaced by fakes.
 
     The copy has the same name, inputs, ``returns``, options and middleware, and a copy of
-    every step. A faked step keeps the original's name, wiring (explicit ``args`` and
-    parameters wired by name), options and undo/compensate callbacks; the fake receives the
-    original's arguments that its own signature names (all of them if it takes ``**kwargs``),
-    and still waits for the steps whose results it does not take. An ``async def`` fake of a
-    step with ``executor=`` runs on the event loop. `reactor` itself is left untouched, and
-    callbacks registered on the copy's steps do not reach it.
+    every step. A faked step keeps the original's name, wiring (explicit ``args`` and the
+    parameters the planner wires by name), and options (retries, timeout, guard, ...); the
+    fake receives the original's arguments that its own signature names (all of them if it
+    takes ``**kwargs``), and still waits for the steps whose results it does not take. An
+    ``async def`` fake of a step with ``executor=`` runs on the event loop. `reactor` itself
+    is left untouched, and callbacks registered on the copy's steps do not reach it.
+
+    **Undo and compensate.** By default a faked step keeps the original's *real* undo and
+    compensate callbacks: if a later step fails, the real undo is called with the fake's
+    result. Fake them in the same call with ``undo={"charge": fake_refund}`` (None drops
+    one), or pass ``keep_callbacks=False`` to drop the callbacks of every faked step (the
+    steps that are not faked keep theirs). ``undo=`` and ``compensate=`` also work on steps
+    that are not faked.
 
     Args:
         reactor: the reactor to copy.
-        fakes: step name to fake function (sync or async).
-        undo: step name to a replacement undo callback, or None to drop the step's undo.
-        compensate: step name to a replacement compensate callback, or None to drop it.
+        fakes: the steps to fake (by name, or the `Step` objects themselves) and their fake
+            functions (sync or async).
+        undo: steps (names or `Step` objects) to a replacement undo callback, or None to
+            drop the step's undo.
+        compensate: steps to a replacement compensate callback, or None to drop it.
+        keep_callbacks: False drops the real undo and compensate of every faked step
+            (before ``undo=`` and ``compensate=`` are applied).
 
     Returns:
         The new reactor.
@@ -399,29 +452,31 @@ def override(
     >>> @r.step
     ... async def slow(x):
     ...     raise RuntimeError("no network in tests")
-    >>> fast = override(r, {"slow": lambda x: x * 10})
+    >>> fast = override(r, {slow: lambda x: x * 10})
     >>> run_virtual(fast.run({"x": 4}))
     40
     >>> fast is not r and r.steps["slow"].fn is slow.fn
     True
     """
     names = list(reactor.steps)
-    for mapping in (fakes, undo or {}, compensate or {}):
-        for name in mapping:
-            if name not in reactor.steps:
-                raise UnknownReferenceError("override", name, names, what="step")
-    copy = Reactor(
-        reactor.name,
-        inputs={name: reactor.input_transforms.get(name) for name in reactor.inputs},
-        returns=reactor.returns,
-        max_concurrency=reactor.max_concurrency,
-        limits=reactor.limits,
-        middleware=reactor.middleware,
-        executor=reactor.executor,
+    fake_fns = _by_name(reactor, fakes)
+    undos = _by_name(reactor, undo)
+    compensates = _by_name(reactor, compensate)
+    copy = cast(
+        "Reactor[T]",
+        Reactor(
+            reactor.name,
+            inputs={name: reactor.input_transforms.get(name) for name in reactor.inputs},
+            returns=reactor.returns,
+            max_concurrency=reactor.max_concurrency,
+            limits=reactor.limits,
+            middleware=reactor.middleware,
+            executor=reactor.executor,
+        ),
     )
     for name, step in reactor.steps.items():
-        if name in fakes:
-            new = _fake(step, fakes[name], reactor.inputs, names)
+        if name in fake_fns:
+            new = _fake(step, fake_fns[name], reactor.inputs, names, keep_callbacks=keep_callbacks)
         elif type(step) is Step:
             new = _rebuild(
                 step,
@@ -434,14 +489,14 @@ def override(
         else:  # a composite step (compose, map, switch): shared, it holds no test state
             new = step
         copy.add(new)
-        if undo is not None and name in undo:
-            fn = undo[name]
+        if name in undos:
+            fn = undos[name]
             if fn is None:
                 new._hooks.undo = None
             else:
                 new.undo(fn)
-        if compensate is not None and name in compensate:
-            fn = compensate[name]
+        if name in compensates:
+            fn = compensates[name]
             if fn is None:
                 new._hooks.compensate = None
             else:
@@ -450,7 +505,7 @@ def override(
 
 
 # ---------------------------------------------------------------------------------- fakes
-def returns(value: Any, *, delay: float = 0.0) -> Callable[..., Coroutine[Any, Any, Any]]:
+def returns(value: T, *, delay: float = 0.0) -> Fake[T]:
     """A fake step function that returns `value` whatever its arguments.
 
     Args:
@@ -462,7 +517,7 @@ def returns(value: Any, *, delay: float = 0.0) -> Callable[..., Coroutine[Any, A
     """
     calls: list[dict[str, Any]] = []
 
-    async def fake(**kwargs: Any) -> Any:
+    async def fake(**kwargs: Any) -> T:
         calls.append(kwargs)
         if delay:
             await asyncio.sleep(delay)
@@ -470,7 +525,7 @@ def returns(value: Any, *, delay: float = 0.0) -> Callable[..., Coroutine[Any, A
 
     fake.__name__ = fake.__qualname__ = f"returns({value!r})"
     fake.calls = calls  # type: ignore[attr-defined]
-    return fake
+    return cast("Fake[T]", fake)
 
 
 def raises(
@@ -479,7 +534,7 @@ def raises(
     times: int | None = None,
     then: Any = None,
     delay: float = 0.0,
-) -> Callable[..., Coroutine[Any, Any, Any]]:
+) -> Fake[Any]:
     """A fake step function that raises `error`: always, or its first `times` calls.
 
     Args:
@@ -502,4 +557,4 @@ def raises(
 
     fake.__name__ = fake.__qualname__ = f"raises({error!r})"
     fake.calls = calls  # type: ignore[attr-defined]
-    return fake
+    return cast("Fake[Any]", fake)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import importlib.util
 import json
 import os
+import re
 import select
 import subprocess
 import sys
@@ -20,6 +23,7 @@ from reactorpy.testing import run_virtual
 
 ROOT = Path(__file__).resolve().parent.parent
 SIMPLE = "tests.examples.simple"
+EXTRA = "tests.examples.cli_extra"
 GREETING_INPUTS = ("-i", "name=Ada", "-i", "times=3")
 
 
@@ -61,7 +65,9 @@ def test_run_prints_steps_and_result_when_not_a_terminal() -> None:
     assert {"hello", "count", "shout"} == {line.split()[1] for line in lines[:3]}
     assert all(line.split()[0] == "done" for line in lines[:3])
     assert "\x1b" not in proc.stdout
-    assert "{'text': 'HELLO ADA', 'count': 6}" == lines[3]
+    assert lines[3].startswith("    total greeting: completed in ")
+    assert lines[3].endswith(" s (3 done)")
+    assert "{'text': 'HELLO ADA', 'count': 6}" == lines[4]
     assert "" == proc.stderr
 
 
@@ -179,9 +185,10 @@ def test_failed_run_exits_1_after_undo() -> None:
     assert "failed in step(s) explode" in err
     assert "ValueError: boom 7" in err
     assert "released 7" in proc.stdout
-    assert ["done", "failed", "undone"] == [
+    assert ["done", "failed", "undone", "total"] == [
         line.split()[0] for line in proc.stdout.splitlines() if not line.startswith("released")
     ]
+    assert "total broken: failed in " in proc.stdout
 
 
 def test_halted_run_exits_1(in_root: None, capsys: pytest.CaptureFixture[str]) -> None:
@@ -286,67 +293,248 @@ def read_pty(fd: int, proc: subprocess.Popen[bytes]) -> bytes:
     return b"".join(chunks)
 
 
-def test_run_on_a_terminal_redraws_progress_in_place() -> None:
-    """On a terminal, `run` redraws a step table in place with ANSI codes, ending all done."""
+def run_on_pty(
+    *args: str, env: dict[str, str] | None = None, stdout_pipe: bool = False
+) -> tuple[str, str, int]:
+    """Run ``python -m reactorpy ARGS`` with a pseudo-terminal as its stderr (and stdout,
+    unless `stdout_pipe`); return what the terminal showed, stdout if piped, the status."""
     pty = pytest.importorskip("pty", reason="needs a POSIX pseudo-terminal")
     leader, follower = pty.openpty()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "100", "LINES": "40"}
-    env.pop("NO_COLOR", None)
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "100", "LINES": "40"}
+    full_env.pop("NO_COLOR", None)
+    full_env.pop("FORCE_COLOR", None)
+    full_env["TERM"] = "xterm-256color"
+    full_env.update(env or {})
     proc = subprocess.Popen(
-        [sys.executable, "-m", "reactorpy", "run", f"{SIMPLE}:greeting", *GREETING_INPUTS],
+        [sys.executable, "-m", "reactorpy", *args],
         cwd=ROOT,
-        env=env,
+        env=full_env,
         stdin=follower,
-        stdout=follower,
+        stdout=subprocess.PIPE if stdout_pipe else follower,
         stderr=follower,
     )
     os.close(follower)
     try:
-        output = read_pty(leader, proc).decode()
+        shown = read_pty(leader, proc).decode()
     finally:
         os.close(leader)
         proc.wait(timeout=60)
-    assert 0 == proc.returncode, output
+    piped = ""
+    if proc.stdout is not None:
+        piped = proc.stdout.read().decode()
+        proc.stdout.close()
+    return shown, piped, proc.returncode
+
+
+def test_run_on_a_terminal_draws_a_live_rich_table() -> None:
+    """On a terminal, `run` redraws a Rich table in place, ending with every step done and a
+    total-time line, then shows the cursor again and prints the result."""
+    pytest.importorskip("rich")
+    output, _, status = run_on_pty("run", f"{SIMPLE}:greeting", *GREETING_INPUTS)
+    assert 0 == status, output
     assert "\x1b[?25l" in output  # cursor hidden while drawing
-    assert "\x1b[4F" in output  # moved up over the 4-line table (header + 3 steps) to redraw
-    assert "\x1b[2K" in output  # each line cleared before it is rewritten
-    final = output.rsplit("\x1b[4F", 1)[1]
-    assert "greeting:  3 done" in final
+    assert "\x1b[1A\x1b[2K" in output  # moved up and cleared lines to redraw in place
+    final = output.rsplit("\x1b[2K", 1)[1]
+    plain = strip_ansi(final)
+    assert "greeting  3 done" in plain
     for step in ("hello", "count", "shout"):
-        assert f"done  {step}" in final
+        assert re.search(rf"done {step} +\d+\.\d\ds", plain), plain
+    assert re.search(r"greeting  completed in \d+\.\d{3} s \(3 done\)", plain)
     assert "\x1b[32m" in final  # done rows in green
     assert final.index("\x1b[?25h") < final.index("{'text': 'HELLO ADA', 'count': 6}")
 
 
-def test_live_progress_shows_failures_and_truncates(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The live table marks failed and undone steps and never wraps a line."""
-    import io
+def test_run_json_on_a_terminal_draws_on_stderr_and_keeps_stdout_json() -> None:
+    """With --json, the live table goes to stderr and stdout holds only the JSON result."""
+    pytest.importorskip("rich")
+    shown, stdout, status = run_on_pty(
+        "run", f"{SIMPLE}:greeting", *GREETING_INPUTS, "--json", stdout_pipe=True
+    )
+    assert 0 == status, shown
+    assert {"text": "HELLO ADA", "count": 6} == json.loads(stdout)
+    assert "greeting  completed in" in strip_ansi(shown)
 
-    monkeypatch.setenv("COLUMNS", "30")
-    monkeypatch.setenv("LINES", "10")
-    stream = io.StringIO()
-    live = cli.LiveProgress(stream, colour=False)
+
+def test_term_dumb_gets_plain_lines_without_escape_codes() -> None:
+    """TERM=dumb on a terminal: a line per step, no cursor movement, no colour."""
+    output, _, status = run_on_pty(
+        "run", f"{SIMPLE}:greeting", *GREETING_INPUTS, env={"TERM": "dumb"}
+    )
+    assert 0 == status, output
+    assert "\x1b" not in output
+    assert "     done hello in " in output
+    assert "    total greeting: completed in " in output
+
+
+def test_no_color_on_a_terminal_draws_the_table_without_colours() -> None:
+    """NO_COLOR keeps the live table but drops every colour."""
+    pytest.importorskip("rich")
+    output, _, status = run_on_pty(
+        "run", f"{SIMPLE}:greeting", *GREETING_INPUTS, env={"NO_COLOR": "1"}
+    )
+    assert 0 == status, output
+    assert "\x1b[1A" in output  # still live
+    assert not re.search(r"\x1b\[(\d+;)*3\dm", output)  # no foreground colour at all
+
+
+def test_force_color_colours_the_plain_lines_of_a_pipe() -> None:
+    """FORCE_COLOR on a pipe: still a line per step (no redrawing), but coloured."""
+    pytest.importorskip("rich")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "FORCE_COLOR": "1", "TERM": "xterm"}
+    env.pop("NO_COLOR", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "reactorpy", "run", f"{SIMPLE}:greeting", *GREETING_INPUTS],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert 0 == proc.returncode, proc.stderr
+    assert "\x1b[32m     done hello in " in proc.stdout
+    assert "\x1b[1A" not in proc.stdout
+
+
+def strip_ansi(text: str) -> str:
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text).replace("\r", "")
+
+
+def render(display: Any, width: int, height: int = 40) -> list[str]:
+    """The lines of one frame of a RichProgress at a terminal size, without colours."""
+    from rich.console import Console
+
+    console = Console(width=width, height=height, record=True, color_system=None)
+    console.print(display)
+    return console.export_text().splitlines()
+
+
+def failing_reactor() -> rp.Reactor[Any]:
+    """A long-named reactor: one undoable step, one failing step, one slow step the failure
+    cancels, and one step that never starts."""
     r = rp.Reactor("broken_" + "x" * 40, inputs=["n"])
 
     @r.step
-    def first_step_with_a_long_name(n: int) -> int:
+    def first_step_with_a_rather_long_name_indeed(n: int) -> int:
         return n
 
-    @first_step_with_a_long_name.undo
+    @first_step_with_a_rather_long_name_indeed.undo
     def _undo(value: int) -> None:
         pass
 
     @r.step
-    def second(first_step_with_a_long_name: int) -> int:
-        raise ValueError("nope")
+    async def second(first_step_with_a_rather_long_name_indeed: int) -> int:
+        await asyncio.sleep(1)
+        raise ValueError("nope " * 20)
 
+    @r.step
+    async def slow(n: int) -> int:
+        await asyncio.sleep(60)
+        return n
+
+    @r.step
+    def never(second: int) -> int:
+        return second
+
+    return r
+
+
+def test_rich_display_fits_the_width_and_marks_skipped_and_cancelled_steps() -> None:
+    """Long names and errors are cut with an ellipsis, never wrapped; after a failure the
+    step that never started is skipped, the one stopped is cancelled; a total line ends it."""
+    pytest.importorskip("rich")
+    from rich.console import Console
+
+    display = cli.RichProgress(Console(width=50, record=True))
     with pytest.raises(rp.RunFailed):
-        run_virtual(r.run({"n": 1}, middleware=[live]))
-    live.close()
-    final = stream.getvalue().rsplit("\x1b[3F", 1)[1]
-    assert all(len(line.replace("\x1b[2K", "")) <= 29 for line in final.splitlines()[:-1])
-    assert "failed  second" in final
-    assert "undone  first_step" in final
+        run_virtual(failing_reactor().run({"n": 1}, middleware=[display], grace=0))
+    for width in (50, 32):  # the next frame follows a resized terminal
+        lines = render(display, width)
+        assert all(len(line) <= width for line in lines), lines
+        text = "\n".join(lines)
+        assert "…" in text
+        assert re.search(r"failed seco", text)
+        assert re.search(r"undone firs", text)
+        assert re.search(r"cancelled slow", text)
+        assert re.search(r"skipped never", text)
+    assert lines[-1].startswith("broken_x")
+    assert "…" in lines[-1]  # the long reactor name is cut in the middle
+    assert render(display, 200)[-1].startswith(f"broken_{'x' * 40}  failed in 1.000 s")
+
+
+def test_rich_display_shows_what_needs_attention_when_rows_do_not_fit() -> None:
+    """More steps than terminal lines: failures first, then '... and N more'."""
+    pytest.importorskip("rich")
+    from rich.console import Console
+
+    display = cli.RichProgress(Console(width=80, record=True))
+    with pytest.raises(rp.RunFailed):
+        run_virtual(failing_reactor().run({"n": 1}, middleware=[display], grace=0))
+    lines = render(display, 80, height=4)
+    assert 4 == len(lines)
+    assert "failed second" in lines[1]
+    assert "... and 3 more" in lines[2]
+    assert "failed in" in lines[3]
+
+
+def test_without_rich_progress_is_one_line_per_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An install without the cli extra prints plain lines even on a terminal."""
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setenv("TERM", "xterm")
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    if importlib.util.find_spec("rich") is not None:
+        assert isinstance(cli.progress_for(Terminal()), cli.RichProgress)
+    monkeypatch.setitem(sys.modules, "rich", None)
+    monkeypatch.setitem(sys.modules, "rich.console", None)
+    display = cli.progress_for(Terminal())
+    assert isinstance(display, cli.PlainProgress)
+    assert display.console is None
+
+
+def test_progress_printers_survive_a_closed_stream() -> None:
+    """A stream that goes away silences the display; the run goes on and ends normally."""
+    import io
+
+    stream = io.StringIO()
+    display = cli.PlainProgress(stream)
+    stream.close()
+    r = rp.Reactor("quiet", returns="a")
+    r.step(lambda: 1, name="a")
+    assert 1 == run_virtual(r.run(middleware=[display]))
+    assert display.closed
+
+
+@pytest.mark.parametrize("target", [f"{EXTRA}:many", f"{SIMPLE}:broken"])
+def test_a_closed_stdout_neither_hangs_nor_hides_the_runs_own_error(target: str) -> None:
+    """`run ... | head -1`: the command exits; a failing run still says why on stderr."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reactorpy", "run", target]
+        + (["-i", "n=2"] if target.endswith("broken") else []),
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    proc.stdout.close()  # the reader went away before the first line
+    with proc.stderr:
+        err = proc.stderr.read()
+    status = proc.wait(timeout=60)
+    assert "Traceback" not in err
+    assert "Exception ignored" not in err
+    if target.endswith("broken"):
+        assert 1 == status
+        assert "ValueError: boom 2" in err
+    else:
+        assert 0 == status, err
 
 
 # ---------------------------------------------------------------------------------- demo
@@ -448,3 +636,132 @@ def test_plain_progress_reports_retries_and_skips() -> None:
     assert ["skipped", "skipped"] in lines
     assert "ConnectionError: blip" in stream.getvalue()
     assert "(attempt 2)" in stream.getvalue()
+
+
+def test_trace_path_is_checked_before_the_run_starts(
+    in_root: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A --trace path that cannot be written stops the command before any step runs."""
+    touched = tmp_path / "ran"
+    argv = ["run", f"{EXTRA}:marker", "-i", f"path={touched}", "-q"]
+    assert 2 == cli.main([*argv, "--trace", str(tmp_path / "no-dir" / "t.json")])
+    assert "nothing was run" in capsys.readouterr().err
+    assert not touched.exists()
+    assert 2 == cli.main([*argv, "--trace", str(tmp_path)])  # a directory
+    assert not touched.exists()
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_trace_that_fails_to_write_never_hides_the_runs_own_error(
+    in_root: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Writing the trace fails (a full disk): a failed run still reports its own error;
+    a run that worked prints its result, then exits 2 saying the trace was not written."""
+    assert 1 == cli.main(["run", f"{SIMPLE}:broken", "-i", "n=1", "-q", "--trace", "/dev/full"])
+    err = capsys.readouterr().err
+    assert "warning: cannot write the trace to /dev/full" in err
+    assert "failed in step(s) explode" in err
+    assert "ValueError: boom 1" in err
+    argv = ["run", f"{SIMPLE}:greeting", *GREETING_INPUTS, "-q", "--trace", "/dev/full"]
+    assert 2 == cli.main(argv)
+    captured = capsys.readouterr()
+    assert "{'text': 'HELLO ADA', 'count': 6}" in captured.out
+    assert "error: cannot write the trace to /dev/full" in captured.err
+
+
+def test_version_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--version` prints the program and version and exits 0."""
+    assert 0 == cli.main(["--version"])
+    assert f"reactorpy {rp.__version__}\n" == capsys.readouterr().out
+
+
+def composed() -> rp.Reactor[Any]:
+    """compose, map and switch around the seed reactor, for the expanded pictures."""
+    from reactorpy.examples.seed import user_data
+
+    users = rp.Reactor("users", inputs=["user_ids", "user_id"], returns="all_users")
+    users.map("all_users", "user_ids", user_data)
+    users.compose("one", user_data)
+    users.switch("route", "user_id", [(lambda u: u > 0, user_data)])
+    return users
+
+
+def test_graph_expand_draws_composed_reactors_in_mermaid_and_dot(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`graph --expand` draws the reactors composite steps run, in both formats."""
+    module = type(sys)("expand_target")
+    module.users = composed()  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "expand_target", module)
+    assert 0 == cli.main(["graph", "expand_target:users", "--expand"])
+    mermaid = capsys.readouterr().out
+    assert 'subgraph s_all_users ["all_users"]' in mermaid
+    assert 'subgraph s_one__one ["one: async_user_data"]' in mermaid
+    assert "s_all_users__all_users__s_fetch_profile" in mermaid
+    assert 0 == cli.main(["graph", "expand_target:users", "--expand", "--format", "dot"])
+    dot = capsys.readouterr().out
+    assert "compound=true;" in dot
+    assert 'subgraph "cluster_1" {' in dot
+    assert 'label="all_users: async_user_data";' in dot
+    assert (
+        '"all_users/all_users/fetch_profile" [shape=box, style=rounded, label="fetch_profile"'
+        in dot
+    )
+    assert 0 == cli.main(["graph", "expand_target:users", "--format", "dot"])
+    assert "cluster" not in capsys.readouterr().out
+
+
+def test_internal_parameter_names_never_appear_in_pictures() -> None:
+    """map's and switch's internal parameters are drawn as 'over' and 'on'."""
+    users = composed()
+    for picture in (
+        users.to_mermaid(),
+        users.to_mermaid(expand=True),
+        users.to_dot(),
+        users.to_dot(expand=True),
+    ):
+        assert not re.search(r"(?<![A-Za-z0-9])_(items|on)\b", picture)
+    assert 'i_user_ids -->|"over"| s_all_users' in users.to_mermaid()
+    assert '"user_id" -> "route" [label="on, user_id"];' in users.to_dot()
+    trace = rp.Trace()
+    run_virtual(users.run({"user_ids": [1], "user_id": 2}, middleware=[trace]))
+    gantt = trace.to_mermaid_gantt()
+    assert not re.search(r"(?<![A-Za-z0-9])_(items|on)\b", gantt)
+
+
+def test_long_step_names_are_cut_in_the_middle_so_they_stay_apart() -> None:
+    """Names that differ only at their ends (``fetch_..._1``, ``fetch_..._2``) stay told
+    apart in a narrow terminal: the ellipsis goes in the middle."""
+    pytest.importorskip("rich")
+    from rich.console import Console
+
+    r = rp.Reactor("names")
+    for k in (1, 2):
+        r.step(lambda: None, name=f"fetch_something_with_a_very_long_descriptive_name_{k}")
+    display = cli.RichProgress(Console(width=40, record=True))
+    run_virtual(r.run(middleware=[display]))
+    rows = render(display, 40)[1:3]
+    assert all("…" in row for row in rows)
+    assert rows[0].split()[1].endswith("_1")
+    assert rows[1].split()[1].endswith("_2")
+    assert all(row.split()[1].startswith("fetch_") for row in rows)
+
+
+def test_demo_into_a_closed_pipe_exits_quietly() -> None:
+    """`python -m reactorpy demo | head -3`: no error message, no traceback, status 0."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reactorpy", "demo"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    proc.stdout.close()
+    with proc.stderr:
+        err = proc.stderr.read()
+    assert 0 == proc.wait(timeout=60)
+    assert "" == err

@@ -7,7 +7,9 @@ import pickle
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -455,3 +457,70 @@ def test_a_halt_two_composes_down_resumes_through_pickle_and_json(how: str):
 
     run_virtual(main())
     assert ["unbook B"] == log
+
+
+class Client:
+    """Like an httpx.AsyncClient: holds a lock, so it cannot be pickled."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+
+def halting_with(client_as_input: bool) -> rp.Reactor[Any]:
+    r = rp.Reactor("fetcher", inputs=["url", "client"] if client_as_input else ["url"])
+
+    @r.step
+    def connect(url: str) -> Client:
+        return Client()
+
+    @connect.undo
+    def disconnect(client: Client) -> None:
+        pass
+
+    @r.step
+    def wait(connect: Client) -> None:
+        raise rp.Halt("later")
+
+    return r
+
+
+async def test_a_checkpoint_that_cannot_pickle_names_the_input_and_points_to_context():
+    """A client passed as an input: pickling the checkpoint names the input and context=."""
+    r = halting_with(client_as_input=True)
+    with pytest.raises(rp.Halted) as info:
+        await r.run({"url": "u", "client": Client()})
+    with pytest.raises(TypeError) as error:
+        pickle.dumps(info.value.checkpoint)
+    message = str(error.value)
+    assert message.startswith("A checkpoint of 'fetcher' cannot be pickled: input 'client'")
+    assert "(a Client) cannot be saved (TypeError: cannot pickle '_thread.lock' object)" in message
+    assert "run(context={...})" in message
+    assert isinstance(error.value.__cause__, TypeError)
+
+
+async def test_a_checkpoint_that_cannot_pickle_names_the_result():
+    """A result kept for a pending step or an undo is named, with its step."""
+    r = halting_with(client_as_input=False)
+    with pytest.raises(rp.Halted) as info:
+        await r.run({"url": "u"})
+    with pytest.raises(TypeError, match="the result of step 'connect' \\(a Client\\)"):
+        pickle.dumps(info.value.checkpoint)
+    with pytest.raises(TypeError, match="cannot be exported to JSON: the result of step 'connect'"):
+        info.value.checkpoint.to_json()
+
+
+async def test_the_context_does_not_go_into_checkpoints_and_comes_back_on_resume():
+    """What the docs recommend: a client in context= halts and resumes with a new one."""
+    r = rp.Reactor("ctx", inputs=["url"], returns="fetch")
+
+    @r.step
+    def fetch(url: str, ctx: rp.Context) -> str:
+        if ctx.attempt == 1 and "resumed" not in ctx.data:
+            raise rp.Halt("later")
+        return f"{url} via {type(ctx.data['client']).__name__}"
+
+    with pytest.raises(rp.Halted) as info:
+        await r.run({"url": "u"}, context={"client": Client()})
+    saved = pickle.loads(pickle.dumps(info.value.checkpoint))
+    resumed = await r.resume(saved, context={"client": Client(), "resumed": True})
+    assert "u via Client" == resumed

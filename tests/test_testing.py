@@ -273,3 +273,111 @@ def test_raises_always_raises_without_times() -> None:
     with pytest.raises(rp.RunFailed) as info:
         run_virtual(fake.run())
     assert isinstance(info.value.exceptions[0], KeyError)
+
+
+def test_override_takes_step_objects_as_keys() -> None:
+    """Steps can be named by their Step objects, in fakes, undo= and compensate=."""
+    r = rp.Reactor("keys", inputs=["x"], returns="b")
+
+    @r.step
+    async def a(x: int) -> int:
+        raise RuntimeError("real a")
+
+    @r.step
+    def b(a: int) -> int:
+        return a + 1
+
+    fast = override(r, {a: returns(41)}, undo={b: lambda value: None})
+    assert 42 == run_virtual(fast.run({"x": 0}))
+    assert fast.steps["b"].undo_callback is not None
+    assert r.steps["b"].undo_callback is None
+
+
+def test_override_finds_a_step_added_under_another_name() -> None:
+    """A reusable @rp.step added under a new name is found by its function."""
+
+    @rp.step
+    def base(x: int) -> int:
+        raise RuntimeError("real")
+
+    r = rp.Reactor("renamed", inputs=["x"], returns="renamed")
+    r.add(base, name="renamed")
+    assert 7 == run_virtual(override(r, {base: lambda x: x}).run({"x": 7}))
+    with pytest.raises(rp.UnknownReferenceError):
+        override(rp.Reactor("empty"), {base: lambda x: x})
+
+
+def test_override_keeps_the_real_undo_unless_told() -> None:
+    """By default a fake keeps the real undo (called with the fake's result); undo= fakes
+    it in the same call, and keep_callbacks=False drops it."""
+    r, log = make_order_flow()
+    inputs = {"order_id": 5, "fail": True}
+    kept = override(r, {"charge": returns("fake-charge")})
+    with pytest.raises(rp.RunFailed):
+        run_virtual(kept.run(inputs))
+    assert "refund fake-charge 5" in log
+
+    log.clear()
+    refunds: list[str] = []
+    faked = override(
+        r, {"charge": returns("fake-charge")}, undo={"charge": lambda v: refunds.append(v)}
+    )
+    with pytest.raises(rp.RunFailed):
+        run_virtual(faked.run(inputs))
+    assert ["fake-charge"] == refunds
+    assert ["unreserve r5"] == log
+
+    log.clear()
+    dropped = override(r, {"charge": returns("fake-charge")}, keep_callbacks=False)
+    assert dropped.steps["charge"].undo_callback is None
+    assert dropped.steps["reserve"].undo_callback is not None  # not faked: kept
+    with pytest.raises(rp.RunFailed):
+        run_virtual(dropped.run(inputs))
+    assert ["unreserve r5"] == log
+
+
+def test_override_wires_like_the_planner() -> None:
+    """A fake gets exactly what the planner would give the original: explicit args, the
+    Context, and inputs or steps by name."""
+    r = rp.Reactor("wiring", inputs=["x", "y"], returns="use")
+
+    @r.step
+    def make() -> int:
+        return 10
+
+    @r.step(args={"b": rp.Input("y", 0)})
+    def use(x: int, make: int, b: int, ctx: rp.Context, unused: int = 3) -> int:
+        raise RuntimeError("real")
+
+    seen: list[Any] = []
+
+    def fake(**kwargs: Any) -> int:
+        seen.append(kwargs)
+        return 1
+
+    assert 1 == run_virtual(override(r, {"use": fake}).run({"x": 1, "y": [2]}))
+    assert [{"x": 1, "make": 10, "b": 2}] == seen
+
+
+def test_the_pinned_pytest_asyncio_has_the_loop_factories_hook() -> None:
+    """pyproject.toml allows only pytest-asyncio versions with the hook testing.py documents."""
+    import importlib.metadata
+    import re
+    import tomllib
+    from pathlib import Path
+
+    import pytest_asyncio.plugin
+
+    root = Path(__file__).resolve().parent.parent
+    extras = tomllib.loads((root / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    pins = [req for req in extras["test"] if req.startswith("pytest-asyncio")]
+    assert ["pytest-asyncio>=1.4"] == pins
+    installed = importlib.metadata.version("pytest-asyncio")
+    major, minor = (int(x) for x in re.findall(r"\d+", installed)[:2])
+    assert (major, minor) >= (1, 4)
+    assert hasattr(pytest_asyncio.plugin.PytestAsyncioSpecs, "pytest_asyncio_loop_factories")
+    import reactorpy.testing
+
+    assert "pytest-asyncio 1.4 or newer" in " ".join((reactorpy.testing.__doc__ or "").split())

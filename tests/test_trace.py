@@ -113,7 +113,7 @@ def test_seed_gantt():
         "    fetch_profile :0, 200\n"
         "    fetch_preferences :0, 150\n"
         "    fetch_activity :0, 300\n"
-        "    aggregate_data :300, 300"
+        "    aggregate_data :300, 301"
     )
 
 
@@ -599,3 +599,18 @@ def test_a_hook_failing_a_plain_step_leaves_one_error_span(sync: bool):
         run_virtual(r.run(middleware=[trace, Breaks()]))
     spans = [(s.step, s.outcome, type(s.error).__name__) for s in trace.spans]
     assert spans == [("a", "complete", "NoneType"), ("b", "error", "RuntimeError")]
+
+
+def test_gantt_draws_steps_shorter_than_a_millisecond() -> None:
+    """A step that takes no time still gets a visible bar (one millisecond long); a
+    skipped step stays a milestone."""
+    r = rp.Reactor("instant", returns="b")
+    r.step(lambda: 1, name="a")
+    r.step(lambda a: a, name="b")
+    r.step(lambda: 0, name="guarded", when=lambda: False)
+    trace = rp.Trace()
+    run_virtual(r.run(middleware=[trace]))
+    lines = trace.to_mermaid_gantt().splitlines()
+    assert "    a :0, 1" in lines
+    assert "    b :0, 1" in lines
+    assert "    guarded :milestone, 0, 0" in lines

@@ -49,11 +49,13 @@ SKIPPED: Final = _SkippedType()  # what a step whose guard said no returns (else
 
 
 class StepFailed(Exception):
-    """Internal: the standing error of a step after its attempts."""
+    """Internal: the standing error of a step after its attempts (`note`: how the run
+    annotates it, when it says more than the attempt)."""
 
-    def __init__(self, error: BaseException, attempt: int) -> None:
+    def __init__(self, error: BaseException, attempt: int, note: str | None = None) -> None:
         self.error = error
         self.attempt = attempt
+        self.note = note
 
 
 class Pending(Exception):
@@ -199,10 +201,13 @@ async def attempts(
                     await _event(run, "compensate_complete", i, attempt, error=error)
                 elif isinstance(out, Continue):
                     return out.value, arguments
+            note = None
             if retryable or attempt - first > 1:
-                annotate(error, f"reactorpy: step {run.names[i]!r} failed (attempt {attempt}, "
-                         f"after {attempt - first} attempts)")  # fmt: skip
-            raise StepFailed(error, attempt) from None
+                note = (
+                    f"reactorpy: step {run.names[i]!r} failed (attempt {attempt}, "
+                    f"after {attempt - first} attempts)"
+                )
+            raise StepFailed(error, attempt, note) from None
         return value, arguments
 
 

@@ -201,7 +201,7 @@ def ended_badly(
     ungate(run, i)
     st = run.st
     if isinstance(exc, StepFailed):
-        fail(run, i, exc.error, exc.attempt, noted=True)
+        fail(run, i, exc.error, exc.attempt, note=exc.note)
     elif isinstance(exc, Pending):
         st.status[i] = PENDING
     elif isinstance(exc, CompletedThenCancelled):
@@ -245,14 +245,14 @@ def cancelled(run: Run, i: int, exc: asyncio.CancelledError) -> None:
         fail(run, i, error, st.attempts[i] or 1)
 
 
-def fail(run: Run, i: int, error: BaseException, attempt: int, *, noted: bool = False) -> None:
-    """Step `i`'s `error` stands: the run stops, and undoes what it did."""
+def fail(run: Run, i: int, error: BaseException, attempt: int, *, note: str | None = None) -> None:
+    """Step `i`'s `error` stands: the run stops, and undoes what it did. The error gets a
+    note naming the step and the attempt (`note`, when its attempts say more)."""
     st = run.st
     st.status[i] = PENDING
     if st.halt_reason is not _UNSET and not st.errors:
         return  # halting: a step that fails while the run drains stays pending
-    if not noted:
-        annotate(error, f"reactorpy: step {run.names[i]!r} failed (attempt {attempt})")
+    annotate(error, note or f"reactorpy: step {run.names[i]!r} failed (attempt {attempt})")
     if run.kept:  # a composite's children completed, then the step failed: undone too
         run.ledger.splice(run.kept.pop(i, ()))
     st.errors.append(error)
