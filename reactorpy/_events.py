@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import attrs
 
@@ -43,9 +43,9 @@ EVENT_KINDS: Final = frozenset(
 )
 
 
-@attrs.frozen
-class Event:
-    """One thing that happened to one step.
+class Event(NamedTuple):
+    """One thing that happened to one step: a frozen record (a named tuple, so that a
+    traced run, which builds two per step, pays little for them).
 
     Attributes:
         kind: one of `EVENT_KINDS`.
@@ -122,8 +122,7 @@ assert EVENT_PHASES.keys() == EVENT_KINDS
 
 _HOOKS: Final = ("on_run_start", "on_run_complete", "on_run_error", "on_run_halt", "on_event")
 
-_new = object.__new__
-_set = {name: getattr(Event, name).__set__ for name in (f.name for f in attrs.fields(Event))}
+_new_event = tuple.__new__
 
 
 def make_event(
@@ -136,18 +135,8 @@ def make_event(
     run_id: str,
     concurrency: int,
 ) -> Event:
-    """An `Event`, built field by field through the slots (what ``Event(...)`` does, at a
-    fifth of the cost of a frozen class's ``__init__``: a traced run builds two per step)."""
-    event: Event = _new(Event)
-    _set["kind"](event, kind)
-    _set["step"](event, step)
-    _set["attempt"](event, attempt)
-    _set["time"](event, time)
-    _set["value"](event, value)
-    _set["error"](event, error)
-    _set["run_id"](event, run_id)
-    _set["concurrency"](event, concurrency)
-    return event
+    """An `Event`, built as ``Event(...)`` would be, without the keyword handling."""
+    return _new_event(Event, (kind, step, attempt, time, value, error, run_id, concurrency))
 
 
 class Middleware:
@@ -161,7 +150,7 @@ class Middleware:
     `send` gives it to the sync hooks, `asend` to all of them.
     """
 
-    __slots__ = ("event_hooks", "event_kinds", "hooks", "sync_events")
+    __slots__ = ("deliver", "event_hooks", "event_kinds", "hooks", "sync_events")
 
     def __init__(self, middleware: Sequence[Any]) -> None:
         self.hooks: dict[str, list[Any]] = {name: [] for name in _HOOKS}
@@ -191,6 +180,11 @@ class Middleware:
         #: Whether every on_event hook is a plain function: events are then delivered
         #: without awaiting (`send`).
         self.sync_events = not any(_is_async_hook(fn) for fn in self.hooks["on_event"])
+        #: Gives an event to the sync hooks that want it and raises what one raised: the
+        #: one hook itself when there is one that wants every kind (no loop, no frame).
+        self.deliver: Any = self._deliver_all
+        if len(self.event_hooks) == 1 and self.event_hooks[0][1] is None:
+            self.deliver = self.event_hooks[0][0]
 
     def __bool__(self) -> bool:
         return any(self.hooks.values())
@@ -198,6 +192,13 @@ class Middleware:
     def wants(self, kind: str) -> bool:
         """Whether some on_event hook wants events of `kind` (build none otherwise)."""
         return kind in self.event_kinds
+
+    def _deliver_all(self, event: Event) -> None:
+        """`deliver` with several hooks: each that wants the event gets it; the first
+        error raised is raised once all have had it."""
+        failed = self.send(event)
+        if failed is not None:
+            raise failed
 
     def send(self, event: Event) -> BaseException | None:
         """Give `event` to each sync on_event hook that wants it; an async hook's

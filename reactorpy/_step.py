@@ -55,13 +55,46 @@ class _Hooks:
         self.version = 0
 
 
-def _check_sources(name: str, args: Mapping[str, Any]) -> dict[str, Source]:
+def _step_name(fn: Any, name: str | None) -> str:
+    """The name of a step of `fn` (checked; a generator function is refused)."""
+    if not callable(fn):
+        raise DefinitionError(f"A step needs a function, got {fn!r}.")
+    if name is None:
+        name = default_name(fn)
+        if name is None:
+            raise DefinitionError(f"Cannot name the step {fn!r}: give it one with name=...")
+    if not isinstance(name, str) or not name:
+        raise DefinitionError(f"A step name must be a non-empty string, got {name!r}.")
+    if is_generator(fn):
+        raise DefinitionError(
+            f"Step {name!r} is a generator function: a step returns its result once. "
+            "Return a list (or collect the items in the step) instead of yielding."
+        )
+    return name
+
+
+def _check_sources(
+    name: str, args: Any, params: list[Param], takes_kwargs: bool, fn: Any
+) -> dict[str, Source]:
+    """A step's ``args=``: sources (`Input`, `Result`, `Value`) for its parameters."""
+    if args is not None and not isinstance(args, Mapping):
+        raise DefinitionError(
+            f"Step {name!r}: args must be a mapping of parameter names to "
+            f"rp.Input/rp.Result/rp.Value, got {args!r}."
+        )
     out: dict[str, Source] = {}
-    for param, source in args.items():
+    known = {p.name for p in params}
+    for param, source in (args or {}).items():
         if not isinstance(source, Input | Result | Value):
             raise DefinitionError(
                 f"Step {name!r}: args[{param!r}] is {source!r}; use rp.Input(...), "
                 "rp.Result(...) or rp.Value(...)."
+            )
+        if param not in known and not takes_kwargs:
+            raise DefinitionError(
+                f"Step {name!r}: args names {param!r}, which is not a parameter of "
+                f"{getattr(fn, '__qualname__', fn)!r}. Parameters: "
+                f"{', '.join(repr(p) for p in sorted(known)) or '(none)'}."
             )
         out[param] = source
     return out
@@ -150,41 +183,15 @@ class Step(Generic[P, R]):
         _hooks: _Hooks | None = None,
         _inspected: tuple[list[Param], bool] | tuple[list[Param], bool, Any] | None = None,
     ) -> None:
-        if not callable(fn):
-            raise DefinitionError(f"A step needs a function, got {fn!r}.")
         self.fn = fn
-        if name is None:
-            name = default_name(fn)
-            if name is None:
-                raise DefinitionError(f"Cannot name the step {fn!r}: give it one with name=...")
-        self.name = name
-        if not isinstance(self.name, str) or not self.name:
-            raise DefinitionError(f"A step name must be a non-empty string, got {self.name!r}.")
-        if is_generator(fn):
-            raise DefinitionError(
-                f"Step {self.name!r} is a generator function: a step returns its result once. "
-                "Return a list (or collect the items in the step) instead of yielding."
-            )
+        self.name = _step_name(fn, name)
         self.is_async = is_async_callable(fn)
         if _inspected is None:  # signatures are inspected once, at decoration
             _inspected = inspect_step(fn, f"step {self.name!r}")
         params, self.takes_kwargs, *result_type = _inspected
         self.result_type = result_type[0] if result_type else NO_TYPE
         self.params = tuple(params)
-        if args is not None and not isinstance(args, Mapping):
-            raise DefinitionError(
-                f"Step {self.name!r}: args must be a mapping of parameter names to "
-                f"rp.Input/rp.Result/rp.Value, got {args!r}."
-            )
-        self.args = _check_sources(self.name, args or {})
-        known = {p.name for p in params}
-        for param in self.args:
-            if param not in known and not self.takes_kwargs:
-                raise DefinitionError(
-                    f"Step {self.name!r}: args names {param!r}, which is not a parameter of "
-                    f"{getattr(fn, '__qualname__', fn)!r}. Parameters: "
-                    f"{', '.join(repr(p) for p in sorted(known)) or '(none)'}."
-                )
+        self.args = _check_sources(self.name, args, params, self.takes_kwargs, fn)
         self.wait_for = step_names(wait_for, "wait_for", self.name)
         self.async_ = bool(async_)
         if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:

@@ -215,24 +215,26 @@ class Trace:
 
     def on_event(self, event: Event) -> None:
         """Record a step event: open a span, or close the open one with an outcome."""
-        found = _KINDS.get(event.kind)
+        kind, step, attempt, time, _, error, run_id, concurrency = event
+        if kind == "step_start":  # the common case first: one dict store
+            self._open[run_id, step, "step"] = (time, attempt, concurrency)
+            return
+        found = _KINDS.get(kind)
         if found is None:
             return
         phase, outcome = found
-        key = (event.run_id, event.step, phase)
+        key = (run_id, step, phase)
         if outcome is None:
-            self._open[key] = (event.time, event.attempt, event.concurrency)
+            self._open[key] = (time, attempt, concurrency)
             return
         opened = self._open.pop(key, None)
         if opened is None:
             if outcome == "error" and self._undo_complete(event):
                 return
-            # A guard skip, or an end that no start announced.
-            opened = (event.time, event.attempt, event.concurrency)
+            opened = (time, attempt, concurrency)  # a guard skip, or an unannounced end
         self._done.append(
-            (event.step, event.run_id, phase, opened[1], opened[0], event.time, outcome,
-             opened[2], event.error)
-        )  # fmt: skip
+            (step, run_id, phase, opened[1], opened[0], time, outcome, opened[2], error)
+        )
 
     def _undo_complete(self, event: Event) -> bool:
         """An error for an attempt that reported its completion already (a middleware

@@ -489,19 +489,22 @@ def override(
         else:  # a composite step (compose, map, switch): shared, it holds no test state
             new = step
         copy.add(new)
-        if name in undos:
-            fn = undos[name]
-            if fn is None:
-                new._hooks.undo = None
-            else:
-                new.undo(fn)
-        if name in compensates:
-            fn = compensates[name]
-            if fn is None:
-                new._hooks.compensate = None
-            else:
-                new.compensate(fn)
+        _replace_callback(new, "undo", undos, name)
+        _replace_callback(new, "compensate", compensates, name)
     return copy
+
+
+def _replace_callback(
+    step: Step[..., Any], which: str, given: Mapping[str, Any], name: str
+) -> None:
+    """Give `step` the undo or compensate (`which`) that `given` has for it: a callback,
+    or None to drop it; a step `given` does not name keeps its own."""
+    if name not in given:
+        return
+    if given[name] is None:
+        setattr(step._hooks, which, None)
+    else:
+        getattr(step, which)(given[name])
 
 
 # ---------------------------------------------------------------------------------- fakes

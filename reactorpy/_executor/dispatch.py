@@ -100,7 +100,7 @@ def run_inline(run: Run, i: int) -> list[int] | None:
     st.ran += 1
     ctx = run.base_ctx.copy()
     try:
-        if run.mw is not None:
+        if run.wants_start:
             started_event(run, i, ctx)
         value = ctx.run(run.plan.fns[i], *run.plan.fetch[i](st.vals))  # type: ignore[misc]
     except BaseException as exc:
@@ -109,7 +109,7 @@ def run_inline(run: Run, i: int) -> list[int] | None:
     if type(value) is NewSteps or isinstance(value, AWAITABLE):
         run.later(i, value, ctx)
         return None
-    if run.mw is not None:
+    if run.wants_complete:
         failed = completed_event(run, i, value, ctx)
         if failed is not None:
             ended_badly(run, i, StepFailed(failed, 1), ctx, reported=True)

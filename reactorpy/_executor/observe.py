@@ -34,38 +34,40 @@ __all__ = [
 
 
 def started_event(run: Run, i: int, ctx: contextvars.Context) -> None:
-    """``step_start`` of a step called directly, delivered in its context (sync hooks:
-    a run with async hooks drives such steps through `Run.observed`).
+    """``step_start`` of a step called directly, delivered in its context, to sync hooks
+    (a run with async hooks drives such steps through `called`). Only when
+    ``run.wants_start``.
 
     Raises:
         StepFailed: a hook raised (the step fails with that error).
     """
     mw = run.mw
-    if mw is not None and mw.wants("step_start"):
-        event = make_event("step_start", run.names[i], 1, run.clock(), None, None, run.run_id,
-                           len(run.st.workers))  # fmt: skip
-        failed = ctx.run(mw.send, event)
-        if failed is not None:
-            annotate(failed, f"reactorpy: middleware failed on step_start of step {run.names[i]!r}")
-            raise StepFailed(failed, 1)
+    assert mw is not None
+    event = make_event("step_start", run.names[i], 1, run.clock(), None, None, run.run_id,
+                       len(run.st.workers))  # fmt: skip
+    try:
+        ctx.run(mw.deliver, event)
+    except Exception as failed:
+        annotate(failed, f"reactorpy: middleware failed on step_start of step {run.names[i]!r}")
+        raise StepFailed(failed, 1) from None
 
 
 def completed_event(run: Run, i: int, value: Any, ctx: contextvars.Context) -> BaseException | None:
-    """``step_complete`` of step `i`; returns what a hook raised (the step fails), after
-    reporting that as the step's ``step_error``."""
+    """``step_complete`` of step `i` to sync hooks, in its context; returns what a hook
+    raised (the step fails), after reporting that as the step's ``step_error``. Only when
+    ``run.wants_complete``."""
     mw = run.mw
     assert mw is not None
-    if not mw.wants("step_complete"):
-        return None
     st = run.st
     event = make_event("step_complete", run.names[i], st.attempts[i] or 1, run.clock(), value,
                        None, run.run_id, len(st.workers))  # fmt: skip
-    failed = ctx.run(mw.send, event)
-    if failed is None:
-        return None
-    annotate(failed, f"reactorpy: middleware failed on step_complete of step {run.names[i]!r}")
-    failed_event(run, i, "step_error", None, failed, ctx)
-    return failed
+    try:
+        ctx.run(mw.deliver, event)
+    except Exception as failed:
+        annotate(failed, f"reactorpy: middleware failed on step_complete of step {run.names[i]!r}")
+        failed_event(run, i, "step_error", None, failed, ctx)
+        return failed
+    return None
 
 
 def failed_event(

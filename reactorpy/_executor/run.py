@@ -93,6 +93,10 @@ class Run:
         self.mw = middleware if middleware else None
         # Async on_event hooks: each step's events are awaited from its own coroutine.
         self.observed = self.mw is not None and not self.mw.sync_events
+        # Sync hooks that want the start or the completion of steps called directly.
+        sync = self.mw is not None and self.mw.sync_events
+        self.wants_start = sync and self.mw is not None and self.mw.wants("step_start")
+        self.wants_complete = sync and self.mw is not None and self.mw.wants("step_complete")
         n = plan.size
         self.n = n
         # One step at a time runs on a one-slot limiter of its own (its queue orders the

@@ -103,7 +103,8 @@ def run_fast(run: Run, stack: list[int]) -> Any:
     st = run.st
     status, vals, remaining, holding = st.status, st.vals, st.remaining, st.holding
     fns, fetch, is_async, quick, slow = run.fns, run.fetch, run.is_async, run.quick, run.slow
-    ready_order, chainable, base, mw = run.ready_order, run.chainable, run.base_ctx, run.mw
+    ready_order, chainable, base = run.ready_order, run.chainable, run.base_ctx
+    wants_start, wants_complete = run.wants_start, run.wants_complete
     ran = 0  # steps started here; `st.ran` counts those run inline by `dispatch` too
     turn = st.ran + YIELD_EVERY
     while stack:
@@ -127,7 +128,7 @@ def run_fast(run: Run, stack: list[int]) -> Any:
         if holding[i]:
             ctx.run(run.lend_slot, i)
         try:
-            if mw is not None:
+            if wants_start:
                 started_event(run, i, ctx)
             if is_async[i]:
                 coro = fns[i](*fetch[i](vals))  # type: ignore[misc]
@@ -151,8 +152,14 @@ def run_fast(run: Run, stack: list[int]) -> Any:
             ended_badly(run, i, exc, ctx, reported=False)
             end_slot(run, i, stack)
             continue
-        if mw is not None or not quick[i] or run.kept or holding[i]:
-            finish(run, i, out, None, ctx, stack, reported=False)
+        if wants_complete:
+            failed = completed_event(run, i, out, ctx)
+            if failed is not None:
+                ended_badly(run, i, StepFailed(failed, 1), ctx, reported=True)
+                end_slot(run, i, stack)
+                continue
+        if not quick[i] or run.kept or holding[i]:
+            finish(run, i, out, None, ctx, stack, reported=True)
             continue
         # What `finish` does for a step with nothing to record but its value.
         status[i] = DONE
@@ -175,23 +182,32 @@ def run_fast(run: Run, stack: list[int]) -> Any:
                 else:
                     dispatch(run, [d], stack)
             continue
-        ready = []  # most critical first; those `dispatch` decides about
-        queued = []  # what `dispatch` does with chainable steps: onto this stack
-        gate = st.gate
-        for d in dependents:
-            remaining[d] -= 1
-            if not remaining[d] and status[d] == PENDING:
-                if chainable[d] and not gate:
-                    status[d] = QUEUED
-                    queued.append(d)
-                else:
-                    ready.append(d)
-        if ready:
-            dispatch(run, ready, stack)
-        if queued:
-            queued.reverse()
-            stack.extend(queued)
+        _count_down(run, dependents, stack)
     return None
+
+
+def _count_down(run: Run, dependents: tuple[int, ...], stack: list[int]) -> None:
+    """`run_fast`'s `dispatch` of the dependents of a step that completed: count each
+    down; the ready ones that need no decision (no slot, not inline, no gate) go onto
+    `stack` as `dispatch` would put them, the others through `dispatch`."""
+    st = run.st
+    remaining, status, chainable = st.remaining, st.status, run.chainable
+    ready = []  # most critical first; those `dispatch` decides about
+    queued = []
+    gate = st.gate
+    for d in dependents:
+        remaining[d] -= 1
+        if not remaining[d] and status[d] == PENDING:
+            if chainable[d] and not gate:
+                status[d] = QUEUED
+                queued.append(d)
+            else:
+                ready.append(d)
+    if ready:
+        dispatch(run, ready, stack)
+    if queued:
+        queued.reverse()
+        stack.extend(queued)
 
 
 _FIRST: Final = object()  # for `suspended`: the coroutine has not been started yet
@@ -315,7 +331,7 @@ def finish(
         skipped = value.value if type(value) is Skip else None
         ready = record(run, i, skipped, None, undoable=False)
     else:
-        if not reported and run.mw is not None:
+        if not reported and run.wants_complete:
             failed = completed_event(run, i, value, ctx)
             if failed is not None:
                 ended_badly(run, i, StepFailed(failed, run.st.attempts[i] or 1), ctx, reported=True)
