@@ -20,143 +20,29 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import heapq
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any, Final
 
 import attrs
 
 from ._events import EVENT_PHASES, Event, RunInfo
+from ._spans import (
+    Span,
+    TracedRun,
+    TraceSummary,
+    gantt_text,
+    measured_critical_path,
+    meta,
+    ms,
+    span_lanes,
+    span_peak,
+    us,
+)
 
 __all__ = ["Span", "Trace", "TraceSummary", "TracedRun"]
 
 _KINDS: Final = EVENT_PHASES
 _SLOWEST: Final = 5
-
-
-@attrs.frozen
-class Span:
-    """One recorded attempt, compensation or undo of one step.
-
-    Attributes:
-        step: the step's name (``parent.child`` in composed reactors).
-        run_id: the run it belongs to.
-        phase: ``"step"``, ``"compensate"`` or ``"undo"``.
-        attempt: the attempt number.
-        start: loop time when it started.
-        end: loop time when it ended.
-        outcome: ``complete``, ``error``, ``retry``, ``halt``, ``skip``, ``continue`` or
-            ``cancelled``.
-        concurrency: how many steps of the run were running when it started, itself
-            included (counted from the run's recorded step spans).
-        error: the exception, for failed outcomes.
-    """
-
-    step: str
-    run_id: str
-    phase: str
-    attempt: int
-    start: float
-    end: float
-    outcome: str
-    concurrency: int
-    error: BaseException | None = None
-
-    @property
-    def duration(self) -> float:
-        """``end - start``, in seconds."""
-        return self.end - self.start
-
-    @property
-    def label(self) -> str:
-        """A short display name: the step, its phase, and its attempt after the first."""
-        name = self.step if self.phase == "step" else f"{self.phase} {self.step}"
-        return name if self.attempt <= 1 else f"{name} (attempt {self.attempt})"
-
-
-@attrs.frozen
-class TracedRun:
-    """One recorded run.
-
-    Attributes:
-        reactor: the reactor's name.
-        run_id: the run's id.
-        parent: the run_id of the run that composed it, if any.
-        root: the run_id of the outermost run it belongs to (its own, when not composed).
-        start: loop time when it started.
-        end: loop time when it ended (None while it runs).
-        outcome: ``running``, ``complete``, ``error`` or ``halt``.
-        step_names: its planned steps, in plan order.
-        critical_path: its plan's critical path.
-        dependencies: each step and the steps it waits for.
-    """
-
-    reactor: str
-    run_id: str
-    parent: str | None
-    root: str
-    start: float
-    end: float | None
-    outcome: str
-    step_names: tuple[str, ...]
-    critical_path: tuple[str, ...]
-    dependencies: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)
-
-
-@attrs.frozen
-class TraceSummary:
-    """What a traced run did, in numbers; ``str()`` gives a readable report.
-
-    Attributes:
-        reactor: the reactor's name.
-        run_id: the run's id.
-        outcome: ``complete``, ``error``, ``halt`` or ``running``.
-        wall_time: seconds from the run's start to its end.
-        steps: how many distinct steps ran (or were skipped), composed ones included.
-        critical_path: the chain of steps that set the wall time: from the step that ended
-            last, back through the dependency that ended last each time (the plan's
-            critical path, counted in steps, when no dependencies were recorded).
-        critical_path_time: seconds from that chain's first start to its last end.
-        peak_concurrency: the most steps running at one moment.
-        peak_at: when that moment began, in seconds after the run's start.
-        slowest: up to five ``(step, seconds)`` pairs, slowest first.
-        busy_time: the summed duration of every step attempt (composite steps, which
-            only wait for their children, are not counted).
-        parallelism: ``busy_time / wall_time``: the parallelism achieved.
-        available_parallelism: ``busy_time`` over the longer of ``critical_path_time``
-            and the slowest step: no schedule of these steps could do better than this.
-    """
-
-    reactor: str
-    run_id: str
-    outcome: str
-    wall_time: float
-    steps: int
-    critical_path: tuple[str, ...]
-    critical_path_time: float
-    peak_concurrency: int
-    peak_at: float
-    slowest: tuple[tuple[str, float], ...]
-    busy_time: float
-    parallelism: float
-    available_parallelism: float
-
-    def __str__(self) -> str:
-        lines = [
-            f"reactor {self.reactor!r} run {self.run_id}: {self.outcome}, "
-            f"{self.steps} step{'s' if self.steps != 1 else ''} in {self.wall_time:.3f} s",
-            f"  critical path:  {' -> '.join(self.critical_path) or '(none)'} "
-            f"({self.critical_path_time:.3f} s)",
-            f"  busiest moment: {self.peak_concurrency} step"
-            f"{'s' if self.peak_concurrency != 1 else ''} at once, at +{self.peak_at:.3f} s",
-            f"  parallelism:    {self.parallelism:.2f}x achieved, at most "
-            f"{self.available_parallelism:.2f}x available",
-        ]
-        if self.slowest:
-            lines.append("  slowest steps:")
-            width = max(len(name) for name, _ in self.slowest)
-            lines.extend(f"    {name:<{width}}  {secs:.3f} s" for name, secs in self.slowest)
-        return "\n".join(lines)
 
 
 # A finished span, as recorded: the fields of `Span` in order (step, run_id, phase,
@@ -381,9 +267,9 @@ class Trace:
         for pid, (root, spans) in enumerate(self._groups(), start=1):
             run = self._runs.get(root)
             name = f"{run.reactor} {root}" if run is not None else root
-            events.append(_meta("process_name", pid, 0, name))
-            events.append(_meta("process_sort_index", pid, 0, pid, key="sort_index"))
-            events.append(_meta("thread_name", pid, 0, "run"))
+            events.append(meta("process_name", pid, 0, name))
+            events.append(meta("process_sort_index", pid, 0, pid, key="sort_index"))
+            events.append(meta("thread_name", pid, 0, "run"))
             if run is not None:
                 end = self._run_end(run, spans)
                 events.append(
@@ -391,17 +277,17 @@ class Trace:
                         "name": run.reactor,
                         "cat": "run",
                         "ph": "X",
-                        "ts": _us(run.start - t0),
-                        "dur": _us(end - run.start),
+                        "ts": us(run.start - t0),
+                        "dur": us(end - run.start),
                         "pid": pid,
                         "tid": 0,
                         "args": {"run_id": root, "outcome": run.outcome},
                     }
                 )
-            lanes = _lanes(spans)
+            lanes = span_lanes(spans)
             for lane in range(1, max(lanes, default=0) + 1):
-                events.append(_meta("thread_name", pid, lane, f"lane {lane}"))
-                events.append(_meta("thread_sort_index", pid, lane, lane, key="sort_index"))
+                events.append(meta("thread_name", pid, lane, f"lane {lane}"))
+                events.append(meta("thread_sort_index", pid, lane, lane, key="sort_index"))
             for span, lane in zip(spans, lanes, strict=True):
                 args: dict[str, Any] = {
                     "run_id": span.run_id,
@@ -416,8 +302,8 @@ class Trace:
                         "name": span.step if span.phase == "step" else span.label,
                         "cat": span.phase,
                         "ph": "X",
-                        "ts": _us(span.start - t0),
-                        "dur": _us(span.end - span.start),
+                        "ts": us(span.start - t0),
+                        "dur": us(span.end - span.start),
                         "pid": pid,
                         "tid": lane,
                         "args": args,
@@ -453,7 +339,7 @@ class Trace:
         last = max([last, *(r.end for r in runs if r.end is not None)])
         lines = [
             "gantt",
-            f"    title {_gantt_text(title)}",
+            f"    title {gantt_text(title)}",
             "    dateFormat x",
             f"    axisFormat {'%S.%L' if last - t0 < 60 else '%M:%S'}",
         ]
@@ -466,14 +352,14 @@ class Trace:
                 section = f"{section} (composed in {parent.reactor})"
             if several:
                 section = f"{section} {run_id}"
-            lines.append(f"    section {_gantt_text(section)}")
+            lines.append(f"    section {gantt_text(section)}")
             for span in spans:
                 tag = _GANTT_TAGS.get(span.outcome, "")
-                start = _ms(span.start - t0)
+                start = ms(span.start - t0)
                 # A span shorter than a millisecond still gets one: Mermaid draws a task
                 # from start to end, and one of no length would not be seen at all.
-                end = start if span.outcome == "skip" else max(_ms(span.end - t0), start + 1)
-                lines.append(f"    {_gantt_text(span.label)} :{tag}{start}, {end}")
+                end = start if span.outcome == "skip" else max(ms(span.end - t0), start + 1)
+                lines.append(f"    {gantt_text(span.label)} :{tag}{start}, {end}")
         return "\n".join(lines)
 
     def summary(self, run_id: str | None = None) -> TraceSummary:
@@ -515,9 +401,9 @@ class Trace:
         took = {name: final[name] - first[name] for name in first}
         slowest = sorted(((n, t) for n, t in took.items() if n not in composite),
                          key=lambda nt: -nt[1])  # fmt: skip
-        critical, critical_time = _measured_critical_path(run, first, final)
+        critical, critical_time = measured_critical_path(run, first, final)
         busy = sum(s.duration for s in leaves)
-        peak, peak_at = _peak(leaves)
+        peak, peak_at = span_peak(leaves)
         bound = max(critical_time, slowest[0][1] if slowest else 0.0)
         return TraceSummary(
             reactor=run.reactor,
@@ -555,78 +441,3 @@ _GANTT_TAGS: Final = {
     "halt": "active, ",
     "skip": "milestone, ",
 }
-
-
-def _us(seconds: float) -> float:
-    """Seconds as microseconds, rounded to the nanosecond (float noise removed)."""
-    return round(seconds * 1e6, 3)
-
-
-def _ms(seconds: float) -> int:
-    return round(seconds * 1e3)
-
-
-def _meta(name: str, pid: int, tid: int, value: Any, *, key: str = "name") -> dict[str, Any]:
-    return {"name": name, "ph": "M", "ts": 0, "pid": pid, "tid": tid, "args": {key: value}}
-
-
-def _gantt_text(text: str) -> str:
-    """`text` made safe for a Gantt line (``:`` separates a task's name from its data)."""
-    for bad in (":", ";", "#", "\r", "\n"):
-        text = text.replace(bad, " ")
-    return text.strip() or "_"
-
-
-def _lanes(spans: list[Span]) -> list[int]:
-    """A lane (from 1) per span, sorted by start, so that overlapping spans never share one.
-
-    Greedy interval partitioning: each span takes the lowest free lane, so the number of
-    lanes equals the largest number of spans running at one moment.
-    """
-    busy: list[tuple[float, int]] = []  # (end, lane) of spans holding a lane
-    free: list[int] = []
-    out: list[int] = []
-    for span in spans:
-        while busy and busy[0][0] <= span.start:
-            heapq.heappush(free, heapq.heappop(busy)[1])
-        lane = heapq.heappop(free) if free else len(busy) + 1
-        heapq.heappush(busy, (span.end, lane))
-        out.append(lane)
-    return out
-
-
-def _peak(spans: list[Span]) -> tuple[int, float]:
-    """The most spans running at one moment, and when that began (ends before starts)."""
-    edges = sorted([(s.start, 1) for s in spans] + [(s.end, -1) for s in spans])
-    running = peak = 0
-    at = 0.0
-    for t, delta in edges:
-        running += delta
-        if running > peak:
-            peak, at = running, t
-    return peak, at
-
-
-def _measured_critical_path(
-    run: TracedRun, first: dict[str, float], final: dict[str, float]
-) -> tuple[tuple[str, ...], float]:
-    """The chain that set the run's wall time, and its measured seconds.
-
-    From the run's step that ended last, step back through the dependency that ended last,
-    until a step with no recorded dependency.
-    """
-    ran = [name for name in run.step_names if name in final]
-    if not ran or not run.dependencies:
-        chain = tuple(run.critical_path)
-        return chain, sum(final.get(n, 0.0) - first.get(n, 0.0) for n in chain)
-    # Ties (steps that take no time) go to the step later in plan order: a dependent.
-    step = max(reversed(ran), key=final.__getitem__)
-    path = [step]
-    while True:
-        before = [d for d in run.dependencies.get(step, ()) if d in final]
-        if not before:
-            break
-        step = max(before, key=final.__getitem__)
-        path.append(step)
-    path.reverse()
-    return tuple(path), final[path[-1]] - first[path[0]]
