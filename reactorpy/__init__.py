@@ -38,7 +38,8 @@ from ._limiter import Limiter
 from ._logging import LoggingMiddleware
 from ._offload import OffloadError
 from ._plan import Plan
-from ._reactor import Reactor, Reversible
+from ._reactor import Reactor
+from ._reversible import Reversible
 from ._step import Continue, NewSteps, Skip, Step, step
 from ._trace import Trace
 

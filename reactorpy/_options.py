@@ -13,10 +13,10 @@ from typing import Any, TypedDict
 import attrs
 
 from ._checks import check_executor, seconds
-from ._errors import did_you_mean
+from ._errors import InputError, did_you_mean
 from ._limiter import Limiter
 
-__all__ = ["RunKwargs", "RunOptions"]
+__all__ = ["RunKwargs", "RunOptions", "check_inputs", "check_limits", "middleware_list"]
 
 
 class RunKwargs(TypedDict, total=False):
@@ -85,14 +85,7 @@ class RunOptions:
         grace = seconds(options.get("grace", 5.0), f"{where}: grace", positive=False)
         if grace is None:
             raise TypeError(f"{where}: grace must be a number of seconds >= 0, got None.")
-        middleware = options.get("middleware", ())
-        if middleware is None:
-            middleware = ()
-        elif not isinstance(middleware, Sequence) or isinstance(middleware, str):
-            raise TypeError(
-                f"{where}: middleware must be a list of middleware objects, got "
-                f"{type(middleware).__name__}; wrap it: middleware=[...]."
-            )
+        middleware = middleware_list(options.get("middleware", ()), where)
         executor = options.get("executor")
         if executor is not None:
             check_executor(executor, where)
@@ -106,6 +99,44 @@ class RunOptions:
             middleware=tuple(middleware),
             executor=executor,
         )
+
+
+def check_inputs(
+    reactor: str, declared: tuple[str, ...], inputs: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """A run's `inputs` of `reactor`, as a new dict, if they are its `declared` inputs.
+
+    Raises:
+        InputError: not a mapping, or inputs missing or undeclared (all of them named).
+    """
+    if inputs is None:
+        inputs = {}
+    if not isinstance(inputs, Mapping):
+        raise InputError(
+            f"Reactor {reactor!r} takes its inputs as a mapping, got {type(inputs).__name__}.",
+            reactor=reactor,
+            available=declared,
+        )
+    missing = [name for name in declared if name not in inputs]
+    unexpected = [name for name in inputs if name not in declared]
+    if missing or unexpected:
+        raise InputError(
+            reactor=reactor, missing=missing, unexpected=unexpected, available=declared
+        )
+    return dict(inputs)
+
+
+def middleware_list(middleware: Any, where: str) -> list[Any]:
+    """``middleware=`` as a list: None is none; one object on its own is a mistake worth
+    a clear message (iterating it would fail obscurely, or walk the wrong thing)."""
+    if middleware is None:
+        return []
+    if not isinstance(middleware, Sequence) or isinstance(middleware, str):
+        raise TypeError(
+            f"{where}: middleware must be a list of middleware objects, got "
+            f"{type(middleware).__name__}; wrap it: middleware=[...]."
+        )
+    return list(middleware)
 
 
 def check_limits(limits: Any, where: str) -> None:

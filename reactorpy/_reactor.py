@@ -12,26 +12,19 @@ import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, Unpack, overload
 
-import attrs
-
 from ._arguments import Source
 from ._checkpoint import Checkpoint
 from ._checks import check_executor, check_options
-from ._composites import (
-    make_around,
-    make_compose,
-    make_map,
-    make_recurse,
-    make_switch,
-    run_new_steps,
-)
-from ._errors import DefinitionError, DuplicateStepError, InputError, ReactorError, ResumeError
+from ._composing import Composing
+from ._composites import run_new_steps
+from ._errors import DefinitionError, DuplicateStepError, ResumeError
 from ._events import Middleware
 from ._executor import Run
 from ._limiter import Limiter
 from ._mermaid import flowchart
-from ._options import RunKwargs, RunOptions, check_limits
+from ._options import RunKwargs, RunOptions, check_inputs, check_limits, middleware_list
 from ._plan import Plan, compile_plan
+from ._reversible import Reversible
 from ._step import Step, hooks_generation
 
 __all__ = ["Reactor", "Reversible"]
@@ -47,7 +40,7 @@ else:
     T = TypeVar("T")
 
 
-class Reactor(Generic[T]):
+class Reactor(Composing, Generic[T]):
     """A workflow: inputs, steps wired by their arguments, and what to return.
 
     `Reactor` is generic in what ``run()`` returns, for type checkers:
@@ -132,7 +125,7 @@ class Reactor(Generic[T]):
         if limits is not None:
             check_limits(limits, f"Reactor {name!r}")
         self.limits = dict(limits or {})
-        self.middleware = _middleware_list(middleware, f"Reactor {name!r}")
+        self.middleware = middleware_list(middleware, f"Reactor {name!r}")
         Middleware(self.middleware)  # fail early on objects that are not middleware
         if executor is not None:
             check_executor(executor, f"Reactor {name!r}")
@@ -225,149 +218,6 @@ class Reactor(Generic[T]):
         self._version += 1
         return step
 
-    # ------------------------------------------------------------------ composing
-    def compose(
-        self,
-        name: str,
-        child: Reactor,
-        args: Mapping[str, Source] | None = None,
-        **options: Any,
-    ) -> Step[..., Any]:
-        """Add a step that runs `child` with the given arguments as its inputs.
-
-        Inputs of `child` not in `args` are wired by name, like a step's parameters. The
-        child shares this run's limiter; the composing step holds no slot while it runs.
-        When this reactor fails after the child finished, the child's steps are undone as a
-        unit, newest first. A halt inside the child halts this run, and resume continues
-        inside the child. Options are those of `step`, except ``executor``; ``async_=False``
-        runs the child one step at a time (as ``run(async_=False)`` runs a whole reactor).
-
-        >>> inner = Reactor("inner", inputs=["x"], returns="inc")
-        >>> _ = inner.step(lambda x: x + 1, name="inc")
-        >>> outer = Reactor("outer", inputs=["y"], returns="plus")
-        >>> _ = outer.compose("plus", inner, args={"x": Input("y")})
-        >>> outer.run_sync({"y": 1})
-        2
-        """
-        return self.add(make_compose(name, child, args, options))
-
-    def recurse(
-        self,
-        name: str,
-        child: Reactor,
-        args: Mapping[str, Source] | None = None,
-        *,
-        until: Callable[[Any], Any] | None = None,
-        max_iterations: int | None = None,
-        **options: Any,
-    ) -> Step[..., Any]:
-        """Add a step that runs `child` again and again, each result the next inputs.
-
-        The first run gets `args` (the child's inputs, wired by name like `compose`); each
-        result must then be a mapping holding the child's inputs, which the next run gets.
-        It stops after the first result for which ``until(result)`` is truthy, or after
-        `max_iterations` runs (at least one of the two is required), and the step's result
-        is that last result. Each run's steps are named ``name.[k].step``; they are undone
-        as a unit, newest first, if this reactor fails later. A halt inside undoes the runs
-        so far, and the step starts over on resume.
-
-        >>> halve = Reactor("halve", inputs=["n"], returns="half")
-        >>> _ = halve.add(step(lambda n: {"n": n // 2}, name="half"))
-        >>> r = Reactor("halving", inputs=["n"], returns="loop")
-        >>> _ = r.recurse("loop", halve, until=lambda out: out["n"] <= 1)
-        >>> r.run_sync({"n": 40})
-        {'n': 1}
-        """
-        return self.add(make_recurse(name, child, args, until, max_iterations, options))
-
-    def around(
-        self,
-        name: str,
-        child: Reactor,
-        wrapper: Callable[..., Any],
-        args: Mapping[str, Source] | None = None,
-        **options: Any,
-    ) -> Step[..., Any]:
-        """Add a step that runs `child` inside ``await wrapper(run_child, inputs)``.
-
-        `inputs` are the child's inputs (wired like `compose`); ``await run_child()`` runs
-        the child with them (or ``run_child(other_inputs)``) and returns its result. The
-        wrapper's return value is the step's result. Use it to hold something around a
-        group of steps: a database transaction, a lock, a temporary directory; or to
-        prepare inputs and post-process the result. If the wrapper raises, or this
-        reactor fails later, the child's completed steps are undone (newest first). A halt
-        inside the child propagates through the wrapper (which sees `rp.Halted`); the
-        child's steps are undone and the step runs again on resume.
-
-        >>> child = Reactor("pair", inputs=["x"])
-        >>> _ = child.add(step(lambda x: x + 1, name="inc"))
-        >>> async def logged(run_child, inputs):
-        ...     print("begin", inputs)
-        ...     out = await run_child()
-        ...     print("commit", out)
-        ...     return out["inc"]
-        >>> r = Reactor("wrapped", inputs=["x"], returns="txn")
-        >>> _ = r.around("txn", child, logged)
-        >>> r.run_sync({"x": 1})
-        begin {'x': 1}
-        commit {'inc': 2}
-        2
-        """
-        return self.add(make_around(name, child, wrapper, args, options))
-
-    def map(
-        self,
-        name: str,
-        over: Source | str,
-        step_or_reactor: Step[..., Any] | Reactor,
-        *,
-        as_: str | None = None,
-        batch_size: int = 100,
-        ordered: bool = True,
-        **options: Any,
-    ) -> Step[..., Any]:
-        """Add a step that runs `step_or_reactor` once per element of `over`.
-
-        `over` (a source, or the name of an input or step) must resolve to an iterable or
-        an async iterable; at most `batch_size` elements are taken and run at a time, under
-        the shared limiter. The result is the list of results in input order, or with
-        ``ordered=False`` in the order the elements finished (batch by batch; Elixir's
-        ``strict_ordering?: false``). The element is passed as the parameter (or input)
-        named `as_`, by default the only one; other parameters are wired by name from this
-        reactor. When an element fails, the other elements of its batch are cancelled and
-        every completed element is undone.
-
-        >>> r = Reactor("squares", inputs=["xs"], returns="squares")
-        >>> _ = r.map("squares", "xs", step(lambda x: x * x, name="square"))
-        >>> r.run_sync({"xs": [1, 2, 3]})
-        [1, 4, 9]
-        """
-        if not isinstance(ordered, bool):
-            raise DefinitionError(f"map {name!r}: ordered must be True or False, got {ordered!r}.")
-        made = make_map(name, over, step_or_reactor, as_, batch_size, options, Reactor, ordered)
-        return self.add(made)
-
-    def switch(
-        self,
-        name: str,
-        on: Source | str,
-        cases: Iterable[tuple[Callable[[Any], Any], Step[..., Any] | Reactor]],
-        default: Step[..., Any] | Reactor | None = None,
-        **options: Any,
-    ) -> Step[..., Any]:
-        """Add a step that runs the first case whose predicate is truthy for `on`'s value.
-
-        Each case is ``(predicate, step_or_reactor)``; their parameters are wired by name
-        from this reactor. With no match, `default` runs, or the result is None.
-
-        >>> r = Reactor("sign", inputs=["n"], returns="sign")
-        >>> _ = r.switch("sign", "n", [(lambda n: n < 0, step(lambda n: "-", name="neg"))],
-        ...              default=step(lambda n: "+", name="pos"))
-        >>> r.run_sync({"n": -5}), r.run_sync({"n": 5})
-        ('-', '+')
-        """
-        return self.add(make_switch(name, on, cases, default, options, Reactor))
-
     # ------------------------------------------------------------------ planning
     def _key(self) -> tuple[Any, ...]:
         return (self._version, tuple(s.version for s in self._steps.values()))
@@ -457,22 +307,8 @@ class Reactor(Generic[T]):
         return frozen
 
     def _inputs(self, plan: Plan, inputs: Mapping[str, Any] | None) -> dict[str, Any]:
-        if inputs is None:
-            inputs = {}
-        if not isinstance(inputs, Mapping):
-            raise InputError(
-                f"Reactor {self.name!r} takes its inputs as a mapping, got "
-                f"{type(inputs).__name__}.",
-                reactor=self.name,
-                available=self.inputs,
-            )
-        missing = [name for name in plan.inputs if name not in inputs]
-        unexpected = [name for name in inputs if name not in plan.inputs]
-        if missing or unexpected:
-            raise InputError(
-                reactor=self.name, missing=missing, unexpected=unexpected, available=plan.inputs
-            )
-        return dict(inputs)
+        """A run's inputs, checked (`InputError` naming what is missing or undeclared)."""
+        return check_inputs(self.name, plan.inputs, inputs)
 
     def _prepare(
         self,
@@ -658,46 +494,3 @@ class Reactor(Generic[T]):
         plan = self._fitting_plan(checkpoint)
         run = self._prepare(plan, dict(checkpoint.inputs), checked)
         await run.revert(checkpoint)
-
-
-@attrs.define(eq=False)
-class Reversible(Generic[T]):
-    """A completed run that can still be undone (from `Reactor.run_reversible`).
-
-    Attributes:
-        result: what the run returned.
-        checkpoint: a picklable `Checkpoint` of its undo stack, for `Reactor.undo`.
-        reactor: the reactor that ran.
-        undone: whether `undo` was called.
-    """
-
-    result: T
-    checkpoint: Checkpoint = attrs.field(repr=False)
-    reactor: Reactor[T] = attrs.field(repr=False)
-    undone: bool = False
-
-    async def undo(
-        self,
-        *,
-        context: dict[str, Any] | None = None,
-        middleware: Sequence[Any] | None = (),
-    ) -> None:
-        """Undo the run (see `Reactor.undo`); a second call raises `ReactorError`."""
-        if self.undone:
-            raise ReactorError(f"This run of {self.reactor.name!r} was already undone.")
-        self.reactor._fitting_plan(self.checkpoint)  # if the reactor changed, nothing is undone
-        self.undone = True
-        await self.reactor.undo(self.checkpoint, context=context, middleware=middleware)
-
-
-def _middleware_list(middleware: Sequence[Any] | None, where: str) -> list[Any]:
-    """``middleware=`` as a list: None is none; one object on its own is a mistake worth
-    a clear message (iterating it would fail obscurely, or walk the wrong thing)."""
-    if middleware is None:
-        return []
-    if not isinstance(middleware, Sequence) or isinstance(middleware, str):
-        raise TypeError(
-            f"{where}: middleware must be a list of middleware objects, got "
-            f"{type(middleware).__name__}; wrap it: middleware=[...]."
-        )
-    return list(middleware)

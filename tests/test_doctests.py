@@ -33,6 +33,12 @@ def examples(module_name: str) -> list[doctest.DocTest]:
         if getattr(obj, "__module__", None) == "reactorpy":
             globs = {**vars(module), **vars(reactorpy)}
             found += finder.find(obj, name, module=False, globs=globs)
+            # The parts a public class is made of (Reactor's Composing), by its name.
+            for base in getattr(obj, "__mro__", ())[1:]:
+                if base.__module__.startswith("reactorpy._"):
+                    for method, fn in vars(base).items():
+                        if callable(fn) and fn.__doc__:
+                            found += finder.find(fn, f"{name}.{method}", module=False, globs=globs)
     return [t for t in found if t.examples]
 
 
