@@ -108,6 +108,7 @@ class Plan:
     roots: tuple[int, ...] = attrs.field(repr=False)
     # Steps that check inputs they are wired to before any step runs (map: an iterable).
     input_checks: tuple[int, ...] = attrs.field(repr=False)
+    input_index: dict[str, int] = attrs.field(repr=False)  # input name -> its position
     no_results: dict[str, None] = attrs.field(repr=False)  # every step's name, plan order
     fingerprint: str = attrs.field(repr=False)
     structure: dict[str, tuple[str, ...]] = attrs.field(repr=False)
@@ -191,6 +192,7 @@ def compile_plan(
         return_slot=return_slot,
         roots=tuple(i for i in range(n) if not deps[i]),
         input_checks=tuple(i for i, s in enumerate(ordered_steps) if s.input_checks),
+        input_index={name: k for k, name in enumerate(inputs)},
         # From `index`: fromkeys of a dict reuses its hashes and size, no key is touched.
         no_results=dict.fromkeys(index),
         fingerprint=_fingerprint(inputs, structure),

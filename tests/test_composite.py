@@ -819,3 +819,73 @@ def test_compose_async_false_runs_the_child_one_step_at_a_time():
     concurrent.compose("all_at_once", child)
     run_virtual(concurrent.run())
     assert 4 == peak
+
+
+def _countdown(options: dict[str, object]) -> rp.Reactor:
+    """A countdown whose step replaces itself; `options` on the replacement (an option
+    makes each round a child run: the general way)."""
+
+    @rp.step(name="count")
+    async def count(n, base, seen):
+        if n == 0:
+            return f"liftoff from {base} after {len(seen)}"
+        replacement = rp.step(count.fn, name="count", **options)  # type: ignore[arg-type]
+        return rp.NewSteps(
+            steps=[replacement.evolve(args={"n": rp.Value(n - 1), "seen": rp.Value([*seen, n])})]
+        )
+
+    r = rp.Reactor("countdown", inputs=["n", "base"], returns="count")
+    r.add(count, args={"seen": rp.Value([])})
+    return r
+
+
+@pytest.mark.parametrize("n", [0, 1, 5, 40])
+def test_a_step_replacing_itself_in_place_matches_the_general_way(n: int):
+    """A plain replacement loops in place (no child run per round); it gives what the
+    general way (a replacement with an option: one child run per round) gives, reading
+    its arguments from its own args=, the previous round's arguments and the inputs."""
+    in_place = run_virtual(_countdown({}).run({"n": n, "base": "pad"}))
+    general = run_virtual(_countdown({"retries": 1}).run({"n": n, "base": "pad"}))
+    assert in_place == general == f"liftoff from pad after {n}"
+
+
+def test_a_long_in_place_loop_costs_no_depth():
+    """Ten thousand rounds of a step replacing itself run in place (no nesting)."""
+
+    @rp.step
+    def count(n):
+        if n == 0:
+            return "liftoff"
+        return rp.NewSteps(steps=[count.evolve(args={"n": rp.Value(n - 1)})])
+
+    r = rp.Reactor("countdown", inputs=["n"], returns="count")
+    r.add(count)
+    assert "liftoff" == run_virtual(r.run({"n": 10_000}))
+
+
+def test_an_async_in_place_loop_holds_one_slot_under_a_cap():
+    """Under max_concurrency=1 an async replacement looping in place holds the one slot:
+    nothing else runs beside it, and the limiter ends empty."""
+    running = peak = 0
+    limiter = rp.Limiter(1)
+
+    async def busy():
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.1)
+        running -= 1
+
+    @rp.step
+    async def loop(n):
+        await busy()
+        if n == 0:
+            return "done"
+        return rp.NewSteps(steps=[loop.evolve(args={"n": rp.Value(n - 1)})])
+
+    r = rp.Reactor("r", inputs=["n"], returns="loop")
+    r.add(loop)
+    r.add(rp.step(busy), name="other")
+    assert "done" == run_virtual(r.run({"n": 3}, max_concurrency=limiter))
+    assert 1 == peak
+    assert 0 == limiter.running

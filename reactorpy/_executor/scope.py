@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from .._arguments import Context
 from .._checkpoint import Checkpoint, UndoRecord
 from .._errors import Halted
 from .attempts import shielded
@@ -26,7 +27,10 @@ if TYPE_CHECKING:
     from .._reactor import Reactor
     from .run import Run
 
-__all__ = ["ChildRun", "ChildScope", "checkpoint_records", "parent_records"]
+__all__ = ["MISSING", "ChildRun", "ChildScope", "checkpoint_records", "parent_records"]
+
+#: What `ChildScope.lookup` returns for a name it does not hold.
+MISSING: Any = type("_Missing", (), {"__repr__": lambda self: "<missing>"})()
 
 
 @attrs.frozen
@@ -154,6 +158,37 @@ class ChildScope:
         this run fails instead."""
         self.run.inner[self.name] = inner
         self.run.ledger.hold_halted(self.i, records)
+
+    def arguments(self) -> dict[str, Any]:
+        """This step's arguments by name (as its last attempt got them)."""
+        run = self.run
+        return run.named_args(self.i, run.st.attempts[self.i] or 1)
+
+    def lookup(self, name: str) -> Any:
+        """A run input, or a result the run still holds, by name (`MISSING` if neither)."""
+        run = self.run
+        plan = run.plan
+        k = plan.input_index.get(name)
+        if k is not None:
+            return run.st.vals[run.n + k]
+        j = plan.index.get(name)
+        st = run.st
+        if j is not None and st.status[j] == DONE and (run.keep[j] or st.readers_left[j] > 0):
+            return st.vals[j]
+        return MISSING
+
+    def names(self) -> list[str]:
+        """The names `lookup` may find (for messages)."""
+        plan = self.run.plan
+        return [*plan.inputs, *plan.order]
+
+    def context(self) -> Context:
+        """The `rp.Context` of this step."""
+        run = self.run
+        i = self.i
+        return Context(
+            run.run_id, run.names[i], run.st.attempts[i] or 1, run.data, run.plan.reactor
+        )
 
     def available(self) -> dict[str, Any]:
         """What steps added by this step may use: held results, inputs, its own arguments."""
