@@ -113,13 +113,15 @@ async def bench(cfg: Config, rp: Any, workload: str) -> None:
         cost = best[workload] / n
         _per_round.setdefault(workload, {})[n] = cost
         targets: dict[str, Target] = {
-            workload: (f"<= {TARGET:g}x steps", lambda t, n=n: t / n / ref <= TARGET)
+            workload: (f"<= {TARGET:g}x steps", lambda t, n=n, ref=ref: t / n / ref <= TARGET)
         }
         if n == SIZES[-1] and SIZES[0] in _per_round[workload]:
             small = _per_round[workload][SIZES[0]]
             targets[workload] = (
                 f"<= {TARGET:g}x steps, {cost / small:.2f}x 1k (<= {FLAT:g})",
-                lambda t, n=n, small=small: t / n / ref <= TARGET and t / n / small <= FLAT,
+                lambda t, n=n, small=small, ref=ref: (
+                    t / n / ref <= TARGET and t / n / small <= FLAT
+                ),
             )
 
         def figure(name: str, t: float, n: int = n) -> str:
