@@ -903,7 +903,7 @@ def test_a_continue_arriving_after_the_grace_period_is_kept_for_resume():
 
 def test_a_run_cancelled_while_it_undoes_still_ends_its_middleware():
     """Cancelled while undoing after a failure: the undo finishes, on_run_error is called
-    once, and the caller gets CancelledError."""
+    once with the CancelledError the caller gets (the run's error is kept as its note)."""
     ends: list[str] = []
     undone: list[str] = []
 
@@ -930,12 +930,13 @@ def test_a_run_cancelled_while_it_undoes_still_ends_its_middleware():
         task = asyncio.ensure_future(r.run(middleware=[Watch()]))
         await asyncio.sleep(0.5)
         task.cancel()
-        with pytest.raises(asyncio.CancelledError):
+        with pytest.raises(asyncio.CancelledError) as cancelled:
             await task
+        assert "cancelled while the run undid: RunFailed" in str(cancelled.value.__notes__)
 
     run_virtual(main())
     assert ["hold"] == undone
-    assert ["RunFailed"] == ends
+    assert ["CancelledError"] == ends
 
 
 def test_a_guard_returning_skip_gives_the_step_that_result_and_never_undoes_it():
@@ -966,3 +967,34 @@ def test_a_guard_returning_skip_gives_the_step_that_result_and_never_undoes_it()
         run_virtual(r.run({"key": "a"}))
     assert [] == undone
     assert "fetched b" == run_virtual(r.run({"key": "b"}))
+
+
+@pytest.mark.parametrize("turns", range(8))
+def test_a_cancellation_landing_as_the_undo_ends_is_never_swallowed(turns: int):
+    """run() cancelled at any loop turn while a failed run undoes (even as the undo ends)
+    raises CancelledError, never RunFailed, unless the run had already ended."""
+    r = rp.Reactor("r")
+
+    @r.step
+    async def booked():
+        return "booking"
+
+    @booked.undo
+    async def cancel_booking(value):
+        await asyncio.sleep(0)
+
+    @r.step
+    def charge(booked):
+        raise ValueError("card declined")
+
+    async def main():
+        task = asyncio.ensure_future(r.run())
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        if not task.cancel():
+            return "ended before"
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return "cancelled"
+
+    assert run_virtual(main()) in {"cancelled", "ended before"}

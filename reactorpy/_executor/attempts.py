@@ -273,8 +273,7 @@ async def shielded(aw: Any) -> tuple[Any, bool]:
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:
-            if task.done():
-                break
+            # Also when it lands just as `aw` ends: the caller must still see it.
             cancelled = True
     return task.result(), cancelled
 

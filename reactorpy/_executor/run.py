@@ -265,7 +265,8 @@ class Run:
 
     async def _failed(self) -> NoReturn:
         """An error stood: undo every completed step, newest first (shielded), tell
-        middleware, and raise one error."""
+        middleware, and raise one error. A caller that cancelled ``run()`` meanwhile gets
+        its `CancelledError` (so does middleware), the run's error kept as a note."""
         st = self.st
         undo_errors, cancelled = await shielded(self.undoer.undo_all(self.ledger.pop_all()))
         error: BaseException
@@ -275,18 +276,22 @@ class Run:
                 annotate(error, f"reactorpy: also, while the run ended: {e!r}")
         else:
             error = self._run_failed(undo_errors)
+        if cancelled:
+            interrupted = asyncio.CancelledError()
+            annotate(interrupted, f"reactorpy: cancelled while the run undid: {error!r}")
+            error = interrupted
         if self.mw is not None:
-            (replaced, failed), _ = await shielded(
+            (replaced, failed), again = await shielded(
                 self.mw.replace("on_run_error", self._run_info(), error)
             )
             for e in failed:
                 annotate(error, f"reactorpy: middleware failed on_run_error: {e!r}")
-            if isinstance(replaced, BaseException) and replaced is not error:
-                if cancelled:
-                    raise asyncio.CancelledError
+            if again and not cancelled:  # cancelled while middleware heard of the error
+                interrupted = asyncio.CancelledError()
+                annotate(interrupted, f"reactorpy: cancelled as the run ended: {error!r}")
+                raise interrupted
+            if isinstance(replaced, BaseException) and replaced is not error and not cancelled:
                 raise replaced from error
-        if cancelled:  # the caller cancelled run() while it undid: the cancellation wins
-            raise asyncio.CancelledError
         raise error
 
     def _run_failed(self, undo_errors: list[BaseException]) -> RunFailed:

@@ -18,7 +18,6 @@ import attrs
 from .._arguments import Context
 from .._checkpoint import Checkpoint, UndoRecord
 from .._errors import Halted
-from .attempts import shielded
 from .state import DONE
 
 if TYPE_CHECKING:
@@ -142,10 +141,9 @@ class ChildScope:
         return ChildRun(value, parent_records(self.run, self.i, child, label))
 
     async def undo(self, records: Sequence[UndoRecord]) -> list[BaseException]:
-        """Undo `records` (oldest first, as given), newest first, shielded from
-        cancellation; return the undo errors."""
-        errors, _ = await shielded(self.run.undoer.undo_all(list(reversed(records))))
-        return errors  # type: ignore[no-any-return]
+        """Undo `records` (oldest first, as given), newest first; return the undo errors.
+        Not shielded: the caller shields it together with what goes before it."""
+        return await self.run.undoer.undo_all(list(reversed(records)))
 
     def keep(self, records: Sequence[UndoRecord]) -> None:
         """These records join the run's undo stack when this step completes."""
