@@ -471,3 +471,40 @@ def test_on_run_error_may_replace_the_error():
     with pytest.raises(DomainError) as info:
         run_virtual(r.run(middleware=[Translate()]))
     assert isinstance(info.value.__cause__, rp.RunFailed)
+
+
+@pytest.mark.parametrize("turns", range(6))
+def test_a_completion_an_async_hook_is_delivering_survives_a_cancellation(turns: int):
+    """A step completes while an async on_event hook delivers its step_complete; the run is
+    cancelled then: the step counts as completed, so it is undone with the rest."""
+    done: list[str] = []
+    undone: list[str] = []
+    r = rp.Reactor("r")
+
+    @r.step
+    def book():
+        done.append("booking")
+        return "booking"
+
+    @book.undo
+    def cancel(value):
+        undone.append(value)
+
+    @r.step
+    async def later(book):
+        await asyncio.sleep(10)
+
+    class Exporter:
+        async def on_event(self, event):
+            await asyncio.sleep(0)
+
+    async def main():
+        task = asyncio.ensure_future(r.run(middleware=[Exporter()]))
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    run_virtual(main())
+    assert done == undone

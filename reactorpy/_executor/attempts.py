@@ -251,7 +251,10 @@ async def _compensate(
         await _event(run, "compensate_error", i, attempt, error=cexc)
         raise StepFailed(cexc, attempt) from None
     if isinstance(out, Continue):
-        await _event(run, "compensate_continue", i, attempt, value=out.value)
+        try:
+            await _event(run, "compensate_continue", i, attempt, value=out.value)
+        except asyncio.CancelledError:  # the step has its value all the same
+            cancelled = True
         if cancelled:
             raise CompletedThenCancelled(out.value, arguments)
         return out

@@ -294,7 +294,11 @@ async def settle_later(
             ended_badly(run, i, exc, ctx, reported=run.observed)
             return
     if run.observed and value is not SKIPPED and type(value) is not Skip:
-        failed = await drive(run.completed_async(i, value), ctx)
+        try:
+            failed = await drive(run.completed_async(i, value), ctx)
+        except asyncio.CancelledError:  # it completed all the same: nothing is lost
+            finish(run, i, value, arguments, ctx, stack, reported=True)
+            raise
         if failed is not None:
             ended_badly(run, i, failed, ctx, reported=True)
             end_slot(run, i, stack)
