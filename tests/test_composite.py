@@ -889,3 +889,72 @@ def test_an_async_in_place_loop_holds_one_slot_under_a_cap():
     assert "done" == run_virtual(r.run({"n": 3}, max_concurrency=limiter))
     assert 1 == peak
     assert 0 == limiter.running
+
+
+def test_a_step_that_returned_new_steps_is_undone_when_they_fail():
+    """A step that did its work and returned new steps (not replacing itself) is complete
+    when it returns, as in Elixir's Reactor: it is undone when its new steps fail."""
+    undone: list[str] = []
+
+    @rp.step
+    def send_mail():
+        raise ConnectionError("smtp down")
+
+    r = rp.Reactor("r")
+
+    @r.step
+    def book():
+        return rp.NewSteps("booking", steps=[send_mail])
+
+    @book.undo
+    def cancel(value):
+        undone.append(value)
+
+    with pytest.raises(rp.RunFailed):
+        run_virtual(r.run())
+    assert ["booking"] == undone
+
+
+@pytest.mark.parametrize("sync", [True, False])
+def test_a_map_element_returning_new_steps_gets_their_value(sync: bool):
+    """A plain mapped step whose element returns rp.NewSteps gets the new steps' value, as
+    a child run would (the fast path does not take the NewSteps as the value)."""
+    if sync:
+
+        @rp.step
+        def double(x):
+            return rp.NewSteps(steps=[rp.step(lambda: 2 * x, name="double")])
+
+    else:
+
+        @rp.step
+        async def double(x):
+            return rp.NewSteps(steps=[rp.step(lambda: 2 * x, name="double")])
+
+    r = rp.Reactor("r", inputs=["xs"], returns="all")
+    r.map("all", "xs", double)
+    assert [2, 4] == run_virtual(r.run({"xs": [1, 2]}))
+    assert [2, 4] == run_virtual(r.run({"xs": [1, 2]}, max_concurrency=2))
+
+
+def test_a_map_element_halting_with_a_result_halts_the_map():
+    """A plain map element raising rp.Halt(result=v) halts the map (the map's result is
+    not v); resumed, the map runs again and returns its list."""
+    calls: list[int] = []
+
+    @rp.step
+    def item(x):
+        calls.append(x)
+        if len(calls) == 1:
+            raise rp.Halt("wait", result=f"r{x}")
+        return f"r{x}"
+
+    r = rp.Reactor("r", inputs=["xs"], returns="all")
+    r.map("all", "xs", item)
+
+    async def main():
+        with pytest.raises(rp.Halted) as halted:
+            await r.run({"xs": [1, 2]})
+        return await r.resume(halted.value.checkpoint)
+
+    assert ["r1", "r2"] == run_virtual(main())

@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 from collections.abc import AsyncIterable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from .._arguments import Source
 from .._checkpoint import UndoRecord
 from .._errors import DefinitionError, Halt, Halted
+from .._executor.attempts import as_halt
 from .._executor.inline import SUSPENDED, InContext, start
-from .._step import Step
+from .._step import NewSteps, Step
 from .base import CompositeStep, ReactorLike, by_name, child_reactor, outer, with_wait_for
 from .repeat import undo_then_raise
 
@@ -84,9 +86,17 @@ def make_map(
             raise TypeError(f"map {name!r}: what it maps over {problem}")
         shared = {k: arguments[k] for k in others}
         plain = _plain_step(unit)  # at run time: callbacks may have been added since
-        if plain is not None and (plain.is_async or scope.executor is None):
-            return await _map_plain(scope, plain, element, shared, items, batch_size, ordered)
-        return await _map_children(scope, child, element, shared, items, batch_size, ordered)
+        if plain is None or not (plain.is_async or scope.executor is None):
+            return await _map_children(scope, child, element, shared, items, batch_size, ordered)
+        done = _Records()
+        fn = _with_new_steps(scope, plain, element, shared, done, factory)
+        try:
+            results = await _map_plain(scope, plain, fn, element, items, batch_size, ordered)
+        except BaseException as exc:
+            halt = as_halt(exc) if isinstance(exc, Exception) else None
+            await undo_then_raise(scope, done, Halt(halt.reason) if halt else exc)
+        scope.keep(done.records)
+        return results
 
     options = with_wait_for(options, [child])
     step = CompositeStep(name, [_ITEMS, *others], call, {name: child}, args=args, **options)
@@ -240,26 +250,78 @@ def _finish_order(tasks: list[asyncio.Task[Any]], ordered: bool) -> list[asyncio
 
 
 # ---------------------------------------------------------------------- the fast path
-async def _map_plain(
+def _with_new_steps(
     scope: ChildScope,
     unit: Step[..., Any],
     element: str,
     shared: dict[str, Any],
+    done: _Records,
+    factory: Callable[..., Any],
+) -> Callable[..., Any]:
+    """The function the fast path calls per element: the plain step's own (its other
+    arguments bound), wrapped so that an element returning `rp.NewSteps` gets its new
+    steps run, as a child run of the step would (what they complete goes to `done`)."""
+    fn = unit.fn if not shared else functools.partial(unit.fn, **shared)
+
+    async def new_steps(item: Any, new: NewSteps) -> Any:
+        returned = unit._replace(fn=functools.partial(_returning, new), _inspected=_same(unit))
+        ran = await scope.run_child(
+            child_reactor(returned, factory), {**shared, element: item}, f"[{item!r}]."
+        )
+        done.records.extend(ran.records)
+        if ran.halted is not None:
+            raise ran.halted
+        return ran.value
+
+    if unit.is_async:
+
+        async def element_async(**kwargs: Any) -> Any:
+            value = await fn(**kwargs)
+            if type(value) is NewSteps:
+                value = await new_steps(kwargs[element], value)
+            return value
+
+        return element_async
+
+    def element_sync(**kwargs: Any) -> Any:
+        value = fn(**kwargs)
+        if type(value) is NewSteps:
+            return new_steps(kwargs[element], value)  # a coroutine, awaited by the caller
+        return value
+
+    return element_sync
+
+
+def _returning(new: NewSteps, *_: Any, **__: Any) -> NewSteps:
+    """A stand-in for a step that already returned `new` (whatever it is called with)."""
+    return new
+
+
+def _same(unit: Step[..., Any]) -> tuple[list[Any], bool, Any]:
+    """What a step's signature inspection found, for a copy with another function."""
+    return (list(unit.params), True, unit.result_type)
+
+
+async def _map_plain(
+    scope: ChildScope,
+    unit: Step[..., Any],
+    fn: Callable[..., Any],
+    element: str,
     items: Any,
     batch_size: int,
     ordered: bool,
 ) -> list[Any]:
-    """map's fast path: call a plain step per element: with no limiter, started inline
-    like a worker's batch (`_Eager`); else one task each under the limiter; one after
-    another when the run goes one step at a time."""
-    fn = unit.fn if not shared else functools.partial(unit.fn, **shared)
+    """map's fast path: call a plain step per element (`fn`): with no limiter, started
+    inline like a worker's batch (`_Eager`); else one task each under the limiter; one
+    after another when the run goes one step at a time."""
     limiter = scope.limiter
     key = unit.concurrency_key
     results: list[Any] = []
     if not unit.is_async:
         async for batch in _batches(items, batch_size):
             for item in batch:
-                results.append(scope.fresh_context().run(fn, **{element: item}))
+                value = scope.fresh_context().run(fn, **{element: item})
+                results.append(await value if inspect.iscoroutine(value) else value)
         return results
 
     async def one(item: Any) -> Any:
@@ -399,6 +461,3 @@ class _Eager:
             self._ended(k, None, asyncio.CancelledError())
         finally:
             del self.helpers[first]
-
-
-_ = Halt  # the halts of elements arrive as Halted and leave as Halt (undo_then_raise)

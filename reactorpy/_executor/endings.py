@@ -231,6 +231,7 @@ def cancelled(run: Run, i: int, exc: asyncio.CancelledError) -> None:
     st = run.st
     if st.status[i] != DONE:
         st.status[i] = PENDING
+        keep_done(run, i)
     if st.stopping:
         return
     task = asyncio.current_task()
@@ -253,11 +254,17 @@ def fail(run: Run, i: int, error: BaseException, attempt: int, *, note: str | No
     if st.halt_reason is not _UNSET and not st.errors:
         return  # halting: a step that fails while the run drains stays pending
     annotate(error, note or f"reactorpy: step {run.names[i]!r} failed (attempt {attempt})")
-    if run.kept:  # a composite's children completed, then the step failed: undone too
-        run.ledger.splice(run.kept.pop(i, ()))
+    keep_done(run, i)
     st.errors.append(error)
     st.failed_steps.append(run.names[i])
     stop(run)
+
+
+def keep_done(run: Run, i: int) -> None:
+    """Step `i` ends without completing, but what it did is done (its children's records,
+    or its own work before its new steps): those records join the undo stack."""
+    if run.kept and i in run.kept:
+        run.ledger.splice(run.kept.pop(i))
 
 
 def fatal(run: Run, i: int, error: BaseException) -> None:
@@ -266,6 +273,7 @@ def fatal(run: Run, i: int, error: BaseException) -> None:
     st = run.st
     if i >= 0 and st.status[i] != DONE:
         st.status[i] = PENDING
+        keep_done(run, i)
     if st.fatal is None:
         st.fatal = error
     stop(run)
@@ -278,6 +286,7 @@ def halt(run: Run, i: int, h: Halt) -> None:
         record(run, i, h.result, h._arguments)
     else:
         st.status[i] = PENDING
+        keep_done(run, i)
     if st.halt_reason is _UNSET:
         st.halt_reason = h.reason
         st.halt_step = run.names[i]

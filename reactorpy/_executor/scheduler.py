@@ -25,6 +25,7 @@ import itertools
 from collections.abc import Awaitable, Coroutine
 from typing import TYPE_CHECKING, Any, Final
 
+from .._checkpoint import UndoRecord
 from .._step import NewSteps, Skip
 from .attempts import SKIPPED, StepFailed, as_halt, attempts
 from .dispatch import AWAITABLE, YIELD_EVERY, dispatch
@@ -280,11 +281,21 @@ async def settle_later(
     """Step `i` returned `value`: new steps to run first, or an awaitable to await (from
     a plain def), or its result. With async hooks, its completion is reported here. Then
     `finish` it."""
+    undoable = True
     if type(value) is NewSteps or isinstance(value, _AWAITABLE):
         if stack:
             spawn(run, stack[:])
             stack.clear()
         end_slot(run, i, None)  # no slot is held while new steps wait for slots
+        if type(value) is NewSteps and run.modes.undo[i] and not _replaces(run, i, value):
+            # The step's own work is done when it returns (Elixir's Reactor counts it
+            # complete then): it is undone, oldest, even if its new steps fail.
+            named = (
+                arguments if arguments is not None else run.named_args(i, run.st.attempts[i] or 1)
+            )
+            record_ = UndoRecord(run.plan.order[i], value.value, named)
+            run.kept.setdefault(i, []).insert(0, record_)
+            undoable = False
         try:
             if type(value) is NewSteps:
                 value = await drive(run.new_steps(i, value), ctx)
@@ -297,13 +308,19 @@ async def settle_later(
         try:
             failed = await drive(run.completed_async(i, value), ctx)
         except asyncio.CancelledError:  # it completed all the same: nothing is lost
-            finish(run, i, value, arguments, ctx, stack, reported=True)
+            finish(run, i, value, arguments, ctx, stack, reported=True, undoable=undoable)
             raise
         if failed is not None:
             ended_badly(run, i, failed, ctx, reported=True)
             end_slot(run, i, stack)
             return
-    finish(run, i, value, arguments, ctx, stack, reported=run.observed)
+    finish(run, i, value, arguments, ctx, stack, reported=run.observed, undoable=undoable)
+
+
+def _replaces(run: Run, i: int, new: NewSteps) -> bool:
+    """Whether one of `new`'s steps replaces step `i` (its result is then theirs)."""
+    own = run.plan.order[i]
+    return any(s.name == own for s in new.steps)
 
 
 async def _awaited(awaitable: Awaitable[Any]) -> Any:
@@ -328,9 +345,10 @@ def finish(
     stack: list[int],
     *,
     reported: bool,
+    undoable: bool = True,
 ) -> None:
-    """Step `i` completed with `value`: tell middleware (unless `reported`), record it,
-    start what became ready, and give back its slot."""
+    """Step `i` completed with `value`: tell middleware (unless `reported`), record it
+    (its undo too, if `undoable`), start what became ready, and give back its slot."""
     if value is SKIPPED or type(value) is Skip:  # a guard said no: never undone
         skipped = value.value if type(value) is Skip else None
         ready = record(run, i, skipped, None, undoable=False)
@@ -341,7 +359,7 @@ def finish(
                 ended_badly(run, i, StepFailed(failed, run.st.attempts[i] or 1), ctx, reported=True)
                 end_slot(run, i, stack)
                 return
-        ready = record(run, i, value, arguments)
+        ready = record(run, i, value, arguments, undoable=undoable)
     ungate(run, i)
     if ready:
         dispatch(run, ready, stack)
