@@ -892,6 +892,7 @@ class Journal(abc.ABC):
 
     def _record(self, row: Sequence[Any]) -> RunRecord:
         """A `RunRecord` from a row of `RECORD_COLUMNS`."""
+        row = tuple(row)
         (run_id, reactor, status, result, error, created, updated, ended, owner, undo) = row[:10]
         serializer = self._serializer_for(row[11])
         return RunRecord(

@@ -99,8 +99,9 @@ _INSERT_RUN = (
 )
 _SELECT_RECORD = f"SELECT {RECORD_COLUMNS} FROM runs WHERE run_id = ?"
 _SELECT_STATE = "SELECT status, owner FROM runs WHERE run_id = ?"
-# The fence: a run's rows are written only while this process owns it and it runs.
-_FENCE = "UPDATE runs SET updated = ? WHERE run_id = ? AND owner = ? AND status = 'running'"
+# The fence: a run's rows are written only while this process owns it and it runs. A read,
+# not an update: the run's row stays out of the commit (a page less to write per commit).
+_FENCE = "SELECT 1 FROM runs WHERE run_id = ? AND owner = ? AND status = 'running'"
 _UPSERT_ENTRY = (
     "INSERT INTO entries (run_id, key, seq, result, undo) VALUES (?, ?, ?, ?, ?) "
     "ON CONFLICT (run_id, key) DO UPDATE SET seq = excluded.seq, result = excluded.result, "
@@ -325,8 +326,11 @@ class SQLiteJournal(Journal):
             now = time.time()
             candidates = conn.execute(
                 "SELECT run_id, owner, lease_expires < ? FROM runs "
-                "WHERE reactor = ? AND status = 'running' ORDER BY created, run_id",
-                (now, reactor),
+                "WHERE reactor = ? AND status = 'running' "
+                # candidates only: expired leases, or owners on this host (pids are checked)
+                "AND (lease_expires < ? OR substr(owner, 1, length(?) + 1) = ? || ':') "
+                "ORDER BY created, run_id",
+                (now, reactor, now, self.host, self.host),
             ).fetchall()
             claimed = []
             for run_id, owner in self._claimable(candidates, limit):
@@ -522,14 +526,14 @@ class SQLiteJournal(Journal):
     ) -> None:
         """Appends and undo marks that follow each other in the queue: fenced per run, then
         written with one executemany each."""
-        now, owner = time.time(), self.owner
+        owner = self.owner
         refused: dict[str, Any] = {}  # run_id -> None (writable) or its (status, owner) row
         rows: list[tuple[Any, ...]] = []
         marks: list[tuple[str, str]] = []
         for request in stretch:
             run_id = request.run_id
             if run_id not in refused:
-                if conn.execute(_FENCE, (now, run_id, owner)).rowcount == 1:
+                if conn.execute(_FENCE, (run_id, owner)).fetchone() is not None:
                     refused[run_id] = None
                 else:
                     refused[run_id] = [conn.execute(_SELECT_STATE, (run_id,)).fetchone()]
