@@ -8,8 +8,8 @@ Must not import: the executor, the reactor, the CLI.
 
 from .base import (
     Entry,
-    JsonSerializer,
     Journal,
+    JsonSerializer,
     OwnershipError,
     PickleSerializer,
     RecordedError,
@@ -39,3 +39,18 @@ __all__ = [
     "owner_alive",
     "process_owner",
 ]
+
+# Public as reactorpy.X (lazily, see reactorpy/__init__.py): reprs and pickles say so.
+for _cls in (
+    JsonSerializer,
+    Journal,
+    OwnershipError,
+    PickleSerializer,
+    PostgresJournal,
+    RecordedError,
+    RunRecord,
+    RunStatus,
+    SQLiteJournal,
+):
+    _cls.__module__ = "reactorpy"
+del _cls

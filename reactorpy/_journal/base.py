@@ -328,14 +328,20 @@ class JsonSerializer(Serializer):
 
 
 def _not_serializable(obj: Any, what: str, exc: Exception) -> TypeError:
-    kind = type(obj)
-    name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+    name = _qualified(type(obj))
     return TypeError(f"A value of type {name!r} cannot be serialized with {what}: {exc}")
 
 
+def _qualified(kind: type) -> str:
+    return (
+        kind.__qualname__
+        if kind.__module__ == "builtins"
+        else f"{kind.__module__}.{kind.__qualname__}"
+    )
+
+
 def _type_name(error: BaseException) -> str:
-    kind = type(error)
-    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+    return _qualified(type(error))
 
 
 def _summary(error: BaseException) -> RecordedError:
@@ -944,7 +950,7 @@ class Journal(abc.ABC):
         is gone, as ``(run_id, owner)``: the lease has expired, or the owner is a dead
         process on this host."""
         alive: dict[str, bool] = {}
-        chosen = []
+        chosen: list[tuple[str, str]] = []
         for run_id, owner, expired in candidates:
             if limit is not None and len(chosen) >= limit:
                 break

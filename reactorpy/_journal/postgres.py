@@ -60,7 +60,11 @@ class _Sql:
 
     def __init__(self, schema: str) -> None:
         s = _quote(schema)
-        runs, entries, undone = f"{s}.reactorpy_runs", f"{s}.reactorpy_entries", f"{s}.reactorpy_undone"
+        runs, entries, undone = (
+            f"{s}.reactorpy_runs",
+            f"{s}.reactorpy_entries",
+            f"{s}.reactorpy_undone",
+        )
         self.meta = f"{s}.reactorpy_meta"
         self.schema = (
             f"CREATE SCHEMA IF NOT EXISTS {s}",
@@ -272,9 +276,9 @@ class PostgresJournal(Journal):
     # ----------------------------------------------------------------- starting
 
     async def _start(self) -> None:
+        self._check_open()
         if self._started:
             return
-        self._check_open()
         loop = asyncio.get_running_loop()
         if self._loop is not None and self._loop is not loop:
             raise RuntimeError("A PostgresJournal is bound to the event loop it connected on.")
@@ -296,9 +300,7 @@ class PostgresJournal(Journal):
         conn = await asyncpg.connect(self.dsn)
         try:
             await self._ensure_schema(conn)
-            self._pool = await asyncpg.create_pool(
-                self.dsn, min_size=1, max_size=self._pool_size
-            )
+            self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self._pool_size)
         except BaseException:
             await conn.close()
             raise
@@ -311,7 +313,9 @@ class PostgresJournal(Journal):
     async def _ensure_schema(self, conn: Any) -> None:
         async with conn.transaction():
             # Processes opening a new database at once: one creates, the others wait.
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", "reactorpy:" + self.schema)
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtext($1))", "reactorpy:" + self.schema
+            )
             for statement in self._sql.schema:
                 await conn.execute(statement)
             version = await conn.fetchval(
@@ -326,8 +330,9 @@ class PostgresJournal(Journal):
                 )
             elif int(version) > SCHEMA_VERSION:
                 raise ValueError(
-                    f"Schema {self.schema!r} holds a journal of schema version {version}; this "
-                    f"reactorpy knows versions up to {SCHEMA_VERSION}: upgrade reactorpy to open it."
+                    f"Schema {self.schema!r} holds a journal of schema version {version}; "
+                    f"this reactorpy knows versions up to {SCHEMA_VERSION}: upgrade reactorpy "
+                    "to open it."
                 )
 
     # ----------------------------------------------------------------- the executor's API
@@ -345,7 +350,14 @@ class PostgresJournal(Journal):
         async def job(conn: Any) -> Any:
             inserted = await conn.fetchval(
                 sql.insert_run,
-                run_id, reactor, fingerprint, self.owner, self.lease, name, inputs, structure,
+                run_id,
+                reactor,
+                fingerprint,
+                self.owner,
+                self.lease,
+                name,
+                inputs,
+                structure,
             )
             if inserted is not None:
                 return None
@@ -433,8 +445,9 @@ class PostgresJournal(Journal):
     async def load(self, run_id: str) -> StoredRun:
         await self._start()
         sql = self._sql
-        async with self._pool.acquire() as conn, conn.transaction(
-            isolation="repeatable_read", readonly=True
+        async with (
+            self._pool.acquire() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
         ):
             row = await conn.fetchrow(sql.load_run, run_id)
             if row is None:
@@ -488,7 +501,8 @@ class PostgresJournal(Journal):
         if not self._started:
             return
         self._wakeup.set()  # the writer drains what is queued, then sees _closed
-        assert self._writer is not None and self._renewer is not None
+        assert self._writer is not None
+        assert self._renewer is not None
         await self._writer
         self._renewer.cancel()
         try:

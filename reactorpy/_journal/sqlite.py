@@ -108,9 +108,7 @@ _UPSERT_ENTRY = (
     "undo = excluded.undo"
 )
 _INSERT_UNDONE = "INSERT INTO undone (run_id, key) VALUES (?, ?) ON CONFLICT DO NOTHING"
-_RENEW = (
-    "UPDATE runs SET lease_expires = ? WHERE run_id = ? AND owner = ? AND status = 'running'"
-)
+_RENEW = "UPDATE runs SET lease_expires = ? WHERE run_id = ? AND owner = ? AND status = 'running'"
 
 Job = Callable[[sqlite3.Connection], Any]
 
@@ -198,7 +196,9 @@ class SQLiteJournal(Journal):
         super().__init__(serializer=serializer, lease=lease, host=host)
         self.path = os.fspath(path)
         if self.path == ":memory:" or self.path.startswith("file::memory:"):
-            raise ValueError("A journal needs a file: ':memory:' is not shared between connections.")
+            raise ValueError(
+                "A journal needs a file: ':memory:' is not shared between connections."
+            )
         if synchronous not in ("NORMAL", "FULL"):
             raise ValueError(f"synchronous must be 'NORMAL' or 'FULL', not {synchronous!r}")
         self.synchronous = synchronous
@@ -407,13 +407,16 @@ class SQLiteJournal(Journal):
                 "SELECT key, seq, result, undo FROM entries WHERE run_id = ? ORDER BY seq, key",
                 (run_id,),
             ).fetchall()
-            undone = [k for (k,) in conn.execute("SELECT key FROM undone WHERE run_id = ?", (run_id,))]
+            undone = [
+                k for (k,) in conn.execute("SELECT key FROM undone WHERE run_id = ?", (run_id,))
+            ]
         finally:
             conn.execute("COMMIT")
         return row, entries, undone
 
     def _read_runs(self, reactor: str | None, status: str | None, limit: int | None) -> Any:
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         if reactor is not None:
             where.append("reactor = ?")
             params.append(reactor)
@@ -539,11 +542,11 @@ class SQLiteJournal(Journal):
                     refused[run_id] = [conn.execute(_SELECT_STATE, (run_id,)).fetchone()]
             state = refused[run_id]
             if state is not None:
-                action = "append to" if type(request) is _Append else "mark an undo done in"
+                action = "append to" if isinstance(request, _Append) else "mark an undo done in"
                 error = self._refusal(run_id, state[0], action).error
                 outcomes.append((request.loop, (request.future, None, error)))
                 continue
-            if type(request) is _Append:
+            if isinstance(request, _Append):
                 rows.extend((run_id, e.key, e.seq, e.result, e.undo) for e in request.entries)
             else:
                 marks.append((run_id, request.key))
