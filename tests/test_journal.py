@@ -769,8 +769,11 @@ class Card:
 
 
 class NeedsTwoArgs(Exception):
+    """Cannot be pickled: it holds a lock (and its __init__ does not take its message)."""
+
     def __init__(self, code: int, why: str) -> None:
         super().__init__(f"{code}: {why}")
+        self.lock = threading.Lock()
 
 
 @pytest.mark.parametrize("serializer", [rp.PickleSerializer(), rp.JsonSerializer()])

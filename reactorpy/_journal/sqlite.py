@@ -173,9 +173,9 @@ class SQLiteJournal(Journal):
     >>> import asyncio, tempfile, os
     >>> async def demo(path):
     ...     async with SQLiteJournal(path) as journal:
-    ...         await journal.create_run("order-42", "payment", "f1", journal.serializer.dumps({}))
-    ...         await journal.append("order-42", [Entry("charge", 1, journal.serializer.dumps(7))])
-    ...         await journal.finish("order-42", "completed", result=journal.serializer.dumps(7))
+    ...         dumps = journal.serializer.dumps
+    ...         await journal.create_run("order-42", "payment", "fp", dumps({"order": 42}))
+    ...         await journal.finish("order-42", "completed", result=dumps(7))
     ...         return await journal.get("order-42")
     >>> with tempfile.TemporaryDirectory() as d:
     ...     record = asyncio.run(demo(os.path.join(d, "runs.db")))
