@@ -292,9 +292,7 @@ async def roundtrip(
     if targets:
         row.target, row.verdict = f"<= {targets[0] * 1e6:g} µs", verdict(chain_t <= targets[0])
     cfg.emit(row)
-    row = Row(
-        "roundtrip", f"{label} fan-out 100", f"{us(fan_t)} per entry, {per_fan:.1f} commits"
-    )
+    row = Row("roundtrip", f"{label} fan-out 100", f"{us(fan_t)} per entry, {per_fan:.1f} commits")
     if targets:
         row.target, row.verdict = f"<= {targets[1] * 1e6:g} µs", verdict(fan_t <= targets[1])
     cfg.emit(row)
@@ -360,9 +358,7 @@ async def bench_claim(cfg: Config, rp: Any, n: int = 1000) -> None:
     reps = min(cfg.reps, 3)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "claim.db")
-        t, claimed = await claim_and_load(
-            rp, lambda **kw: rp.SQLiteJournal(path, **kw), n, reps
-        )
+        t, claimed = await claim_and_load(rp, lambda **kw: rp.SQLiteJournal(path, **kw), n, reps)
     row = Row("claim", "sqlite", f"{t * 1e3:8.1f} ms for {claimed} runs")
     row.target, row.verdict = "< 1 s, all claimed", verdict(t < CLAIM_SQLITE and claimed == n)
     cfg.emit(row)

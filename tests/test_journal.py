@@ -949,3 +949,18 @@ def test_importing_reactorpy_imports_no_database_driver() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
     )
     assert "reactorpy True" == out.stdout.strip()
+
+
+async def test_sqlite_without_poll_uses_a_queue(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where select.poll is missing (Windows) the writer's inbox is a queue.SimpleQueue; the
+    journal works the same, group commit included."""
+    import select
+
+    monkeypatch.delattr(select, "poll")
+    async with rp.SQLiteJournal(tmp_path / "runs.db") as journal:
+        await journal.create_run("r1", "payment", "fp", b"in")
+        await journal.append("r1", [Entry("a", 1)])
+        await asyncio.gather(*[journal.append("r1", [Entry(f"s{i}", i + 2)]) for i in range(50)])
+        assert 51 == len((await journal.load("r1")).entries)

@@ -555,8 +555,8 @@ def owner_alive(owner: str, *, host: str | None = None) -> bool:
     """Whether the process that owns a run is alive, as far as this host can tell.
 
     An owner on this host is alive while its pid exists, is not a zombie, and (on Linux)
-    started when the owner says. An owner on another host cannot be seen from here: this
-    returns True, and its lease decides.
+    started when the owner says. An owner on another host cannot be seen from here (nor any
+    on Windows): this returns True, and its lease decides.
 
     Args:
         owner: an identity from `process_owner`.
@@ -569,8 +569,8 @@ def owner_alive(owner: str, *, host: str | None = None) -> bool:
         owner_host, pid, start = parse_owner(owner)
     except ValueError:
         return True  # not ours to judge: its lease decides
-    if owner_host != (socket.gethostname() if host is None else host):
-        return True
+    if owner_host != (socket.gethostname() if host is None else host) or os.name == "nt":
+        return True  # (Windows: os.kill(pid, 0) would terminate the process)
     if pid == os.getpid():
         return owner == process_owner(owner_host)
     try:
