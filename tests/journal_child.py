@@ -45,7 +45,9 @@ async def create(journal: rp.Journal, reactor: str, n: int) -> None:
 
 async def claim(journal: rp.Journal, reactor: str, limit: int) -> None:
     claimed: list[str] = []
-    while batch := await journal.claim(reactor, limit=limit):
+    for _ in range(1000):  # bounded: a broken claim must fail the test, not spin
+        if not (batch := await journal.claim(reactor, limit=limit)):
+            break
         claimed += batch
     say(claimed)
     await asyncio.Event().wait()
