@@ -962,6 +962,25 @@ class Journal(abc.ABC):
             chosen.append((run_id, owner))
         return chosen
 
+    def _final_status(
+        self, run_id: str, found: Sequence[Any] | None, ending: RunStatus
+    ) -> RunStatus | None:
+        """The status `finish` records, from the run's ``(status, owner, has an error)`` row:
+        None for a run that has failed (it stays failed); `failed` for an undo after a
+        failure. Raises `Refused` when the run is unknown, not ours or has ended."""
+        if found is not None and found[0] == RunStatus.FAILED:
+            return None
+        if found is None or found[0] != RunStatus.RUNNING or found[1] != self.owner:
+            raise self._refusal(run_id, found, "finish")
+        return RunStatus.FAILED if ending is RunStatus.UNDONE and found[2] else ending
+
+    def _check_reopen(self, run_id: str, found: Sequence[Any] | None, undo: bool) -> None:
+        """Raise `Refused` unless a run of this ``(status, owner)`` row can be reopened:
+        halted (resume or undo) or completed (undo only)."""
+        allowed = (RunStatus.HALTED, RunStatus.COMPLETED) if undo else (RunStatus.HALTED,)
+        if found is None or found[0] not in allowed:
+            raise self._refusal(run_id, found, "undo" if undo else "resume")
+
     def _refusal(self, run_id: str, found: Sequence[Any] | None, action: str) -> Refused:
         """The error for a write to ``run_id`` that its conditions refused, from its
         ``(status, owner)`` row (None: no such run)."""

@@ -402,24 +402,20 @@ class PostgresJournal(Journal):
         ending, sql = self._ending(status), self._sql
 
         async def job(conn: Any) -> None:
-            found = await conn.fetchrow(sql.finish_state, run_id)
-            if found is not None and found[0] == RunStatus.FAILED:
+            final = self._final_status(
+                run_id, await conn.fetchrow(sql.finish_state, run_id), ending
+            )
+            if final is None:
                 return  # a failed run stays failed
-            if found is None or found[0] != RunStatus.RUNNING or found[1] != self.owner:
-                raise self._refusal(run_id, found, "finish")
-            final = RunStatus.FAILED if ending is RunStatus.UNDONE and found[2] else ending
             await conn.execute(sql.finish, run_id, final.value, result, error, checkpoint)
 
         await self._call(job, lambda _: self._owned.discard(run_id))
 
     async def reopen(self, run_id: str, *, undo: bool = False) -> RunRecord:
-        allowed = (RunStatus.HALTED, RunStatus.COMPLETED) if undo else (RunStatus.HALTED,)
         sql = self._sql
 
         async def job(conn: Any) -> Any:
-            found = await conn.fetchrow(sql.reopen_state, run_id)
-            if found is None or found[0] not in allowed:
-                raise self._refusal(run_id, found, "undo" if undo else "resume")
+            self._check_reopen(run_id, await conn.fetchrow(sql.reopen_state, run_id), undo)
             return await conn.fetchrow(sql.reopen, run_id, self.owner, self.lease, undo)
 
         row = await self._call(job, lambda _: self._owned.add(run_id))

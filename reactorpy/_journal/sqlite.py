@@ -371,11 +371,9 @@ class SQLiteJournal(Journal):
             found = conn.execute(
                 "SELECT status, owner, error IS NOT NULL FROM runs WHERE run_id = ?", (run_id,)
             ).fetchone()
-            if found is not None and found[0] == RunStatus.FAILED:
+            final = self._final_status(run_id, found, ending)
+            if final is None:
                 return  # a failed run stays failed
-            if found is None or found[0] != RunStatus.RUNNING or found[1] != self.owner:
-                raise self._refusal(run_id, found, "finish")
-            final = RunStatus.FAILED if ending is RunStatus.UNDONE and found[2] else ending
             now = time.time()
             conn.execute(
                 "UPDATE runs SET status = ?, result = ?, error = coalesce(?, error), "
@@ -386,12 +384,8 @@ class SQLiteJournal(Journal):
         await self._call(job, lambda _: self._owned.discard(run_id))
 
     async def reopen(self, run_id: str, *, undo: bool = False) -> RunRecord:
-        allowed = (RunStatus.HALTED, RunStatus.COMPLETED) if undo else (RunStatus.HALTED,)
-
         def job(conn: sqlite3.Connection) -> Any:
-            found = conn.execute(_SELECT_STATE, (run_id,)).fetchone()
-            if found is None or found[0] not in allowed:
-                raise self._refusal(run_id, found, "undo" if undo else "resume")
+            self._check_reopen(run_id, conn.execute(_SELECT_STATE, (run_id,)).fetchone(), undo)
             now = time.time()
             conn.execute(
                 "UPDATE runs SET status = 'running', owner = ?, lease_expires = ?, ended = NULL, "
