@@ -7,8 +7,10 @@
    single-row ``INSERT`` in autocommit, and a batch of 100 rows in one statement (``unnest``).
 2. ``handoff``: the thread round trip the SQLite journal's writer pays on top of a commit:
    the event loop hands an item to a thread, which resolves an asyncio future with
-   ``call_soon_threadsafe``, for three hand-offs (``queue.SimpleQueue``, the journal's; a
-   ``threading.Condition`` over a deque; a pipe the thread blocks on).
+   ``call_soon_threadsafe``, for three hand-offs (``queue.SimpleQueue``; a
+   ``threading.Condition`` over a deque; a deque and a pipe the thread sleeps on, the
+   journal's); and 100 futures resolved by one ``call_soon_threadsafe`` (the journal's, one
+   per commit) or by one each.
 3. ``roundtrip``: through the journal's API, ``append`` -> durable. ``chain``: 1,000 appends,
    each awaited before the next (a chain of steps); target (SQLite NORMAL): well under the
    60 µs a journaled step may cost in all, <= 50 µs. ``fan-out``: 100 appends issued together
@@ -53,7 +55,7 @@ CLAIM_SQLITE = 1.0
 
 class Config(RepsConfig):
     __slots__ = ()
-    columns = (("workload", 10), ("contender", 24), ("figure", 40), ("", 0), ("target", 18))
+    columns = (("workload", 10), ("contender", 32), ("figure", 40), ("", 0), ("target", 20))
 
 
 def us(t: float) -> str:
@@ -236,11 +238,41 @@ async def handoff_round_trip(make: Handoff, n: int) -> float:
         thread.join()
 
 
+async def resolve_many(n: int, one_callback: bool) -> float:
+    """Seconds for a thread to resolve ``n`` futures of the loop: with one
+    ``call_soon_threadsafe`` for all (the journal's), or one each."""
+    loop = asyncio.get_running_loop()
+    futures = [loop.create_future() for _ in range(n)]
+
+    def settle_all() -> None:
+        for future in futures:
+            future.set_result(None)
+
+    go = threading.Event()
+
+    def worker() -> None:
+        go.wait()
+        if one_callback:
+            loop.call_soon_threadsafe(settle_all)
+        else:
+            for future in futures:
+                loop.call_soon_threadsafe(future.set_result, None)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    start = time.perf_counter()
+    go.set()
+    await asyncio.gather(*futures)
+    elapsed = time.perf_counter() - start
+    thread.join()
+    return elapsed
+
+
 async def bench_handoff(cfg: Config, rp: Any) -> None:
     contenders: dict[str, Handoff] = {
-        "SimpleQueue (journal)": simple_queue,
+        "SimpleQueue": simple_queue,
         "Condition + deque": condition,
-        "pipe + deque": pipe,
+        "pipe + deque (journal)": pipe,
     }
     best = dict.fromkeys(contenders, float("inf"))
     with frozen_gc():
@@ -249,6 +281,10 @@ async def bench_handoff(cfg: Config, rp: Any) -> None:
                 best[name] = min(best[name], await handoff_round_trip(make, 3000))
     for name, t in best.items():
         cfg.emit(Row("handoff", name, f"{us(t)} per round trip"))
+    for one in (True, False):
+        t = await best_of_async(cfg.reps * 3, lambda one=one: resolve_many(100, one))
+        label = "1 callback (journal)" if one else "100 callbacks"
+        cfg.emit(Row("handoff", f"100 futures, {label}", f"{us(t / 100)} per future"))
 
 
 # --------------------------------------------------------------------------- round trip
