@@ -928,6 +928,48 @@ async def test_postgres_refuses_a_newer_schema() -> None:
         await asyncio.get_running_loop().run_in_executor(None, backend.drop)
 
 
+async def test_postgres_writer_reconnects_after_losing_its_connection() -> None:
+    """When the server ends the writer's connection mid-statement (a restart, a failover),
+    that batch fails with the connection's error and the next one reconnects and commits;
+    a connection ended while idle is replaced before the next batch, which nobody notices."""
+    import asyncpg
+
+    backend = PostgresBackend(postgres_dsn())
+    admin = await asyncpg.connect(backend.dsn)
+
+    async def terminate(pid: int, *, waiting: bool) -> None:
+        state = "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1"
+        if waiting:  # in a statement, blocked on the row lock hold_writes holds
+            assert await eventually(lambda: admin.fetchval(state, pid))
+        await admin.execute("SELECT pg_terminate_backend($1)", pid)
+        gone = "SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = $1"
+        assert await eventually(lambda: admin.fetchval(gone, pid))
+
+    try:
+        async with backend.open() as journal:
+            await journal.create_run("r1", "payment", "fp", b"in")
+            # The writer's own connection (private: there is no public handle on it).
+            writer = journal._conn  # type: ignore[attr-defined]
+            async with backend.hold_writes("r1"):
+                lost = journal.append("r1", [Entry("lost", 1)])
+                await terminate(writer.get_server_pid(), waiting=True)
+                with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError, OSError)):
+                    await lost
+            await journal.append("r1", [Entry("kept", 2)])
+            writer = journal._conn  # type: ignore[attr-defined]
+            await terminate(writer.get_server_pid(), waiting=False)
+
+            async def closed() -> bool:  # the client has seen the socket close
+                return bool(writer.is_closed())
+
+            assert await eventually(closed)
+            await journal.append("r1", [Entry("also kept", 3)])
+            assert ["kept", "also kept"] == [e.key for e in (await journal.load("r1")).entries]
+    finally:
+        await admin.close()
+        await asyncio.get_running_loop().run_in_executor(None, backend.drop)
+
+
 def test_postgres_journal_names_the_extra_when_asyncpg_is_missing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

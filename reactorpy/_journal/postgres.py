@@ -14,7 +14,8 @@ The writer task owns one connection and does, like the SQLite writer thread:
    mark from arrays (``unnest``). Anything else: one transaction, requests in queue order.
 3. Resolve the batch's futures. A request refused by its job fails alone; a batch the
    database fails is retried one request per transaction, so a bad request fails only its
-   own future; a lost connection fails the batch and is opened again for the next.
+   own future; a lost connection (or one the server ended) fails the batch, and the next
+   batch opens a new one.
 
 Times (created, leases) are the server's clock, so machines with skewed clocks agree on
 leases. Reads and lease renewals use a small pool. The journal is bound to the event loop it
@@ -559,7 +560,10 @@ class PostgresJournal(Journal):
             else:  # appends and marks only: one statement, committed by itself
                 await self._write_stretch(conn, batch, outcomes)  # type: ignore[arg-type]
         except Exception as exc:
-            if len(batch) > 1 and not self._conn.is_closed():
+            if self._broken(exc):  # the batch fails; the next one opens a new connection
+                self._conn.terminate()
+                settle([(r.future, None, exc) for r in batch])
+            elif len(batch) > 1:
                 for request in batch:  # find the request the database refused
                     await self._commit([request])
             else:
@@ -569,6 +573,20 @@ class PostgresJournal(Journal):
         for effect, result in effects:
             effect(result)
         settle(outcomes)
+
+    def _broken(self, error: Exception) -> bool:
+        """Whether ``error`` leaves the writer's connection unusable (lost, terminated by
+        the server, or in an unknown protocol state), rather than refusing one statement."""
+        exceptions = self._asyncpg.exceptions
+        if self._conn.is_closed():
+            return True
+        if isinstance(error, exceptions.DataError):  # a value that cannot be encoded
+            return False
+        if isinstance(error, exceptions.PostgresError):
+            return isinstance(
+                error, (exceptions.PostgresConnectionError, exceptions.OperatorInterventionError)
+            )
+        return True
 
     async def _connection(self) -> Any:
         if self._conn.is_closed():  # lost: the batch that saw it failed; open a new one
