@@ -559,6 +559,22 @@ async def test_claim_takes_only_the_reactor_asked_for_and_up_to_limit(
     assert runs[2:] == await journal.claim(reactor, limit=2)
 
 
+async def test_claim_can_take_one_run_by_id(
+    backend: Backend, open_journal: Opener, children: Callable[..., Child], reactor: str
+) -> None:
+    """claim(run_id=...) takes that run only (a run started again under its id, whose
+    create_run found it unfinished with a dead owner)."""
+    runs = await dead_owner_runs(children, backend, reactor, 3)
+    journal = open_journal()
+    existing = await journal.create_run(runs[1], reactor, "fp", b"in")
+    assert existing is not None
+    assert not owner_alive(existing.owner)
+    assert [runs[1]] == await journal.claim(reactor, run_id=runs[1])
+    assert [] == await journal.claim(reactor, run_id=runs[1])
+    assert [] == await journal.claim(reactor, run_id="ghost")
+    assert [runs[0], runs[2]] == await journal.claim(reactor)
+
+
 async def test_a_live_owner_is_never_claimed(
     backend: Backend, open_journal: Opener, children: Callable[..., Child], reactor: str
 ) -> None:

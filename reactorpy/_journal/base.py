@@ -789,7 +789,9 @@ class Journal(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def claim(self, reactor: str, *, limit: int | None = None) -> list[str]:
+    async def claim(
+        self, reactor: str, *, limit: int | None = None, run_id: str | None = None
+    ) -> list[str]:
         """Take over the unfinished runs of a reactor whose owner is gone, atomically.
 
         An owner is gone when it is a dead process on this host (seen at once) or its lease
@@ -798,6 +800,8 @@ class Journal(abc.ABC):
         Args:
             reactor: the reactor's name.
             limit: take at most this many.
+            run_id: take only this run (a run started again under its id, whose
+                `create_run` returned an unfinished record with a dead owner).
 
         Returns:
             The ids of the runs now owned by this process (oldest first).

@@ -159,7 +159,7 @@ class _Sql:
         # live owners elsewhere are not even locked.
         self.candidates = (
             f"SELECT run_id, owner, lease_expires < {_NOW} FROM {runs} "
-            "WHERE reactor = $1 AND status = 'running' "
+            "WHERE reactor = $1 AND status = 'running' AND ($3::text IS NULL OR run_id = $3) "
             f"AND (lease_expires < {_NOW} OR left(owner, length($2) + 1) = $2 || ':') "
             "ORDER BY created, run_id FOR UPDATE SKIP LOCKED"
         )
@@ -422,17 +422,19 @@ class PostgresJournal(Journal):
         row = await self._call(job, lambda _: self._owned.add(run_id))
         return self._record(row)
 
-    async def claim(self, reactor: str, *, limit: int | None = None) -> list[str]:
+    async def claim(
+        self, reactor: str, *, limit: int | None = None, run_id: str | None = None
+    ) -> list[str]:
         sql = self._sql
 
         async def job(conn: Any) -> list[str]:
-            candidates = await conn.fetch(sql.candidates, reactor, self.host)
+            candidates = await conn.fetch(sql.candidates, reactor, self.host, run_id)
             chosen = self._claimable(((r[0], r[1], r[2]) for r in candidates), limit)
             if not chosen:
                 return []
             ids, owners = [c[0] for c in chosen], [c[1] for c in chosen]
             taken = {r[0] for r in await conn.fetch(sql.take, self.owner, self.lease, ids, owners)}
-            return [run_id for run_id in ids if run_id in taken]
+            return [candidate for candidate in ids if candidate in taken]
 
         claimed: list[str] = await self._call(job, self._owned.update)
         return claimed

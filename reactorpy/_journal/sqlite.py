@@ -397,27 +397,29 @@ class SQLiteJournal(Journal):
         row = await self._call(job, lambda _: self._owned.add(run_id))
         return self._record(row)
 
-    async def claim(self, reactor: str, *, limit: int | None = None) -> list[str]:
+    async def claim(
+        self, reactor: str, *, limit: int | None = None, run_id: str | None = None
+    ) -> list[str]:
         def job(conn: sqlite3.Connection) -> list[str]:
             now = time.time()
             candidates = conn.execute(
                 "SELECT run_id, owner, lease_expires < ? FROM runs "
-                "WHERE reactor = ? AND status = 'running' "
+                "WHERE reactor = ? AND status = 'running' AND (? IS NULL OR run_id = ?) "
                 # candidates only: expired leases, or owners on this host (pids are checked)
                 "AND (lease_expires < ? OR substr(owner, 1, length(?) + 1) = ? || ':') "
                 "ORDER BY created, run_id",
-                (now, reactor, now, self.host, self.host),
+                (now, reactor, run_id, run_id, now, self.host, self.host),
             ).fetchall()
             claimed = []
-            for run_id, owner in self._claimable(candidates, limit):
+            for candidate, owner in self._claimable(candidates, limit):
                 # Compare-and-set on the owner read above: the run is taken from it only.
                 cur = conn.execute(
                     "UPDATE runs SET owner = ?, lease_expires = ?, updated = ? "
                     "WHERE run_id = ? AND owner = ? AND status = 'running'",
-                    (self.owner, now + self.lease, now, run_id, owner),
+                    (self.owner, now + self.lease, now, candidate, owner),
                 )
                 if cur.rowcount == 1:
-                    claimed.append(run_id)
+                    claimed.append(candidate)
             return claimed
 
         claimed: list[str] = await self._call(job, self._owned.update)
