@@ -414,7 +414,9 @@ class RunRecord:
         error: the run's failure (an exception) once it failed; while an undo after a
             failure is under way, the failure that caused it. Else None.
         created: when the run was recorded (UNIX time, seconds).
-        updated: when something was last recorded for it.
+        updated: when its record last changed (created, claimed, reopened, undo requested,
+            ended); step completions do not touch it (they stay off the run's row, a page
+            less to write per commit).
         ended: when it ended, or None while it runs.
         owner: the process that runs (or last ran) it: ``"host:pid:start"``.
         undo_requested: its undo was requested (or it is undoing after a failure): a
