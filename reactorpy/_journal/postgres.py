@@ -232,11 +232,10 @@ class PostgresJournal(Journal):
         ImportError: asyncpg is not installed.
         ValueError: ``lease`` or ``pool_size`` is invalid.
 
-    >>> async def failed_runs(dsn):  # doctest: +SKIP
-    ...     async with PostgresJournal(dsn, schema="orders") as journal:
-    ...         return [r.run_id for r in await journal.runs(status="failed", limit=20)]
-    >>> asyncio.run(failed_runs("postgresql://app@db.internal/app"))  # doctest: +SKIP
-    ['order-41', 'order-17']
+    Example (not a doctest: it needs a server; ``tests/test_journal.py`` runs one)::
+
+        async with rp.PostgresJournal("postgresql://app@db.internal/app") as journal:
+            failed = await journal.runs(status="failed", limit=20)
     """
 
     def __init__(
