@@ -370,6 +370,13 @@ async def test_appends_to_an_unknown_or_ended_run_fail(open_journal: Opener) -> 
     assert 1 == len((await journal.load("r1")).entries)
 
 
+async def test_an_append_can_be_the_first_call(open_journal: Opener) -> None:
+    """A journal's first request may be a plain-def append (PostgreSQL connects for it)."""
+    journal = open_journal()
+    with pytest.raises(LookupError):
+        await journal.append("nope", [Entry("a", 1)])
+
+
 # --------------------------------------------------------------------------- undo
 
 
@@ -984,6 +991,20 @@ async def test_postgres_writer_reconnects_after_losing_its_connection() -> None:
     finally:
         await admin.close()
         await asyncio.get_running_loop().run_in_executor(None, backend.drop)
+
+
+async def test_postgres_unreachable_fails_the_waiting_requests_and_retries() -> None:
+    """A server that cannot be reached fails the calls and the appends waiting for the
+    connection with the connection's error; the next call tries again."""
+    journal = rp.PostgresJournal("postgresql://nobody@127.0.0.1:1/nothing")
+    queued = journal.append("r1", [Entry("a", 1)])
+    with pytest.raises(ConnectionRefusedError):
+        await journal.create_run("r1", "payment", "fp", b"in")
+    with pytest.raises(ConnectionRefusedError):
+        await queued
+    with pytest.raises(ConnectionRefusedError):
+        await journal.get("r1")
+    await journal.aclose()
 
 
 def test_postgres_journal_names_the_extra_when_asyncpg_is_missing(
