@@ -14,6 +14,8 @@ clear error.
 6
 """
 
+import typing as _typing
+
 # The executor is imported here, not by the definition layer (which must not import it), so
 # that a first run pays no import time.
 from . import _executor  # noqa: F401
@@ -43,6 +45,19 @@ from ._reversible import Reversible
 from ._step import Continue, NewSteps, Skip, Step, step
 from ._trace import Trace
 
+if _typing.TYPE_CHECKING:
+    from ._journal import (
+        Journal,
+        JsonSerializer,
+        OwnershipError,
+        PickleSerializer,
+        PostgresJournal,
+        RecordedError,
+        RunRecord,
+        RunStatus,
+        SQLiteJournal,
+    )
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -58,14 +73,20 @@ __all__ = [
     "Halted",
     "Input",
     "InputError",
+    "Journal",
+    "JsonSerializer",
     "Limiter",
     "LoggingMiddleware",
     "NewSteps",
     "OffloadError",
+    "OwnershipError",
     "PathError",
+    "PickleSerializer",
     "Plan",
+    "PostgresJournal",
     "Reactor",
     "ReactorError",
+    "RecordedError",
     "Result",
     "ResumeError",
     "Retry",
@@ -73,6 +94,9 @@ __all__ = [
     "RunFailed",
     "RunInfo",
     "Skip",
+    "RunRecord",
+    "RunStatus",
+    "SQLiteJournal",
     "Step",
     "Trace",
     "TypeMismatchError",
@@ -83,8 +107,39 @@ __all__ = [
     "step",
 ]
 
+# The journals (durable runs) load on first use: `import reactorpy` stays cheap, and never
+# imports sqlite3 or asyncpg (which PostgresJournal imports only when one is made).
+_LAZY = frozenset(
+    {
+        "Journal",
+        "JsonSerializer",
+        "OwnershipError",
+        "PickleSerializer",
+        "PostgresJournal",
+        "RecordedError",
+        "RunRecord",
+        "RunStatus",
+        "SQLiteJournal",
+    }
+)
+
+
+def __getattr__(name: str) -> _typing.Any:
+    if name in _LAZY:
+        from . import _journal
+
+        value = getattr(_journal, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'reactorpy' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _LAZY)
+
+
 for _name in __all__:
-    _obj = globals()[_name]
+    _obj = globals().get(_name)  # None for the lazy names (_journal labels its own)
     if isinstance(_obj, type) and _obj.__module__.startswith("reactorpy._"):
         _obj.__module__ = "reactorpy"
 del _name, _obj

@@ -13,6 +13,10 @@ Must not import: anything else in the package.
     ├── ResumeError (ValueError)      a checkpoint does not fit the reactor
     ├── PathError (LookupError)       a path into a result does not exist (_arguments.py)
     ├── OffloadError (TypeError)      a step or argument cannot go to a process (_offload.py)
+    ├── OwnershipError (RuntimeError) .run_id, .status, .owner: a journal may not write to the
+    │                                 run (another process owns it, or it ended) (_journal)
+    ├── RecordedError                 .type_name, .message: an error a journal could not
+    │                                 rebuild as its own class (_journal)
     ├── RunFailed (ExceptionGroup)    the standing step errors plus any undo errors
     └── Halted                        .reason, .checkpoint: the run paused and can resume
 

@@ -13,7 +13,19 @@ def test_all_matches_exports():
 
 def test_public_classes_live_in_reactorpy():
     """Public classes present themselves as reactorpy.X in reprs and tracebacks."""
-    for name in ("Reactor", "Step", "RunFailed", "Trace", "Limiter", "Checkpoint"):
+    for name in (
+        "Reactor",
+        "Step",
+        "RunFailed",
+        "Trace",
+        "Limiter",
+        "Checkpoint",
+        "SQLiteJournal",
+        "PostgresJournal",
+        "RunRecord",
+        "RunStatus",
+        "OwnershipError",
+    ):
         assert "reactorpy" == getattr(rp, name).__module__
 
 
