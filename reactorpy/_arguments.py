@@ -161,6 +161,9 @@ class Context:
         attempt: the attempt number, from 1.
         data: the ``context=`` dict given to ``run()``.
         reactor: the name of the reactor being run.
+        idempotency_key: the same for every attempt of this step in this run, and for
+            every run of it again after a crash or a resume (``run id:step``): pass it to
+            external APIs so that at-least-once steps, and undos, take effect once.
     """
 
     run_id: str
@@ -168,3 +171,4 @@ class Context:
     attempt: int
     data: dict[str, Any]
     reactor: str
+    idempotency_key: str = ""

@@ -349,7 +349,7 @@ async def _pause(run: Run, delay: float) -> None:
 
 
 def _context(run: Run, i: int, attempt: int) -> Context:
-    return Context(run.run_id, run.names[i], attempt, run.data, run.plan.reactor)
+    return run.context(i, attempt)
 
 
 async def _event(
@@ -388,7 +388,7 @@ def resolve(
     vals = run.st.vals
     for a in plan.argv[i]:
         if a.source is None:
-            v: Any = Context(run.run_id, run.names[i], attempt, run.data, plan.reactor)
+            v: Any = run.context(i, attempt)
         else:
             v = vals[a.slot]
             if a.path:

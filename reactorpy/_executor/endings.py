@@ -144,6 +144,8 @@ def record(
 
     Returns the dependents that became ready, most critical first (none once stopping).
     """
+    if run.durable is not None:
+        return record_durably(run, i, value, arguments, undoable)
     st = run.st
     st.status[i] = DONE
     vals = st.vals
@@ -177,6 +179,49 @@ def record(
         if not remaining[d] and status[d] == PENDING:
             ready.append(d)
     return ready
+
+
+def record_durably(
+    run: Run, i: int, value: Any, arguments: dict[str, Any] | None, undoable: bool
+) -> list[int]:
+    """`record` for a journaled run: the completion is written first (a value that cannot
+    be serialized fails the step instead), and the steps it made ready start once the
+    write is durable (`Durable.write`); returns none to start now."""
+    durable = run.durable
+    assert durable is not None
+    st = run.st
+    plan = run.plan
+    undo = None
+    if undoable and run.modes.undo[i]:
+        named = arguments
+        if named is None:
+            named = run.named_args(i, st.attempts[i] or 1)
+        undo = UndoRecord(plan.order[i], value, named)
+    try:
+        route = None if run.route is None else (*run.route, plan.order[i])
+        entry = durable.encode(run.names[i], value, undo, route)
+    except TypeError as exc:
+        fail(run, i, exc, st.attempts[i] or 1)
+        return []
+    st.status[i] = DONE
+    st.vals[i] = value
+    st.n_done += 1
+    if undo is not None:
+        run.ledger.push(undo)
+    if run.kept:
+        children = run.kept.pop(i, None)
+        if children:
+            run.ledger.splice(children)
+    if run.releasing:
+        release(run, i)
+    ready: list[int] = []
+    if not st.stopping:
+        for d in run.ready_order[i]:
+            st.remaining[d] -= 1
+            if not st.remaining[d] and st.status[d] == PENDING:
+                ready.append(d)
+    durable.write(run, entry, ready)
+    return []
 
 
 def release(run: Run, i: int) -> None:

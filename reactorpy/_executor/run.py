@@ -17,12 +17,14 @@ import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from .._arguments import Context
 from .._checkpoint import Checkpoint, UndoRecord
 from .._errors import _UNSET, Halted, RunFailed, annotate
 from .._events import Middleware, RunInfo
 from .._limiter import Limiter
 from .attempts import resolve, shielded
 from .dispatch import dispatch
+from .durable import Durable, restore_recovered
 from .endings import fatal, stop
 from .inputs import check_inputs
 from .modes import Modes, modes_of
@@ -30,7 +32,7 @@ from .observe import called, completed_async, run_info
 from .resume import finished_checkpoint, make_checkpoint, restore, resumable, revert
 from .saga import Undoer, UndoLedger
 from .scheduler import settle_later, spawn
-from .scope import ChildScope
+from .scope import ChildScope, child_key
 from .slots import SLOT, HeldSlot, StepSlot
 from .state import RunState
 
@@ -76,12 +78,18 @@ class Run:
         parent: str | None = None,
         checkpoint: Checkpoint | None = None,
         executor: Any = None,
+        durable: Durable | None = None,
+        route: tuple[str, ...] | None = (),
+        root_id: str | None = None,
+        run_id: str | None = None,
     ) -> None:
         self.reactor = reactor
         self.plan = plan
         self.inputs = inputs
         self.data = context if context is not None else {}
-        self.run_id = f"{_PROCESS_ID}-{next(_ids):x}"
+        self.run_id = run_id if run_id is not None else f"{_PROCESS_ID}-{next(_ids):x}"
+        # The root run's id (a journaled run's is the journal's): idempotency keys.
+        self.root_id = root_id if root_id is not None else self.run_id
         self.parent = parent
         self.prefix = prefix
         self.grace = grace
@@ -90,6 +98,11 @@ class Run:
         self.default_executor = executor
         self.checkpoint = checkpoint
         self.new_steps_runner = new_steps
+        # The journal this run records in (a child shares its parent's), and the route from
+        # the root reactor to this run's steps (`UndoRecord.route`; None: steps made at
+        # run time, which exist in no definition).
+        self.durable = durable
+        self.route = route
         self.mw = middleware if middleware else None
         # Async on_event hooks: each step's events are awaited from its own coroutine.
         self.observed = self.mw is not None and not self.mw.sync_events
@@ -116,7 +129,7 @@ class Run:
         self.fns = plan.fns
         self.fetch = plan.fetch
         # Steps whose completion records nothing but the value (see `scheduler.run_fast`).
-        self.quick = self.modes.quick
+        self.quick = self.modes.quick if durable is None else bytes(n)  # (journaled: `record`)
         self.chainable = self.modes.chainable
         self.keeps_arguments = self.modes.keeps_arguments
         self.inline_ok = not self.observed
@@ -136,7 +149,9 @@ class Run:
         vals.extend(plan.constants)
         self.st = RunState(vals, plan.ndeps, plan.readers, n)
         self.ledger = UndoLedger(plan)
-        self.undoer = Undoer(reactor, plan, self.run_id, prefix, self.data, self.mw)
+        self.undoer = Undoer(
+            reactor, plan, self.run_id, prefix, self.data, self.mw, self.root_id, durable
+        )
         # Children's undo records, by composite step, joining the ledger when it completes.
         self.kept: dict[int, list[UndoRecord]] = {}
         # Checkpoints of children that halted inside composite steps, by step name.
@@ -187,6 +202,9 @@ class Run:
             try:
                 if self.checkpoint is not None:
                     restore(self, self.checkpoint)
+                    ready = resumable(self)
+                elif self.durable is not None and self.durable.entries:
+                    restore_recovered(self)
                     ready = resumable(self)
                 else:
                     ready = list(self.plan.roots)
@@ -354,7 +372,7 @@ class Run:
         worker left. A run with steps left, none running or waiting, is stuck: that is a
         bug of ours, reported as one rather than a hang."""
         st = self.st
-        if st.workers:
+        if st.workers or st.writes:
             return
         if st.stopping or st.n_done == self.n:
             self.wake()
@@ -450,7 +468,33 @@ class Run:
             parent=self.run_id,
             checkpoint=checkpoint,
             executor=self.default_executor,
+            durable=self.durable,
+            route=self._child_route(i, reactor),
+            root_id=self.root_id,
         )
+
+    def _child_route(self, i: int, reactor: Reactor) -> tuple[str, ...] | None:
+        """The route to the steps of `reactor`, a child of composite step `i`."""
+        key = child_key(self.plan.steps[i], reactor)
+        if self.route is None or key is None:
+            return None
+        return (*self.route, self.plan.order[i], key)
+
+    def context(self, i: int, attempt: int) -> Context:
+        """The `rp.Context` of step `i`'s `attempt`."""
+        name = self.names[i]
+        return Context(
+            self.run_id, name, attempt, self.data, self.plan.reactor, f"{self.root_id}:{name}"
+        )
+
+    def journal_failed(self, error: BaseException) -> None:
+        """A completion could not be recorded in the journal: the run fails (what it did
+        is undone, in this process)."""
+        st = self.st
+        if not st.stopping:
+            st.errors.append(error)
+            st.failed_steps.append("(the journal)")
+            stop(self)
 
     # ------------------------------------------------------------------ arguments
     def named_args(self, i: int, attempt: int = 1) -> dict[str, Any]:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .._plan import Plan
     from .._reactor import Reactor
     from .._signature import Callback
+    from .durable import Durable
 
 __all__ = ["UNDO_ATTEMPTS", "UndoLedger", "Undoer", "routed_callback"]
 
@@ -119,7 +120,17 @@ class Undoer:
     failed are kept in `failed` (never read back from notes).
     """
 
-    __slots__ = ("data", "emitter", "failed", "plan", "prefix", "reactor", "run_id")
+    __slots__ = (
+        "data",
+        "durable",
+        "emitter",
+        "failed",
+        "plan",
+        "prefix",
+        "reactor",
+        "root_id",
+        "run_id",
+    )
 
     def __init__(
         self,
@@ -129,8 +140,12 @@ class Undoer:
         prefix: str,
         data: dict[str, Any],
         emitter: Middleware | None,
+        root_id: str,
+        durable: Durable | None,
     ) -> None:
         self.reactor = reactor
+        self.root_id = root_id
+        self.durable = durable
         self.plan = plan
         self.run_id = run_id
         self.prefix = prefix
@@ -152,7 +167,7 @@ class Undoer:
         if callback is None:  # the definition changed since the record was made
             missing = LookupError(f"undo of step {name!r}: no undo callback found for it")
             return [self._failed(name, missing, 0)]
-        ctx = Context(self.run_id, name, 1, self.data, self.reactor.name)
+        ctx = Context(self.run_id, name, 1, self.data, self.reactor.name, f"{self.root_id}:{name}")
         hook_errors: list[BaseException] = []
         for attempt in range(1, UNDO_ATTEMPTS + 1):
             await self._event("undo_start", name, attempt, None, hook_errors)
@@ -180,6 +195,8 @@ class Undoer:
                 await self._event("undo_error", name, attempt, exc, hook_errors)
                 return [self._failed(name, exc, attempt), *hook_errors]
             await self._event("undo_complete", name, attempt, None, hook_errors)
+            if self.durable is not None:
+                await self.durable.undone_now(name)
             return hook_errors
         raise AssertionError("unreachable: the last attempt returns")  # pragma: no cover
 

@@ -26,7 +26,14 @@ if TYPE_CHECKING:
     from .._reactor import Reactor
     from .run import Run
 
-__all__ = ["MISSING", "ChildRun", "ChildScope", "checkpoint_records", "parent_records"]
+__all__ = [
+    "MISSING",
+    "ChildRun",
+    "ChildScope",
+    "checkpoint_records",
+    "child_key",
+    "parent_records",
+]
 
 #: What `ChildScope.lookup` returns for a name it does not hold.
 MISSING: Any = type("_Missing", (), {"__repr__": lambda self: "<missing>"})()
@@ -182,11 +189,7 @@ class ChildScope:
 
     def context(self) -> Context:
         """The `rp.Context` of this step."""
-        run = self.run
-        i = self.i
-        return Context(
-            run.run_id, run.names[i], run.st.attempts[i] or 1, run.data, run.plan.reactor
-        )
+        return self.run.context(self.i, self.run.st.attempts[self.i] or 1)
 
     def available(self) -> dict[str, Any]:
         """What steps added by this step may use: held results, inputs, its own arguments."""
@@ -223,7 +226,7 @@ def rename(
     named ``composite.label.step``, with their callbacks, and with the route to their step
     from the parent's reactor (None for steps the child made while running)."""
     composite = plan.order[i]
-    key = _child_key(plan.steps[i], reactor)
+    key = child_key(plan.steps[i], reactor)
     out = []
     for rec in records:
         undo, inner = rec.undo, rec.route
@@ -256,7 +259,7 @@ def checkpoint_records(reactor: Reactor, checkpoint: Checkpoint) -> list[UndoRec
     return records
 
 
-def _child_key(step: Any, reactor: Reactor) -> str | None:
+def child_key(step: Any, reactor: Reactor) -> str | None:
     """The key of `reactor` among the children of composite `step` (None: a reactor the
     step made while running, from `NewSteps`)."""
     children: Mapping[str, Any] = getattr(step, "children", {})

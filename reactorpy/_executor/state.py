@@ -41,6 +41,8 @@ class RunState:
       no worker is left.
     - ``waiting``: steps of this run queued in the limiter for a slot (a run whose steps
       all wait for slots another run holds is idle, not stuck).
+    - ``writes``: completions appended to the run's journal and not yet durable; the steps
+      each made ready start when it is, and the run does not end before every one is.
     - ``gate``: running steps with ``async_=False``; while it is > 0 no new step starts,
       and ready steps wait in ``held`` (those holding a slot keep it).
     - Once ``stopping`` is set (an error stood, a step halted, the timeout passed, or the
@@ -72,6 +74,7 @@ class RunState:
         "waiting",
         "wakeup",
         "workers",
+        "writes",
     )
 
     def __init__(self, vals: list[Any], ndeps: Any, readers: Any, n: int) -> None:
@@ -88,6 +91,7 @@ class RunState:
         self.gate = 0
         self.held: list[int] = []
         self.waiting = 0  # steps of this run in the limiter's queue
+        self.writes = 0  # completions written to the journal, not yet durable
         self.workers: dict[int, asyncio.Task[None]] = {}
         self.stopping = False
         self.errors: list[BaseException] = []  # standing step errors, in order

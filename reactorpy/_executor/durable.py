@@ -1,0 +1,162 @@
+"""Durable runs: what a run records in its journal, and what a recovered run starts from.
+
+Owns: `Durable`, one per journaled run (shared by the child runs of its composite steps):
+each step's completion (its result and undo record) is appended to the journal, and the
+steps it made ready start only once that write is durable (group commit batches the writes
+of steps that complete together); each undo done is marked; a recovered run restores its
+completed steps, and the undo records of what completed, from the journal's entries
+(`restore_recovered`).
+Must not import: the scheduler (what becomes ready when a write is durable is started
+through `Run.dispatch`), the composites.
+
+An entry's key is the step's name in the run (``charge_card``, ``sub.book``,
+``items.[3].square``); its undo is ``[value, arguments, route]``, the route leading from
+the root reactor to the step's undo callback (see `UndoRecord.route`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from .._checkpoint import UndoRecord
+from .._errors import annotate
+from .state import DONE
+
+if TYPE_CHECKING:
+    from .._journal import Entry, Journal, StoredRun
+    from .run import Run
+
+__all__ = ["Durable", "restore_recovered"]
+
+
+class Durable:
+    """The journal of one run (and its children's): where completions and undos go.
+
+    Attributes:
+        journal: the journal.
+        run_id: the run's id in it.
+        entries: what a recovered run had completed, by key (empty for a new run).
+        undone: keys whose undo the journal holds as done.
+        seq: the next completion's order number (shared by the run and its children).
+    """
+
+    __slots__ = ("entries", "entry_type", "journal", "run_id", "seq", "serializer", "undone")
+
+    def __init__(self, journal: Journal, run_id: str, stored: StoredRun | None = None) -> None:
+        # The journal's record of a completion (not imported at module level: `import
+        # reactorpy` does not load the journals, or sqlite3).
+        from .._journal import Entry
+
+        self.entry_type = Entry
+        self.journal = journal
+        self.run_id = run_id
+        self.serializer = journal.serializer
+        entries: Sequence[Entry] = stored.entries if stored is not None else ()
+        self.entries = {e.key: e for e in entries}
+        self.undone = set(stored.undone) if stored is not None else set()
+        self.seq = 1 + max((e.seq for e in entries), default=0)
+
+    def encode(self, key: str, value: Any, undo: UndoRecord | None, route: Any) -> Entry:
+        """The entry of a step's completion.
+
+        Raises:
+            TypeError: the value or the undo's arguments cannot be serialized (naming the
+                step and the type); the step fails, nothing is written.
+        """
+        try:
+            result = self.serializer.dumps(value)
+            record = None
+            if undo is not None:
+                record = self.serializer.dumps([undo.value, undo.arguments, route])
+        except TypeError as exc:
+            error = TypeError(
+                f"step {key!r}: its result or arguments cannot be recorded in the journal "
+                f"({type(value).__name__} result): {exc}"
+            )
+            error.__cause__ = exc
+            raise error from exc
+        entry = self.entry_type(key, self.seq, result, record)
+        self.seq += 1
+        return entry
+
+    def write(self, run: Run, entry: Entry, ready: list[int]) -> None:
+        """Append `entry`; once it is durable, start `ready` (steps it made ready)."""
+        st = run.st
+        st.writes += 1
+        future = self.journal.append(self.run_id, (entry,))
+        future.add_done_callback(lambda f: _written(run, f, ready))
+
+    async def undone_now(self, key: str) -> None:
+        """Record that the undo of step `key` is done (awaited: undo is rare and slow)."""
+        self.undone.add(key)
+        await self.journal.mark_undone(self.run_id, key)
+
+    def records(self, run: Run) -> list[UndoRecord]:
+        """Every undo record the journal holds that is not undone, oldest first (a run
+        whose undo a crash interrupted, or that `recover(undo=True)` undoes)."""
+        out = []
+        for entry in sorted(self.entries.values(), key=lambda e: e.seq):
+            if entry.undo is not None and entry.key not in self.undone:
+                out.append(_record(self, entry))
+        return out
+
+
+def _written(run: Run, future: asyncio.Future[None], ready: list[int]) -> None:
+    """A completion is durable (or could not be written): start what it made ready."""
+    st = run.st
+    st.writes -= 1
+    error = None if future.cancelled() else future.exception()
+    if future.cancelled() or error is not None:
+        failure = error or RuntimeError("the journal's write was cancelled")
+        annotate(failure, "reactorpy: a step's completion could not be recorded in the journal")
+        run.journal_failed(failure)
+    elif ready and not st.stopping:
+        run.dispatch(ready, None)
+    run.maybe_wake()
+
+
+def _record(durable: Durable, entry: Entry) -> UndoRecord:
+    value, arguments, route = durable.serializer.loads(entry.undo)  # type: ignore[arg-type]
+    return UndoRecord(entry.key, value, arguments, route=tuple(route) if route else None)
+
+
+def restore_recovered(run: Run) -> None:
+    """Rebuild `run` from its journal's entries (a recovered run, or a child of one whose
+    composite runs again): steps with an entry are completed with its result; the undo
+    records of those steps, and of what completed inside composite steps that completed,
+    go onto its undo stack in completion order. A composite that was running at the crash
+    runs again, and its child restores its own from the same entries."""
+    durable = run.durable
+    assert durable is not None
+    entries = durable.entries
+    if not entries:
+        return
+    st = run.st
+    plan = run.plan
+    loads = durable.serializer.loads
+    done: list[int] = []
+    for i, name in enumerate(run.names):
+        entry = entries.get(name)
+        if entry is not None:
+            st.status[i] = DONE
+            st.vals[i] = loads(entry.result) if entry.result is not None else None
+            done.append(i)
+    st.n_done += len(done)
+    for i in done:
+        for d in plan.dependents[i]:
+            st.remaining[d] -= 1
+        for j in plan.reads[i]:
+            st.readers_left[j] -= 1
+    roots = tuple(run.names[i] for i in done)
+    composites = tuple(f"{run.names[i]}." for i in done if plan.steps[i].composite)
+    mine = [
+        e
+        for e in entries.values()
+        if e.undo is not None
+        and e.key not in durable.undone
+        and (e.key in roots or e.key.startswith(composites))
+    ]
+    mine.sort(key=lambda e: e.seq)
+    run.ledger.entries = [_record(durable, e) for e in mine]
