@@ -30,6 +30,8 @@ class RunKwargs(TypedDict, total=False):
     grace: float
     middleware: Sequence[Any] | None
     executor: Any
+    journal: Any
+    run_id: str | None
 
 
 _NAMES = tuple(RunKwargs.__annotations__)
@@ -52,6 +54,8 @@ class RunOptions:
     grace: float = 5.0
     middleware: tuple[Any, ...] = ()
     executor: Any = None
+    journal: Any = None
+    run_id: str | None = None
 
     @classmethod
     def of(cls, options: Mapping[str, Any], where: str) -> RunOptions:
@@ -89,7 +93,25 @@ class RunOptions:
         executor = options.get("executor")
         if executor is not None:
             check_executor(executor, where)
+        journal = options.get("journal")
+        if journal is not None and not all(
+            callable(getattr(journal, name, None)) for name in ("create_run", "append", "claim")
+        ):
+            raise TypeError(
+                f"{where}: journal must be an rp.SQLiteJournal, an rp.PostgresJournal or "
+                f"another rp.Journal, got {type(journal).__name__}."
+            )
+        run_id = options.get("run_id")
+        if run_id is not None and (not isinstance(run_id, str) or not run_id):
+            raise TypeError(f"{where}: run_id must be a non-empty str, got {run_id!r}.")
+        if run_id is not None and journal is None:
+            raise TypeError(
+                f"{where}: run_id= names a run in a journal; give the journal too: "
+                "journal=rp.SQLiteJournal('runs.db')."
+            )
         return cls(
+            journal=journal,
+            run_id=run_id,
             context=context,
             async_=async_,
             max_concurrency=cap,

@@ -12,6 +12,8 @@ import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, Unpack, overload
 
+import attrs
+
 from ._arguments import Source
 from ._checkpoint import Checkpoint
 from ._checks import check_executor, check_options
@@ -19,12 +21,13 @@ from ._composing import Composing
 from ._composites import run_new_steps
 from ._errors import DefinitionError, DuplicateStepError, ResumeError
 from ._events import Middleware
-from ._executor import Run
+from ._executor import Durable, Run
 from ._limiter import Limiter
 from ._mermaid import flowchart
 from ._options import RunKwargs, RunOptions, check_inputs, check_limits, middleware_list
 from ._plan import Plan, compile_plan
-from ._reversible import Reversible
+from ._recovery import halted_checkpoint, resume_journaled, run_journaled
+from ._reversible import Reversible, Reversing
 from ._step import Step, hooks_generation
 
 __all__ = ["Reactor", "Reversible"]
@@ -40,7 +43,7 @@ else:
     T = TypeVar("T")
 
 
-class Reactor(Composing, Generic[T]):
+class Reactor(Composing, Reversing[T], Generic[T]):
     """A workflow: inputs, steps wired by their arguments, and what to return.
 
     `Reactor` is generic in what ``run()`` returns, for type checkers:
@@ -316,8 +319,11 @@ class Reactor(Composing, Generic[T]):
         inputs: dict[str, Any],
         options: RunOptions,
         checkpoint: Checkpoint | None = None,
+        durable: Durable | None = None,
+        run_id: str | None = None,
     ) -> Run:
-        """The `Run` of `plan` with these inputs and options (checked already)."""
+        """The `Run` of `plan` with these inputs and options (checked already); a journaled
+        run has its `Durable` and its id in the journal."""
         mw = [*self.middleware, *options.middleware]
         return Run(
             self,
@@ -332,6 +338,8 @@ class Reactor(Composing, Generic[T]):
             new_steps=run_new_steps,
             checkpoint=checkpoint,
             executor=options.executor if options.executor is not None else self.executor,
+            durable=durable,
+            run_id=run_id,
         )
 
     async def run(
@@ -355,6 +363,13 @@ class Reactor(Composing, Generic[T]):
                 - ``middleware``: middleware for this run, after the reactor's own.
                 - ``executor``: where plain ``def`` steps without their own ``executor=``
                   run in this run (overrides the reactor's default).
+                - ``journal``: an `rp.SQLiteJournal` or `rp.PostgresJournal`: the run is
+                  recorded (its inputs, each completion before what depends on it starts,
+                  each undo, its end) and survives a crash: see `recover`.
+                - ``run_id``: the run's id in the journal (a str; generated if omitted). An
+                  id the journal holds as completed returns its recorded result and runs
+                  nothing; as failed raises its recorded failure; as running in a live
+                  process raises `OwnershipError`; as running in a dead one continues it.
 
         Raises:
             InputError: inputs are missing or undeclared (before any step runs).
@@ -362,6 +377,7 @@ class Reactor(Composing, Generic[T]):
             TypeError, ValueError: an option is unknown or wrong (before any step runs).
             RunFailed: a step's error stood; completed steps were undone first.
             Halted: a step halted or the timeout passed; resume with `resume`.
+            OwnershipError: ``run_id`` is running in another live process.
 
         >>> import asyncio
         >>> r = Reactor("hello", inputs=["who"], returns="greet")
@@ -373,6 +389,11 @@ class Reactor(Composing, Generic[T]):
         """
         plan = self.plan()
         checked = RunOptions.of(options, f"run() of {self.name!r}")
+        if checked.journal is not None:
+            journaled: T = await run_journaled(
+                self, plan, self._inputs(plan, inputs), checked, self._prepare
+            )
+            return journaled
         run = self._prepare(plan, self._inputs(plan, inputs), checked)
         result: T = await run.execute()
         return result
@@ -394,24 +415,47 @@ class Reactor(Composing, Generic[T]):
             "use `await reactor.run(...)` instead."
         )
 
-    async def resume(self, checkpoint: Checkpoint, /, **options: Unpack[RunKwargs]) -> T:
+    async def resume(self, checkpoint: Checkpoint | str, /, **options: Unpack[RunKwargs]) -> T:
         """Continue a halted run from its `Checkpoint`; takes the options of `run`.
 
         Completed steps are not run again; the halting step runs again unless it halted
-        with a ``result``. A checkpoint may be resumed more than once, independently.
+        with a ``result``. A checkpoint may be resumed more than once, independently. A
+        journaled run that halted resumes by its id, ``resume("order-42", journal=j)``,
+        from the checkpoint in the journal, and goes on recording under that id.
 
         Raises:
-            ResumeError: the checkpoint belongs to another reactor, or this one changed.
+            ResumeError: the checkpoint belongs to another reactor, or this one changed;
+                the journal's run did not halt.
+            LookupError: the journal holds no such run.
         """
+        checked = RunOptions.of(options, f"resume() of {self.name!r}")
+        if isinstance(checkpoint, str):
+            if checked.journal is None:
+                raise TypeError(
+                    f"resume({checkpoint!r}) of {self.name!r}: a run id resumes a run from its "
+                    "journal: give journal= too."
+                )
+            checked = attrs.evolve(checked, run_id=checkpoint)
+            checkpoint = await halted_checkpoint(checked.journal, checkpoint)
         if not isinstance(checkpoint, Checkpoint):
-            raise ResumeError(f"resume() takes a Checkpoint, got {type(checkpoint).__name__}.")
+            raise ResumeError(
+                f"resume() takes a Checkpoint or, with a journal, a run id; got "
+                f"{type(checkpoint).__name__}."
+            )
         if checkpoint.finished:
             raise ResumeError(
                 f"This checkpoint is of a run of {checkpoint.reactor!r} that completed: there "
                 "is nothing to resume (undo() reverses it)."
             )
-        checked = RunOptions.of(options, f"resume() of {self.name!r}")
         plan = self._fitting_plan(checkpoint)
+        if checked.journal is not None:
+            if checked.run_id is None:
+                raise TypeError(
+                    f"resume() of {self.name!r} with a journal resumes a run of the journal: "
+                    "give its id, resume(run_id, journal=...)."
+                )
+            journaled: T = await resume_journaled(self, plan, checkpoint, checked, self._prepare)
+            return journaled
         run = self._prepare(plan, self._inputs(plan, checkpoint.inputs), checked, checkpoint)
         result: T = await run.execute()
         return result
@@ -429,68 +473,3 @@ class Reactor(Composing, Generic[T]):
             except ResumeError as exc:
                 raise ResumeError(f"Inside step {name!r} of {self.name!r}: {exc}") from None
         return plan
-
-    async def run_reversible(
-        self, inputs: Mapping[str, Any] | None = None, /, **options: Unpack[RunKwargs]
-    ) -> Reversible[T]:
-        """Run like `run` (same options), and keep what undoing the run later needs.
-
-        Returns a `Reversible`: ``.result`` is what `run` would have returned,
-        ``await .undo()`` undoes every completed step that has an undo, newest completion
-        first, and ``.checkpoint`` is the same as a picklable `Checkpoint` for `undo`, in
-        this or another process. A run that fails or halts raises as `run` does.
-
-        >>> r = Reactor("book", inputs=["room"], returns="reserve")
-        >>> @r.step
-        ... def reserve(room):
-        ...     return f"booking-{room}"
-        >>> @reserve.undo
-        ... def cancel(booking):
-        ...     print("cancelled", booking)
-        >>> async def main():
-        ...     done = await r.run_reversible({"room": 7})
-        ...     print(done.result)
-        ...     await done.undo()
-        >>> asyncio.run(main())
-        booking-7
-        cancelled booking-7
-        """
-        plan = self.plan()
-        checked = RunOptions.of(options, f"run_reversible() of {self.name!r}")
-        run = self._prepare(plan, self._inputs(plan, inputs), checked)
-        result = await run.execute()
-        return Reversible(result, run.finished_checkpoint(), self)
-
-    async def undo(
-        self,
-        checkpoint: Checkpoint,
-        /,
-        *,
-        context: dict[str, Any] | None = None,
-        middleware: Sequence[Any] | None = (),
-    ) -> None:
-        """Undo what a run did: every completed step that has an undo, newest completion
-        first, each once, as a failed run would have.
-
-        `checkpoint` is a `Reversible`'s (a completed run) or a `Halted` error's (a halted
-        run you give up on: steps that halted inside composed reactors are undone first).
-        Undo callbacks get the step's result and arguments as recorded. Middleware sees a
-        run whose events are the undos. Once started, the undo finishes even if the caller
-        is cancelled. Each call undoes again: keep a checkpoint you undid, or use
-        `Reversible.undo`, which refuses a second time.
-
-        Raises:
-            ResumeError: the checkpoint belongs to another reactor, or this one changed.
-            RunFailed: undo callbacks failed (the others still ran), one error each.
-        """
-        if not isinstance(checkpoint, Checkpoint):
-            raise TypeError(
-                f"undo() takes a Checkpoint (a Reversible's .checkpoint, or a Halted error's), "
-                f"got {type(checkpoint).__name__}."
-            )
-        checked = RunOptions.of(
-            {"context": context, "middleware": middleware}, f"undo() of {self.name!r}"
-        )
-        plan = self._fitting_plan(checkpoint)
-        run = self._prepare(plan, dict(checkpoint.inputs), checked)
-        await run.revert(checkpoint)

@@ -42,7 +42,9 @@ starts from `resume.restore`; `Reactor.undo` is `resume.revert`. Events of steps
 directly are delivered by `observe`; steps run through their attempts report their own.
 """
 
+from .attempts import shielded
+from .durable import Durable
 from .run import NewStepsRunner, Run
 from .scope import ChildRun, ChildScope
 
-__all__ = ["ChildRun", "ChildScope", "NewStepsRunner", "Run"]
+__all__ = ["ChildRun", "ChildScope", "Durable", "NewStepsRunner", "Run", "shielded"]

@@ -44,7 +44,16 @@ class Durable:
 
     __slots__ = ("entries", "entry_type", "journal", "run_id", "seq", "serializer", "undone")
 
-    def __init__(self, journal: Journal, run_id: str, stored: StoredRun | None = None) -> None:
+    def __init__(
+        self,
+        journal: Journal,
+        run_id: str,
+        stored: StoredRun | None = None,
+        *,
+        recovering: bool = True,
+    ) -> None:
+        """`stored`: what the journal holds of the run: a recovered run (`recovering`)
+        starts from its entries; a resumed one (from a checkpoint) only numbers on."""
         # The journal's record of a completion (not imported at module level: `import
         # reactorpy` does not load the journals, or sqlite3).
         from .._journal import Entry
@@ -54,7 +63,7 @@ class Durable:
         self.run_id = run_id
         self.serializer = journal.serializer
         entries: Sequence[Entry] = stored.entries if stored is not None else ()
-        self.entries = {e.key: e for e in entries}
+        self.entries = {e.key: e for e in entries} if recovering else {}
         self.undone = set(stored.undone) if stored is not None else set()
         self.seq = 1 + max((e.seq for e in entries), default=0)
 
@@ -139,7 +148,7 @@ def restore_recovered(run: Run) -> None:
     done: list[int] = []
     for i, name in enumerate(run.names):
         entry = entries.get(name)
-        if entry is not None:
+        if entry is not None and name not in durable.undone:  # undone: it runs again
             st.status[i] = DONE
             st.vals[i] = loads(entry.result) if entry.result is not None else None
             done.append(i)

@@ -23,7 +23,14 @@ from .state import DONE, PENDING
 if TYPE_CHECKING:
     from .run import Run
 
-__all__ = ["finished_checkpoint", "make_checkpoint", "restore", "resumable", "revert"]
+__all__ = [
+    "finished_checkpoint",
+    "make_checkpoint",
+    "restore",
+    "resumable",
+    "revert",
+    "undo_records",
+]
 
 
 def make_checkpoint(run: Run) -> Checkpoint:
@@ -116,14 +123,16 @@ async def revert(run: Run, checkpoint: Checkpoint) -> None:
     run.loop = asyncio.get_running_loop()
     run.clock = run.loop.time
     records = checkpoint_records(run.reactor, checkpoint)
-    errors, cancelled = await shielded(_revert(run, records))
+    errors, cancelled = await shielded(undo_records(run, records))
     if cancelled:
         raise asyncio.CancelledError
     if errors:
         raise errors[0]
 
 
-async def _revert(run: Run, records: list[UndoRecord]) -> list[BaseException]:
+async def undo_records(run: Run, records: list[UndoRecord]) -> list[BaseException]:
+    """Undo `records` (oldest first) newest first, as a run middleware sees whose events
+    are the undos; returns one `RunFailed` of the undo errors, if any."""
     info = run_info(run)
     if run.mw is not None:
         await run.mw.call("on_run_start", info)

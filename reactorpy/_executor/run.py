@@ -29,7 +29,14 @@ from .endings import fatal, stop
 from .inputs import check_inputs
 from .modes import Modes, modes_of
 from .observe import called, completed_async, run_info
-from .resume import finished_checkpoint, make_checkpoint, restore, resumable, revert
+from .resume import (
+    finished_checkpoint,
+    make_checkpoint,
+    restore,
+    resumable,
+    revert,
+    undo_records,
+)
 from .saga import Undoer, UndoLedger
 from .scheduler import settle_later, spawn
 from .scope import ChildScope, child_key
@@ -247,6 +254,7 @@ class Run:
 
         async def wind_down() -> list[BaseException]:
             await self._cancel_workers()
+            await self._undo_requested(cancelled)
             return await self.undoer.undo_all(self.ledger.pop_all())
 
         errors, _ = await shielded(wind_down())
@@ -286,6 +294,7 @@ class Run:
         middleware, and raise one error. A caller that cancelled ``run()`` meanwhile gets
         its `CancelledError` (so does middleware), the run's error kept as a note."""
         st = self.st
+        await self._undo_requested(st.errors[0] if st.errors else st.fatal)
         undo_errors, cancelled = await shielded(self.undoer.undo_all(self.ledger.pop_all()))
         error: BaseException
         if st.fatal is not None:
@@ -329,6 +338,19 @@ class Run:
             )
         return group
 
+    async def _undo_requested(self, error: BaseException | None) -> None:
+        """A journaled root run is about to undo: record it first (a crash during the
+        undo is then continued by a recovery). A journal that fails here is a note."""
+        durable = self.durable
+        if durable is None or self.parent is not None or not len(self.ledger):
+            return
+        try:
+            failure = durable.serializer.dumps_error(error) if error is not None else None
+            await durable.journal.request_undo(durable.run_id, error=failure)
+        except Exception as exc:
+            if error is not None:
+                annotate(error, f"reactorpy: the journal could not record the undo: {exc!r}")
+
     def result(self) -> Any:
         """The value of ``returns``, or every step's result by name."""
         plan = self.plan
@@ -345,6 +367,19 @@ class Run:
     async def revert(self, checkpoint: Checkpoint) -> None:
         """Undo what `checkpoint` records (`Reactor.undo`); see `resume.revert`."""
         await revert(self, checkpoint)
+
+    async def undo_recorded(self) -> list[BaseException]:
+        """Undo what this run's journal holds as completed and not undone, newest first
+        (a recovery with ``undo=True``, or of a run that crashed while it undid); returns
+        the undo errors (one `RunFailed`, if any). Shielded, as every undo."""
+        assert self.durable is not None
+        records = self.durable.records(self)
+        self.loop = asyncio.get_running_loop()
+        self.clock = self.loop.time
+        errors, cancelled = await shielded(undo_records(self, records))
+        if cancelled:
+            raise asyncio.CancelledError
+        return errors  # type: ignore[no-any-return]
 
     def _run_info(self) -> RunInfo:
         return run_info(self)

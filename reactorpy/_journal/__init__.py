@@ -6,6 +6,8 @@ one is made).
 Must not import: the executor, the reactor, the CLI.
 """
 
+from typing import TYPE_CHECKING
+
 from .base import (
     Entry,
     Journal,
@@ -20,9 +22,10 @@ from .base import (
     owner_alive,
     process_owner,
 )
-from .postgres import PostgresJournal
-from .sqlite import SQLiteJournal
 
+if TYPE_CHECKING:
+    from .postgres import PostgresJournal
+    from .sqlite import SQLiteJournal
 __all__ = [
     "Entry",
     "JsonSerializer",
@@ -46,11 +49,23 @@ for _cls in (
     Journal,
     OwnershipError,
     PickleSerializer,
-    PostgresJournal,
     RecordedError,
     RunRecord,
     RunStatus,
-    SQLiteJournal,
 ):
     _cls.__module__ = "reactorpy"
 del _cls
+
+
+def __getattr__(name: str) -> type:
+    """The journals, imported on first use (`sqlite3` and the PostgreSQL driver are not
+    loaded by ``import reactorpy`` nor by a run without a journal)."""
+    if name == "SQLiteJournal":
+        from .sqlite import SQLiteJournal as found
+    elif name == "PostgresJournal":
+        from .postgres import PostgresJournal as found  # type: ignore[assignment]
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    found.__module__ = "reactorpy"
+    globals()[name] = found
+    return found

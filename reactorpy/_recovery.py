@@ -1,0 +1,306 @@
+"""Durable runs from the outside: a run started with a journal, its ending recorded, and
+the recovery of runs whose process died.
+
+Owns: `run_journaled` (``run(journal=...)``: record the run before its first step; a run id
+the journal holds already returns its recorded result, raises its recorded failure, is
+continued if its owner is dead, or is refused if its owner lives; record how it ended),
+`resume_journaled`, and `recover` (``reactor.recover(journal, undo=...)``: claim the runs
+whose owner is gone and finish them forward, or undo them; a run that crashed during its
+undo continues its undo).
+Must not import: the composites, the CLI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ._checkpoint import Checkpoint
+from ._errors import Halted, InputError, ResumeError, RunFailed, annotate
+from ._executor import Durable, shielded
+from ._journal import OwnershipError, RunRecord, RunStatus
+
+if TYPE_CHECKING:
+    from ._executor import Run
+    from ._journal import Journal, Serializer, StoredRun
+    from ._options import RunOptions
+    from ._plan import Plan
+
+__all__ = [
+    "dump_checkpoint",
+    "halted_checkpoint",
+    "load_checkpoint_bytes",
+    "recover",
+    "resume_journaled",
+    "run_journaled",
+    "undo_journaled",
+]
+
+#: Makes the `Run` of a reactor: `Reactor._prepare` (plan, inputs, options, checkpoint,
+#: durable, run id).
+Prepare = Callable[..., "Run"]
+_RECOVER_AT_ONCE = 32  # runs a recovery drives at the same time
+
+
+async def run_journaled(
+    reactor: Any, plan: Plan, inputs: dict[str, Any], options: RunOptions, prepare: Prepare
+) -> Any:
+    """``reactor.run(inputs, journal=..., run_id=...)``: see `Reactor.run`."""
+    journal = options.journal
+    assert journal is not None
+    run_id = options.run_id or uuid.uuid4().hex
+    ser = journal.serializer
+    existing = await journal.create_run(
+        run_id,
+        reactor.name,
+        plan.fingerprint,
+        _dumped_inputs(ser, inputs, reactor.name),
+        ser.dumps({k: list(v) for k, v in plan.structure.items()}),
+    )
+    if existing is None:
+        run = prepare(plan, inputs, options, None, Durable(journal, run_id), run_id)
+        return await _drive(journal, run_id, run)
+    if RunStatus(existing.status) is RunStatus.COMPLETED:
+        return existing.result  # nothing runs: the recorded result
+    stored = await _taken_over(reactor, journal, existing)
+    return await _continue(reactor, plan, journal, stored, options, prepare, undo=False)
+
+
+async def halted_checkpoint(journal: Journal, run_id: str) -> Checkpoint:
+    """The checkpoint of a run that halted, from `journal`.
+
+    Raises:
+        LookupError: no such run. ResumeError: it did not halt.
+    """
+    stored = await journal.load(run_id)
+    if stored.checkpoint is None or RunStatus(stored.record.status) is not RunStatus.HALTED:
+        raise ResumeError(
+            f"Run {run_id!r} is {RunStatus(stored.record.status).value!r} in the journal: "
+            "only a halted run resumes."
+        )
+    return load_checkpoint_bytes(journal.serializer, stored.checkpoint)
+
+
+async def resume_journaled(
+    reactor: Any, plan: Plan, checkpoint: Checkpoint, options: RunOptions, prepare: Prepare
+) -> Any:
+    """``reactor.resume(..., journal=..., run_id=...)``: the halted run in the journal goes
+    on under its id, recording as it goes."""
+    journal = options.journal
+    assert journal is not None
+    assert options.run_id is not None
+    run_id = options.run_id
+    await journal.reopen(run_id)
+    stored = await journal.load(run_id)
+    durable = Durable(journal, run_id, stored, recovering=False)
+    run = prepare(plan, dict(checkpoint.inputs), options, checkpoint, durable, run_id)
+    return await _drive(journal, run_id, run)
+
+
+async def recover(
+    reactor: Any, journal: Journal, options: RunOptions, prepare: Prepare, *, undo: bool
+) -> list[RunRecord]:
+    """``reactor.recover(journal, undo=...)``: see `Reactor.recover`."""
+    plan = reactor.plan()
+    ids = await journal.claim(reactor.name)
+    gate = asyncio.Semaphore(_RECOVER_AT_ONCE)
+    problems: list[Exception] = []
+
+    async def one(run_id: str) -> None:
+        async with gate:
+            stored = await journal.load(run_id)
+            try:
+                await _continue(reactor, plan, journal, stored, options, prepare, undo=undo)
+            except ResumeError as exc:
+                problems.append(exc)
+            except (RunFailed, Halted):
+                pass  # the run ended so; its record says how
+
+    await asyncio.gather(*(one(run_id) for run_id in ids))
+    records = [await journal.get(run_id) for run_id in ids]
+    if problems:
+        raise ExceptionGroup(f"recovering runs of {reactor.name!r}: some could not be", problems)
+    return records
+
+
+# ---------------------------------------------------------------------- the run itself
+
+
+async def _drive(journal: Journal, run_id: str, run: Run) -> Any:
+    """Run `run` and record how it ended: completed (the result), halted (the
+    checkpoint), failed (the failure, a cancellation too)."""
+    ser = journal.serializer
+    try:
+        result = await run.execute()
+    except Halted as halted:
+        data = dump_checkpoint(ser, halted.checkpoint)
+        await _ended(journal, run_id, halted, RunStatus.HALTED, checkpoint=data)
+        raise
+    except BaseException as exc:
+        await _ended(journal, run_id, exc, RunStatus.FAILED, error=ser.dumps_error(exc))
+        raise
+    await _ended(journal, run_id, None, RunStatus.COMPLETED, result=ser.dumps(result))
+    return result
+
+
+async def _ended(
+    journal: Journal, run_id: str, outcome: BaseException | None, status: RunStatus, **data: Any
+) -> None:
+    """Record the ending (shielded: a cancellation lets it finish); `outcome` is what the
+    run raises, if anything. A journal failing here is raised for a completed run, and a
+    note on the run's own error otherwise."""
+    try:
+        _, cancelled = await shielded(journal.finish(run_id, status, **data))
+    except Exception as exc:
+        if outcome is None:
+            raise
+        annotate(outcome, f"reactorpy: the journal could not record the run's end: {exc!r}")
+        return
+    if cancelled and outcome is None:
+        raise asyncio.CancelledError
+
+
+async def _taken_over(reactor: Any, journal: Journal, record: RunRecord) -> StoredRun:
+    """A run id the journal holds, not completed: its failure is raised; a halted run is
+    to be resumed; an unfinished one whose owner is dead is claimed and returned, to go on;
+    one whose owner lives is refused."""
+    status = RunStatus(record.status)
+    if status in (RunStatus.FAILED, RunStatus.UNDONE):
+        if isinstance(record.error, BaseException):
+            raise record.error
+        raise RunFailed(
+            f"run {record.run_id!r} of {record.reactor!r} ended {status.value!r}",
+            [RuntimeError(repr(record.error))],
+            reactor=record.reactor,
+        )
+    if status is RunStatus.HALTED:
+        raise ResumeError(
+            f"Run {record.run_id!r} halted: resume it with "
+            f"await reactor.resume({record.run_id!r}, journal=journal)."
+        )
+    if record.reactor != reactor.name:
+        raise ResumeError(
+            f"Run {record.run_id!r} is a run of {record.reactor!r}, not of {reactor.name!r}."
+        )
+    claimed = await journal.claim(reactor.name, run_id=record.run_id)
+    if not claimed:
+        raise OwnershipError(record.run_id, status.value, record.owner, "run")
+    return await journal.load(record.run_id)
+
+
+async def _continue(
+    reactor: Any,
+    plan: Plan,
+    journal: Journal,
+    stored: StoredRun,
+    options: RunOptions,
+    prepare: Prepare,
+    *,
+    undo: bool,
+) -> Any:
+    """Finish a claimed run: forward from what it completed, or undo what it completed
+    (asked, or its undo was under way at the crash)."""
+    run_id = stored.record.run_id
+    _check_versions(reactor, plan, journal.serializer, stored)
+    inputs = journal.serializer.loads(stored.inputs)
+    durable = Durable(journal, run_id, stored)
+    if undo or stored.record.undo_requested:
+        if not stored.record.undo_requested:
+            await journal.request_undo(run_id)
+        await _undo_stored(prepare(plan, inputs, options, None, durable, run_id))
+        return None
+    return await _drive(journal, run_id, prepare(plan, inputs, options, None, durable, run_id))
+
+
+async def undo_journaled(
+    reactor: Any, journal: Journal, run_id: str, options: RunOptions, prepare: Prepare
+) -> None:
+    """``reactor.undo(run_id, journal=...)``: undo a completed or halted run of the
+    journal, newest completion first; it ends ``undone``."""
+    record = await journal.get(run_id)
+    status = RunStatus(record.status)
+    if status not in (RunStatus.COMPLETED, RunStatus.HALTED):
+        raise ResumeError(
+            f"Run {run_id!r} is {status.value!r} in the journal: undo() takes a completed or "
+            "halted run (an unfinished one is undone by reactor.recover(journal, undo=True))."
+        )
+    if record.reactor != reactor.name:
+        raise ResumeError(
+            f"Run {run_id!r} is a run of {record.reactor!r}, not of {reactor.name!r}."
+        )
+    plan = reactor.plan()
+    _check_versions(reactor, plan, journal.serializer, await journal.load(run_id))
+    await journal.reopen(run_id, undo=True)
+    stored = await journal.load(run_id)
+    inputs = journal.serializer.loads(stored.inputs)
+    durable = Durable(journal, run_id, stored)
+    await _undo_stored(prepare(plan, inputs, options, None, durable, run_id))
+
+
+async def _undo_stored(run: Run) -> None:
+    """Undo what `run`'s journal holds as completed and not undone, and record the end:
+    ``undone`` (``failed`` if the run had failed), or ``failed`` with the undo errors."""
+    durable = run.durable
+    assert durable is not None
+    journal, run_id = durable.journal, durable.run_id
+    errors = await run.undo_recorded()
+    if errors:
+        failed = errors[0]
+        data = journal.serializer.dumps_error(failed)
+        await _ended(journal, run_id, failed, RunStatus.FAILED, error=data)
+        raise failed
+    await _ended(journal, run_id, None, RunStatus.UNDONE)
+
+
+def _check_versions(reactor: Any, plan: Plan, ser: Serializer, stored: StoredRun) -> None:
+    """A run is continued when the steps it completed still exist with the same wiring
+    (code inside step bodies may change); otherwise `ResumeError` names them."""
+    if stored.record.fingerprint == plan.fingerprint:
+        return
+    then: dict[str, list[str]] = ser.loads(stored.structure) if stored.structure else {}
+    completed = {e.key for e in stored.entries if e.key in then}
+    changed = sorted(
+        k for k in completed if k not in plan.structure or list(plan.structure[k]) != list(then[k])
+    )
+    if changed:
+        raise ResumeError(
+            f"Run {stored.record.run_id!r} of {reactor.name!r} cannot be continued: the steps "
+            f"it completed were removed or rewired since: {', '.join(map(repr, changed))}."
+        )
+
+
+def _dumped_inputs(ser: Serializer, inputs: dict[str, Any], reactor: str) -> bytes:
+    try:
+        return ser.dumps(inputs)
+    except TypeError as exc:
+        bad = next((k for k, v in inputs.items() if not _serializable(ser, v)), "?")
+        raise InputError(
+            f"Reactor {reactor!r}: input {bad!r} cannot be recorded in the journal "
+            f"({type(inputs.get(bad)).__name__}: {exc}); clients, sessions and pools go in "
+            "run(context=...), which is not recorded.",
+            reactor=reactor,
+        ) from exc
+
+
+def _serializable(ser: Serializer, value: Any) -> bool:
+    try:
+        ser.dumps(value)
+    except TypeError:
+        return False
+    return True
+
+
+def dump_checkpoint(ser: Serializer, checkpoint: Checkpoint) -> bytes:
+    """A halted run's checkpoint for the journal (as JSON under the JSON serializer)."""
+    if ser.name == "json":
+        return ser.dumps(json.loads(checkpoint.to_json()))
+    return ser.dumps(checkpoint)
+
+
+def load_checkpoint_bytes(ser: Serializer, data: bytes) -> Checkpoint:
+    """What `dump_checkpoint` wrote."""
+    loaded = ser.loads(data)
+    return loaded if isinstance(loaded, Checkpoint) else Checkpoint.from_json(loaded)
