@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Durable", "restore_recovered"]
 
+#: A completion on its way to the journal: the run, its entry, the steps it made ready.
+Written = tuple["Run", "Entry", list[int]]
+
 
 class Durable:
     """The journal of one run (and its children's): where completions and undos go.
@@ -42,7 +45,17 @@ class Durable:
         seq: the next completion's order number (shared by the run and its children).
     """
 
-    __slots__ = ("entries", "entry_type", "journal", "run_id", "seq", "serializer", "undone")
+    __slots__ = (
+        "entries",
+        "entry_type",
+        "in_flight",
+        "journal",
+        "queued",
+        "run_id",
+        "seq",
+        "serializer",
+        "undone",
+    )
 
     def __init__(
         self,
@@ -66,6 +79,8 @@ class Durable:
         self.entries = {e.key: e for e in entries} if recovering else {}
         self.undone = set(stored.undone) if stored is not None else set()
         self.seq = 1 + max((e.seq for e in entries), default=0)
+        self.in_flight = False
+        self.queued: list[Written] = []
 
     def encode(self, key: str, value: Any, undo: UndoRecord | None, route: Any) -> Entry:
         """The entry of a step's completion.
@@ -91,11 +106,39 @@ class Durable:
         return entry
 
     def write(self, run: Run, entry: Entry, ready: list[int]) -> None:
-        """Append `entry`; once it is durable, start `ready` (steps it made ready)."""
-        st = run.st
-        st.writes += 1
-        future = self.journal.append(self.run_id, (entry,))
-        future.add_done_callback(lambda f: _written(run, f, ready))
+        """Append `entry`; once it is durable, start `ready` (steps it made ready).
+
+        One append of a run is in flight at a time: completions that come meanwhile (the
+        siblings of a fan-out) wait, and go together in the next append, so they share a
+        commit however the journal's writer is scheduled. A chain has nothing waiting."""
+        run.st.writes += 1
+        if self.in_flight:
+            self.queued.append((run, entry, ready))
+        else:
+            self._send([(run, entry, ready)])
+
+    def _send(self, batch: list[Written]) -> None:
+        self.in_flight = True
+        try:
+            future = self.journal.append(self.run_id, [entry for _, entry, _ in batch])
+        except Exception as exc:  # the journal is closed
+            self.in_flight = False
+            for run, _, ready in batch:
+                _written(run, exc, ready)
+            return
+        future.add_done_callback(lambda f: self._sent(f, batch))
+
+    def _sent(self, future: asyncio.Future[None], batch: list[Written]) -> None:
+        self.in_flight = False
+        if self.queued:
+            queued, self.queued = self.queued, []
+            self._send(queued)
+        if future.cancelled():
+            error: BaseException | None = RuntimeError("the journal's write was cancelled")
+        else:
+            error = future.exception()
+        for run, _, ready in batch:
+            _written(run, error, ready)
 
     async def undone_now(self, key: str) -> None:
         """Record that the undo of step `key` is done (awaited: undo is rare and slow)."""
@@ -112,15 +155,14 @@ class Durable:
         return out
 
 
-def _written(run: Run, future: asyncio.Future[None], ready: list[int]) -> None:
-    """A completion is durable (or could not be written): start what it made ready."""
+def _written(run: Run, error: BaseException | None, ready: list[int]) -> None:
+    """A completion is durable (or could not be written: `error`): start what it made
+    ready."""
     st = run.st
     st.writes -= 1
-    error = None if future.cancelled() else future.exception()
-    if future.cancelled() or error is not None:
-        failure = error or RuntimeError("the journal's write was cancelled")
-        annotate(failure, "reactorpy: a step's completion could not be recorded in the journal")
-        run.journal_failed(failure)
+    if error is not None:
+        annotate(error, "reactorpy: a step's completion could not be recorded in the journal")
+        run.journal_failed(error)
     elif ready and not st.stopping:
         run.dispatch(ready, None)
     run.maybe_wake()
