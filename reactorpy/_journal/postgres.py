@@ -29,18 +29,10 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from .base import (
-    RECORD_COLUMNS,
-    Entry,
-    Journal,
-    Outcome,
-    Refused,
-    RunRecord,
-    RunStatus,
-    Serializer,
-    StoredRun,
-    settle,
-)
+from .batches import Outcome, Refused, settle
+from .journal import Journal
+from .records import RECORD_COLUMNS, Entry, RunRecord, RunStatus, StoredRun
+from .serializers import Serializer
 
 __all__ = ["PostgresJournal"]
 

@@ -40,18 +40,10 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
-from .base import (
-    RECORD_COLUMNS,
-    Entry,
-    Journal,
-    Outcome,
-    Refused,
-    RunRecord,
-    RunStatus,
-    Serializer,
-    StoredRun,
-    settle,
-)
+from .batches import Outcome, Refused, settle
+from .journal import Journal
+from .records import RECORD_COLUMNS, Entry, RunRecord, RunStatus, StoredRun
+from .serializers import Serializer
 
 __all__ = ["SQLiteJournal"]
 
