@@ -2,10 +2,11 @@
 
 Owns: the persistence layer, in layers (each module imports only those below it):
 
-- `sqlite` (`SQLiteJournal`: its API and queries), `postgres` (`PostgresJournal`, which
-  imports asyncpg only when one is made): the backends;
-- `sqlite_writer`: the SQLite journal's writer thread (group commit, fence, leases);
-- `sqlite_schema`: its schema and statements;
+- `sqlite` (`SQLiteJournal`), `postgres` (`PostgresJournal`, which imports asyncpg only
+  when one is made): the backends' APIs and queries;
+- `sqlite_writer`, `postgres_writer`: their writing halves (a writer thread; connections,
+  a writer task and a renewal task): group commit, the fence, leases;
+- `sqlite_schema`, `postgres_schema`: their schemas and statements;
 - `journal`: the abstract `Journal` and the bookkeeping the backends share;
 - `batches` (a batch's refusals and futures), `serializers`, `owners` (who owns a run);
 - `records`: what is recorded (`RunStatus`, `RunRecord`, `Entry`, `StoredRun`) and the
