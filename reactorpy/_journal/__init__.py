@@ -1,31 +1,31 @@
 """Durable runs' storage: journals that record runs so they survive a crash.
 
-Owns: the persistence layer (`base`: records, serializers, owners, the abstract `Journal`;
-`sqlite`: `SQLiteJournal`; `postgres`: `PostgresJournal`, which imports asyncpg only when
-one is made).
+Owns: the persistence layer, in layers (each module imports only those below it):
+
+- `sqlite` (`SQLiteJournal`), `postgres` (`PostgresJournal`, which imports asyncpg only
+  when one is made): the backends' APIs and queries;
+- `sqlite_writer`, `postgres_writer`: their writing halves (a writer thread; connections,
+  a writer task and a renewal task): group commit, the fence, leases;
+- `sqlite_schema`, `postgres_schema`: their schemas and statements;
+- `journal`: the abstract `Journal` and the bookkeeping the backends share;
+- `batches` (a batch's refusals and futures), `serializers`, `owners` (who owns a run);
+- `records`: what is recorded (`RunStatus`, `RunRecord`, `Entry`, `StoredRun`) and the
+  journal's errors.
+
 Must not import: the executor, the reactor, the CLI.
 """
 
 from typing import TYPE_CHECKING
 
-from .base import (
-    Entry,
-    Journal,
-    JsonSerializer,
-    OwnershipError,
-    PickleSerializer,
-    RecordedError,
-    RunRecord,
-    RunStatus,
-    Serializer,
-    StoredRun,
-    owner_alive,
-    process_owner,
-)
+from .journal import Journal
+from .owners import owner_alive, process_owner
+from .records import Entry, OwnershipError, RecordedError, RunRecord, RunStatus, StoredRun
+from .serializers import JsonSerializer, PickleSerializer, Serializer
 
 if TYPE_CHECKING:
     from .postgres import PostgresJournal
     from .sqlite import SQLiteJournal
+
 __all__ = [
     "Entry",
     "JsonSerializer",
