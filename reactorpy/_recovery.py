@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._checkpoint import Checkpoint
 from ._errors import Halted, InputError, ResumeError, RunFailed, annotate
-from ._executor import Durable, shielded
+from ._executor import Durable, shielded, undo_from_journal
 from ._journal import OwnershipError, RunRecord, RunStatus
 
 if TYPE_CHECKING:
@@ -246,7 +246,7 @@ async def _undo_stored(run: Run) -> None:
     durable = run.durable
     assert durable is not None
     journal, run_id = durable.journal, durable.run_id
-    errors = await run.undo_recorded()
+    errors = await undo_from_journal(run)
     if errors:
         failed = errors[0]
         data = journal.serializer.dumps_error(failed)

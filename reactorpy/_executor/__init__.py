@@ -43,8 +43,16 @@ directly are delivered by `observe`; steps run through their attempts report the
 """
 
 from .attempts import shielded
-from .durable import Durable
+from .durable import Durable, undo_from_journal
 from .run import NewStepsRunner, Run
 from .scope import ChildRun, ChildScope
 
-__all__ = ["ChildRun", "ChildScope", "Durable", "NewStepsRunner", "Run", "shielded"]
+__all__ = [
+    "ChildRun",
+    "ChildScope",
+    "Durable",
+    "NewStepsRunner",
+    "Run",
+    "shielded",
+    "undo_from_journal",
+]

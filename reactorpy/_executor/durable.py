@@ -22,13 +22,16 @@ from typing import TYPE_CHECKING, Any
 
 from .._checkpoint import UndoRecord
 from .._errors import annotate
+from .attempts import shielded
+from .endings import stop
+from .resume import undo_records
 from .state import DONE
 
 if TYPE_CHECKING:
     from .._journal import Entry, Journal, StoredRun
     from .run import Run
 
-__all__ = ["Durable", "restore_recovered"]
+__all__ = ["Durable", "restore_recovered", "undo_from_journal", "undo_requested"]
 
 #: A completion on its way to the journal: the run, its entry, the steps it made ready.
 Written = tuple["Run", "Entry", list[int]]
@@ -162,7 +165,10 @@ def _written(run: Run, error: BaseException | None, ready: list[int]) -> None:
     st.writes -= 1
     if error is not None:
         annotate(error, "reactorpy: a step's completion could not be recorded in the journal")
-        run.journal_failed(error)
+        if not st.stopping:  # the run fails (what it did is undone, in this process)
+            st.errors.append(error)
+            st.failed_steps.append("(the journal)")
+            stop(run)
     elif ready and not st.stopping:
         run.dispatch(ready, None)
     run.maybe_wake()
@@ -211,3 +217,33 @@ def restore_recovered(run: Run) -> None:
     ]
     mine.sort(key=lambda e: e.seq)
     run.ledger.entries = [_record(durable, e) for e in mine]
+
+
+async def undo_requested(run: Run, error: BaseException | None) -> None:
+    """A journaled root run is about to undo: record it first (a crash during the undo is
+    then continued by a recovery). A journal that fails here is a note on `error`."""
+    durable = run.durable
+    if durable is None or run.parent is not None or not len(run.ledger):
+        return
+    try:
+        failure = durable.serializer.dumps_error(error) if error is not None else None
+        await durable.journal.request_undo(durable.run_id, error=failure)
+    except Exception as exc:
+        if error is not None:
+            annotate(error, f"reactorpy: the journal could not record the undo: {exc!r}")
+
+
+async def undo_from_journal(run: Run) -> list[BaseException]:
+    """Undo what `run`'s journal holds as completed and not undone, newest first (a
+    recovery with ``undo=True``, a run that crashed while it undid, ``Reactor.undo`` of a
+    journaled run); returns the undo errors (one `RunFailed`, if any). Shielded, as every
+    undo: a cancellation waits for it, then is raised."""
+    durable = run.durable
+    assert durable is not None
+    records = durable.records(run)
+    run.loop = asyncio.get_running_loop()
+    run.clock = run.loop.time
+    errors, cancelled = await shielded(undo_records(run, records))
+    if cancelled:
+        raise asyncio.CancelledError
+    return errors  # type: ignore[no-any-return]

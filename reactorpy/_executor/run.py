@@ -24,22 +24,15 @@ from .._events import Middleware, RunInfo
 from .._limiter import Limiter
 from .attempts import resolve, shielded
 from .dispatch import dispatch
-from .durable import Durable, restore_recovered
+from .durable import Durable, restore_recovered, undo_requested
 from .endings import fatal, stop
 from .inputs import check_inputs
 from .modes import Modes, modes_of
 from .observe import called, completed_async, run_info
-from .resume import (
-    finished_checkpoint,
-    make_checkpoint,
-    restore,
-    resumable,
-    revert,
-    undo_records,
-)
+from .resume import finished_checkpoint, make_checkpoint, restore, resumable, revert
 from .saga import Undoer, UndoLedger
 from .scheduler import settle_later, spawn
-from .scope import ChildScope, child_key
+from .scope import ChildScope
 from .slots import SLOT, HeldSlot, StepSlot
 from .state import RunState
 
@@ -254,7 +247,7 @@ class Run:
 
         async def wind_down() -> list[BaseException]:
             await self._cancel_workers()
-            await self._undo_requested(cancelled)
+            await undo_requested(self, cancelled)
             return await self.undoer.undo_all(self.ledger.pop_all())
 
         errors, _ = await shielded(wind_down())
@@ -294,7 +287,7 @@ class Run:
         middleware, and raise one error. A caller that cancelled ``run()`` meanwhile gets
         its `CancelledError` (so does middleware), the run's error kept as a note."""
         st = self.st
-        await self._undo_requested(st.errors[0] if st.errors else st.fatal)
+        await undo_requested(self, st.errors[0] if st.errors else st.fatal)
         undo_errors, cancelled = await shielded(self.undoer.undo_all(self.ledger.pop_all()))
         error: BaseException
         if st.fatal is not None:
@@ -338,19 +331,6 @@ class Run:
             )
         return group
 
-    async def _undo_requested(self, error: BaseException | None) -> None:
-        """A journaled root run is about to undo: record it first (a crash during the
-        undo is then continued by a recovery). A journal that fails here is a note."""
-        durable = self.durable
-        if durable is None or self.parent is not None or not len(self.ledger):
-            return
-        try:
-            failure = durable.serializer.dumps_error(error) if error is not None else None
-            await durable.journal.request_undo(durable.run_id, error=failure)
-        except Exception as exc:
-            if error is not None:
-                annotate(error, f"reactorpy: the journal could not record the undo: {exc!r}")
-
     def result(self) -> Any:
         """The value of ``returns``, or every step's result by name."""
         plan = self.plan
@@ -367,19 +347,6 @@ class Run:
     async def revert(self, checkpoint: Checkpoint) -> None:
         """Undo what `checkpoint` records (`Reactor.undo`); see `resume.revert`."""
         await revert(self, checkpoint)
-
-    async def undo_recorded(self) -> list[BaseException]:
-        """Undo what this run's journal holds as completed and not undone, newest first
-        (a recovery with ``undo=True``, or of a run that crashed while it undid); returns
-        the undo errors (one `RunFailed`, if any). Shielded, as every undo."""
-        assert self.durable is not None
-        records = self.durable.records(self)
-        self.loop = asyncio.get_running_loop()
-        self.clock = self.loop.time
-        errors, cancelled = await shielded(undo_records(self, records))
-        if cancelled:
-            raise asyncio.CancelledError
-        return errors  # type: ignore[no-any-return]
 
     def _run_info(self) -> RunInfo:
         return run_info(self)
@@ -476,60 +443,12 @@ class Run:
         """What composite step `i` may do with this run."""
         return ChildScope(self, i)
 
-    def child(
-        self,
-        i: int,
-        reactor: Reactor,
-        inputs: dict[str, Any],
-        label: str,
-        checkpoint: Checkpoint | None,
-        serial: bool = False,
-    ) -> Run:
-        """A run of `reactor` inside composite step `i`, named as its steps are in this
-        run, sharing its limiter, middleware and context (`serial`: one step at a time)."""
-        return Run(
-            reactor,
-            reactor.plan(),
-            inputs,
-            context=self.data,
-            async_=self.async_ and not serial,
-            # One step at a time: the child gets its own one slot, under the caller's.
-            limiter=self.limiter if self.async_ else self.outer_limiter,
-            timeout=None,
-            grace=self.grace,
-            middleware=self.mw,
-            new_steps=self.new_steps_runner,
-            prefix=f"{self.names[i]}.{label}",
-            parent=self.run_id,
-            checkpoint=checkpoint,
-            executor=self.default_executor,
-            durable=self.durable,
-            route=self._child_route(i, reactor),
-            root_id=self.root_id,
-        )
-
-    def _child_route(self, i: int, reactor: Reactor) -> tuple[str, ...] | None:
-        """The route to the steps of `reactor`, a child of composite step `i`."""
-        key = child_key(self.plan.steps[i], reactor)
-        if self.route is None or key is None:
-            return None
-        return (*self.route, self.plan.order[i], key)
-
     def context(self, i: int, attempt: int) -> Context:
         """The `rp.Context` of step `i`'s `attempt`."""
         name = self.names[i]
         return Context(
             self.run_id, name, attempt, self.data, self.plan.reactor, f"{self.root_id}:{name}"
         )
-
-    def journal_failed(self, error: BaseException) -> None:
-        """A completion could not be recorded in the journal: the run fails (what it did
-        is undone, in this process)."""
-        st = self.st
-        if not st.stopping:
-            st.errors.append(error)
-            st.failed_steps.append("(the journal)")
-            stop(self)
 
     # ------------------------------------------------------------------ arguments
     def named_args(self, i: int, attempt: int = 1) -> dict[str, Any]:

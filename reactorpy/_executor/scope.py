@@ -139,7 +139,7 @@ class ChildScope:
             RunFailed: the child failed (it undid what it completed).
             CancelledError: the child was cancelled (it undid what it completed).
         """
-        child = self.run.child(self.i, reactor, inputs, label, checkpoint, serial)
+        child = child_run(self.run, self.i, reactor, inputs, label, checkpoint, serial)
         try:
             value = await child.execute()
         except Halted as halted:
@@ -267,3 +267,40 @@ def child_key(step: Any, reactor: Reactor) -> str | None:
         if child is reactor:
             return str(key)
     return None
+
+
+def child_run(
+    run: Run,
+    i: int,
+    reactor: Reactor,
+    inputs: dict[str, Any],
+    label: str,
+    checkpoint: Checkpoint | None,
+    serial: bool = False,
+) -> Run:
+    """A run of `reactor` inside composite step `i` of `run`, named as its steps are in
+    `run`, sharing its limiter, middleware, context and journal (`serial`: one step at a
+    time)."""
+    key = child_key(run.plan.steps[i], reactor)
+    # The route from the root reactor to the child's steps (None: made at run time).
+    route = None if run.route is None or key is None else (*run.route, run.plan.order[i], key)
+    return type(run)(
+        reactor,
+        reactor.plan(),
+        inputs,
+        context=run.data,
+        async_=run.async_ and not serial,
+        # One step at a time: the child gets its own one slot, under the caller's.
+        limiter=run.limiter if run.async_ else run.outer_limiter,
+        timeout=None,
+        grace=run.grace,
+        middleware=run.mw,
+        new_steps=run.new_steps_runner,
+        prefix=f"{run.names[i]}.{label}",
+        parent=run.run_id,
+        checkpoint=checkpoint,
+        executor=run.default_executor,
+        durable=run.durable,
+        route=route,
+        root_id=run.root_id,
+    )
