@@ -518,6 +518,16 @@ class _Gen:
             leaf.spawn = self.spawn()
         return leaf
 
+    def barrier(
+        self, steps: list[Leaf | Composite], child: bool, after: Leaf | Composite | None
+    ) -> Leaf:
+        """A step that does nothing but read every step so far (so it runs after them)."""
+        b = Leaf(self.fresh("s"), is_async=False, outcomes=["ok"])
+        if child:
+            b.reads.append(Read("x", "x"))
+        b.reads += [Read(f"after_{s.name}", s.name, explicit=True) for s in steps]
+        return b
+
     def spawn(self) -> SpawnSpec:
         ch = self.ch
         equiv = self.mode == "equiv"
@@ -543,8 +553,15 @@ class _Gen:
 
     # -- composites ----------------------------------------------------------------------
     def composite(
-        self, depth: int, avail: list[Leaf | Composite], child: bool, tail: bool
+        self,
+        depth: int,
+        avail: list[Leaf | Composite],
+        child: bool,
+        tail: bool,
+        after: str | None = None,
     ) -> list[Leaf | Composite]:
+        """A composite (and the step making its input, if it needs one); `after`: a step
+        it must start after (its input, or what its input step reads)."""
         ch = self.ch
         equiv = self.mode == "equiv"
         kind = ch.choice(["compose", "map", "switch", "recurse", "around"])
@@ -553,13 +570,17 @@ class _Gen:
         sources = [s.name for s in avail if isinstance(s, Leaf) and s.when != "skip"]
         if kind == "map":
             n = ch.int(1, 3)
-            if not child and ch.chance(0.4):
+            if not child and after is None and ch.chance(0.4):
                 x_from = "items"
             else:
                 producer = self.leaf([s.name for s in avail], child, shape=f"list:{n}", tail=tail)
                 producer.spawn = None
+                if after is not None and after not in {r.source for r in producer.reads}:
+                    producer.reads.append(Read(f"after_{after}", after, explicit=True))
                 made.append(producer)
                 x_from = producer.name
+        elif after is not None:
+            x_from = after
         elif sources or not child:
             x_from = ch.choice(sources) if sources and ch.chance(0.8) else "seed"
             if child and x_from == "seed":
@@ -621,35 +642,44 @@ class _Gen:
         most = 5 if not child else (3 if depth < 3 else 2)
         n = ch.int(1, most)
         steps: list[Leaf | Composite] = []
-        # In "equiv" mode: steps before the tail never fail; the tail is a chain after them.
+        # In "equiv" mode: steps before the tail never fail; the tail is a chain after them,
+        # where steps may fail or halt (if `tail`: the composite running this reactor is
+        # in its parent's tail, so nothing else runs meanwhile). Each tail step reads the
+        # one before it (wait_for edges would have the shape of a known bug), the first
+        # one a barrier step that reads every step before the tail.
         n_tail = ch.int(0, 2) if equiv else 0
+        prev: Leaf | Composite | None = None
         for k in range(n + n_tail):
-            in_tail = not equiv or k >= n
-            if equiv and in_tail:
-                before = list(steps)
+            in_tail = not equiv or (k >= n and tail)
+            if equiv and k >= n and (prev is None or not _usable_input(prev)):
+                prev = self.barrier(steps, child, after=prev)
+                steps.append(prev)
             if depth < 3 and self.leaves < p.max_leaves and ch.chance(p.composite / (depth + 1)):
-                made = self.composite(depth, steps, child, in_tail if equiv else tail)
+                after = prev.name if equiv and k >= n and prev is not None else None
+                made = self.composite(depth, steps, child, in_tail if equiv else tail, after)
             else:
-                made = [
-                    self.leaf(
-                        [s.name for s in steps],
-                        child,
-                        tail=in_tail if equiv else tail,
-                        producers=[],
-                    )
-                ]
-            if equiv and in_tail:
-                # The tail is a chain: each tail step waits for every step before it.
-                for s in made:
-                    s.wait_for = sorted({*s.wait_for, *(b.name for b in before)})
+                leaf = self.leaf([s.name for s in steps], child, tail=in_tail if equiv else tail)
+                if equiv and k >= n and prev is not None:
+                    if prev.name not in {r.source for r in leaf.reads}:
+                        leaf.reads.append(Read(f"after_{prev.name}", prev.name, explicit=True))
+                    leaf.wait_for = []
+                made = [leaf]
+            if equiv and k >= n:
+                prev = made[-1]
             steps.extend(made)
         returns: str | None
         if role == "recurse":
             ret = self.leaf([s.name for s in steps], True, shape="dict", tail=tail)
             ret.spawn = None
             ret.when = None
-            if equiv:
-                ret.wait_for = sorted({*ret.wait_for, *(s.name for s in steps)})
+            if equiv:  # it returns after every other step: it reads them all
+                read = {r.source for r in ret.reads}
+                ret.reads += [
+                    Read(f"after_{s.name}", s.name, explicit=True)
+                    for s in steps
+                    if s.name not in read
+                ]
+                ret.wait_for = []
             steps.append(ret)
             returns = ret.name
         elif child:
@@ -660,6 +690,11 @@ class _Gen:
         if ch.chance(0.5):
             random.Random(ch.int(0, 1 << 30)).shuffle(order)
         return ReactorSpec(name, order, returns, child, items=ch.int(1, 3) if not child else 0)
+
+
+def _usable_input(s: Leaf | Composite) -> bool:
+    """Whether a composite may take its input from `s` (a token that is never None)."""
+    return isinstance(s, Leaf) and s.shape == "token" and s.when != "skip"
 
 
 def generate(ch: Chooser, profile: Profile = FUZZ, mode: str = "fuzz") -> CaseSpec:
@@ -1030,6 +1065,7 @@ class Exec:
     args: dict[str, Any]
     calls: list[tuple[int, int, str]] = field(default_factory=list)  # (counter, phase, outcome)
     ambiguous: bool = False
+    t: float = 0.0  # the loop's (virtual) time when it completed
 
     @property
     def undone(self) -> bool:
@@ -1066,12 +1102,15 @@ class Chain:
         self.injected_halts = 0
         self.raised_by: set[str] = set()  # steps that raised an error of ours
         self.hook_failed_on: set[str] = set()  # steps whose completion event a hook failed
-        self.yielding_hooks = False
+        # Our counters may not follow the engine's order of completions: an async hook
+        # that yields before a completion is recorded, or steps in threads.
+        self.loose_order = False
         self.static_faults = False  # a composite with a timeout may fail with TimeoutError
         self.starts: Counter[str] = Counter()
         self.ends: dict[str, list[str]] = {}
         self.start_failed: set[str] = set()
         self.specs: dict[str, ReactorSpec] = {}  # by composite site path
+        self.clock: Callable[[], float] = lambda: 0.0  # the loop's time (also from threads)
         self.ref_cache: dict[tuple[str, str], dict[str, Any]] = {}
         self.undo_seq: list[str] = []
 
@@ -1137,7 +1176,7 @@ class Chain:
         eid = f"e{self.index}.{c}"
         self.execs[eid] = Exec(
             eid, step, slot, chain, self.phase, c, undo is not None, undo, delayed,
-            {k: data(v) for k, v in args.items()},
+            {k: data(v) for k, v in args.items()}, t=self.clock(),
         )  # fmt: skip
         return eid
 
@@ -1841,7 +1880,7 @@ def _middleware(spec: HookSpec, chain: Chain) -> Any:
         return _SyncHook(spec, chain)
     if spec.kind == "async":
         return _AsyncHook(spec, chain)
-    chain.yielding_hooks = True
+    chain.loose_order = True
     return _YieldingHook(spec, chain)
 
 
@@ -1903,6 +1942,7 @@ async def _chain_main(c: Case, chain: Chain) -> str:
     """Run one chain: the run, its resumes, and what ends it. Returns its disposition:
     success | failed | cancelled | undone | unexpected | hang."""
     spec = c.spec
+    chain.clock = asyncio.get_running_loop().time
     hooks = [(h, _middleware(h, chain)) for h in spec.hooks]
     builder = _Builder(chain, spec)
     reactor_mw = [h for s, h in hooks if s.where == "reactor"]
@@ -2317,7 +2357,7 @@ def check_order(chain: Chain, execs: list[Exec], sites: dict[Any, Any]) -> None:
     undone = [e for e in execs if e.calls and not e.ambiguous]
     if len(undone) < 2:
         return
-    trusted = not chain.yielding_hooks
+    trusted = not chain.loose_order
     closures: dict[tuple[str, ...], dict[str, set[str]]] = {}
     reactors: dict[tuple[str, ...], ReactorSpec] = {
         k: v for k, v in sites.items() if isinstance(v, ReactorSpec)
@@ -2517,6 +2557,8 @@ def run_bounded(main: Callable[[], Any], *, virtual: float = 1_000.0, real: floa
         loop.stop()
 
     async def bounded() -> Any:
+        if virtual is None:
+            return await main()
         try:
             async with asyncio.timeout(virtual):
                 return await main()
@@ -2689,6 +2731,27 @@ def _plain_map_units(case: CaseSpec) -> list[Leaf]:
     return out
 
 
+def _guard_raises(s: Leaf) -> bool:
+    """Whether the guard of `s` raises, or an argument transform it is given does."""
+    return s.when == "raise" or (
+        s.when is not None and any(r.transform == "raise" for r in s.reads)
+    )
+
+
+def _no_raising_transform(s: Leaf) -> None:
+    for r in s.reads:
+        if r.transform == "raise":
+            r.transform = "mark"
+
+
+def _spawns_one_at_a_time(case: CaseSpec) -> bool:
+    spawners = [s for s in _all_leaves(case) if s.spawn is not None]
+    if not case.async_ and spawners:
+        return True
+    capped = case.cap is not None or case.shared is not None
+    return capped and any(s.exclusive for s in spawners)
+
+
 def _stops_early(case: CaseSpec) -> bool:
     """Whether runs of `case` may be cancelled from inside or out (grace, timeouts)."""
     return (
@@ -2778,8 +2841,10 @@ KNOWN_BUGS: tuple[KnownBug, ...] = (
     ),
     KnownBug(
         "new_steps_one_at_a_time",
-        "issue 12 §2: NewSteps under run(async_=False) with a cap wait for the spawner's slot",
-        lambda c: not c.async_ and any(s.spawn for s in _all_leaves(c)),
+        "issue 12 §2: new steps wait for a slot their spawning step holds: NewSteps under "
+        "run(async_=False), or (found here) from an async_=False step of a composed "
+        "reactor under max_concurrency=1",
+        _spawns_one_at_a_time,
         _each_leaf(_when(lambda s: True, "spawn", None)),
     ),
     KnownBug(
@@ -2838,6 +2903,24 @@ KNOWN_BUGS: tuple[KnownBug, ...] = (
         _each_leaf(_when(lambda s: s.error == "shared", "error", "boom")),
     ),
     KnownBug(
+        "guard_error_events",
+        "new (equivalence): a when= guard that raises gives sync on_event hooks a lone "
+        "step_error, and async ones no event at all",
+        lambda c: any(_guard_raises(s) for s in _all_leaves(c)),
+        _each_leaf(_when(_guard_raises, "when", None)),
+        frozenset({"events"}),
+    ),
+    KnownBug(
+        "transform_error_events",
+        "new (equivalence): a plain def whose argument transform raises gets a lone "
+        "step_error in a default run, step_start then step_error in every other",
+        lambda c: any(
+            not s.is_async and any(r.transform == "raise" for r in s.reads) for s in _all_leaves(c)
+        ),
+        _each_leaf(_no_raising_transform),
+        frozenset({"events"}),
+    ),
+    KnownBug(
         "run_hooks_raising",
         "new: an on_run_* hook that raises escapes run() as it is (no RunFailed, no undo "
         "after on_run_complete) and the middleware after it get no ending",
@@ -2881,6 +2964,13 @@ KNOWN_BUGS: tuple[KnownBug, ...] = (
         "new: a plain map element raising rp.Halt(result=v) completes the whole map step with v",
         lambda c: any("halt_result" in u.outcomes for u in _plain_map_units(c)),
         lambda c: _each_unit(_plain_map_units(c), _outcomes({"halt_result": "halt"})),
+    ),
+    KnownBug(
+        "map_element_new_steps",
+        "new (equivalence): map's fast path takes an element's rp.NewSteps as its value "
+        "(the new steps never run); with a Recorder attached they do",
+        lambda c: any(u.spawn is not None for u in _plain_map_units(c)),
+        lambda c: _each_unit(_plain_map_units(c), _when(lambda u: True, "spawn", None)),
     ),
     KnownBug(
         "new_steps_spawner_effect",
@@ -3106,11 +3196,13 @@ def _leaf_mutations(
 
 def shrink(
     case: CaseSpec,
-    still: Callable[[Report], bool],
+    still: Callable[[Any], bool],
     *,
     budget: int = 400,
+    runner: Callable[[CaseSpec], Any] | None = None,
 ) -> tuple[CaseSpec, int]:
-    """A smaller case for which `still` holds, greedily; and the number of runs it took."""
+    """A smaller case for which ``still(runner(case))`` holds, greedily (by default
+    `runner` is `run_case`); and the number of runs it took."""
     import copy
 
     tries = 0
@@ -3128,7 +3220,8 @@ def shrink(
             if not changed or not valid(candidate):
                 continue
             tries += 1
-            if still(run_case(candidate, real_bound=10.0)):
+            outcome = runner(candidate) if runner else run_case(candidate, real_bound=10.0)
+            if still(outcome):
                 case = candidate
                 progress = True
     return case, tries
@@ -3139,3 +3232,204 @@ def size(case: CaseSpec) -> int:
     return sum(len(r.steps) for r in _reactors(case.top)) + sum(
         1 for c, _ in composites(case.top) for u in c.children if isinstance(u, Leaf)
     )
+
+
+# ---------------------------------------------------------------------------- equivalence
+@dataclass(frozen=True)
+class Variant:
+    """One way of running a case for the equivalence property (issue 13): the same
+    reactor under another observer, cap, ``async_`` or executor."""
+
+    name: str
+    observer: str | None = None  # None | "recorder" | "async" | "trace"
+    cap: int | None = None
+    async_: bool = True
+    executor: str | None = None
+
+
+VARIANTS: tuple[Variant, ...] = (
+    Variant("plain"),
+    Variant("recorder", "recorder"),
+    Variant("async on_event", "async"),
+    Variant("trace", "trace"),
+    *(Variant(f"max_concurrency={k}", "recorder", cap=k) for k in (1, 2, 3, 4)),
+    Variant("async_=False", "recorder", async_=False),
+    Variant('executor="thread"', "recorder", executor="thread"),
+)
+
+
+class _AsyncRecorder:
+    """An async on_event hook that records, and lets the loop run once per event."""
+
+    def __init__(self) -> None:
+        self.events: list[rp.Event] = []
+
+    async def on_event(self, event: rp.Event) -> None:
+        self.events.append(event)
+        await asyncio.sleep(0)
+
+
+# How each ending event closes a span (what `rp.Trace` records), for comparing the two.
+_CLOSES = {
+    "step_complete": ("step", "complete"),
+    "step_error": ("step", "error"),
+    "step_retry": ("step", "retry"),
+    "step_halt": ("step", "halt"),
+    "guard_skip": ("step", "skip"),
+    "compensate_complete": ("compensate", "complete"),
+    "compensate_continue": ("compensate", "continue"),
+    "compensate_retry": ("compensate", "retry"),
+    "compensate_error": ("compensate", "error"),
+    "undo_complete": ("undo", "complete"),
+    "undo_retry": ("undo", "retry"),
+    "undo_error": ("undo", "error"),
+}
+
+
+@dataclass
+class Outcome:
+    """What one variant of a case did: comparable across variants."""
+
+    variant: Variant
+    phases: list[str]  # "halted" per halt, then "done" | "failed"
+    result: Any  # the data of the result, or the sorted errors of RunFailed
+    executions: dict[str, int]  # completed executions per step instance
+    undone: list[str]  # step instances undone (first call), in order
+    units: list[str]  # the top-level step each undone one is in (itself, or its composite)
+    completed: dict[str, float]  # when each top-level step completed (observed runs)
+    events: dict[str, list[str]] | None  # event kinds per step, where observed
+    spans: dict[str, list[tuple[str, str]]] | None  # Trace's (phase, outcome) per step
+    violations: list[Violation]
+
+
+def undo_groups(o: Outcome, timing: Outcome) -> list[tuple[float, tuple[str, ...]]]:
+    """The undo order of `o` as groups of steps whose top-level steps completed at the
+    same virtual instant in `timing` (a run that observed its events): the order inside a
+    group may differ between variants (ties, and units under one top-level step)."""
+    groups: list[tuple[float, tuple[str, ...]]] = []
+    for name, unit in zip(o.undone, o.units, strict=True):
+        t = timing.completed.get(unit, -1.0)
+        if groups and groups[-1][0] == t:
+            groups[-1] = (t, tuple(sorted((*groups[-1][1], name))))
+        else:
+            groups.append((t, (name,)))
+    return groups
+
+
+def _slot_name(ex: Exec) -> str:
+    return f"{ex.slot[0]}[{ex.slot[1][:24]}]" if ex.slot[1] else ex.slot[0]
+
+
+def run_variant(spec: CaseSpec, variant: Variant) -> Outcome:
+    """Run `spec` (a ``mode="equiv"`` case) as `variant`; resume through the checkpoint
+    route of each halt, up to `MAX_PHASES` runs."""
+    import copy
+
+    spec = copy.deepcopy(spec)
+    spec.runs, spec.hooks, spec.cancel, spec.reversible = 1, [], None, None
+    c = Case(spec)
+    chain = c.chains[0]
+    observer: Any = None
+    if variant.observer == "recorder":
+        observer = Recorder()
+    elif variant.observer == "async":
+        observer = _AsyncRecorder()
+    elif variant.observer == "trace":
+        observer = rp.Trace()
+    options: dict[str, Any] = {"async_": variant.async_, "grace": 5.0}
+    if variant.cap is not None:
+        options["max_concurrency"] = variant.cap
+    if variant.executor is not None:
+        options["executor"] = variant.executor
+        chain.loose_order = True
+    if observer is not None:
+        options["middleware"] = [observer]
+    phases: list[str] = []
+    result: Any = None
+
+    async def main() -> None:
+        nonlocal result
+        chain.clock = asyncio.get_running_loop().time
+        reactor = _Builder(chain, spec).reactor(spec.top, ())
+        checkpoint: Any = None
+        for phase in range(MAX_PHASES):
+            chain.phase = phase
+            try:
+                if checkpoint is None:
+                    value = await reactor.run(top_inputs(spec.top), **options)
+                else:
+                    value = await reactor.resume(checkpoint, **options)
+            except rp.Halted as halted:
+                phases.append("halted")
+                checkpoint = _travel(halted.checkpoint, spec.resume[phase])
+                continue
+            except rp.RunFailed as failed:
+                phases.append("failed")
+                result = sorted(_leaf_errors(failed))
+                return
+            phases.append("done")
+            result = data(value)
+            return
+
+    try:
+        run_bounded(main, virtual=None if variant.executor else 1_000.0)
+        outcome = {"done": "success", "failed": "failed", "halted": "halted"}[phases[-1]]
+        if outcome == "success":
+            chain.check_result(result)  # type: ignore[attr-defined]
+        if outcome != "halted":
+            check_ledger(chain, outcome)
+    except Hang as hang:
+        c.violations.append(Violation("hang", str(hang)))
+    except Exception as exc:
+        c.violations.append(
+            Violation("unexpected_exception", f"{type(exc).__name__}: {exc!r:.300}")
+        )
+    finally:
+        _LEDGERS.pop(chain.key, None)
+    execs = sorted(chain.execs.values(), key=lambda e: e.c)
+    undone = sorted((e for e in execs if e.calls), key=lambda e: e.calls[0][0])
+    events = spans = None
+    completed: dict[str, float] = {}
+    if isinstance(observer, (Recorder, _AsyncRecorder)):
+        events = {}
+        for ev in observer.events:
+            events.setdefault(ev.step, []).append(ev.kind)
+            if ev.kind in ("step_complete", "compensate_continue") and "." not in ev.step:
+                completed[ev.step] = ev.time
+    if isinstance(observer, rp.Trace):
+        spans = {}
+        for sp in observer.spans:
+            spans.setdefault(sp.step, []).append((sp.phase, sp.outcome))
+        spans = {k: sorted(v) for k, v in spans.items()}
+    return Outcome(
+        variant,
+        phases,
+        result,
+        dict(Counter(_slot_name(e) for e in execs)),
+        [_slot_name(e) for e in undone],
+        [e.chain[0][0].split(":")[0] if e.chain else e.step for e in undone],
+        completed,
+        events,
+        spans,
+        c.violations,
+    )
+
+
+def _travel(checkpoint: rp.Checkpoint, how: str) -> rp.Checkpoint:
+    """The checkpoint after the route `how` (pickle, JSON when it can, or as it is)."""
+    if how == "json":
+        try:
+            return rp.Checkpoint.from_json(checkpoint.to_json())
+        except TypeError:
+            return pickle.loads(pickle.dumps(checkpoint))  # type: ignore[no-any-return]
+    if how == "pickle":
+        return pickle.loads(pickle.dumps(checkpoint))  # type: ignore[no-any-return]
+    return checkpoint
+
+
+def spans_of(events: dict[str, list[str]]) -> dict[str, list[tuple[str, str]]]:
+    """The (phase, outcome) of every span the events close, per step (as `rp.Trace`)."""
+    out = {
+        step: sorted(_CLOSES[k] for k in kinds if k in _CLOSES) for step, kinds in events.items()
+    }
+    return {k: v for k, v in out.items() if v}
