@@ -66,22 +66,32 @@ Invariants checked after each case (the violation kinds of `Violation.kind`):
   not end within the real-time watchdog (it is then stopped).
 - ``harness_error``: the harness itself broke (a bug in this module, not the library).
 
-Sabotage (temporary edits of ``reactorpy/``, reverted; see `benchmarks/fuzz.py --cases 300`),
-and what fired:
+Before trusting it, the library was broken on purpose in a scratch copy (never committed),
+one sabotage at a time; ``benchmarks/fuzz.py --cases 400 --seed 100000`` reported the kinds
+below as "unexplained" (no known bug's shape explains them), and the Hypothesis properties
+(``--hypothesis-seed=1``) named failed:
 
-=========================================================  ===================================
-sabotage                                                   fired
-=========================================================  ===================================
-skip an undo (``_undo_all`` drops every third record)      undo_lost
-undo twice (``_undo_one`` calls the callback twice)        undo_twice
-undo oldest first (``_undo_all`` pops from the bottom)     undo_order
-leak a limiter slot (``_release`` forgets to give back)    limiter_leak, hang (a run waits)
-release a result early (``_record`` frees every dep)       wrong_value, wrong_result
-drop a task (``_cancel_tasks`` does not cancel)            task_leak, undo_lost
-cap ignored (``Limiter._free`` always true)                cap_exceeded
-resume redoes completed steps (``_restore`` skips)         rerun_on_resume, duplicate_effect
-swallow cancellation (``execute`` returns on cancel)       swallowed_cancel
-=========================================================  ===================================
+- skip every third undo (``Run._undo_all``): undo_lost (19 cases); fuzz property.
+- undo twice (``Run._undo_one`` calls the callback again): undo_twice (91); fuzz property.
+- undo oldest first (``Run._undo_all`` pops the bottom): undo_order (39); fuzz property.
+- leak the slot of some steps (``Run._release``): limiter_leak (49), hang (18); both
+  properties.
+- release a result one reader early (``Run._record``): wrong_value (23), wrong_result (4);
+  equivalence property.
+- drop tasks (``Run._cancel_tasks`` cancels nothing): task_leak (60), undo_order (10),
+  undo_lost (8), rerun_on_resume (6) and more; the script only.
+- ignore the cap (``Limiter._free`` always true): cap_exceeded (83); fuzz property.
+- resume redoes some completed steps (``Run._restore``): rerun_on_resume (56),
+  duplicate_effect (21); both properties.
+- swallow outside cancellation (``Run.execute`` returns): wrong_result (36),
+  undo_on_success (15) [1]_; fuzz property.
+- never tell a run its last step completed (``Run._wake_coordinator``): hang (34); both
+  properties.
+- one more retry when events are observed (``Run._attempts``): not compared by the script;
+  equivalence property.
+
+.. [1] and swallowed_cancel (35), counted as the known bug ``shielded_swallows_cancel``:
+   a known bug explains its kinds in every case of its shape.
 """
 
 from __future__ import annotations
@@ -436,6 +446,14 @@ class _Gen:
             leaf.retries = ch.int(1, 3)
             leaf.retry_on = leaf.error == "flaky" or ch.chance(0.3)
             leaf.backoff = ch.choice([None, 0.5, 1.0, "fn"])
+        if equiv and tail and ch.chance(0.25):
+            # A step that runs out of retries (how many attempts an observer sees, and
+            # what the step's error is then, must not depend on the observer).
+            leaf.retries = ch.int(1, 2)
+            leaf.retry_on = True
+            leaf.error = "flaky"
+            leaf.outcomes = [ch.choice(["retry", "fail"]) for _ in range(leaf.retries + 1)]
+            faults = list(leaf.outcomes)
         if equiv and not tail:
             # Nothing fails before the tail: every attempt that fails is retried, or
             # compensated with a value.
@@ -445,7 +463,7 @@ class _Gen:
                     leaf.error = "flaky"
                 leaf.retry_on = True
         if leaf.is_async:
-            leaf.sleeps = [ch.choice([0.0, 0.0, 1.0, 2.0, 3.0]) for _ in outs]
+            leaf.sleeps = [ch.choice([0.0, 0.0, 1.0, 2.0, 3.0]) for _ in leaf.outcomes]
             if ch.chance(0.15) and not equiv:
                 leaf.timeout = ch.choice([1.5, 2.5, 10.0])
 
