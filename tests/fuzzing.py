@@ -1127,10 +1127,8 @@ class Chain:
         self.starts: Counter[str] = Counter()
         self.ends: dict[str, list[str]] = {}
         self.start_failed: set[str] = set()
-        self.specs: dict[str, ReactorSpec] = {}  # by composite site path
         self.clock: Callable[[], float] = lambda: 0.0  # the loop's time (also from threads)
         self.ref_cache: dict[tuple[str, str], dict[str, Any]] = {}
-        self.undo_seq: list[str] = []
 
     def violate(self, kind: str, message: str) -> None:
         self.case.violations.append(Violation(kind, message, self.index))
@@ -1266,8 +1264,6 @@ class Chain:
         ex.calls.append((c, self.phase, "ok" if outcome == "ok" else outcome))
         if outcome not in ("ok", "retry") or (outcome == "retry" and n >= UNDO_ATTEMPTS):
             self.injected_failures += 1
-        if outcome == "ok" or not ex.calls[:-1]:
-            self.undo_seq.append(ex.id)
         return outcome
 
 
@@ -2283,7 +2279,9 @@ def check_ledger(chain: Chain, outcome: str) -> None:
                 return True
         return False
 
-    def may_fail_below(ex: Exec) -> bool:
+    def in_a_composite(ex: Exec) -> bool:
+        # A composite that failed (its children undone) and stays pending across a halt
+        # runs its children again on resume.
         return bool(ex.chain)
 
     # At most once: counted as calls arrive (`Chain.undo_call`); retries within 5.
@@ -2339,7 +2337,7 @@ def check_ledger(chain: Chain, outcome: str) -> None:
                 undone_before = any(k < b.c for k, _, _ in a.calls)
                 if undone_before or a.ambiguous:
                     continue
-            elif rerun_site(a) or may_fail_below(a) or absorbing(a):
+            elif rerun_site(a) or in_a_composite(a) or absorbing(a):
                 continue
             if spawners.get(a.step):
                 continue  # new steps that halted: "the step runs again on resume"
