@@ -74,8 +74,7 @@ class Declined(Exception):
     code: str
 
 
-@xfail("issue 12 §1: a wait_for edge counts as a reader and releases the result early")
-def test_known_wait_for_releases_early() -> None:
+def test_fixed_wait_for_releases_early() -> None:
     """A step that only waits for another does not make a real reader get None."""
     r = rp.Reactor("r", returns="use")
 
@@ -94,8 +93,7 @@ def test_known_wait_for_releases_early() -> None:
     assert "mcfly" == run(lambda: r.run())
 
 
-@xfail("issue 12 §2: add_note fails on a frozen exception and the worker dies: a hang")
-def test_known_exception_refusing_notes() -> None:
+def test_fixed_exception_refusing_notes() -> None:
     """A step raising an exception that refuses notes fails the run; it does not hang."""
     r = rp.Reactor("r")
 
@@ -110,8 +108,7 @@ def test_known_exception_refusing_notes() -> None:
     run(main)
 
 
-@xfail("issue 12 §2: a sync on_event hook raising again for step_error hangs the run")
-def test_known_sync_hook_raising_again() -> None:
+def test_fixed_sync_hook_raising_again() -> None:
     """A sync on_event hook that raises on every event fails the run; it does not hang."""
     r = rp.Reactor("r")
 
@@ -130,8 +127,7 @@ def test_known_sync_hook_raising_again() -> None:
     run(main)
 
 
-@xfail("issue 12 §2: NewSteps one at a time: the spawning step keeps the only slot")
-def test_known_new_steps_one_at_a_time() -> None:
+def test_fixed_new_steps_one_at_a_time() -> None:
     """New steps run under run(async_=False) with a cap of one."""
     r = rp.Reactor("r", returns="spawn")
 
@@ -146,8 +142,7 @@ def test_known_new_steps_one_at_a_time() -> None:
     assert "spawned" == run(lambda: r.run(async_=False, max_concurrency=1))
 
 
-@xfail("the same, found here: NewSteps from an async_=False step of a composed reactor")
-def test_known_new_steps_one_at_a_time_from_a_step_that_runs_alone() -> None:
+def test_fixed_new_steps_one_at_a_time_from_a_step_that_runs_alone() -> None:
     """New steps of an async_=False step inside a composed reactor run under a cap of one
     while another step runs."""
 
@@ -175,8 +170,7 @@ def test_known_new_steps_one_at_a_time_from_a_step_that_runs_alone() -> None:
     assert "spawned" == run(lambda: r.run({"x": 1}, max_concurrency=1))
 
 
-@xfail("issue 12 §3: a compensate's Continue value is dropped when the run is cancelled")
-def test_known_cancelled_while_compensating() -> None:
+def test_fixed_cancelled_while_compensating() -> None:
     """A fallback a compensate made while the run was being cancelled is undone."""
     undone: list[str] = []
     r = rp.Reactor("r", returns="pay")
@@ -205,8 +199,7 @@ def test_known_cancelled_while_compensating() -> None:
     assert ["voucher"] == undone
 
 
-@xfail("issue 12 §3: a child that halted inside compose is not undone when the parent fails")
-def test_known_halted_child_not_undone() -> None:
+def test_fixed_halted_child_not_undone() -> None:
     """A composed child's completed steps are undone when the parent fails after resume."""
     undone: list[str] = []
     gate = {"open": False}
@@ -230,9 +223,10 @@ def test_known_halted_child_not_undone() -> None:
     r = rp.Reactor("r", inputs=["x"])
 
     @r.step
-    def check(x: int) -> None:
+    async def check(x: int) -> None:
         if gate["open"]:
-            raise ValueError("fraud")  # on resume: fails before the composite restarts
+            raise ValueError("fraud")  # on resume: fails as the composite restarts
+        await asyncio.sleep(1)  # the child halts meanwhile, holding its booking
         raise rp.Halt("check later")
 
     r.compose("sub", child)
@@ -248,8 +242,7 @@ def test_known_halted_child_not_undone() -> None:
     assert ["booking 1"] == undone
 
 
-@xfail("issue 12 §3: halted inside a composed reactor with composites: KeyError on resume")
-def test_known_nested_checkpoint_keyerror() -> None:
+def test_fixed_nested_checkpoint_keyerror() -> None:
     """A checkpoint that halted inside a composed reactor that composes another resumes
     after pickling."""
     gate = {"open": False}
@@ -285,8 +278,7 @@ def test_known_nested_checkpoint_keyerror() -> None:
     assert "booking 1" == run(main)
 
 
-@xfail("issue 12 §3: an undo raising CancelledError stops the other undos")
-def test_known_undo_raising_cancelled() -> None:
+def test_fixed_undo_raising_cancelled() -> None:
     """An undo that raises CancelledError is an undo error; the other undos still run."""
     undone: list[str] = []
     r = rp.Reactor("r")
@@ -319,8 +311,7 @@ def test_known_undo_raising_cancelled() -> None:
     assert ["first"] == undone
 
 
-@xfail("issue 12 §3: a run cancelled while it undoes gets no on_run_error")
-def test_known_no_ending_when_cancelled() -> None:
+def test_fixed_no_ending_when_cancelled() -> None:
     """A run cancelled while it undoes still ends with on_run_error (spans get closed)."""
     ends: list[str] = []
     r = rp.Reactor("r")
@@ -352,8 +343,7 @@ def test_known_no_ending_when_cancelled() -> None:
     assert ["CancelledError"] == ends
 
 
-@xfail("issue 12 §4: rp.Halt inside an ExceptionGroup (a TaskGroup) does not halt")
-def test_known_signals_in_groups() -> None:
+def test_fixed_signals_in_groups() -> None:
     """A step whose TaskGroup raises only rp.Halt halts the run."""
     r = rp.Reactor("r")
 
@@ -373,8 +363,7 @@ def test_known_signals_in_groups() -> None:
     run(main)
 
 
-@xfail("issue 12 §4: a step raising CancelledError ends run() with a bare CancelledError")
-def test_known_step_raising_cancelled() -> None:
+def test_fixed_step_raising_cancelled() -> None:
     """A step whose awaited future was cancelled by someone else fails with RunFailed."""
     r = rp.Reactor("r")
 
@@ -394,8 +383,7 @@ def test_known_step_raising_cancelled() -> None:
 NOT_FOUND = LookupError("not found")
 
 
-@xfail("issue 12 §4: notes pile on an exception instance raised again, and blame it")
-def test_known_notes_on_shared_instances() -> None:
+def test_fixed_notes_on_shared_instances() -> None:
     """A module-level exception raised by different steps in different runs is blamed on
     the step that raised it this time, and gets no notes from earlier runs."""
     r = rp.Reactor("r", inputs=["which"])
@@ -422,8 +410,7 @@ def test_known_notes_on_shared_instances() -> None:
     assert len(getattr(NOT_FOUND, "__notes__", [])) <= 1
 
 
-@xfail("new: an on_run_complete hook that raises escapes run() and nothing is undone")
-def test_known_run_hooks_raising() -> None:
+def test_fixed_run_hooks_raising() -> None:
     """A run whose on_run_complete hook raises fails with RunFailed, undone."""
     undone: list[str] = []
     r = rp.Reactor("r", returns="book")
@@ -448,8 +435,7 @@ def test_known_run_hooks_raising() -> None:
     assert ["booking"] == undone
 
 
-@xfail("new: a cancellation arriving as the shielded undo of a failed run ends is dropped")
-def test_known_shielded_swallows_cancel() -> None:
+def test_fixed_shielded_swallows_cancel() -> None:
     """run() cancelled while it undoes raises CancelledError, whenever the cancel lands."""
     r = rp.Reactor("r")
 
@@ -483,8 +469,7 @@ def test_known_shielded_swallows_cancel() -> None:
     assert {"cancelled", "done"} >= set(outcomes.values()), outcomes
 
 
-@xfail("new: a completion an async on_event hook is delivering is lost on cancellation")
-def test_known_async_event_loses_completion() -> None:
+def test_fixed_async_event_loses_completion() -> None:
     """A step that completed while an async hook delivered its event is undone when the
     run is cancelled."""
     done: list[str] = []
@@ -519,8 +504,7 @@ def test_known_async_event_loses_completion() -> None:
     assert done == undone
 
 
-@xfail("new: a hook failing on a composite's step_complete loses its children's undo")
-def test_known_hook_fails_composite_completion() -> None:
+def test_fixed_hook_fails_composite_completion() -> None:
     """When a hook fails a composite step at its completion, its children are undone."""
     undone: list[str] = []
     child = rp.Reactor("child", inputs=["x"], returns="book")
@@ -549,8 +533,7 @@ def test_known_hook_fails_composite_completion() -> None:
     assert ["booking 1"] == undone
 
 
-@xfail("new: a plain map element raising Halt(result=v) completes the whole map with v")
-def test_known_map_element_halt_result() -> None:
+def test_fixed_map_element_halt_result() -> None:
     """A map element that halts with a result halts the map; resumed, it returns a list."""
     calls: list[int] = []
 
@@ -573,8 +556,7 @@ def test_known_map_element_halt_result() -> None:
     assert ["r1", "r2"] == run(main)
 
 
-@xfail("new: map's fast path takes an element's NewSteps as its value")
-def test_known_map_element_new_steps() -> None:
+def test_fixed_map_element_new_steps() -> None:
     """A map element that returns NewSteps gets the new steps' value, with or without a
     Recorder attached."""
 
@@ -587,8 +569,7 @@ def test_known_map_element_new_steps() -> None:
     assert [2, 4] == run(lambda: r.run({"xs": [1, 2]}))
 
 
-@xfail("new: a step that returned NewSteps is not undone when its new steps fail")
-def test_known_new_steps_spawner_effect() -> None:
+def test_fixed_new_steps_spawner_effect() -> None:
     """A step that did its work and returned NewSteps is undone when the run fails
     (in Elixir's Reactor such a step is complete as soon as it returns)."""
     undone: list[str] = []
@@ -641,8 +622,7 @@ def failing_kinds(reactor: rp.Reactor, hook: Events, **options: Any) -> list[str
     return hook.kinds
 
 
-@xfail("new: a guard that raises: a lone step_error for sync hooks, nothing for async ones")
-def test_known_guard_error_events() -> None:
+def test_fixed_guard_error_events() -> None:
     """A when= guard that raises is reported the same way to sync and async hooks."""
 
     def broken() -> bool:
@@ -657,8 +637,7 @@ def test_known_guard_error_events() -> None:
     assert failing_kinds(r, Events("pay")) == failing_kinds(r, AsyncEvents("pay"))
 
 
-@xfail("new: a plain def whose transform raises: step_error alone, or after step_start")
-def test_known_transform_error_events() -> None:
+def test_fixed_transform_error_events() -> None:
     """A step whose argument transform raises has the same events in every run mode."""
 
     def refuse(value: Any) -> Any:
