@@ -66,7 +66,10 @@ async def run_journaled(
     if RunStatus(existing.status) is RunStatus.COMPLETED:
         return existing.result  # nothing runs: the recorded result
     stored = await _taken_over(reactor, journal, existing)
-    return await _continue(reactor, plan, journal, stored, options, prepare, undo=False)
+    result = await _continue(reactor, plan, journal, stored, options, prepare, undo=False)
+    if stored.record.undo_requested:  # it crashed while undoing: its undo is finished now
+        raise _failure(await journal.get(run_id))
+    return result
 
 
 async def halted_checkpoint(journal: Journal, run_id: str) -> Checkpoint:
@@ -114,16 +117,16 @@ async def recover(
             stored = await journal.load(run_id)
             try:
                 await _continue(reactor, plan, journal, stored, options, prepare, undo=undo)
-            except ResumeError as exc:
-                problems.append(exc)
             except (RunFailed, Halted):
                 pass  # the run ended so; its record says how
+            except Exception as exc:  # this run could not be recovered; the others go on
+                annotate(exc, f"reactorpy: recovering run {run_id!r}")
+                problems.append(exc)
 
     await asyncio.gather(*(one(run_id) for run_id in ids))
-    records = [await journal.get(run_id) for run_id in ids]
     if problems:
         raise ExceptionGroup(f"recovering runs of {reactor.name!r}: some could not be", problems)
-    return records
+    return [await journal.get(run_id) for run_id in ids]
 
 
 # ---------------------------------------------------------------------- the run itself
@@ -169,13 +172,7 @@ async def _taken_over(reactor: Any, journal: Journal, record: RunRecord) -> Stor
     one whose owner lives is refused."""
     status = RunStatus(record.status)
     if status in (RunStatus.FAILED, RunStatus.UNDONE):
-        if isinstance(record.error, BaseException):
-            raise record.error
-        raise RunFailed(
-            f"run {record.run_id!r} of {record.reactor!r} ended {status.value!r}",
-            [RuntimeError(repr(record.error))],
-            reactor=record.reactor,
-        )
+        raise _failure(record)
     if status is RunStatus.HALTED:
         raise ResumeError(
             f"Run {record.run_id!r} halted: resume it with "
@@ -189,6 +186,27 @@ async def _taken_over(reactor: Any, journal: Journal, record: RunRecord) -> Stor
     if not claimed:
         raise OwnershipError(record.run_id, status.value, record.owner, "run")
     return await journal.load(record.run_id)
+
+
+def _failure(record: RunRecord) -> BaseException:
+    """What running a failed or undone run again raises: its recorded `RunFailed`; a
+    failure recorded before the run's end (when a crash came during its undo) is wrapped
+    in one."""
+    error = record.error
+    if isinstance(error, RunFailed):
+        return error
+    status = RunStatus(record.status).value
+    if isinstance(error, Exception):
+        causes = [error]
+    elif error is not None:
+        causes = [RuntimeError(repr(error))]
+    else:
+        causes = [ResumeError(f"it was {status}; run it under another run_id to run it again")]
+    return RunFailed(
+        f"run {record.run_id!r} of {record.reactor!r} ended {status!r}",
+        causes,
+        reactor=record.reactor,
+    )
 
 
 async def _continue(

@@ -396,3 +396,19 @@ def test_a_rewired_reactor_is_not_recovered_and_says_which_steps(backend: Backen
             assert "'reserve'" not in str(error)
 
     asyncio.run(recover())
+
+
+def test_running_again_a_run_that_crashed_while_undoing_finishes_it_and_raises(
+    backend: Backend,
+) -> None:
+    crash(backend, "payment", "c-7", HANG="release", FAIL="ship")
+
+    async def again() -> None:
+        async with backend.open() as journal:
+            with pytest.raises(rp.RunFailed) as caught:
+                await payment.run({"amount": 5}, journal=journal, run_id="c-7")
+            assert "ship failed" in described(caught.value)
+            assert (await journal.get("c-7")).status == "failed"
+
+    asyncio.run(again())
+    assert (calls("undo", "refund"), calls("undo", "release"), calls("do", "ship")) == (1, 2, 1)
