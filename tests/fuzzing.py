@@ -1937,13 +1937,18 @@ class Report:
 
 def _run_options(case: CaseSpec, c: Case, chain: Chain, hooks: list[Any]) -> dict[str, Any]:
     options: dict[str, Any] = {"async_": case.async_, "grace": case.grace}
+    # A limit naming no step's key is refused (a shrunk case may have lost the step).
+    keyed = case.key_limit and any(leaf.key == "k" for leaf in leaves(case.top))
     if c.shared_limiter is not None:
         options["max_concurrency"] = c.shared_limiter
     elif case.cap is not None:
-        options["max_concurrency"] = rp.Limiter(case.cap) if case.cap_as_limiter else case.cap
+        limits = {"k": case.key_limit} if keyed else None
+        options["max_concurrency"] = (
+            rp.Limiter(case.cap, limits=limits) if case.cap_as_limiter else case.cap
+        )
         chain.own_limiter = options["max_concurrency"]  # type: ignore[attr-defined]
-    if case.key_limit and c.shared_limiter is None:
-        options["limits"] = {"k": case.key_limit}
+    if keyed and c.shared_limiter is None and not case.cap_as_limiter:
+        options["limits"] = {"k": case.key_limit}  # (a Limiter given is never changed)
     if case.run_timeout is not None:
         options["timeout"] = case.run_timeout
     run_hooks = [h for spec, h in hooks if spec.where == "run"]
