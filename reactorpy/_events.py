@@ -150,10 +150,12 @@ class Middleware:
     `send` gives it to the sync hooks, `asend` to all of them.
     """
 
-    __slots__ = ("deliver", "event_hooks", "event_kinds", "hooks", "sync_events")
+    __slots__ = ("deliver", "event_hooks", "event_kinds", "hooks", "owners", "sync_events")
 
     def __init__(self, middleware: Sequence[Any]) -> None:
         self.hooks: dict[str, list[Any]] = {name: [] for name in _HOOKS}
+        #: The middleware object of each hook, in the same order.
+        self.owners: dict[str, list[Any]] = {name: [] for name in _HOOKS}
         #: Each on_event hook with the kinds it wants (None: all of them).
         self.event_hooks: list[tuple[Any, frozenset[str] | None]] = []
         kinds: set[str] = set()
@@ -163,6 +165,7 @@ class Middleware:
                 fn = getattr(m, name, None)
                 if fn is not None:
                     self.hooks[name].append(fn)
+                    self.owners[name].append(m)
                     found = True
             if not found:
                 raise TypeError(
@@ -246,18 +249,34 @@ class Middleware:
                 failed.append(exc)
         return failed
 
-    async def replace(self, name: str, run: RunInfo, value: Any) -> tuple[Any, list[BaseException]]:
+    async def replace(
+        self,
+        name: str,
+        run: RunInfo,
+        value: Any,
+        *,
+        told: list[Any] | None = None,
+        skip: Sequence[Any] = (),
+    ) -> tuple[Any, list[BaseException]]:
         """Call ``on_run_complete`` or ``on_run_error`` (`name`), threading `value`
         through: a hook returning non-None replaces it. Returns the value and what the
-        hooks raised."""
+        hooks raised. With `told`, stop at the first hook that raises, and add to `told`
+        the middleware objects whose hook was called; `skip`: middleware objects (by
+        identity) not to call."""
         failed: list[BaseException] = []
-        for fn in self.hooks[name]:
+        for fn, owner in zip(self.hooks[name], self.owners[name], strict=True):
+            if any(owner is other for other in skip):
+                continue
+            if told is not None:
+                told.append(owner)
             try:
                 out = fn(run, value)
                 if inspect.isawaitable(out):
                     out = await out
             except Exception as exc:
                 failed.append(exc)
+                if told is not None:
+                    break
                 continue
             if out is not None:
                 value = out

@@ -1382,6 +1382,7 @@ class _Builder:
                 raise rp.Halt(f"{s.name} halts")
             if outcome == "cancel":
                 chain.injected_failures += 1
+                chain.raised_by.add(s.name)  # a step raising CancelledError fails (blamed)
                 raise asyncio.CancelledError
             if outcome == "group_halt":
                 chain.injected_halts += 1

@@ -423,16 +423,28 @@ def test_fixed_run_hooks_raising() -> None:
     def cancel(value: str) -> None:
         undone.append(value)
 
-    class Exporter:
+    endings: list[tuple[str, str]] = []
+
+    class Watcher:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
         def on_run_complete(self, info: rp.RunInfo, result: Any) -> None:
-            raise RuntimeError("exporter down")
+            endings.append((self.name, "complete"))
+            if self.name == "exporter":
+                raise RuntimeError("exporter down")
+
+        def on_run_error(self, info: rp.RunInfo, error: BaseException) -> None:
+            endings.append((self.name, "error"))
 
     async def main() -> None:
-        with pytest.raises(rp.RunFailed):
-            await r.run(middleware=[Exporter()])
+        with pytest.raises(rp.RunFailed, match="on_run_complete"):
+            await r.run(middleware=[Watcher("before"), Watcher("exporter"), Watcher("after")])
 
     run(main)
     assert ["booking"] == undone
+    # one ending each: those told of the completion keep it, the ones after hear the error
+    assert [("before", "complete"), ("exporter", "complete"), ("after", "error")] == endings
 
 
 def test_fixed_shielded_swallows_cancel() -> None:

@@ -14,7 +14,7 @@ import contextvars
 import functools
 import itertools
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from .._arguments import Context
@@ -273,19 +273,23 @@ class Run:
             raise halted
         result = self.result()
         if self.mw is not None:
-            result, failed = await self.mw.replace("on_run_complete", self._run_info(), result)
-            if failed:  # a hook that raises fails the run, which is undone
-                for error in failed:
-                    annotate(error, "reactorpy: middleware failed on_run_complete")
-                st.errors.extend(failed)
-                st.failed_steps.extend("on_run_complete" for _ in failed)
-                await self._failed()
+            told: list[Any] = []
+            result, failed = await self.mw.replace(
+                "on_run_complete", self._run_info(), result, told=told
+            )
+            if failed:  # a hook that raises fails the run, which is undone; the middleware
+                # after it hear of the error instead, those it told keep what they heard
+                annotate(failed[0], "reactorpy: middleware failed on_run_complete")
+                st.errors.append(failed[0])
+                st.failed_steps.append("on_run_complete")
+                await self._failed(told)
         return result
 
-    async def _failed(self) -> NoReturn:
+    async def _failed(self, told: Sequence[Any] = ()) -> NoReturn:
         """An error stood: undo every completed step, newest first (shielded), tell
-        middleware, and raise one error. A caller that cancelled ``run()`` meanwhile gets
-        its `CancelledError` (so does middleware), the run's error kept as a note."""
+        middleware (but those `told` of the run's completion already), and raise one
+        error. A caller that cancelled ``run()`` meanwhile gets its `CancelledError` (so
+        does middleware), the run's error kept as a note."""
         st = self.st
         await undo_requested(self, st.errors[0] if st.errors else st.fatal)
         undo_errors, cancelled = await shielded(self.undoer.undo_all(self.ledger.pop_all()))
@@ -302,7 +306,7 @@ class Run:
             error = interrupted
         if self.mw is not None:
             (replaced, failed), again = await shielded(
-                self.mw.replace("on_run_error", self._run_info(), error)
+                self.mw.replace("on_run_error", self._run_info(), error, skip=told)
             )
             for e in failed:
                 annotate(error, f"reactorpy: middleware failed on_run_error: {e!r}")
