@@ -608,6 +608,70 @@ def test_fixed_new_steps_spawner_effect() -> None:
     assert ["booking"] == undone
 
 
+def test_fixed_new_steps_spawner_halted() -> None:
+    """A step whose new steps halt runs again on resume: its own work is undone at the
+    halt, so it is done once in the end (it was done twice)."""
+    done: list[str] = []
+    gate = {"open": False}
+
+    @rp.step
+    def approve() -> None:
+        if not gate["open"]:
+            raise rp.Halt("approval")
+
+    r = rp.Reactor("r")
+
+    @r.step
+    def book() -> rp.NewSteps:
+        done.append("booking")
+        return rp.NewSteps("booking", steps=[approve])
+
+    @book.undo
+    def cancel(value: str) -> None:
+        done.remove(value)
+
+    async def main() -> None:
+        with pytest.raises(rp.Halted) as halted:
+            await r.run()
+        assert [] == done
+        gate["open"] = True
+        await r.resume(pickle.loads(pickle.dumps(halted.value.checkpoint)))
+
+    run(main)
+    assert ["booking"] == done
+
+
+def test_fixed_new_steps_spawner_undone_in_order() -> None:
+    """A step that returned NewSteps is undone in the order it returned, not when its new
+    steps ended: a step completed after it returned is undone before it."""
+    undone: list[str] = []
+
+    async def fail_later() -> None:
+        await asyncio.sleep(2)
+        raise ConnectionError("smtp down")
+
+    r = rp.Reactor("r")
+
+    @r.step
+    def book() -> rp.NewSteps:
+        return rp.NewSteps("booking", steps=[rp.step(fail_later)])
+
+    @r.step
+    async def pay() -> str:
+        await asyncio.sleep(1)
+        return "payment"
+
+    for s in (book, pay):
+        s.undo(lambda value: undone.append(value))
+
+    async def main() -> None:
+        with pytest.raises(rp.RunFailed):
+            await r.run()
+
+    run(main)
+    assert ["payment", "booking"] == undone
+
+
 class Events:
     """An on_event hook that keeps the kinds of the events of one step."""
 

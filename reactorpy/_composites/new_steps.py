@@ -4,7 +4,8 @@ Owns: `run_new_steps`, which plans the new steps as a child run (with the result
 inputs the step may use as its inputs), runs it, and loops while a replacing step returns
 more. What every round completed is kept together: undone if a later round fails or halts,
 joined to the run's undo stack when the step completes. On a halt the step runs again on
-resume (its new steps exist in no definition).
+resume (its new steps exist in no definition), so what they completed is undone at the
+halt, and so is the step's own work (`scheduler.settle_later`).
 Must not import: the executor's state, the reactor module.
 """
 

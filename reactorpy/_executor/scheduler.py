@@ -26,8 +26,9 @@ from collections.abc import Awaitable, Coroutine
 from typing import TYPE_CHECKING, Any, Final
 
 from .._checkpoint import UndoRecord
+from .._errors import _UNSET
 from .._step import NewSteps, Skip
-from .attempts import SKIPPED, StepFailed, as_halt, attempts
+from .attempts import SKIPPED, StepFailed, as_halt, attempts, shielded
 from .dispatch import AWAITABLE, YIELD_EVERY, dispatch
 from .endings import end_slot, ended_badly, fatal, put_back, record, release, ungate
 from .inline import SUSPENDED, InContext, start
@@ -287,14 +288,15 @@ async def settle_later(
             spawn(run, stack[:])
             stack.clear()
         end_slot(run, i, None)  # no slot is held while new steps wait for slots
+        own = None
         if type(value) is NewSteps and run.modes.undo[i] and not _replaces(run, i, value):
             # The step's own work is done when it returns (Elixir's Reactor counts it
-            # complete then): it is undone, oldest, even if its new steps fail.
+            # complete then): it goes on the undo stack now, even if its new steps fail.
             named = (
                 arguments if arguments is not None else run.named_args(i, run.st.attempts[i] or 1)
             )
-            record_ = UndoRecord(run.plan.order[i], value.value, named)
-            run.kept.setdefault(i, []).insert(0, record_)
+            own = UndoRecord(run.plan.order[i], value.value, named)
+            run.ledger.push(own)
             undoable = False
         try:
             if type(value) is NewSteps:
@@ -302,6 +304,8 @@ async def settle_later(
             else:
                 value = await drive(_awaited(value), ctx)  # type: ignore[arg-type]
         except BaseException as exc:
+            if own is not None and (h := as_halt(exc)) is not None and h.result is _UNSET:
+                exc = await _undo_own(run, own, exc)
             ended_badly(run, i, exc, ctx, reported=run.observed)
             return
     if run.observed and value is not SKIPPED and type(value) is not Skip:
@@ -315,6 +319,20 @@ async def settle_later(
             end_slot(run, i, stack)
             return
     finish(run, i, value, arguments, ctx, stack, reported=run.observed, undoable=undoable)
+
+
+async def _undo_own(run: Run, own: UndoRecord, halt: BaseException) -> BaseException:
+    """A step's new steps halted (undoing what they completed): the step runs again on
+    resume, so its own work is undone now too; returns the halt, or what undoing raised."""
+    entries = run.ledger.entries
+    at = next((k for k, e in enumerate(entries) if e is own), None)
+    if at is None:
+        return halt  # the run undid it already
+    del entries[at]
+    errors, cancelled = await shielded(run.undoer.undo_all([own]))
+    if cancelled:
+        return asyncio.CancelledError()
+    return errors[0] if errors else halt
 
 
 def _replaces(run: Run, i: int, new: NewSteps) -> bool:
