@@ -26,7 +26,6 @@ from ._limiter import Limiter
 from ._mermaid import flowchart
 from ._options import RunKwargs, RunOptions, check_inputs, check_limits, middleware_list
 from ._plan import Plan, compile_plan
-from ._recovery import halted_checkpoint, resume_journaled, run_journaled
 from ._reversible import Reversible, Reversing
 from ._step import Step, hooks_generation
 
@@ -390,6 +389,8 @@ class Reactor(Composing, Reversing[T], Generic[T]):
         plan = self.plan()
         checked = RunOptions.of(options, f"run() of {self.name!r}")
         if checked.journal is not None:
+            from ._recovery import run_journaled  # (not loaded by runs without a journal)
+
             journaled: T = await run_journaled(
                 self, plan, self._inputs(plan, inputs), checked, self._prepare
             )
@@ -436,6 +437,8 @@ class Reactor(Composing, Reversing[T], Generic[T]):
                     "journal: give journal= too."
                 )
             checked = attrs.evolve(checked, run_id=checkpoint)
+            from ._recovery import halted_checkpoint
+
             checkpoint = await halted_checkpoint(checked.journal, checkpoint)
         if not isinstance(checkpoint, Checkpoint):
             raise ResumeError(
@@ -454,6 +457,8 @@ class Reactor(Composing, Reversing[T], Generic[T]):
                     f"resume() of {self.name!r} with a journal resumes a run of the journal: "
                     "give its id, resume(run_id, journal=...)."
                 )
+            from ._recovery import resume_journaled
+
             journaled: T = await resume_journaled(self, plan, checkpoint, checked, self._prepare)
             return journaled
         run = self._prepare(plan, self._inputs(plan, checkpoint.inputs), checked, checkpoint)

@@ -17,7 +17,6 @@ import attrs
 from ._checkpoint import Checkpoint
 from ._errors import ReactorError
 from ._options import RunKwargs, RunOptions
-from ._recovery import recover, undo_journaled
 
 if TYPE_CHECKING:
     from ._executor import Durable, Run
@@ -147,6 +146,8 @@ class Reversing(Generic[T]):
             f"undo() of {self.name!r}",
         )
         if isinstance(checkpoint, str) and journal is not None:
+            from ._recovery import undo_journaled  # (not loaded by runs without a journal)
+
             await undo_journaled(self, journal, checkpoint, checked, self._prepare)
             return
         if not isinstance(checkpoint, Checkpoint):
@@ -180,4 +181,6 @@ class Reversing(Generic[T]):
                 or rewired since (the others are still recovered).
         """
         checked = RunOptions.of({**options, "journal": journal}, f"recover() of {self.name!r}")
+        from ._recovery import recover
+
         return await recover(self, journal, checked, self._prepare, undo=undo)
