@@ -5,7 +5,8 @@ each step's completion (its result and undo record) is appended to the journal, 
 steps it made ready start only once that write is durable (group commit batches the writes
 of steps that complete together); each undo done is marked; a recovered run restores its
 completed steps, and the undo records of what completed, from the journal's entries
-(`restore_recovered`).
+(`restore_recovered`); a root run records its undo request before its first undo
+(`undo_requested`); `undo_from_journal` undoes what the journal holds as not undone.
 Must not import: the scheduler (what becomes ready when a write is durable is started
 through `Run.dispatch`), the composites.
 
