@@ -91,3 +91,116 @@ async def test_scoring_example_sends_scores_to_a_process_pool():
         scores = await scoring.score_users([3, 1, 2], pool)
     expected = [scoring.cpu_score(await user_data.run({"user_id": u})) for u in (3, 1, 2)]
     assert expected == scores
+
+
+def run_durable(folder: Path, *options: str) -> list[str]:
+    """Run the durable example with its journal and ledger in `folder`; its output lines."""
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run(
+        [sys.executable, "-m", "reactorpy.examples.durable", "--dir", str(folder), *options],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PYTHONPATH": str(root), "PATH": ""},
+        check=False,
+    )
+    assert 0 == proc.returncode, proc.stderr
+    assert "" == proc.stderr
+    return proc.stdout.splitlines()
+
+
+async def journal_state(folder: Path) -> tuple[rp.RunRecord, list[str], frozenset[str]]:
+    """What the example's journal holds of its run: record, completed keys, undone keys."""
+    from reactorpy.examples import durable
+
+    async with rp.SQLiteJournal(folder / durable.JOURNAL) as journal:
+        stored = await journal.load(durable.RUN_ID)
+    return stored.record, [e.key for e in stored.entries], stored.undone
+
+
+def section(lines: list[str], number: int) -> list[str]:
+    """The lines of the example's numbered part `number` (its heading included)."""
+    start = next(k for k, line in enumerate(lines) if line.startswith(f"{number}. "))
+    end = next(
+        (k for k, line in enumerate(lines) if line.startswith(f"{number + 1}. ")), len(lines)
+    )
+    return lines[start:end]
+
+
+@pytest.mark.parametrize("undo", [False, True])
+async def test_durable_example_recovers_a_killed_run_in_a_new_process(
+    tmp_path: Path, undo: bool
+) -> None:
+    """The child is killed with SIGKILL while shipping: what it completed is in the journal
+    and the ledger; a new process finishes the run (ships once) or undoes it (refunds and
+    releases, newest first); what the example prints is what the journal and ledger hold."""
+    from reactorpy.examples import durable
+
+    lines = run_durable(tmp_path, *(["--undo"] if undo else []))
+    crash = section(lines, 1)
+    assert ["    reserved mug", "    charged 12", "    waiting for the carrier..."] == crash[1:]
+    left = section(lines, 2)
+    assert "  the journal holds order-42 as 'running'" in left  # the child never ended it
+    assert "  steps completed: reserve_stock, charge_card" in left
+    assert "  the ledger: reserved mug; charged 12" in left
+
+    record, completed, undone = await journal_state(tmp_path)
+    ledger = [entry["what"] for entry in durable.read_ledger(tmp_path / durable.LEDGER)]
+    # Each effect once, under its step's idempotency key (run id:step).
+    keys = [entry["key"] for entry in durable.read_ledger(tmp_path / durable.LEDGER)]
+    assert len(keys) == len(set(keys))
+    assert keys[:2] == ["order-42:reserve_stock", "order-42:charge_card"]
+    recovered = section(lines, 3)
+    ended = section(lines, 4)
+    assert f"  the journal holds order-42 as {record.status.value!r}" in ended
+    assert f"  steps completed: {', '.join(completed)}" in ended
+    assert f"  the ledger: {'; '.join(ledger)}" in ended
+    assert f"    recover() ended order-42 as {record.status.value!r}" == recovered[-1]
+    if undo:
+        assert rp.RunStatus.UNDONE == record.status
+        assert ["reserve_stock", "charge_card"] == completed
+        assert {"reserve_stock", "charge_card"} == undone
+        assert [
+            "reserved mug",
+            "charged 12",
+            "refunded 12 (charge-42)",
+            "released mug (hold-42)",
+        ] == ledger
+        assert "  steps undone (newest first): charge_card, reserve_stock" in ended
+    else:
+        assert rp.RunStatus.COMPLETED == record.status
+        assert "shipped order 42" == record.result
+        assert ["reserve_stock", "charge_card", "ship"] == completed
+        assert frozenset() == undone
+        assert ["reserved mug", "charged 12", "shipped order 42"] == ledger
+        assert "  result: 'shipped order 42'" in ended
+
+
+def test_durable_example_refuses_a_directory_that_holds_a_journal(tmp_path: Path) -> None:
+    """Run twice into one --dir, the example refuses rather than mix two demonstrations."""
+    (tmp_path / "runs.db").write_bytes(b"")
+    proc = subprocess.run(
+        [sys.executable, "-m", "reactorpy.examples.durable", "--dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert 2 == proc.returncode
+    assert "holds a journal or a ledger already" in proc.stderr
+
+
+def test_durable_example_effects_are_idempotent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The ledger takes an effect once per idempotency key: a step that runs again after a
+    crash (same key) changes nothing."""
+    from reactorpy.examples import durable
+
+    monkeypatch.setattr(durable, "ledger_path", tmp_path / "ledger.jsonl")
+    durable.effect("order-1:ship", "shipped order 1")
+    durable.effect("order-1:ship", "shipped order 1")
+    assert [{"key": "order-1:ship", "what": "shipped order 1"}] == durable.read_ledger(
+        tmp_path / "ledger.jsonl"
+    )
+    assert "    shipped order 1\n    (already done: shipped order 1)\n" == capsys.readouterr().out
