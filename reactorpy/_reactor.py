@@ -377,6 +377,7 @@ class Reactor(Composing, Reversing[T], Generic[T]):
             RunFailed: a step's error stood; completed steps were undone first.
             Halted: a step halted or the timeout passed; resume with `resume`.
             OwnershipError: ``run_id`` is running in another live process.
+            ResumeError: ``run_id`` is a run of another reactor, or halted (`resume` it).
 
         >>> import asyncio
         >>> r = Reactor("hello", inputs=["who"], returns="greet")

@@ -63,6 +63,7 @@ async def run_journaled(
     if existing is None:
         run = prepare(plan, inputs, options, None, Durable(journal, run_id), run_id)
         return await _drive(journal, run_id, run)
+    _check_reactor(reactor, existing)  # another reactor's result or failure is not this one's
     if RunStatus(existing.status) is RunStatus.COMPLETED:
         return existing.result  # nothing runs: the recorded result
     stored = await _taken_over(reactor, journal, existing)
@@ -178,10 +179,6 @@ async def _taken_over(reactor: Any, journal: Journal, record: RunRecord) -> Stor
             f"Run {record.run_id!r} halted: resume it with "
             f"await reactor.resume({record.run_id!r}, journal=journal)."
         )
-    if record.reactor != reactor.name:
-        raise ResumeError(
-            f"Run {record.run_id!r} is a run of {record.reactor!r}, not of {reactor.name!r}."
-        )
     claimed = await journal.claim(reactor.name, run_id=record.run_id)
     if not claimed:
         raise OwnershipError(record.run_id, status.value, record.owner, "run")
@@ -245,10 +242,7 @@ async def undo_journaled(
             f"Run {run_id!r} is {status.value!r} in the journal: undo() takes a completed or "
             "halted run (an unfinished one is undone by reactor.recover(journal, undo=True))."
         )
-    if record.reactor != reactor.name:
-        raise ResumeError(
-            f"Run {run_id!r} is a run of {record.reactor!r}, not of {reactor.name!r}."
-        )
+    _check_reactor(reactor, record)
     plan = reactor.plan()
     _check_versions(reactor, plan, journal.serializer, await journal.load(run_id))
     await journal.reopen(run_id, undo=True)
@@ -271,6 +265,14 @@ async def _undo_stored(run: Run) -> None:
         await _ended(journal, run_id, failed, RunStatus.FAILED, error=data)
         raise failed
     await _ended(journal, run_id, None, RunStatus.UNDONE)
+
+
+def _check_reactor(reactor: Any, record: RunRecord) -> None:
+    """`ResumeError` unless the journal's run is a run of `reactor`."""
+    if record.reactor != reactor.name:
+        raise ResumeError(
+            f"Run {record.run_id!r} is a run of {record.reactor!r}, not of {reactor.name!r}."
+        )
 
 
 def _check_versions(reactor: Any, plan: Plan, ser: Serializer, stored: StoredRun) -> None:
