@@ -1,11 +1,11 @@
 """The command line's progress displays: a line per step, or a live table drawn with Rich.
 
 Owns: `PlainProgress` (a line per finished step, for pipes, files, CI logs, ``TERM=dumb``, and
-installs without Rich), `RichProgress` (a live table of steps on a terminal), and
-`progress_for`, which picks one for a stream. Both are middleware fed by step events; both
-end with a total-time line and mark the steps a failed run never started as ``skipped`` and
-those it stopped as ``cancelled``. Neither ever raises into a run: a closed stream (``| head``)
-only silences them.
+installs without Rich), `RichProgress` (a live table of steps on a terminal), `progress_for`,
+which picks one for a stream, and `console_for`, which decides (for the run listings too).
+Both displays are middleware fed by step events; both end with a total-time line and mark
+the steps a failed run never started as ``skipped`` and those it stopped as ``cancelled``.
+Neither ever raises into a run: a closed stream (``| head``) only silences them.
 Must not import: the executor; Rich at import time (it is the optional ``reactorpy[cli]``
 extra, imported by `progress_for` and `RichProgress`).
 
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from rich.live import Live
     from rich.text import Text
 
-__all__ = ["PlainProgress", "RichProgress", "progress_for"]
+__all__ = ["PlainProgress", "RichProgress", "console_for", "progress_for"]
 
 STYLES: Final = {
     "pending": "dim",
@@ -434,19 +434,29 @@ def silence(stream: Any) -> None:
         os.close(devnull)
 
 
+def console_for(stream: TextIO) -> tuple[Console | None, bool]:
+    """How to draw on `stream`: a Rich ``Console`` for it (None when Rich is not installed,
+    or the stream is no terminal and takes no colours), and whether it is an interactive
+    terminal (``NO_COLOR``, ``FORCE_COLOR`` and ``TERM=dumb`` decide, as Rich reads them)."""
+    try:
+        from rich.console import Console
+    except ImportError:
+        return None, False
+    console = Console(file=stream, highlight=False)
+    if console.is_interactive and _isatty(stream):
+        return console, True
+    coloured = console.color_system is not None and not console.no_color
+    return (console if coloured else None), False
+
+
 def progress_for(stream: TextIO) -> PlainProgress | RichProgress:
     """The display for `stream`: a live Rich table on an interactive terminal, else plain
     lines (coloured when Rich says the stream takes colours: ``FORCE_COLOR``); plain,
     uncoloured lines when Rich is not installed."""
-    try:
-        from rich.console import Console
-    except ImportError:
-        return PlainProgress(stream)
-    console = Console(file=stream, highlight=False)
-    if console.is_interactive and _isatty(stream):
+    console, terminal = console_for(stream)
+    if terminal and console is not None:
         return RichProgress(console)
-    coloured = console.color_system is not None and not console.no_color
-    return PlainProgress(stream, console=console if coloured else None)
+    return PlainProgress(stream, console=console)
 
 
 def _isatty(stream: Any) -> bool:

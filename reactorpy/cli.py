@@ -1,17 +1,22 @@
-"""The command line: ``python -m reactorpy run | graph | demo`` (also the ``reactorpy`` script).
+"""The command line: ``python -m reactorpy run | graph | runs | recover | demo`` (also the
+``reactorpy`` script).
 
 Owns: argument parsing, loading ``MODULE:ATTR`` targets, ``--input`` parsing, choosing the
 progress display (`reactorpy._progress`: a live Rich table on a terminal, plain lines
 otherwise), and turning every expected failure into one message on stderr and an exit status.
 Must not import: the executor's internals; it drives reactors only through their public API
-(``run``, ``plan``, ``graph``, ``to_mermaid``, middleware events).
+(``run``, ``plan``, ``graph``, ``to_mermaid``, ``recover``, middleware events). The durable
+run commands, ``runs`` and ``recover``, are in `reactorpy._cli_runs` (imported only for them).
 
-Exit status: 0 on success, 1 when the run failed or halted, 2 for usage errors (bad
-arguments, a module or attribute that cannot be loaded, something that is not a `Reactor`,
-a reactor defined wrongly, unknown or missing inputs), 130 when interrupted.
+Exit status: 0 on success, 1 when the run failed or halted (or a recovered one did), 2 for
+usage errors (bad arguments, a module or attribute that cannot be loaded, something that is
+not a `Reactor`, a reactor defined wrongly, unknown or missing inputs, a journal that does
+not exist or cannot be opened), 130 when interrupted.
 
     $ python -m reactorpy run reactorpy.examples.seed:user_data --input user_id=123 --json
     $ python -m reactorpy graph reactorpy.examples.seed:user_data --format dot --expand
+    $ python -m reactorpy runs --journal runs.db --status running
+    $ python -m reactorpy recover package.flows:checkout --journal runs.db --undo
     $ python -m reactorpy --version
     $ python -m reactorpy demo
 """
@@ -302,7 +307,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Run, draw and demo reactorpy reactors.",
+        description="Run, draw and demo reactorpy reactors; list and recover durable runs.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -352,6 +357,10 @@ def _parser() -> argparse.ArgumentParser:
         "inside their steps",
     )
     graph.set_defaults(handler=_cmd_graph)
+
+    from ._cli_runs import add_commands  # here: it imports this module
+
+    add_commands(sub)
 
     demo = sub.add_parser(
         "demo",

@@ -207,7 +207,8 @@ def test_the_cli_reference_shows_the_current_help() -> None:
     """docs/reference/cli.md holds the CLI's --help texts as they are (at 80 columns)."""
     page = (DOCS / "reference" / "cli.md").read_text()
     env = {**os.environ, "COLUMNS": "80"}
-    for command in ([], ["run"], ["graph"], ["demo"]):
+    env.pop("REACTORPY_JOURNAL", None)  # it would make --journal optional in the usage lines
+    for command in ([], ["run"], ["graph"], ["runs"], ["recover"], ["demo"]):
         out = subprocess.run(
             [sys.executable, "-m", "reactorpy", *command, "--help"],
             capture_output=True,
