@@ -4,11 +4,10 @@ finishes (or undoes) the runs of a reactor whose process died.
 Owns: opening the journal ``--journal`` names (an SQLite file that must already be a
 journal, or a ``postgresql://`` DSN whose schema must hold one: listing never creates a
 database), describing `RunRecord`s as a Rich table on a terminal, aligned plain lines
-otherwise (the conventions of `reactorpy._progress`), or JSON, and these commands' exit
-statuses, and the two commands' arguments (`add_commands`, called by `reactorpy.cli` as it
-builds its parser).
-Must not import: the executor, the journal backends at import time (`reactorpy._journal`
-loads them on first use; `reactorpy.cli` imports this module only for these commands).
+otherwise (the conventions of `reactorpy._progress`), or JSON; the two commands' arguments
+(`add_commands`, called by `reactorpy.cli` as it builds its parser) and exit statuses.
+Must not import: the executor; the journal backends, sqlite3 and asyncpg at import time
+(they load when a journal is opened, so ``run`` and ``graph`` never load them).
 
 Exit status: 0 when the listing was printed, or every recovered run completed or was undone
 (nothing to recover included); 1 when a recovered run failed or halted, or runs could not be

@@ -441,3 +441,17 @@ def test_an_unreachable_postgres_exits_2_without_showing_the_password(
     err = capsys.readouterr().err
     assert "cannot connect to postgresql://app:***@127.0.0.1:1/app" in err
     assert "s3cret" not in err
+
+
+def test_the_other_commands_load_no_database_driver() -> None:
+    """`run` and `graph` never import sqlite3 or asyncpg: only opening a journal does."""
+    code = (
+        "import sys\n"
+        "from reactorpy import cli\n"
+        "assert 0 == cli.main(['graph', 'tests.examples.journaled:orders'])\n"
+        "print(sorted({'sqlite3', 'asyncpg'} & set(sys.modules)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert out.stdout.endswith("[]\n")
