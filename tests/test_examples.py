@@ -204,3 +204,41 @@ def test_durable_example_effects_are_idempotent(
         tmp_path / "ledger.jsonl"
     )
     assert "    shipped order 1\n    (already done: shipped order 1)\n" == capsys.readouterr().out
+
+
+def test_durable_example_by_hand_with_the_command_line(tmp_path: Path) -> None:
+    """The by-hand steps of the example's docstring: `start` waits for the carrier, is
+    killed with SIGKILL; `reactorpy runs` shows the run left running, `reactorpy recover`
+    ships it from another process."""
+    import signal
+
+    root = Path(__file__).resolve().parent.parent
+    env = {"PYTHONPATH": str(root), "PATH": "", "NO_COLOR": "1"}
+    start = subprocess.Popen(
+        [sys.executable, "-m", "reactorpy.examples.durable", "start"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert start.stdout is not None
+    with start.stdout:
+        seen = [start.stdout.readline() for _ in range(3)]
+        assert "    waiting for the carrier...\n" == seen[-1], seen
+        start.send_signal(signal.SIGKILL)
+    assert -signal.SIGKILL == start.wait(timeout=60)
+    cli = functools.partial(
+        subprocess.run, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    listed = cli([sys.executable, "-m", "reactorpy", "runs", "--journal", "runs.db"])
+    assert listed.stdout.startswith("order-42  checkout  running"), listed.stderr
+    assert "which is gone: recover takes it" in listed.stdout
+    target = "reactorpy.examples.durable:checkout"
+    recovered = cli([sys.executable, "-m", "reactorpy", "recover", target, "--journal", "runs.db"])
+    assert 0 == recovered.returncode, recovered.stderr
+    assert ["    shipped order 42"] == recovered.stdout.splitlines()[:1]  # the step's own line
+    assert recovered.stdout.splitlines()[1].startswith("order-42  checkout  completed")
+    from reactorpy.examples import durable
+
+    ledger = durable.read_ledger(tmp_path / "ledger.jsonl")
+    assert ["reserved mug", "charged 12", "shipped order 42"] == [e["what"] for e in ledger]

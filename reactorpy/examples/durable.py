@@ -12,10 +12,19 @@ the run instead of finishing it; ``--dir DIR`` to keep the journal and the ledge
    ``--undo``, ``recover(journal, undo=True)`` refunds the card and releases the stock.
 4. The journal and the ledger say how it ended.
 
-The ledger, a file beside the journal, stands for the outside world (the warehouse, the
-bank, the carrier). Each effect is written under the step's ``rp.Context.idempotency_key``
-(the same in the killed process and in the recovery), so a step that runs again takes
-effect once: steps and undo callbacks run at least once.
+Or do it by hand, in a directory of your own::
+
+    python -m reactorpy.examples.durable start &   # order-42 waits for the carrier...
+    kill -9 %1                                     # ...and its process dies
+    python -m reactorpy runs --journal runs.db
+    python -m reactorpy recover reactorpy.examples.durable:checkout --journal runs.db
+
+(Ctrl-C is no crash: it cancels the run, which fails and undoes what it did.)
+
+The ledger (``ledger.jsonl``, beside the journal) stands for the outside world: the
+warehouse, the bank, the carrier. Each effect is written under the step's
+``rp.Context.idempotency_key`` (the same in the killed process and in the recovery), so a
+step that runs again takes effect once: steps and undo callbacks run at least once.
 """
 
 from __future__ import annotations
@@ -43,9 +52,9 @@ JOURNAL = "runs.db"
 LEDGER = "ledger.jsonl"
 SLOW_CARRIER = "waiting for the carrier"  # what the child prints as it starts to wait
 
-# Seconds the carrier takes to answer: long in the child that is killed while it waits.
+# Seconds the carrier takes to answer: long in ``start``, whose process is killed meanwhile.
 carrier_wait = 0.0
-# Where the ledger is (set by each process from --dir).
+# The ledger, in the current directory (the demonstration runs its children in its folder).
 ledger_path = Path(LEDGER)
 
 
@@ -104,26 +113,26 @@ async def ship(order: dict[str, object], charge_card: str, ctx: rp.Context) -> s
     return f"shipped order {order['id']}"
 
 
-# ------------------------------------------------------------------ the two child processes
-async def start(folder: Path) -> None:
-    """The child that is killed: run the order with a journal."""
-    async with rp.SQLiteJournal(folder / JOURNAL) as journal:
+# ------------------------------------------------------------------ the two processes
+async def start() -> None:
+    """``start``: run the order with the journal of the current directory."""
+    async with rp.SQLiteJournal(JOURNAL) as journal:
         await checkout.run({"order": ORDER}, journal=journal, run_id=RUN_ID)
 
 
-async def recover(folder: Path, *, undo: bool) -> None:
-    """The new process: recover the runs of `checkout` whose process is gone."""
-    async with rp.SQLiteJournal(folder / JOURNAL) as journal:
+async def recover(*, undo: bool) -> None:
+    """``recover``: recover the runs of `checkout` whose process is gone."""
+    async with rp.SQLiteJournal(JOURNAL) as journal:
         for record in await checkout.recover(journal, undo=undo):
             print(f"    recover() ended {record.run_id} as {record.status.value!r}", flush=True)
 
 
 # ------------------------------------------------------------------ the demonstration
-def child(folder: Path, role: str, *extra: str) -> subprocess.Popen[str]:
-    """Start this module in a new process, in `role`."""
+def child(folder: Path, command: str, *options: str) -> subprocess.Popen[str]:
+    """Run ``python -m reactorpy.examples.durable COMMAND`` in a new process, in `folder`."""
     sys.stdout.flush()  # what this process printed comes before what the child prints
-    command = [sys.executable, "-m", MODULE, "--role", role, "--dir", str(folder), *extra]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    argv = [sys.executable, "-m", MODULE, command, *options]
+    return subprocess.Popen(argv, cwd=folder, stdout=subprocess.PIPE, text=True)
 
 
 def kill_when_waiting(process: subprocess.Popen[str]) -> None:
@@ -186,24 +195,29 @@ def main(argv: list[str] | None = None) -> int:
         description="Kill a journaled payment saga mid-run, then recover it in a new process.",
     )
     parser.add_argument(
+        "command",
+        nargs="?",
+        choices=("start", "recover"),
+        help="only start order-42 (it waits for the carrier: kill it with kill -9), or only "
+        "recover it, with the journal and ledger of the current directory; without it, do "
+        "both in child processes and show what happens",
+    )
+    parser.add_argument(
         "--undo", action="store_true", help="recover by undoing the run instead of finishing it"
     )
     parser.add_argument(
         "--dir",
-        help="keep the journal (runs.db) and the ledger in DIR (default: a temporary "
-        "directory, removed at the end)",
+        help="keep the journal (runs.db) and the ledger of the demonstration in DIR "
+        "(default: a temporary directory, removed at the end)",
     )
-    parser.add_argument("--role", choices=("start", "recover"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    global carrier_wait, ledger_path
-    if args.role is not None:
-        folder = Path(args.dir)
-        ledger_path = folder / LEDGER
-        if args.role == "start":
-            carrier_wait = 3600.0  # killed long before the carrier answers
-            asyncio.run(start(folder))
-        else:
-            asyncio.run(recover(folder, undo=args.undo))
+    global carrier_wait
+    if args.command == "start":
+        carrier_wait = 3600.0  # killed long before the carrier answers
+        asyncio.run(start())
+        return 0
+    if args.command == "recover":
+        asyncio.run(recover(undo=args.undo))
         return 0
     if args.dir is not None:
         folder = Path(args.dir)
