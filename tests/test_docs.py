@@ -222,6 +222,26 @@ def test_the_cli_reference_shows_the_current_help() -> None:
     assert "| 130 |" in page
 
 
+# ------------------------------------------------------------------------ durable runs
+def test_the_durable_examples_output_is_what_the_docs_show() -> None:
+    """The how-to shows what `python -m reactorpy.examples.durable` prints, and the README
+    an excerpt of it (the example prints no pids, paths or times, so it is the same on
+    every machine)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "reactorpy.examples.durable"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    page = DOCS / "how-to" / "durable-runs.md"
+    same_lines(
+        block_after(page, "python -m reactorpy.examples.durable --undo", "text"), proc.stdout
+    )
+    excerpt = block_after(README, "kills it with SIGKILL while it ships", "text")
+    assert excerpt in proc.stdout
+
+
 # ------------------------------------------------------------------------ the site
 def nav_pages() -> set[str]:
     return set(re.findall(r"([\w/-]+\.md)\s*$", (ROOT / "mkdocs.yml").read_text(), re.M))

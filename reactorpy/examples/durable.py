@@ -43,9 +43,6 @@ from pathlib import Path
 import reactorpy as rp
 
 MODULE = "reactorpy.examples.durable"  # (run with -m, __name__ is "__main__")
-
-checkout = rp.Reactor("checkout", inputs=["order"], returns="ship")
-
 ORDER = {"id": 42, "sku": "mug", "amount": 12}
 RUN_ID = "order-42"
 JOURNAL = "runs.db"
@@ -77,6 +74,11 @@ def read_ledger(path: Path) -> list[dict[str, str]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+# (The documentation shows the saga from here: docs/how-to/durable-runs.md.)
+# --8<-- [start:saga]
+checkout = rp.Reactor("checkout", inputs=["order"], returns="ship")
 
 
 @checkout.step
@@ -111,6 +113,9 @@ async def ship(order: dict[str, object], charge_card: str, ctx: rp.Context) -> s
         await asyncio.sleep(carrier_wait)
     effect(ctx.idempotency_key, f"shipped order {order['id']}")
     return f"shipped order {order['id']}"
+
+
+# --8<-- [end:saga]
 
 
 # ------------------------------------------------------------------ the two processes
