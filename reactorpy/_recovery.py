@@ -115,8 +115,8 @@ async def recover(
 
     async def one(run_id: str) -> None:
         async with gate:
-            stored = await journal.load(run_id)
             try:
+                stored = await journal.load(run_id)  # (another serializer's run: ValueError)
                 await _continue(reactor, plan, journal, stored, options, prepare, undo=undo)
             except (RunFailed, Halted):
                 pass  # the run ended so; its record says how

@@ -36,3 +36,24 @@ async def test_a_run_id_of_another_reactor_is_refused(tmp_path: Path) -> None:
                 await second.run({"n": 5}, journal=journal, run_id=run_id)
         assert ["first", "first"] == [r.reactor for r in await journal.runs()]
         assert 2 == await first.run({"n": 1}, journal=journal, run_id="done")
+
+
+async def test_recover_goes_on_when_a_run_cannot_be_loaded(tmp_path: Path) -> None:
+    """A run this journal cannot load (recorded with another serializer) is reported in the
+    ExceptionGroup, naming it; the other runs are still recovered."""
+    r = adder("adder")
+    fingerprint = r.plan().fingerprint
+    path = tmp_path / "runs.db"
+    for run_id, serializer in (("as-json", rp.JsonSerializer()), ("as-pickle", None)):
+        # A run whose process is gone: closing the journal released its lease.
+        async with rp.SQLiteJournal(path, serializer=serializer, host="gone") as lost:
+            await lost.create_run(run_id, "adder", fingerprint, lost.serializer.dumps({"n": 1}))
+    async with rp.SQLiteJournal(path) as journal:
+        with pytest.raises(ExceptionGroup) as info:
+            await r.recover(journal)
+        (error,) = info.value.exceptions
+        assert isinstance(error, ValueError)
+        assert "'json' serializer" in str(error)
+        assert "reactorpy: recovering run 'as-json'" in error.__notes__
+        assert rp.RunStatus.COMPLETED == (await journal.get("as-pickle")).status
+        assert 2 == (await journal.get("as-pickle")).result
