@@ -10,9 +10,10 @@ Must not import: the executor; the journal backends, sqlite3 and asyncpg at impo
 (they load when a journal is opened, so ``run`` and ``graph`` never load them).
 
 Exit status: 0 when the listing was printed, or every recovered run completed or was undone
-(nothing to recover included); 1 when a recovered run failed or halted, or runs could not be
-continued because their reactor changed; 2 for usage errors (no such journal file, a file
-that is no journal, a database that cannot be reached, an unknown status).
+(nothing to recover included); 1 when a recovered run failed or halted, or some runs could
+not be recovered (their reactor changed, or another serializer wrote them); 2 for usage
+errors (no such journal file, a file that is no journal, a database that cannot be reached,
+an unknown status).
 """
 
 from __future__ import annotations
@@ -26,21 +27,14 @@ import os
 import sys
 import urllib.parse
 from collections.abc import Sequence
-from typing import Any, Final, TextIO
+from typing import TYPE_CHECKING, Any, Final, TextIO
 
-from . import _journal
 from ._errors import ResumeError
-from ._journal import (
-    Journal,
-    JsonSerializer,
-    PickleSerializer,
-    RecordedError,
-    RunRecord,
-    RunStatus,
-    owner_alive,
-)
 from ._progress import STYLES, console_for, silence
 from .cli import PROG, UsageError, load_reactor
+
+if TYPE_CHECKING:  # loaded when a journal is opened: `run` and `graph` never load them
+    from ._journal import Journal, RecordedError, RunRecord
 
 __all__ = [
     "add_commands",
@@ -51,6 +45,8 @@ __all__ = [
     "runs_command",
 ]
 
+# `rp.RunStatus`'s values (a test checks): the parser does not load the journal's modules.
+STATUSES: Final = ("running", "completed", "failed", "halted", "undone")
 STATUS_STYLES: Final = {
     "running": STYLES["running"],
     "completed": STYLES["done"],
@@ -141,7 +137,9 @@ async def open_journal(spec: str, *, schema: str = "public", serializer: str = "
         UsageError: no such file, a file or database that holds no journal, a database
             that cannot be reached, asyncpg missing for a DSN.
     """
-    chosen = JsonSerializer() if serializer == "json" else PickleSerializer()
+    from . import _journal
+
+    chosen = _journal.JsonSerializer() if serializer == "json" else _journal.PickleSerializer()
     if is_dsn(spec):
         await _check_postgres(spec, schema)
         journal = _journal.PostgresJournal(spec, schema=schema, serializer=chosen)
@@ -190,17 +188,29 @@ def took(record: RunRecord) -> str:
     return f"{hours} h {minute} min"
 
 
+def _recorded(error: BaseException) -> RecordedError | None:
+    """`error` if it is an `rp.RecordedError` (what a journal keeps of an error whose class
+    it could not rebuild: its ``type_name`` and ``message``), else None."""
+    from ._journal import RecordedError
+
+    return error if isinstance(error, RecordedError) else None
+
+
 def _error_name(error: BaseException) -> str:
-    if isinstance(error, RecordedError):
-        return error.type_name.rpartition(".")[2]
-    return type(error).__name__
+    recorded = _recorded(error)
+    return type(error).__name__ if recorded is None else recorded.type_name.rpartition(".")[2]
+
+
+def _message(error: BaseException) -> str:
+    recorded = _recorded(error)
+    return str(error) if recorded is None else recorded.message
 
 
 def _error_text(error: BaseException) -> str:
     """``ValueError: no carrier``; a group, by its members (a `RunFailed`'s step errors)."""
     if isinstance(error, BaseExceptionGroup):
         return "; ".join(_error_text(member) for member in error.exceptions)
-    message = error.message if isinstance(error, RecordedError) else str(error)
+    message = _message(error)
     return f"{_error_name(error)}: {message}" if message else _error_name(error)
 
 
@@ -210,14 +220,15 @@ def _short(text: str, limit: int) -> str:
 
 def describe(record: RunRecord, *, host: str | None = None) -> str:
     """The detail of a run in a listing: its result, its error, who owns it, what to do."""
-    status = RunStatus(record.status)
-    if status is RunStatus.COMPLETED:
+    from ._journal import owner_alive
+
+    if record.status == "completed":
         return f"-> {record.result!r}"
-    if status is RunStatus.FAILED:
+    if record.status == "failed":
         return _error_text(record.error) if record.error is not None else ""
-    if status is RunStatus.HALTED:
+    if record.status == "halted":
         return "resume or undo it by its id"
-    if status is RunStatus.UNDONE:
+    if record.status == "undone":
         return "undone on request"
     owner = record.owner.rsplit(":", 1)[0]  # host:pid (the start time is for machines)
     doing = "undoing" if record.undo_requested else "running"
@@ -228,8 +239,9 @@ def describe(record: RunRecord, *, host: str | None = None) -> str:
 
 def _qualified(error: BaseException) -> str:
     """``ValueError``, ``reactorpy.RunFailed``, ``billing.CardDeclined``."""
-    if isinstance(error, RecordedError):
-        return error.type_name
+    recorded = _recorded(error)
+    if recorded is not None:
+        return recorded.type_name
     kind = type(error)
     module = "" if kind.__module__ == "builtins" else kind.__module__ + "."
     return module + kind.__qualname__
@@ -243,8 +255,7 @@ def _error_json(error: BaseException) -> dict[str, Any]:
             "message": error.message,
             "exceptions": [_error_json(member) for member in error.exceptions],
         }
-    message = error.message if isinstance(error, RecordedError) else str(error)
-    return {"type": kind, "message": message}
+    return {"type": kind, "message": _message(error)}
 
 
 def record_json(record: RunRecord) -> dict[str, Any]:
@@ -252,7 +263,7 @@ def record_json(record: RunRecord) -> dict[str, Any]:
     return {
         "run_id": record.run_id,
         "reactor": record.reactor,
-        "status": RunStatus(record.status).value,
+        "status": str(record.status),
         "created": _iso(record.created),
         "updated": _iso(record.updated),
         "ended": _iso(record.ended),
@@ -267,7 +278,7 @@ def _row(record: RunRecord, host: str | None) -> tuple[str, ...]:
     return (
         record.run_id,
         record.reactor,
-        RunStatus(record.status).value,
+        str(record.status),
         _when(record.created),
         took(record),
         describe(record, host=host),
@@ -381,11 +392,28 @@ async def _recovered(args: argparse.Namespace, reactor: Any) -> tuple[list[RunRe
         args.journal, schema=args.schema, serializer=args.serializer
     )
     async with journal:
-        try:
-            records: list[RunRecord] = await reactor.recover(journal, undo=args.undo)
-        except ValueError as exc:  # a run written with another serializer
-            raise UsageError(f"{exc} (On the command line: --serializer json|pickle.)") from None
+        records: list[RunRecord] = await reactor.recover(journal, undo=args.undo)
     return records, journal.host
+
+
+def _not_recovered(group: ExceptionGroup[Exception], reactor: str) -> int:
+    """Report the runs `recover()` could not recover (the others were): each error, with
+    the run it was recovering and what to do about it; exit status 1."""
+    for error in group.exceptions:
+        notes = [n.removeprefix("reactorpy: ") for n in getattr(error, "__notes__", ())]
+        where = f"{notes[-1]}: " if notes else ""
+        hint = ""
+        if isinstance(error, ValueError) and "serializer" in str(error):
+            hint = " On the command line, give --serializer json (or pickle)."
+        elif isinstance(error, ResumeError):
+            hint = " Recover it with the code it was started with."
+        print(f"{PROG}: error: {where}{type(error).__name__}: {error}{hint}", file=sys.stderr)
+    print(
+        f"{PROG}: the other runs of {reactor!r} were recovered: "
+        f"`{PROG} runs --journal ... --reactor {reactor}` lists them.",
+        file=sys.stderr,
+    )
+    return 1
 
 
 def recover_command(args: argparse.Namespace) -> int:
@@ -394,18 +422,8 @@ def recover_command(args: argparse.Namespace) -> int:
     reactor.plan()  # definition errors before the journal is touched
     try:
         records, host = asyncio.run(_recovered(args, reactor))
-    except ExceptionGroup as group:
-        resume_errors, rest = group.split(ResumeError)
-        if rest is not None or resume_errors is None:
-            raise
-        for error in resume_errors.exceptions:
-            print(f"{PROG}: error: {error}", file=sys.stderr)
-        print(
-            f"{PROG}: the other runs were recovered: list them with "
-            f"`{PROG} runs --journal ... --reactor {reactor.name}`.",
-            file=sys.stderr,
-        )
-        return 1
+    except ExceptionGroup as group:  # the runs that could not be recovered (the others were)
+        return _not_recovered(group, reactor.name)
     if not records:
         print(
             f"{PROG}: nothing to recover: no unfinished run of {reactor.name!r} has lost its "
@@ -413,7 +431,7 @@ def recover_command(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     print_records(records, as_json=args.json, out=sys.stdout, host=host)
-    bad = [r.run_id for r in records if r.status in (RunStatus.FAILED, RunStatus.HALTED)]
+    bad = [r.run_id for r in records if r.status in ("failed", "halted")]
     if bad:
         listed = ", ".join(map(repr, bad))
         print(f"{PROG}: error: recovered runs that did not complete: {listed}.", file=sys.stderr)
@@ -451,9 +469,7 @@ def add_commands(sub: Any) -> None:
         "created or changed.",
     )
     _journal_options(runs)
-    runs.add_argument(
-        "--status", choices=[s.value for s in RunStatus], help="only the runs in this status"
-    )
+    runs.add_argument("--status", choices=STATUSES, help="only the runs in this status")
     runs.add_argument("--reactor", metavar="NAME", help="only the runs of this reactor")
     runs.add_argument("--limit", type=int, metavar="N", help="at most N runs (the newest)")
     runs.set_defaults(handler=runs_command)

@@ -354,15 +354,19 @@ def test_recover_names_the_runs_a_changed_reactor_cannot_continue(
     module.orders = changed  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "changed_orders", module)
     assert 1 == cli.main(["recover", "changed_orders:orders", "--journal", str(path)])
-    err = capsys.readouterr().err
-    assert "reactorpy: error: Run 'old' of 'orders' cannot be continued" in err
-    assert "'reserve'" in err
+    first, last = capsys.readouterr().err.splitlines()
+    assert first.startswith(
+        "reactorpy: error: recovering run 'old': ResumeError: Run 'old' of 'orders' cannot be "
+        "continued: the steps it completed were removed or rewired since: 'reserve'."
+    )
+    assert first.endswith("Recover it with the code it was started with.")
+    assert "the other runs of 'orders' were recovered" in last
 
 
 def test_recover_reports_a_journal_of_another_serializer(
     tmp_path: Path, quiet_env: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Runs recorded as JSON need --serializer json; without it, exit 2 saying so."""
+    """Runs recorded as JSON need --serializer json; without it, exit 1 saying so."""
     path = tmp_path / "runs.db"
 
     async def lose() -> None:  # a run recorded as JSON, whose owner is gone
@@ -371,8 +375,8 @@ def test_recover_reports_a_journal_of_another_serializer(
             await j.create_run("j", "orders", orders.plan().fingerprint, ser.dumps({"n": 6}))
 
     asyncio.run(lose())  # closing released the lease: claimable at once
-    assert 2 == cli.main(["recover", TARGET, "--journal", str(path)])
-    assert "--serializer json" in capsys.readouterr().err
+    assert 1 == cli.main(["recover", TARGET, "--journal", str(path)])
+    assert "give --serializer json" in capsys.readouterr().err
     assert 0 == cli.main(["recover", TARGET, "--journal", str(path), "--serializer", "json"])
     assert capsys.readouterr().out.startswith("j  orders  completed")
 
@@ -443,15 +447,24 @@ def test_an_unreachable_postgres_exits_2_without_showing_the_password(
     assert "s3cret" not in err
 
 
-def test_the_other_commands_load_no_database_driver() -> None:
-    """`run` and `graph` never import sqlite3 or asyncpg: only opening a journal does."""
+def test_the_other_commands_load_no_journal() -> None:
+    """`run` and `graph` never import the journal's modules, sqlite3 or asyncpg (the
+    parser names the statuses itself): only opening a journal does."""
     code = (
         "import sys\n"
         "from reactorpy import cli\n"
-        "assert 0 == cli.main(['graph', 'tests.examples.journaled:orders'])\n"
-        "print(sorted({'sqlite3', 'asyncpg'} & set(sys.modules)))\n"
+        "assert 0 == cli.main(['graph', 'reactorpy.examples.seed:user_data'])\n"
+        "loaded = {'sqlite3', 'asyncpg', 'reactorpy._journal', 'reactorpy._recovery'}\n"
+        "print(sorted(loaded & set(sys.modules)))\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
     )
     assert out.stdout.endswith("[]\n")
+
+
+def test_the_status_choices_are_the_run_statuses() -> None:
+    """`runs --status` offers exactly `rp.RunStatus`'s values."""
+    from reactorpy._cli_runs import STATUSES
+
+    assert tuple(s.value for s in rp.RunStatus) == STATUSES
