@@ -14,12 +14,19 @@ from typing import Any
 
 import attrs
 
+from ._arguments import Context
 from ._errors import ResumeError
 
 __all__ = ["Checkpoint", "UndoRecord"]
 
 _FORMAT = 1
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
+
+
+def _without_context(arguments: dict[str, Any]) -> dict[str, Any]:
+    if any(type(v) is Context for v in arguments.values()):
+        return {k: v for k, v in arguments.items() if type(v) is not Context}
+    return arguments
 
 
 @attrs.frozen
@@ -39,7 +46,8 @@ class UndoRecord:
 
     step: str
     value: Any
-    arguments: dict[str, Any]
+    # A step's `Context` is not kept: the undo gets its own (it holds run(context=...)).
+    arguments: dict[str, Any] = attrs.field(converter=_without_context)
     undo: Any = attrs.field(default=None, eq=False, repr=False)
     route: tuple[str, ...] | None = attrs.field(default=None, repr=False)
 
@@ -78,6 +86,8 @@ class Checkpoint:
         inner_marks: for each entry of `inner`, how many records of `undo_stack` were
             there when that child halted (those after it completed later: undo goes
             newest first across the levels).
+        run_id: the id of the run (its root's) that made it: a resumed or undone run keeps
+            it for `rp.Context.idempotency_key`, so keys stay the same across a resume.
     """
 
     reactor: str
@@ -93,6 +103,7 @@ class Checkpoint:
     inner: dict[str, Any] = attrs.field(factory=dict)
     finished: bool = False
     inner_marks: dict[str, int] = attrs.field(factory=dict)
+    run_id: str | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = _state(self)
@@ -199,6 +210,7 @@ class Checkpoint:
                 "inner": {k: _inner_to_json(v) for k, v in self.inner.items()},
                 "finished": self.finished,
                 "inner_marks": self.inner_marks,
+                "run_id": self.run_id,
             }
         )
 
@@ -325,6 +337,7 @@ def _checkpoint_from(data: Any, where: str) -> Checkpoint:
         inner={k: _inner_from_json(v, f"{where}.inner[{k!r}]") for k, v in inner.items()},
         finished=_field(data, "finished", bool, where, False),
         inner_marks=marks,
+        run_id=_field(data, "run_id", (str, type(None)), where, None),
     )
 
 

@@ -320,6 +320,7 @@ class Reactor(Composing, Reversing[T], Generic[T]):
         checkpoint: Checkpoint | None = None,
         durable: Durable | None = None,
         run_id: str | None = None,
+        root_id: str | None = None,
     ) -> Run:
         """The `Run` of `plan` with these inputs and options (checked already); a journaled
         run has its `Durable` and its id in the journal."""
@@ -339,6 +340,7 @@ class Reactor(Composing, Reversing[T], Generic[T]):
             executor=options.executor if options.executor is not None else self.executor,
             durable=durable,
             run_id=run_id,
+            root_id=checkpoint.run_id if checkpoint is not None else root_id,
         )
 
     async def run(

@@ -77,6 +77,7 @@ class Reversing(Generic[T]):
             checkpoint: Checkpoint | None = None,
             durable: Durable | None = None,
             run_id: str | None = None,
+            root_id: str | None = None,
         ) -> Run: ...
 
     async def run_reversible(
@@ -156,7 +157,7 @@ class Reversing(Generic[T]):
                 f"or a run id with journal=; got {type(checkpoint).__name__}."
             )
         plan = self._fitting_plan(checkpoint)
-        run = self._prepare(plan, dict(checkpoint.inputs), checked)
+        run = self._prepare(plan, dict(checkpoint.inputs), checked, root_id=checkpoint.run_id)
         await run.revert(checkpoint)
 
     async def recover(

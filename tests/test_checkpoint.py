@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 
 import pytest
 
@@ -90,3 +91,54 @@ def test_a_checkpoint_round_trips_through_json_and_resumes():
     assert again == checkpoint
     with pytest.raises(rp.Halted):  # `last` halts again: first's result came back
         run_virtual(r.resume(again))
+
+
+@pytest.mark.parametrize("through", ["pickle", "json"])
+async def test_idempotency_keys_stay_the_same_across_a_resume_and_an_undo(through: str) -> None:
+    """A step that halts and runs again on resume, and the undo of a resumed run, see the
+    key the first run gave (the checkpoint carries the run's id)."""
+    keys: list[tuple[str, str]] = []
+    approved = {"now": False}
+    r = rp.Reactor("keys", inputs=["x"], returns="pay")
+
+    @r.step
+    async def hold(x: int, ctx: rp.Context) -> int:
+        keys.append(("hold", ctx.idempotency_key))
+        return x
+
+    @hold.undo
+    async def unhold(value: int, ctx: rp.Context) -> None:
+        keys.append(("unhold", ctx.idempotency_key))
+
+    @r.step
+    async def pay(hold: int, ctx: rp.Context) -> int:
+        keys.append(("pay", ctx.idempotency_key))
+        if not approved["now"]:
+            raise rp.Halt("approval")
+        return hold
+
+    def again(cp: rp.Checkpoint) -> rp.Checkpoint:
+        if through == "json":
+            return rp.Checkpoint.from_json(cp.to_json())
+        return pickle.loads(pickle.dumps(cp))
+
+    with pytest.raises(rp.Halted) as halted:
+        await r.run({"x": 1})
+    approved["now"] = True
+    done = await r.resume(again(halted.value.checkpoint))
+    assert done == 1
+    with pytest.raises(rp.Halted) as second:
+        approved["now"] = False
+        await r.run({"x": 2})
+    await r.undo(again(second.value.checkpoint))
+    first_id = keys[0][1].split(":")[0]
+    second_id = keys[3][1].split(":")[0]
+    assert first_id != second_id
+    assert keys == [
+        ("hold", f"{first_id}:hold"),
+        ("pay", f"{first_id}:pay"),
+        ("pay", f"{first_id}:pay"),
+        ("hold", f"{second_id}:hold"),
+        ("pay", f"{second_id}:pay"),
+        ("unhold", f"{second_id}:hold"),
+    ]

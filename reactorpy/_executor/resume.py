@@ -60,6 +60,7 @@ def make_checkpoint(run: Run) -> Checkpoint:
             for i, mark in run.ledger.marks.items()
             if plan.order[i] in run.inner
         },
+        run_id=run.root_id,
     )
 
 
@@ -77,6 +78,7 @@ def finished_checkpoint(run: Run) -> Checkpoint:
         undo_stack=tuple(run.ledger.records()),
         attempts={name: a for name, a in zip(plan.order, st.attempts, strict=True) if a},
         finished=True,
+        run_id=run.root_id,
     )
 
 
