@@ -76,6 +76,44 @@ async def test_halt_with_result_completes_the_step():
     assert ["pause"] == log
 
 
+@pytest.mark.parametrize("options", [{}, {"timeout": 10.0}], ids=["called", "attempts"])
+def test_a_step_halting_with_a_result_is_undone_if_cancelled_while_its_halt_is_reported(
+    options: dict[str, Any],
+):
+    """A step that halts with a result has completed: when its run is cancelled while an
+    async hook hears of the halt, the step is undone with the rest (called directly, or
+    through its attempts)."""
+    undone: list[str] = []
+    reporting = asyncio.Event()
+
+    class SlowToHearOfHalts:
+        async def on_event(self, event: rp.Event) -> None:
+            if event.kind == "step_halt":
+                reporting.set()
+                await asyncio.sleep(1)
+
+    r = rp.Reactor("halt-result", returns="book")
+
+    async def book():
+        raise rp.Halt("later", result="booked")
+
+    r.add(rp.step(book, **options))
+
+    @r.steps["book"].undo
+    def unbook(value):
+        undone.append(value)
+
+    async def main():
+        task = asyncio.ensure_future(r.run(middleware=[SlowToHearOfHalts()]))
+        await reporting.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    run_virtual(main())
+    assert ["booked"] == undone
+
+
 async def test_halt_lets_running_steps_finish_and_keeps_them():
     """Steps in flight when a halt comes finish and are kept; none re-runs on resume."""
     counts: dict[str, int] = {}
