@@ -114,6 +114,37 @@ def test_a_step_halting_with_a_result_is_undone_if_cancelled_while_its_halt_is_r
     assert ["booked"] == undone
 
 
+def test_a_step_halting_with_a_result_as_its_run_drains_is_not_run_again_on_resume():
+    """The run's timeout halts it and its grace ends while an async hook hears of a step's
+    halt with a result: the step completed, so resume goes on after it."""
+    calls: list[str] = []
+
+    class SlowToHearOfHalts:
+        async def on_event(self, event: rp.Event) -> None:
+            if event.kind == "step_halt":
+                await asyncio.sleep(10)
+
+    r = rp.Reactor("halt-result", returns="after")
+
+    @r.step
+    async def book():
+        calls.append("book")
+        raise rp.Halt("later", result="booked")
+
+    @r.step
+    async def after(book):
+        return f"{book}!"
+
+    async def main():
+        with pytest.raises(rp.Halted) as halted:
+            await r.run(timeout=0.5, grace=1.0, middleware=[SlowToHearOfHalts()])
+        assert "timeout" == halted.value.reason
+        return await r.resume(halted.value.checkpoint)
+
+    assert "booked!" == run_virtual(main())
+    assert ["book"] == calls
+
+
 async def test_halt_lets_running_steps_finish_and_keeps_them():
     """Steps in flight when a halt comes finish and are kept; none re-runs on resume."""
     counts: dict[str, int] = {}
