@@ -233,6 +233,31 @@ async def test_failure_after_resume_undoes_steps_from_before_the_halt():
     assert ["r"] == undone
 
 
+async def test_a_resume_whose_on_run_start_hook_raises_undoes_steps_from_before_the_halt():
+    """A resumed run that fails in its middleware's on_run_start, before any step, still
+    undoes what its checkpoint completed, as when a step fails after the resume."""
+    undone = []
+    r = rp.Reactor("undo-across")
+
+    @r.step
+    def reserve():
+        raise rp.Halt("wait", result="r")
+
+    @reserve.undo
+    def unreserve(value):
+        undone.append(value)
+
+    class Closed:
+        def on_run_start(self, info: rp.RunInfo) -> None:
+            raise ConnectionError("the tracer is gone")
+
+    with pytest.raises(rp.Halted) as info:
+        await r.run()
+    with pytest.raises(rp.RunFailed, match="on_run_start"):
+        await r.resume(info.value.checkpoint, middleware=[Closed()])
+    assert ["r"] == undone
+
+
 async def test_resume_twice_is_independent():
     """One checkpoint can be resumed twice; each resume is its own run."""
     log: list[str] = []
