@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
 import tracemalloc
 
@@ -958,3 +959,39 @@ def test_a_map_element_halting_with_a_result_halts_the_map():
         return await r.resume(halted.value.checkpoint)
 
     assert ["r1", "r2"] == run_virtual(main())
+
+
+def test_a_map_cancelled_as_its_elements_fail_retrieves_their_errors():
+    """A map whose task is cancelled when its elements have just failed (before it woke
+    to look at them) retrieves their errors: none is logged as never retrieved, no task
+    is left, and the cancellation goes on."""
+
+    async def main(turns: int) -> tuple[type[BaseException], list[str], set[asyncio.Task]]:
+        lost: list[str] = []
+        asyncio.get_running_loop().set_exception_handler(lambda _, c: lost.append(c["message"]))
+        go = asyncio.Event()
+
+        @rp.step(timeout=10)  # an option: each element is a child run, in a task of its own
+        async def element(x):
+            await go.wait()
+            raise ValueError(x)
+
+        r = rp.Reactor("failing", inputs=["xs"], returns="out")
+        r.map("out", "xs", element)
+        task = asyncio.ensure_future(r.run({"xs": [0, 1]}))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        go.set()
+        for _ in range(turns):  # the elements fail, then the run is cancelled
+            await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises((asyncio.CancelledError, rp.RunFailed)) as ended:
+            await task
+        gc.collect()  # a task never retrieved says so when it is collected
+        left = {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
+        return ended.type, lost, left
+
+    outcomes = [run_virtual(main(turns)) for turns in range(16)]
+    assert [] == [(k, lost) for k, (_, lost, _) in enumerate(outcomes) if lost]
+    assert [] == [(k, left) for k, (_, _, left) in enumerate(outcomes) if left]
+    assert asyncio.CancelledError is outcomes[0][0]

@@ -76,6 +76,75 @@ async def test_halt_with_result_completes_the_step():
     assert ["pause"] == log
 
 
+@pytest.mark.parametrize("options", [{}, {"timeout": 10.0}], ids=["called", "attempts"])
+def test_a_step_halting_with_a_result_is_undone_if_cancelled_while_its_halt_is_reported(
+    options: dict[str, Any],
+):
+    """A step that halts with a result has completed: when its run is cancelled while an
+    async hook hears of the halt, the step is undone with the rest (called directly, or
+    through its attempts)."""
+    undone: list[str] = []
+    reporting = asyncio.Event()
+
+    class SlowToHearOfHalts:
+        async def on_event(self, event: rp.Event) -> None:
+            if event.kind == "step_halt":
+                reporting.set()
+                await asyncio.sleep(1)
+
+    r = rp.Reactor("halt-result", returns="book")
+
+    async def book():
+        raise rp.Halt("later", result="booked")
+
+    r.add(rp.step(book, **options))
+
+    @r.steps["book"].undo
+    def unbook(value):
+        undone.append(value)
+
+    async def main():
+        task = asyncio.ensure_future(r.run(middleware=[SlowToHearOfHalts()]))
+        await reporting.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    run_virtual(main())
+    assert ["booked"] == undone
+
+
+def test_a_step_halting_with_a_result_as_its_run_drains_is_not_run_again_on_resume():
+    """The run's timeout halts it and its grace ends while an async hook hears of a step's
+    halt with a result: the step completed, so resume goes on after it."""
+    calls: list[str] = []
+
+    class SlowToHearOfHalts:
+        async def on_event(self, event: rp.Event) -> None:
+            if event.kind == "step_halt":
+                await asyncio.sleep(10)
+
+    r = rp.Reactor("halt-result", returns="after")
+
+    @r.step
+    async def book():
+        calls.append("book")
+        raise rp.Halt("later", result="booked")
+
+    @r.step
+    async def after(book):
+        return f"{book}!"
+
+    async def main():
+        with pytest.raises(rp.Halted) as halted:
+            await r.run(timeout=0.5, grace=1.0, middleware=[SlowToHearOfHalts()])
+        assert "timeout" == halted.value.reason
+        return await r.resume(halted.value.checkpoint)
+
+    assert "booked!" == run_virtual(main())
+    assert ["book"] == calls
+
+
 async def test_halt_lets_running_steps_finish_and_keeps_them():
     """Steps in flight when a halt comes finish and are kept; none re-runs on resume."""
     counts: dict[str, int] = {}
@@ -161,6 +230,31 @@ async def test_failure_after_resume_undoes_steps_from_before_the_halt():
     fail["now"] = True
     with pytest.raises(rp.RunFailed):
         await r.resume(info.value.checkpoint)
+    assert ["r"] == undone
+
+
+async def test_a_resume_whose_on_run_start_hook_raises_undoes_steps_from_before_the_halt():
+    """A resumed run that fails in its middleware's on_run_start, before any step, still
+    undoes what its checkpoint completed, as when a step fails after the resume."""
+    undone = []
+    r = rp.Reactor("undo-across")
+
+    @r.step
+    def reserve():
+        raise rp.Halt("wait", result="r")
+
+    @reserve.undo
+    def unreserve(value):
+        undone.append(value)
+
+    class Closed:
+        def on_run_start(self, info: rp.RunInfo) -> None:
+            raise ConnectionError("the tracer is gone")
+
+    with pytest.raises(rp.Halted) as info:
+        await r.run()
+    with pytest.raises(rp.RunFailed, match="on_run_start"):
+        await r.resume(info.value.checkpoint, middleware=[Closed()])
     assert ["r"] == undone
 
 

@@ -122,3 +122,36 @@ def test_a_shared_limiter_ends_empty_after_failures_halts_and_cancellation():
 
     run_virtual(main())
     assert "running=0, waiting=0" in repr(shared)
+
+
+@pytest.mark.parametrize("ask", ["retry", "retry_on"])
+def test_one_at_a_time_runs_hold_the_callers_slot_through_a_steps_retries(ask: str):
+    """Under run(async_=False) with a shared Limiter(1), a step's retries run inside the
+    caller's slot, as its first attempt does: runs sharing the limiter never overlap."""
+    shared = rp.Limiter(1)
+    running = peak = 0
+    tries: dict[int, int] = {}
+    r = rp.Reactor("retrying", inputs=["k"])
+
+    @r.step(retries=1, retry_on=ConnectionError)
+    async def work(k):
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        try:
+            tries[k] = tries.get(k, 0) + 1
+            await asyncio.sleep(1)
+            if tries[k] == 1:
+                raise rp.Retry("again") if ask == "retry" else ConnectionError("flaky")
+        finally:
+            running -= 1
+
+    async def main():
+        runs = (r.run({"k": k}, max_concurrency=shared, async_=False) for k in range(3))
+        await asyncio.gather(*runs)
+        return asyncio.get_running_loop().time()
+
+    assert 6.0 == run_virtual(asyncio.wait_for(main(), 60))
+    assert 1 == peak
+    assert {0: 2, 1: 2, 2: 2} == tries
+    assert "running=0, waiting=0" in repr(shared)

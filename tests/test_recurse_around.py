@@ -494,3 +494,48 @@ def test_a_cancellation_while_around_stops_its_stragglers_loses_nothing(when: fl
     booked = [e for e in log if e.startswith("book")]
     unbooked = [e for e in log if e.startswith("unbook")]
     assert sorted(b.split()[1] for b in booked) == sorted(u.split()[1] for u in unbooked)
+
+
+def test_an_around_cancelled_as_its_wrapper_returns_is_undone_before_it_runs_again():
+    """A run that halts (its timeout, no grace) just as an around's wrapper returned, while
+    the step stops a child run the wrapper left going: the step stays pending, so what its
+    children completed is undone before the halt; on resume it runs again, and one booking
+    of its own is left."""
+    booked: list[str] = []
+    unbooked: list[str] = []
+    child = rp.Reactor("child", inputs=["x"], returns="hold")
+
+    @child.step
+    def book(x):
+        booked.append(x)
+        return x
+
+    @book.undo
+    async def unbook(value):
+        await asyncio.sleep(1)  # stopping the leftover child run takes a while
+        unbooked.append(value)
+
+    @child.step
+    async def hold(book):
+        if book == "slow":
+            await asyncio.sleep(100)
+        return book
+
+    async def wrapper(run_child, inputs):
+        leftover = asyncio.ensure_future(run_child({"x": "slow"}))
+        await asyncio.sleep(0)  # it has started
+        assert not leftover.done()
+        return await run_child({"x": "fast"})
+
+    r = rp.Reactor("r", returns="txn")
+    r.around("txn", child, wrapper, args={"x": rp.Value(None)})
+
+    async def main():
+        with pytest.raises(rp.Halted) as halted:
+            await r.run(timeout=0.5, grace=0.0)
+        assert sorted(booked) == sorted(unbooked)  # nothing left behind by the pending step
+        return await r.resume(halted.value.checkpoint)
+
+    assert "fast" == run_virtual(main())
+    assert ["fast", "fast"] == sorted(b for b in booked if b == "fast")
+    assert ["fast"] == [u for u in unbooked if u == "fast"]

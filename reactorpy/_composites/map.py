@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .._arguments import Source
 from .._checkpoint import UndoRecord
 from .._errors import DefinitionError, Halt, Halted
-from .._executor.attempts import as_halt
+from .._executor.attempts import as_halt, shielded
 from .._executor.inline import SUSPENDED, InContext, start
 from .._step import NewSteps, Step
 from .base import CompositeStep, ReactorLike, by_name, child_reactor, outer, with_wait_for
@@ -219,14 +219,7 @@ async def _batch(
         for one, label in zip(inputs, labels, strict=True)
     ]
     finished = _finish_order(tasks, ordered)
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-    finally:
-        stopping = [t for t in tasks if not t.done()]
-        for t in stopping:
-            t.cancel()
-        if stopping:  # waited for even if this task is cancelled meanwhile
-            await asyncio.shield(asyncio.wait(stopping))
+    await _settle(tasks)
     errors = [e for t in tasks if not t.cancelled() and (e := t.exception()) is not None]
     failures = [e for e in errors if not isinstance(e, Halted)]
     if failures:
@@ -237,6 +230,30 @@ async def _batch(
     if errors:
         raise errors[0]
     return [t.result() for t in finished]
+
+
+async def _settle(tasks: list[asyncio.Task[Any]]) -> None:
+    """Wait for a batch's element tasks until the first error, then cancel the rest.
+
+    However it ends, every element task has ended when it does (waited for even if the
+    map is cancelled meanwhile, again and again), and each one's error is retrieved: the
+    caller raises the first, but a cancelled map raises none of them. (The map's task may
+    be cancelled after its elements failed and before it woke up to look at them.)
+    """
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        stopping = [t for t in tasks if not t.done()]
+        for t in stopping:
+            t.cancel()
+        cancelled = False
+        if stopping:
+            _, cancelled = await shielded(asyncio.wait(stopping))
+        for t in tasks:
+            if not t.cancelled():
+                t.exception()  # marks it retrieved
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 def _finish_order(tasks: list[asyncio.Task[Any]], ordered: bool) -> list[asyncio.Task[Any]]:
@@ -339,18 +356,13 @@ async def _map_plain(
             results.extend(await _Eager(scope, fn, element, batch, ordered).gather())
         elif not scope.async_:
             for item in batch:
-                results.append(await loop.create_task(one(item), context=scope.fresh_context()))
+                task = loop.create_task(one(item), context=scope.fresh_context())
+                await _settle([task])
+                results.append(task.result())
         else:
             tasks = [loop.create_task(one(item), context=scope.fresh_context()) for item in batch]
             finished = _finish_order(tasks, ordered)
-            try:
-                await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            finally:
-                # On an element's error (or our cancellation) the rest of the batch is
-                # cancelled; either way no element task outlives the map.
-                for t in tasks:
-                    t.cancel()
-                await asyncio.shield(asyncio.wait(tasks))
+            await _settle(tasks)
             for t in tasks:
                 if not t.cancelled() and t.exception() is not None:
                     raise t.exception()  # type: ignore[misc]

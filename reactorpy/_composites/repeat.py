@@ -63,17 +63,20 @@ class ChildRuns:
             await asyncio.wait(others)
 
     async def settle(self, body: Awaitable[Any]) -> Any:
-        """Await the step's `body`: on success keep the records; on an error or a halt,
-        stop the stragglers and undo the records (one shielded unit, so a cancellation
-        that lands meanwhile loses nothing), then raise."""
+        """Await the step's `body`: on success keep the records; on an error, a halt or a
+        cancellation, stop the stragglers and undo the records (one shielded unit, so a
+        cancellation that lands meanwhile loses nothing), then raise."""
         try:
             value = await body
         except BaseException as exc:
             await undo_then_raise(self.scope, self, exc)
         _, cancelled = await shielded(self._stop_stragglers())
-        self.scope.keep(self.records)
         if cancelled:
-            raise asyncio.CancelledError
+            # Cancelled as the body ended (the run stops: a halt, a timeout): the step
+            # stays pending and runs again on resume, so what its children did is undone
+            # now, as for a cancellation during the body (kept, it would be done twice).
+            await undo_then_raise(self.scope, self, asyncio.CancelledError())
+        self.scope.keep(self.records)
         return value
 
 

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from .._arguments import Context, dig
-from .._errors import Halt, Retry, annotate
+from .._errors import _UNSET, Halt, Retry, annotate
 from .._events import make_event
 from .._offload import OffloadError, submit
 from .._step import Continue, NewSteps, Skip
@@ -34,6 +34,7 @@ __all__ = [
     "StepFailed",
     "as_halt",
     "attempts",
+    "reported_halt",
     "standing_error",
 ]
 
@@ -63,9 +64,9 @@ class Pending(Exception):
 
 
 class CompletedThenCancelled(Exception):
-    """Internal: compensate gave the step a value (`rp.Continue`) while the step's task was
-    being cancelled. The step completed (it is recorded, and undone with the rest); then
-    the cancellation goes on."""
+    """Internal: compensate gave the step a value (`rp.Continue`), or the step halted with
+    a result, and the step's task was cancelled before the run heard of it. The step
+    completed (it is recorded, and undone with the rest); then the cancellation goes on."""
 
     def __init__(self, value: Any, arguments: dict[str, Any] | None) -> None:
         self.value = value
@@ -81,6 +82,23 @@ def as_halt(exc: BaseException) -> Halt | None:
         if rest is None and match is not None:
             return _first(match)  # type: ignore[return-value]
     return None
+
+
+async def reported_halt(halt: Halt, event: Awaitable[None]) -> None:
+    """Deliver `event`, the ``step_halt`` of `halt`, before the halt goes to the run.
+
+    Raises:
+        CompletedThenCancelled: the step's task was cancelled meanwhile (the run stops and
+            cancels its steps: a timeout, another step's error, ``run()`` cancelled) and
+            the step halted with a result: it completed all the same, and is undone with
+            the rest. A halt without a result lets the cancellation go on.
+    """
+    try:
+        await event
+    except asyncio.CancelledError:
+        if halt.result is _UNSET:
+            raise
+        raise CompletedThenCancelled(halt.result, halt._arguments) from None
 
 
 def _as_retry(exc: BaseException) -> Retry | None:
@@ -175,9 +193,9 @@ async def attempts(
         except Exception as exc:
             halt = as_halt(exc)
             if halt is not None:
-                await _event(run, "step_halt", i, attempt, value=halt.reason)
                 if arguments and halt._arguments is None:
                     halt._arguments = arguments
+                await reported_halt(halt, _event(run, "step_halt", i, attempt, value=halt.reason))
                 raise halt  # noqa: B904 - the halt itself, not a new error
             retry = _as_retry(exc)
             retryable = retry is not None or _matches(exc, step.retry_on)

@@ -68,7 +68,9 @@ def modes_of(
     plain defs to a run-wide `executor`, is `limited` (has a limiter), and, serial, was
     given a limiter of the caller's (`outer`). With `events` (middleware that wants
     events), ``TRY`` steps run through their attempts from the first call, which reports
-    each attempt (the same outcome, one path for its events). Cached on the plan."""
+    each attempt (the same outcome, one path for its events); so do those that take a
+    slot of the caller's limiter around them (held for all their attempts). Cached on
+    the plan."""
     key = (serial, executor, limited, outer, events)
     found = plan.modes.get(key)
     if found is None:
@@ -92,11 +94,13 @@ def _derive(
     chainable = bytearray(n)
     for i, s in enumerate(plan.steps):
         m = _mode(s, plan.simple[i] is not None, serial, executor)
-        mode[i] = ATTEMPTS if m == TRY and events else m
         takes = not s.composite and (s.is_async or s.executor is not None or executor)
+        outer_slot[i] = serial and outer and takes
+        # A slot of the caller's limiter is taken around the coroutine the worker drives:
+        # a TRY step's attempts, taking over from a failed first call, would run outside it.
+        mode[i] = ATTEMPTS if m == TRY and (events or outer_slot[i]) else m
         if limited:
             slot[i] = serial or (takes and mode[i] != INLINE)
-        outer_slot[i] = serial and outer and takes
         exclusive[i] = not s.async_
         undo[i] = s.undo_callback is not None
         is_async[i] = s.is_async

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import annotate
 from .._events import RunInfo, make_event
-from .attempts import StepFailed, as_halt, standing_error
+from .attempts import StepFailed, as_halt, reported_halt, standing_error
 
 if TYPE_CHECKING:
     from .run import Run
@@ -104,7 +104,8 @@ async def called(run: Run, i: int) -> Any:
         if run.observed:
             halt = as_halt(exc)
             if halt is not None:
-                await _event_async(run, "step_halt", i, halt.reason, None, fails=False)
+                event = _event_async(run, "step_halt", i, halt.reason, None, fails=False)
+                await reported_halt(halt, event)
             else:
                 await _event_async(run, "step_error", i, None, standing_error(exc), fails=False)
         raise

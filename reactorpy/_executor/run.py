@@ -191,6 +191,8 @@ class Run:
             if failed:
                 st.errors.extend(failed)
                 st.failed_steps.extend("on_run_start" for _ in failed)
+                if self.checkpoint is not None:  # a resumed run that fails undoes them too
+                    restore(self, self.checkpoint)
                 await self._failed()
         self.base_ctx = contextvars.copy_context()  # what on_run_start set reaches steps
         self.base_ctx.run(SLOT.set, None)  # a slot the caller's step lent is not ours
