@@ -236,17 +236,29 @@ class Middleware:
                         failed = exc
         return failed
 
-    async def call(self, name: str, *args: Any) -> list[BaseException]:
+    async def call(
+        self,
+        name: str,
+        *args: Any,
+        told: list[Any] | None = None,
+        reached: list[Any] | None = None,
+    ) -> list[BaseException]:
         """Call hook `name` on each middleware, awaiting async ones, in order; every hook
-        is called even if an earlier one raised. Returns what the hooks raised."""
+        is called even if an earlier one raised. Returns what the hooks raised. `told`
+        gets each middleware object whose hook returned or raised (not one a cancellation
+        interrupted), `reached` each one whose hook was called."""
         failed: list[BaseException] = []
-        for fn in self.hooks[name]:
+        for fn, owner in zip(self.hooks[name], self.owners[name], strict=True):
+            if reached is not None:
+                reached.append(owner)
             try:
                 out = fn(*args)
                 if inspect.isawaitable(out):
                     await out
             except Exception as exc:
                 failed.append(exc)
+            if told is not None:
+                told.append(owner)
         return failed
 
     async def replace(
@@ -261,14 +273,12 @@ class Middleware:
         """Call ``on_run_complete`` or ``on_run_error`` (`name`), threading `value`
         through: a hook returning non-None replaces it. Returns the value and what the
         hooks raised. With `told`, stop at the first hook that raises, and add to `told`
-        the middleware objects whose hook was called; `skip`: middleware objects (by
-        identity) not to call."""
+        the middleware objects whose hook returned or raised (not one a cancellation
+        interrupted); `skip`: middleware objects (by identity) not to call."""
         failed: list[BaseException] = []
         for fn, owner in zip(self.hooks[name], self.owners[name], strict=True):
             if any(owner is other for other in skip):
                 continue
-            if told is not None:
-                told.append(owner)
             try:
                 out = fn(run, value)
                 if inspect.isawaitable(out):
@@ -276,8 +286,11 @@ class Middleware:
             except Exception as exc:
                 failed.append(exc)
                 if told is not None:
+                    told.append(owner)
                     break
                 continue
+            if told is not None:
+                told.append(owner)
             if out is not None:
                 value = out
         return value, failed

@@ -16,7 +16,7 @@ import contextvars
 from typing import TYPE_CHECKING, Any
 
 from .._checkpoint import UndoRecord
-from .._errors import _UNSET, Halt, annotate
+from .._errors import _UNSET, Halt, RunFailed, annotate
 from .attempts import CompletedThenCancelled, Pending, StepFailed, as_halt, standing_error
 from .observe import failed_event
 from .state import DONE, PENDING, QUEUED
@@ -353,3 +353,23 @@ def stop(run: Run) -> None:
             if not w.done():
                 w.set_result(None)
     run.wake()
+
+
+def run_failed(run: Run, undo_errors: list[BaseException]) -> RunFailed:
+    """The one error of a run that failed: its steps' (and hooks') errors, then the undo
+    errors, naming the steps that failed."""
+    st = run.st
+    errors = [*st.errors, *st.hook_errors, *undo_errors]
+    excs = [e if isinstance(e, Exception) else RuntimeError(repr(e)) for e in errors]
+    steps = ", ".join(dict.fromkeys(st.failed_steps)) or "(an undo)"
+    message = f"reactor {run.plan.reactor!r} failed in step(s) {steps}"
+    if undo_errors:
+        message += f"; {len(undo_errors)} undo(s) failed too"
+    group = RunFailed(message, excs, reactor=run.plan.reactor, abandoned=st.abandoned)
+    if st.abandoned:
+        annotate(
+            group,
+            "reactorpy: still running in a thread or process, abandoned: "
+            + ", ".join(st.abandoned),
+        )
+    return group

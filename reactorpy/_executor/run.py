@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from .._arguments import Context
 from .._checkpoint import Checkpoint, UndoRecord
-from .._errors import _UNSET, Halted, RunFailed, annotate
+from .._errors import _UNSET, Halted, annotate
 from .._events import Middleware, RunInfo
 from .._limiter import Limiter
 from .attempts import resolve, shielded
 from .dispatch import dispatch
 from .durable import Durable, restore_recovered, undo_requested
-from .endings import fatal, stop
+from .endings import fatal, run_failed, stop
 from .inputs import check_inputs
 from .modes import Modes, modes_of
 from .observe import called, completed_async, run_info
@@ -187,7 +187,14 @@ class Run:
     async def _execute(self) -> Any:
         st = self.st
         if self.mw is not None:
-            failed = await self.mw.call("on_run_start", self._run_info())
+            reached: list[Any] = []
+            try:
+                failed = await self.mw.call("on_run_start", self._run_info(), reached=reached)
+            except asyncio.CancelledError as exc:  # ended before it began: the middleware
+                # whose on_run_start was called hear of it; no step ran, nothing is undone
+                owners = self.mw.owners["on_run_error"]
+                unreached = [m for m in owners if not any(m is r for r in reached)]
+                await self._cancelled(exc, unreached)
             if failed:
                 st.errors.extend(failed)
                 st.failed_steps.extend("on_run_start" for _ in failed)
@@ -242,9 +249,13 @@ class Run:
                 task.cancel()
             await asyncio.wait(tasks)
 
-    async def _cancelled(self, cancelled: asyncio.CancelledError) -> NoReturn:
+    async def _cancelled(
+        self, cancelled: asyncio.CancelledError, told: Sequence[Any] = ()
+    ) -> NoReturn:
         """`run()` itself was cancelled: stop, cancel running steps at once, undo, tell
-        middleware, and let the cancellation go on."""
+        middleware (but those `told` of the run's end already: as it completed or halted,
+        the cancellation came while middleware heard of it), and let the cancellation
+        go on."""
         stop(self)
 
         async def wind_down() -> list[BaseException]:
@@ -257,7 +268,8 @@ class Run:
             # Undo errors cannot travel with CancelledError: they go as notes.
             annotate(cancelled, f"reactorpy: undo failed during cancellation: {error!r}")
         if self.mw is not None:
-            await shielded(self.mw.call("on_run_error", self._run_info(), cancelled))
+            info = self._run_info()
+            await shielded(self.mw.replace("on_run_error", info, cancelled, skip=told))
         raise cancelled
 
     async def _finish(self) -> Any:
@@ -269,16 +281,25 @@ class Run:
             halted = Halted(st.halt_reason, checkpoint, st.halt_step)
             failed = list(st.hook_errors)
             if self.mw is not None:
-                failed += await self.mw.call("on_run_halt", self._run_info(), checkpoint)
+                told: list[Any] = []
+                try:
+                    failed += await self.mw.call(
+                        "on_run_halt", self._run_info(), checkpoint, told=told
+                    )
+                except asyncio.CancelledError as exc:  # the caller gets no checkpoint: undo
+                    await self._cancelled(exc, told)
             for error in failed:  # the checkpoint is never lost to a hook
                 annotate(halted, f"reactorpy: middleware failed at the halt: {error!r}")
             raise halted
         result = self.result()
         if self.mw is not None:
-            told: list[Any] = []
-            result, failed = await self.mw.replace(
-                "on_run_complete", self._run_info(), result, told=told
-            )
+            told = []
+            try:
+                result, failed = await self.mw.replace(
+                    "on_run_complete", self._run_info(), result, told=told
+                )
+            except asyncio.CancelledError as exc:  # the caller gets no result: undo
+                await self._cancelled(exc, told)
             if failed:  # a hook that raises fails the run, which is undone; the middleware
                 # after it hear of the error instead, those it told keep what they heard
                 annotate(failed[0], "reactorpy: middleware failed on_run_complete")
@@ -301,7 +322,7 @@ class Run:
             for e in [*st.errors, *st.hook_errors, *undo_errors]:
                 annotate(error, f"reactorpy: also, while the run ended: {e!r}")
         else:
-            error = self._run_failed(undo_errors)
+            error = run_failed(self, undo_errors)
         if cancelled:
             interrupted = asyncio.CancelledError()
             annotate(interrupted, f"reactorpy: cancelled while the run undid: {error!r}")
@@ -319,23 +340,6 @@ class Run:
             if isinstance(replaced, BaseException) and replaced is not error and not cancelled:
                 raise replaced from error
         raise error
-
-    def _run_failed(self, undo_errors: list[BaseException]) -> RunFailed:
-        st = self.st
-        errors = [*st.errors, *st.hook_errors, *undo_errors]
-        excs = [e if isinstance(e, Exception) else RuntimeError(repr(e)) for e in errors]
-        steps = ", ".join(dict.fromkeys(st.failed_steps)) or "(an undo)"
-        message = f"reactor {self.plan.reactor!r} failed in step(s) {steps}"
-        if undo_errors:
-            message += f"; {len(undo_errors)} undo(s) failed too"
-        group = RunFailed(message, excs, reactor=self.plan.reactor, abandoned=st.abandoned)
-        if st.abandoned:
-            annotate(
-                group,
-                "reactorpy: still running in a thread or process, abandoned: "
-                + ", ".join(st.abandoned),
-            )
-        return group
 
     def result(self) -> Any:
         """The value of ``returns``, or every step's result by name."""
