@@ -127,8 +127,8 @@ async def test_idempotency_keys_stay_the_same_across_a_resume_and_an_undo(throug
     approved["now"] = True
     done = await r.resume(again(halted.value.checkpoint))
     assert done == 1
+    approved["now"] = False
     with pytest.raises(rp.Halted) as second:
-        approved["now"] = False
         await r.run({"x": 2})
     await r.undo(again(second.value.checkpoint))
     first_id = keys[0][1].split(":")[0]
