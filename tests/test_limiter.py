@@ -155,3 +155,37 @@ def test_one_at_a_time_runs_hold_the_callers_slot_through_a_steps_retries(ask: s
     assert 1 == peak
     assert {0: 2, 1: 2, 2: 2} == tries
     assert "running=0, waiting=0" in repr(shared)
+
+
+async def test_one_at_a_time_new_steps_run_alone() -> None:
+    """Under ``async_=False`` the new steps of a step run while nothing else of the run
+    does (they ran beside the run's next step: two at once)."""
+    running, peak = [0], [0]
+
+    async def busy() -> None:
+        running[0] += 1
+        peak[0] = max(peak[0], running[0])
+        for _ in range(3):
+            await asyncio.sleep(0)
+        running[0] -= 1
+
+    @rp.step
+    async def added() -> str:
+        await busy()
+        return "added"
+
+    r = rp.Reactor("serial")
+
+    @r.step
+    def spawn() -> rp.NewSteps:
+        return rp.NewSteps("spawned", steps=[added])
+
+    @r.step
+    async def other() -> str:
+        await busy()
+        return "other"
+
+    async with asyncio.timeout(10):
+        results = await r.run(async_=False)
+    assert results == {"spawn": "spawned", "other": "other"}
+    assert peak[0] == 1

@@ -287,7 +287,10 @@ async def settle_later(
         if stack:
             spawn(run, stack[:])
             stack.clear()
-        end_slot(run, i, None)  # no slot is held while new steps wait for slots
+        if run.async_ or type(value) is not NewSteps:
+            end_slot(run, i, None)  # no slot is held while new steps wait for slots
+        # (one step at a time, the step keeps the run's one slot while its new steps run
+        # on a slot of their own: nothing else of the run runs meanwhile)
         own = None
         if type(value) is NewSteps and run.modes.undo[i] and not _replaces(run, i, value):
             # The step's own work is done when it returns (Elixir's Reactor counts it
