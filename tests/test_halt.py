@@ -618,3 +618,28 @@ async def test_the_context_does_not_go_into_checkpoints_and_comes_back_on_resume
     saved = pickle.loads(pickle.dumps(info.value.checkpoint))
     resumed = await r.resume(saved, context={"client": Client(), "resumed": True})
     assert "u via Client" == resumed
+
+
+async def test_a_step_running_alone_that_halts_with_a_result_starts_nothing_more() -> None:
+    """An ``async_=False`` step halting with a result completes, and what it held back
+    does not start once the run halts (it started, and completed before the halting step
+    was recorded, so undo went oldest first)."""
+    undone: list[str] = []
+    r = rp.Reactor("alone", inputs=["x"])
+
+    @r.step(async_=False, retries=1)  # (run through its attempts)
+    def first(x: int) -> int:
+        raise rp.Halt("later", result=x)
+
+    @r.step
+    def second(x: int) -> int:
+        return x
+
+    for s in (first, second):
+        s.undo(lambda value, name=s.name: undone.append(name))
+
+    with pytest.raises(rp.Halted) as halted:
+        await r.run({"x": 1})
+    assert halted.value.checkpoint.completed == ("first",)
+    await r.undo(halted.value.checkpoint)
+    assert undone == ["first"]

@@ -242,8 +242,18 @@ def release(run: Run, i: int) -> None:
 def ended_badly(
     run: Run, i: int, exc: BaseException, ctx: contextvars.Context, *, reported: bool
 ) -> None:
-    """Step `i` raised `exc` (`reported`: its attempts told middleware already)."""
-    ungate(run, i)
+    """Step `i` raised `exc` (`reported`: its attempts told middleware already). What an
+    ``async_=False`` step held back may start only after its end is recorded (a halt with
+    a result completes it: what starts then is newer)."""
+    try:
+        _ended_badly(run, i, exc, ctx, reported=reported)
+    finally:
+        ungate(run, i)
+
+
+def _ended_badly(
+    run: Run, i: int, exc: BaseException, ctx: contextvars.Context, *, reported: bool
+) -> None:
     st = run.st
     if isinstance(exc, StepFailed):
         fail(run, i, exc.error, exc.attempt, note=exc.note)
