@@ -12,23 +12,25 @@ import functools
 import inspect
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import attrs
 
-from ._arguments import Context
+from ._arguments import Context, Input, Result, Source, Value
 from ._errors import DefinitionError
 from ._typecheck import NO_TYPE, decidable
 
 __all__ = [
     "Callback",
     "Param",
+    "check_sources",
     "default_name",
     "inspect_params",
     "inspect_step",
     "is_async_callable",
     "is_generator",
+    "step_name",
 ]
 
 
@@ -217,3 +219,52 @@ def is_generator(fn: Any) -> bool:
     if not inspect.isroutine(inner) and not isinstance(inner, type):
         inner = getattr(type(inner), "__call__", inner)  # noqa: B004
     return inspect.isasyncgenfunction(inner) or inspect.isgeneratorfunction(inner)
+
+
+def step_name(fn: Any, name: str | None) -> str:
+    """The name of a step of `fn` (checked; a generator function is refused)."""
+    if not callable(fn):
+        raise DefinitionError(f"A step needs a function, got {fn!r}.")
+    if name is None:
+        name = default_name(fn)
+        if name is None:
+            raise DefinitionError(f"Cannot name the step {fn!r}: give it one with name=...")
+    if not isinstance(name, str) or not name:
+        raise DefinitionError(f"A step name must be a non-empty string, got {name!r}.")
+    if is_generator(fn):
+        raise DefinitionError(
+            f"Step {name!r} is a generator function: a step returns its result once. "
+            "Return a list (or collect the items in the step) instead of yielding."
+        )
+    return name
+
+
+def check_sources(
+    name: str, args: Any, known: Collection[str], takes_kwargs: bool, fn: Any
+) -> dict[str, Source]:
+    """A step's ``args=``: sources (`Input`, `Result`, `Value`) for its parameters (whose
+    names are `known`)."""
+    if args is None:
+        return {}
+    if type(args) is not dict and not isinstance(args, Mapping):
+        raise DefinitionError(
+            f"Step {name!r}: args must be a mapping of parameter names to "
+            f"rp.Input/rp.Result/rp.Value, got {args!r}."
+        )
+    out: dict[str, Source] = dict(args.items())
+    for param, source in out.items():
+        if type(source) not in _SOURCE_TYPES and not isinstance(source, _SOURCE_TYPES):
+            raise DefinitionError(
+                f"Step {name!r}: args[{param!r}] is {source!r}; use rp.Input(...), "
+                "rp.Result(...) or rp.Value(...)."
+            )
+        if param not in known and not takes_kwargs:
+            raise DefinitionError(
+                f"Step {name!r}: args names {param!r}, which is not a parameter of "
+                f"{getattr(fn, '__qualname__', fn)!r}. Parameters: "
+                f"{', '.join(repr(p) for p in sorted(known)) or '(none)'}."
+            )
+    return out
+
+
+_SOURCE_TYPES = (Input, Result, Value)
