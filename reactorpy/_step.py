@@ -79,6 +79,7 @@ class Step(Generic[P, R]):
         "backoff",
         "concurrency_key",
         "description",
+        "dispatch_key",
         "executor",
         "fn",
         "is_async",
@@ -120,6 +121,7 @@ class Step(Generic[P, R]):
     takes_kwargs: bool
     is_async: bool
     result_type: Any  # for the plan's wiring check: decidable, else NO_TYPE
+    dispatch_key: tuple[Any, ...]
 
     def __init__(
         self,
@@ -191,6 +193,18 @@ class Step(Generic[P, R]):
         )
         self.description = description if description is not None else _summary(fn)
         self._hooks = _hooks if _hooks is not None else _Hooks()
+        # Which of its options decide how a run starts it (its kind, the callbacks aside):
+        # steps with equal keys share a row of the executor's dispatch table.
+        self.dispatch_key = (
+            type(self),
+            self.is_async,
+            self.executor is not None,
+            self.async_,
+            bool(self.retries),
+            bool(self.retry_on),
+            self.timeout is not None,
+            self.when is not None,
+        )
         # So the step pickles by reference and reads like the function in tracebacks
         # (`_identity`: what of it comes from the function, for copies under other names).
         self._identity = {
@@ -337,6 +351,7 @@ class Step(Generic[P, R]):
         new.is_async = self.is_async
         new.result_type = self.result_type
         new._hooks = self._hooks
+        new.dispatch_key = self.dispatch_key
         new._identity = self._identity
         new.__dict__ = _identified(self._identity, name)
         return new
