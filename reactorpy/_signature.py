@@ -240,18 +240,21 @@ def step_name(fn: Any, name: str | None) -> str:
 
 
 def check_sources(
-    name: str, args: Any, known: Collection[str], takes_kwargs: bool, fn: Any
+    name: str, args: Any, known: Collection[str], takes_kwargs: bool, fn: Any, *, own: bool = False
 ) -> dict[str, Source]:
     """A step's ``args=``: sources (`Input`, `Result`, `Value`) for its parameters (whose
-    names are `known`)."""
+    names are `known`), in a dict of its own (`args` itself if the caller made it: `own`)."""
     if args is None:
         return {}
-    if type(args) is not dict and not isinstance(args, Mapping):
+    if type(args) is dict:
+        out: dict[str, Source] = args if own else args.copy()
+    elif isinstance(args, Mapping):
+        out = dict(args.items())
+    else:
         raise DefinitionError(
             f"Step {name!r}: args must be a mapping of parameter names to "
             f"rp.Input/rp.Result/rp.Value, got {args!r}."
         )
-    out: dict[str, Source] = dict(args.items())
     for param, source in out.items():
         if type(source) not in _SOURCE_TYPES and not isinstance(source, _SOURCE_TYPES):
             raise DefinitionError(

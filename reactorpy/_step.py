@@ -294,7 +294,7 @@ class Step(Generic[P, R]):
         name = name if name is not None else self.name
         merged = {**self.args, **(args or {})}
         if type(self) is Step:
-            return cast("Step[P, R]", self._renamed(name, merged))
+            return cast("Step[P, R]", self._renamed(name, merged, own=True))
         copy = self._replace(name=name, args=merged)
         return cast("Step[P, R]", copy)  # same function, same signature
 
@@ -324,7 +324,7 @@ class Step(Generic[P, R]):
         options.update(changes)
         return Step(options.pop("fn"), **options)
 
-    def _renamed(self, name: Any, args: Any) -> Step[..., Any]:
+    def _renamed(self, name: Any, args: Any, *, own: bool = False) -> Step[..., Any]:
         """What ``_replace(name=name, args=args)`` returns, without checking again what the
         constructor checked of this step (its function and signature, its options): the
         copy that ``reactor.add(step, name=..., args=...)`` and `evolve` make, for a tenth
@@ -334,7 +334,7 @@ class Step(Generic[P, R]):
         new: Step[..., Any] = object.__new__(Step)
         new.fn = self.fn
         new.name = name
-        new.args = check_sources(name, args, self._names, self.takes_kwargs, self.fn)
+        new.args = check_sources(name, args, self._names, self.takes_kwargs, self.fn, own=own)
         new.wait_for = self.wait_for
         new.async_ = self.async_
         new.retries = self.retries
@@ -353,7 +353,9 @@ class Step(Generic[P, R]):
         new._hooks = self._hooks
         new.dispatch_key = self.dispatch_key
         new._identity = self._identity
-        new.__dict__ = _identified(self._identity, name)
+        mine = new.__dict__ = self._identity.copy()
+        if len(mine) < 5:  # named after the step (see `_identified`)
+            mine.update(_identified(self._identity, name))
         return new
 
     @property
