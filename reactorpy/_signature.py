@@ -19,6 +19,7 @@ import attrs
 
 from ._arguments import Context, Input, Result, Source, Value
 from ._errors import DefinitionError
+from ._sigcache import cached
 from ._typecheck import NO_TYPE, decidable
 
 __all__ = [
@@ -75,23 +76,35 @@ def _type_hints(fn: Callable[..., Any]) -> dict[str, Any]:
     return hints
 
 
-def inspect_params(fn: Callable[..., Any], what: str) -> tuple[list[Param], bool]:
+def inspect_params(fn: Callable[..., Any], what: str) -> tuple[tuple[Param, ...], bool]:
     """Return the wirable parameters of `fn` and whether it takes ``**kwargs``."""
     params, var_kw, _ = inspect_step(fn, what)
     return params, var_kw
 
 
-def inspect_step(fn: Callable[..., Any], what: str) -> tuple[list[Param], bool, Any]:
+def inspect_step(fn: Callable[..., Any], what: str) -> tuple[tuple[Param, ...], bool, Any]:
     """`inspect_params`, and the annotation of what `fn` returns (awaited, for an ``async
-    def``) when the plan's wiring check can decide about it, else `NO_TYPE`.
+    def``) when the plan's wiring check can decide about it, else `NO_TYPE`. Inspected
+    once per function (`_sigcache`: again when what it read has changed).
 
     Raises:
         DefinitionError: the signature cannot be read.
     """
     try:
+        return cached(fn, _inspect)
+    except _Unreadable as exc:
+        raise DefinitionError(f"Cannot read the signature of {what}: {exc}") from None
+
+
+class _Unreadable(Exception):
+    """`inspect.signature` refused the function (the message is its)."""
+
+
+def _inspect(fn: Callable[..., Any]) -> tuple[tuple[Param, ...], bool, Any]:
+    try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError) as exc:
-        raise DefinitionError(f"Cannot read the signature of {what}: {exc}") from None
+        raise _Unreadable(str(exc)) from None
     hints = _type_hints(fn)
     params: list[Param] = []
     var_kw = False
@@ -117,7 +130,7 @@ def inspect_step(fn: Callable[..., Any], what: str) -> tuple[list[Param], bool, 
         result_type = NO_TYPE  # a NewSteps result becomes another step's value: undecided
     else:
         result_type = decidable(returned)
-    return params, var_kw, result_type
+    return tuple(params), var_kw, result_type
 
 
 def _mentions_new_steps(annotation: Any) -> bool:

@@ -25,7 +25,6 @@ from ._signature import (
     is_async_callable,
     step_name,
 )
-from ._typecheck import NO_TYPE
 
 __all__ = ["Callback", "Continue", "NewSteps", "Param", "Skip", "Step", "step"]
 
@@ -140,15 +139,14 @@ class Step(Generic[P, R]):
         when: Callable[..., Any] | None = None,
         description: str | None = None,
         _hooks: _Hooks | None = None,
-        _inspected: tuple[list[Param], bool] | tuple[list[Param], bool, Any] | None = None,
+        _inspected: tuple[tuple[Param, ...], bool, Any] | None = None,
     ) -> None:
         self.fn = fn
         self.name = step_name(fn, name)
         self.is_async = is_async_callable(fn)
-        if _inspected is None:  # signatures are inspected once, at decoration
+        if _inspected is None:  # signatures are inspected once per function
             _inspected = inspect_step(fn, f"step {self.name!r}")
-        params, self.takes_kwargs, *result_type = _inspected
-        self.result_type = result_type[0] if result_type else NO_TYPE
+        params, self.takes_kwargs, self.result_type = _inspected
         self.params = tuple(params)
         self._names = frozenset([p.name for p in params])
         self.args = check_sources(self.name, args, self._names, self.takes_kwargs, fn)
@@ -320,7 +318,7 @@ class Step(Generic[P, R]):
             "_hooks": self._hooks,
         }
         if "fn" not in changes:
-            options["_inspected"] = (list(self.params), self.takes_kwargs, self.result_type)
+            options["_inspected"] = (self.params, self.takes_kwargs, self.result_type)
         options.update(changes)
         return Step(options.pop("fn"), **options)
 
