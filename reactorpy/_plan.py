@@ -5,11 +5,19 @@ topological generations, per-step priorities, and the compact integer-indexed ar
 executor runs from. A `Plan` is immutable and cached by the reactor until its definition changes.
 Must not import: asyncio, the executor.
 
+Planning is one pass of wiring over the steps (`_wiring.wire_steps`), the generations,
+one pass over the steps in plan order for the arrays, and the priorities. What a run does
+not need is made the first time it is asked for, and kept: the DiGraph and its edges
+(drawing, graph queries), `structure` and `fingerprint` (checkpoints, middleware), and a
+step's ``argv[i]`` (a step whose arguments ``fetch[i]`` gets never needs it). So a reactor
+built per request pays for what its runs use (``benchmarks/bench_build.py``).
+
 The arrays, for step index ``i`` (indices follow ``Plan.order``):
 
 - ``slots``: one value array holds step results at ``[0, n)``, inputs at ``[n, n + k)`` and
   constant `Value` arguments after them, so resolving an argument is one index.
-- ``argv[i]``: ``(param, slot, path, source, positional, transform)`` per wired parameter.
+- ``argv[i]``: ``(param, slot, path, source, positional, transform)`` per wired parameter
+  (an `Argv`: made for step ``i`` the first time it is read).
 - ``param_names[i]``: the parameter names of ``argv[i]``, in order.
 - ``simple[i]``: the slots to pass positionally when no argument has a path or a transform
   or is keyword-only (the common case, resolved by a single list comprehension), else None.
@@ -48,7 +56,7 @@ from ._errors import (
     UnknownReferenceError,
 )
 from ._typecheck import describe
-from ._wiring import Wire, Wired, digraph, find_cycle, wire_all, wire_steps
+from ._wiring import Wire, Wired, digraph, edges_of, find_cycle, wire_steps
 
 if TYPE_CHECKING:
     from ._step import Step
@@ -121,10 +129,10 @@ class Plan:
 
     @property
     def edges(self) -> dict[tuple[str, str], dict[str, Any]]:
-        """The edges of `graph` with their data (see `_wiring.wire_all`)."""
+        """The edges of `graph` with their data (see `_wiring.edges_of`)."""
         edges = self._made.get("edges")
         if edges is None:
-            edges = self._made["edges"] = wire_all(self.reactor, self.inputs, self.defined)[0]
+            edges = self._made["edges"] = edges_of(self.inputs, self.defined)
         return edges
 
     @property
@@ -187,7 +195,7 @@ def compile_plan(
     generations, order_pos = _generations(steps, wired.preds)
     n = len(steps)
     if len(order_pos) < n:
-        raise CycleError(find_cycle(reactor, steps, wire_all(reactor, inputs, steps)[0]), reactor)
+        raise CycleError(find_cycle(reactor, steps, edges_of(inputs, steps)), reactor)
     index_of_pos = [0] * n  # definition position -> plan index
     for i, k in enumerate(order_pos):
         index_of_pos[k] = i

@@ -1,9 +1,10 @@
 """Wiring: each step's parameters matched to inputs and results, and the graph they make.
 
 Owns: `wire` (one step: explicit ``args`` first, then the run Context, then an input or a
-step of the parameter's name), `wire_all` (every step, every reference checked), the
-``networkx.DiGraph`` drawn from them (`digraph`, built only when something asks for it:
-networkx is half of ``import reactorpy``'s time), and the path of a cycle.
+step of the parameter's name), `wire_steps` (every step, every reference checked, in the
+slots the planner compiles), the edges and the ``networkx.DiGraph`` drawn from them
+(`edges_of`, `digraph`, made only when something asks for them: networkx is half of
+``import reactorpy``'s time), and the path of a cycle.
 Must not import: the planner, asyncio, the executor.
 """
 
@@ -23,11 +24,10 @@ if TYPE_CHECKING:
 __all__ = [
     "Wire",
     "Wired",
-    "build_graph",
     "digraph",
+    "edges_of",
     "find_cycle",
     "wire",
-    "wire_all",
     "wire_steps",
 ]
 
@@ -86,8 +86,10 @@ _NONE: Any = object()
 
 
 def wire_steps(inputs: Sequence[str], steps: Sequence[Step[..., Any]]) -> Wired:
-    """`wire_all` for the planner, in one pass over each step's parameters: the same
-    wiring (`wire`), the same errors in the same order, and what the plan compiles.
+    """Wire every step (`wire`), checking every reference, in one pass over each step's
+    parameters: raise the first error in definition order (within a step: a parameter
+    that matches nothing, then an unknown reference in wiring order, then an unknown
+    ``wait_for``), or return what the planner compiles.
 
     Slots: a result's is the producer's position in `steps` (the planner maps it to a
     plan index); an input's ``n + k``; a `Value`'s ``n + len(inputs) + c``; the Context's -1.
@@ -98,12 +100,28 @@ def wire_steps(inputs: Sequence[str], steps: Sequence[Step[..., Any]]) -> Wired:
     out = Wired([], [], [], [], [], [], [], position)
     constants = out.constants
     first_constant = n + len(inputs)
+    where = position.get
+    add_wires, add_simple, add_preds, add_reads = (
+        out.wires.append,
+        out.simple.append,
+        out.preds.append,
+        out.reads.append,
+    )
     for k, s in enumerate(steps):
         wires: list[Wire] = []
         preds: list[int] = []  # results read, then wait_for: reads is preds until then
         unknown: UnknownReferenceError | None = None
         positional_ok = simple = True
-        for name, source, p in _wiring(s, input_slot, position, inputs):
+        params, args = s.params, s.args
+        wiring: list[tuple[str, Source | None, Param | None]]
+        if len(args) == len(params):  # as a step built at run time: args= names every one
+            try:
+                wiring = [(p.name, args[p.name], p) for p in params]
+            except KeyError:  # a parameter wired by its name, and an extra for **kwargs
+                wiring = _wiring(s, input_slot, position, inputs)
+        else:
+            wiring = _wiring(s, input_slot, position, inputs)
+        for name, source, p in wiring:
             positional = positional_ok = positional_ok and p is not None and p.positional
             if source is None:  # the run Context
                 wires.append((name, -1, (), None, positional, None))
@@ -113,7 +131,7 @@ def wire_steps(inputs: Sequence[str], steps: Sequence[Step[..., Any]]) -> Wired:
                 source = _by_name(source, input_slot)
             if isinstance(source, Result):
                 path, transform = source.path, source.transform
-                slot = position.get(source.step, -1)
+                slot = where(source.step, -1)
                 if slot < 0:
                     unknown = unknown or UnknownReferenceError(
                         s.name, source.step, position.keys() - {s.name}
@@ -158,10 +176,10 @@ def wire_steps(inputs: Sequence[str], steps: Sequence[Step[..., Any]]) -> Wired:
                     raise UnknownReferenceError(s.name, dep, position.keys() - {s.name})
                 if slot not in preds:
                     preds.append(slot)
-        out.wires.append(wires)
-        out.simple.append(simple)
-        out.preds.append(preds)
-        out.reads.append(reads)
+        add_wires(wires)
+        add_simple(simple)
+        add_preds(preds)
+        add_reads(reads)
     return out
 
 
@@ -175,11 +193,6 @@ def _wiring(
     bare names (`NameRef`) left to the caller."""
     args = step.args
     params = step.params
-    if len(args) == len(params):
-        try:  # the common case of a step built at run time: args= names every parameter
-            return [(p.name, args[p.name], p) for p in params]
-        except KeyError:
-            pass
     out: list[tuple[str, Source | None, Param | None]] = []
     explicit = 0
     for p in params:
@@ -234,74 +247,29 @@ def _meets(producer: Step[..., Any], expected: Any) -> bool:
     )
 
 
-def build_graph(
-    reactor: str, inputs: Sequence[str], steps: Sequence[Step[..., Any]]
-) -> tuple[Any, dict[str, dict[str, Source | None]], dict[str, list[str]], list[list[int]]]:
-    """Build the DiGraph of inputs and steps, checking every reference; returns it, the
-    wiring of each step, the predecessors of each step (the graph's, as lists of names),
-    and each step's step predecessors as positions in `steps`."""
-    edges, wirings, preds, preds_pos = wire_all(reactor, inputs, steps)
-    return digraph(reactor, inputs, steps, edges), wirings, preds, preds_pos
-
-
-def wire_all(
-    reactor: str, inputs: Sequence[str], steps: Sequence[Step[..., Any]]
-) -> tuple[
-    dict[tuple[str, str], dict[str, Any]],
-    dict[str, dict[str, Source | None]],
-    dict[str, list[str]],
-    list[list[int]],
-]:
-    """Wire every step, checking every reference; return the graph's edges, the wiring of
-    each step, the predecessors of each step (as lists of names), and each step's step
-    predecessors as positions in `steps`.
-
-    Edges carry ``args`` (the parameters they feed, empty for ordering only) and ``kind``
-    (``"argument"`` or ``"wait_for"``).
-    """
+def edges_of(inputs: Sequence[str], steps: Sequence[Step[..., Any]]) -> dict[tuple[str, str], Any]:
+    """The edges of the graph of `steps` (which `wire_steps` has checked), in the order they
+    are drawn, each with its data: ``args`` (the parameters the edge feeds, empty for
+    ordering only) and ``kind`` (``"argument"`` or ``"wait_for"``)."""
     input_set = set(inputs)
     step_names = {s.name for s in steps}
-    position = {s.name: k for k, s in enumerate(steps)}
-    wirings: dict[str, dict[str, Source | None]] = {}
     edges: dict[tuple[str, str], dict[str, Any]] = {}
-    preds: dict[str, list[str]] = {}
-    preds_pos: list[list[int]] = []
     for s in steps:
-        wiring = wire(s, input_set, step_names)
-        wirings[s.name] = wiring
-        mine = preds[s.name] = []
-        mine_pos: list[int] = []
-        preds_pos.append(mine_pos)
-        for param, source in wiring.items():
-            k = -1
+        for param, source in wire(s, input_set, step_names).items():
             if isinstance(source, Input):
-                if source.name not in input_set:
-                    raise UnknownReferenceError(s.name, source.name, inputs, what="input")
                 src = source.name
             elif isinstance(source, Result):
-                k = position.get(source.step, -1)
-                if k < 0:
-                    raise UnknownReferenceError(s.name, source.step, step_names - {s.name})
                 src = source.step
             else:
                 continue
             data = edges.get((src, s.name))
             if data is None:
                 edges[src, s.name] = {"args": [param], "kind": "argument"}
-                mine.append(src)
-                if k >= 0:
-                    mine_pos.append(k)
             else:
                 data["args"].append(param)
         for dep in s.wait_for:
-            k = position.get(dep, -1)
-            if k < 0:
-                raise UnknownReferenceError(s.name, dep, step_names - {s.name})
-            if (dep, s.name) not in edges:
-                edges[dep, s.name] = {"args": [], "kind": "wait_for"}
-                mine.append(dep)
-                mine_pos.append(k)
-    return edges, wirings, preds, preds_pos
+            edges.setdefault((dep, s.name), {"args": [], "kind": "wait_for"})
+    return edges
 
 
 def digraph(

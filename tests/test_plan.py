@@ -407,3 +407,17 @@ def test_the_planner_compiles_what_the_reference_planner_does(r):
     graph, before = r.graph, digraph(r.name, r.inputs, steps, expected["edges"])
     assert list(before.nodes(data=True)) == list(graph.nodes(data=True))
     assert list(before.edges(data=True)) == list(graph.edges(data=True))
+
+
+def test_argument_specs_are_made_once_when_first_read():
+    """`Plan.argv` makes a step's argument specs the first time they are read, then
+    gives the same ones; it slices and iterates like the tuple it stands for, and the
+    graph is drawn once."""
+    r = seed_reactor()
+    plan = r.plan()
+    first = plan.argv[plan.index["aggregate"]]
+    assert ["profile", "prefs", "activity"] == [a.param for a in first]
+    assert first is plan.argv[plan.index["aggregate"]]
+    assert list(plan.argv)[1:3] == plan.argv[1:3]
+    assert 4 == len(plan.argv)
+    assert r.graph is r.graph

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import typing
 from typing import Any
 
 import pytest
@@ -54,7 +55,7 @@ def defined(source: str, **names: Any) -> Any:
     ``from __future__ import annotations``), with `names` as its globals."""
     namespace = dict(names)
     exec(compile(source, "<test>", "exec", dont_inherit=True), namespace)
-    return next(v for k, v in namespace.items() if k not in names and k != "__builtins__")
+    return [v for k, v in namespace.items() if k not in names and inspect.isfunction(v)][-1]
 
 
 def test_closures_of_one_def_share_an_inspection_when_nothing_differs(inspections):
@@ -169,6 +170,20 @@ def test_a_wrapper_follows_what_it_wraps():
     )
     assert ["b"] == [p.name for p in rp.step(outer).params]
 
+    class Shop:
+        def sell(self, item: Item) -> Item:  # a name in this module's globals
+            return item
+
+    @functools.wraps(Shop().sell)
+    def selling(*args, **kwargs):
+        return args
+
+    assert [("item", Item)] == [(p.name, p.annotation) for p in rp.step(selling).params]
+
+
+class Item:
+    """Named by an annotation under postponed evaluation (this module's)."""
+
 
 def test_methods_are_inspected_once_per_function(inspections):
     """Steps on the methods of several instances inspect the method once."""
@@ -228,3 +243,54 @@ def test_a_quoted_annotation_under_postponed_evaluation_follows_its_name():
     assert NO_TYPE is rp.step(ship).params[0].annotation
     namespace["Order"] = dict
     assert dict is rp.step(ship).params[0].annotation
+
+
+def test_annotations_that_cannot_be_compared_or_parsed_are_still_read_right(inspections):
+    """An annotation whose ``==`` raises is inspected again when it is another object
+    (its stamp cannot be compared); one that is not Python, or a forward reference in a
+    generic, is watched by its names."""
+
+    class Odd:
+        def __eq__(self, other):
+            raise ValueError("no comparing")
+
+        __hash__ = object.__hash__
+
+    def odd(x):
+        return x
+
+    odd.__annotations__ = {"x": Odd()}
+    rp.step(odd)
+    rp.step(odd)  # the same object: the same stamp
+    odd.__annotations__ = {"x": Odd()}
+    rp.step(odd)
+    assert [odd, odd] == inspections
+
+    unparsable = defined("def f(x: 'not python ('):\n    return x\n")
+    assert NO_TYPE is rp.step(unparsable).params[0].annotation
+    # typing keeps what a ForwardRef object resolved to: a name watched as typing sees it
+    forward = defined("import typing\ndef g(x: typing.List['Order']):\n    return x\n")
+    assert (typing.ForwardRef("Order"),) == typing.get_args(rp.step(forward).params[0].annotation)
+    forward.__globals__["Order"] = dict
+    assert (dict,) == typing.get_args(rp.step(forward).params[0].annotation)
+
+
+def test_what_the_cache_cannot_watch_is_inspected_every_time(inspections):
+    """A wrapper around a callable instance, and wrappers nested deeper than the cache
+    follows, are inspected each time they are decorated."""
+
+    class Pricer:
+        def __call__(self, item):
+            return item
+
+    @functools.wraps(Pricer())
+    def around_instance(*args, **kwargs):
+        return args
+
+    deep = around_instance
+    for _ in range(20):
+        deep = functools.wraps(deep)(lambda *args, **kwargs: args)
+    for fn in (around_instance, deep):
+        rp.step(fn, name="s")
+        rp.step(fn, name="s")
+    assert 4 == len(inspections)
