@@ -282,30 +282,38 @@ class Pricer:
         return record
 
 
-def per_call(run: Callable[[], Any], calls: int, reps: int = 5) -> float:
-    """Best over `reps` of the time of `calls` calls of `run`, per call (seconds)."""
-    best = math.inf
+def per_call(
+    contenders: dict[str, Callable[[], Any]], calls: int, reps: int = 5
+) -> dict[str, float]:
+    """Best over `reps` of the time of `calls` calls of each contender, per call (seconds),
+    repetitions interleaved."""
+    best = dict.fromkeys(contenders, math.inf)
     with frozen_gc():
         for _ in range(reps):
-            gc.collect()
-            start = time.perf_counter()
-            for _ in range(calls):
-                run()
-            best = min(best, (time.perf_counter() - start) / calls)
+            for name, run in contenders.items():
+                gc.collect()
+                start = time.perf_counter()
+                for _ in range(calls):
+                    run()
+                best[name] = min(best[name], (time.perf_counter() - start) / calls)
     return best
 
 
-async def bench_decorate(cfg: Config, rp: Any) -> None:
+async def bench_decorate(cfg: Config, rp: Any, reps: int = 5) -> None:
     calls = cfg.decorate_calls
-    fresh = iter(fresh_functions(calls * 5))
+    fresh = iter(fresh_functions(calls * reps))
     partial = functools.partial(enrich, factor=2)
     pricer = Pricer()
-    figures = {
-        "rp.step(new function)": per_call(lambda: rp.step(next(fresh)), calls),
-        "rp.step(same function)": per_call(lambda: rp.step(enrich), calls),
-        "rp.step(same partial)": per_call(lambda: rp.step(partial, name="p"), calls),
-        "rp.step(same instance)": per_call(lambda: rp.step(pricer), calls),
-    }
+    figures = per_call(
+        {
+            "rp.step(new function)": lambda: rp.step(next(fresh)),
+            "rp.step(same function)": lambda: rp.step(enrich),
+            "rp.step(same partial)": lambda: rp.step(partial, name="p"),
+            "rp.step(same instance)": lambda: rp.step(pricer),
+        },
+        calls,
+        reps,
+    )
     first = figures["rp.step(new function)"]
     for what, t in figures.items():
         cfg.emit(Row("decorate", what, f"{t * 1e6:7.2f} us/call", ratio=f"{t / first:.2f}"))
