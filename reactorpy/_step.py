@@ -299,8 +299,9 @@ class Step(Generic[P, R]):
     def _replace(self, **changes: Any) -> Step[..., Any]:
         """A copy with some constructor arguments changed; it shares this step's callbacks
         unless ``_hooks`` is given, and its inspected signature unless ``fn`` is."""
-        if type(self) is Step and changes.keys() <= {"name", "args"}:
-            return self._renamed(changes.get("name", self.name), changes.get("args", self.args))
+        name = changes.get("name", self.name)
+        if type(self) is Step and changes.keys() <= {"name", "args"} and name is not None:
+            return self._renamed(name, changes.get("args", self.args))
         options: dict[str, Any] = {
             "fn": self.fn,
             "name": self.name,
@@ -351,9 +352,7 @@ class Step(Generic[P, R]):
         new._hooks = self._hooks
         new.dispatch_key = self.dispatch_key
         new._identity = self._identity
-        mine = new.__dict__ = self._identity.copy()
-        if len(mine) < 5:  # named after the step (see `_identified`)
-            mine.update(_identified(self._identity, name))
+        new.__dict__ = _identified(self._identity, name)
         return new
 
     @property

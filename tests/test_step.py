@@ -284,8 +284,12 @@ def test_a_renamed_copy_is_the_step_the_constructor_makes(fn, options, args, nam
     assert expected == _state(added)
 
 
-@pytest.mark.parametrize("name", ["", 3, None])
+@pytest.mark.parametrize("name", ["", 3])
 def test_a_renamed_copy_refuses_a_name_the_constructor_refuses(name):
-    """A step name must be a non-empty string, in a copy as in the constructor."""
+    """A step name must be a non-empty string, in a copy as in the constructor; a copy
+    named None is named after its function, as a step made without a name is."""
     with pytest.raises(rp.DefinitionError, match="A step name must be a non-empty string"):
         rp.step(double)._replace(name=name)
+    with pytest.raises(rp.DefinitionError, match="A step name must be a non-empty string"):
+        rp.step(double).evolve(name=name)
+    assert "double" == rp.step(double, name="other")._replace(name=None).name
