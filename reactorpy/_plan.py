@@ -17,7 +17,7 @@ The arrays, for step index ``i`` (indices follow ``Plan.order``):
 - ``slots``: one value array holds step results at ``[0, n)``, inputs at ``[n, n + k)`` and
   constant `Value` arguments after them, so resolving an argument is one index.
 - ``argv[i]``: ``(param, slot, path, source, positional, transform)`` per wired parameter
-  (an `Argv`: made for step ``i`` the first time it is read).
+  (an `Argv`, a dict by plan index: made for step ``i`` the first time it is looked up).
 - ``param_names[i]``: the parameter names of ``argv[i]``, in order.
 - ``simple[i]``: the slots to pass positionally when no argument has a path or a transform
   or is keyword-only (the common case, resolved by a single list comprehension), else None.
@@ -45,7 +45,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any, NamedTuple, overload
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import attrs
 
@@ -153,8 +153,8 @@ class Plan:
         structure = self._made.get("structure")
         if structure is None:
             structure = self._made["structure"] = {
-                name: _needs(argv, step.wait_for)
-                for name, argv, step in zip(self.order, self.argv, self.steps, strict=True)
+                name: _needs(self.argv[i], step.wait_for)
+                for i, (name, step) in enumerate(zip(self.order, self.steps, strict=True))
             }
         return structure
 
@@ -314,39 +314,29 @@ def _compile_arguments(
     )
 
 
-class Argv(Sequence[tuple[ArgSpec, ...]]):
-    """`Plan.argv`: each step's `ArgSpec` tuple, by plan index, made the first time it is
-    asked for. Most steps never ask: a run gets their arguments through ``fetch``."""
+class Argv(dict[int, tuple[ArgSpec, ...]]):
+    """`Plan.argv`: each step's `ArgSpec` tuple by plan index, made the first time it is
+    looked up (by ``__missing__``: after that, a lookup is a dict's). Most steps never
+    are: a run gets their arguments through ``fetch``."""
 
-    __slots__ = ("_made", "_order", "_slot_of", "_wires")
+    __slots__ = ("_order", "_slot_of", "_wires")
 
     def __init__(self, wires: list[list[Wire]], order: list[int], slot_of: list[int]) -> None:
+        super().__init__()
         self._wires = wires  # by definition position, slots as `wire_steps` left them
         self._order = order  # plan index -> definition position
         self._slot_of = slot_of  # those slots -> the plan's
-        self._made: list[tuple[ArgSpec, ...] | None] = [None] * len(order)
 
-    def __len__(self) -> int:
-        return len(self._made)
-
-    @overload
-    def __getitem__(self, i: int) -> tuple[ArgSpec, ...]: ...
-    @overload
-    def __getitem__(self, i: slice) -> list[tuple[ArgSpec, ...]]: ...
-    def __getitem__(self, i: int | slice) -> tuple[ArgSpec, ...] | list[tuple[ArgSpec, ...]]:
-        if isinstance(i, slice):
-            return [self[j] for j in range(len(self))[i]]
-        made = self._made[i]
-        if made is None:
-            slot_of = self._slot_of
-            made = self._made[i] = tuple(
-                [
-                    ArgSpec(param, slot_of[slot], path, source, positional, transform)
-                    for param, slot, path, source, positional, transform in self._wires[
-                        self._order[i]
-                    ]
-                ]
-            )
+    def __missing__(self, i: int) -> tuple[ArgSpec, ...]:
+        if not 0 <= i < len(self._order):
+            raise IndexError(f"no step has plan index {i!r}")
+        slot_of = self._slot_of
+        made = self[i] = tuple(
+            [
+                ArgSpec(param, slot_of[slot], path, source, positional, transform)
+                for param, slot, path, source, positional, transform in self._wires[self._order[i]]
+            ]
+        )
         return made
 
 
