@@ -85,10 +85,11 @@ def _stamp(fn: Any, depth: int) -> tuple[Any, tuple[Any, ...]] | None:
         return fn.__code__, (
             len(fn.__defaults__ or ()),
             tuple(fn.__kwdefaults__ or ()),
-            tuple(annotations.items()),
+            tuple(annotations),
+            tuple(annotations.values()),
             _bindings(fn, annotations),
             fn.__type_params__ if _TYPE_PARAMS else (),
-            tuple(own.items()),
+            tuple(own.items()) if own else (),
             inner,
         )
     if kind is types.MethodType:
@@ -126,9 +127,8 @@ def _bindings(fn: Any, annotations: dict[str, Any]) -> tuple[Any, ...]:
         inner = wrapped
     namespace = getattr(inner, "__globals__", None) or {}
     builtin = builtins.__dict__
-    return tuple(
-        (name, namespace[name] if name in namespace else builtin.get(name, _MISSING))
-        for name in names
+    return tuple(  # by name: the names follow from the annotations, compared already
+        [namespace[name] if name in namespace else builtin.get(name, _MISSING) for name in names]
     )
 
 
