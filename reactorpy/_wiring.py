@@ -82,9 +82,6 @@ class Wired(NamedTuple):
     position: dict[str, int]  # each step's position, by name
 
 
-_NONE: Any = object()
-
-
 def wire_steps(inputs: Sequence[str], steps: Sequence[Step[..., Any]]) -> Wired:
     """Wire every step (`wire`), checking every reference, in one pass over each step's
     parameters: raise the first error in definition order (within a step: a parameter
