@@ -5,11 +5,19 @@ topological generations, per-step priorities, and the compact integer-indexed ar
 executor runs from. A `Plan` is immutable and cached by the reactor until its definition changes.
 Must not import: asyncio, the executor.
 
+Planning is one pass of wiring over the steps (`_wiring.wire_steps`), the generations,
+one pass over the steps in plan order for the arrays, and the priorities. What a run does
+not need is made the first time it is asked for, and kept: the DiGraph and its edges
+(drawing, graph queries), `structure` and `fingerprint` (checkpoints, middleware), and a
+step's ``argv[i]`` (a step whose arguments ``fetch[i]`` gets never needs it). So a reactor
+built per request pays for what its runs use (``benchmarks/bench_build.py``).
+
 The arrays, for step index ``i`` (indices follow ``Plan.order``):
 
 - ``slots``: one value array holds step results at ``[0, n)``, inputs at ``[n, n + k)`` and
   constant `Value` arguments after them, so resolving an argument is one index.
-- ``argv[i]``: ``(param, slot, path, source, positional, transform)`` per wired parameter.
+- ``argv[i]``: ``(param, slot, path, source, positional, transform)`` per wired parameter
+  (an `Argv`, a dict by plan index: made for step ``i`` the first time it is looked up).
 - ``param_names[i]``: the parameter names of ``argv[i]``, in order.
 - ``simple[i]``: the slots to pass positionally when no argument has a path or a transform
   or is keyword-only (the common case, resolved by a single list comprehension), else None.
@@ -41,19 +49,19 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import attrs
 
-from ._arguments import Input, Result, Source, Value
+from ._arguments import Input, Result, Source
 from ._errors import (
     CycleError,
     TypeMismatchError,
     UnknownReferenceError,
 )
-from ._typecheck import NO_TYPE, can_meet, describe
-from ._wiring import digraph, find_cycle, wire_all
+from ._typecheck import describe
+from ._wiring import Wire, Wired, digraph, edges_of, find_cycle, wire_steps
 
 if TYPE_CHECKING:
-    from ._step import Param, Step
+    from ._step import Step
 
-__all__ = ["ArgSpec", "Plan", "compile_plan"]
+__all__ = ["ArgSpec", "Argv", "Plan", "compile_plan"]
 
 
 class ArgSpec(NamedTuple):
@@ -85,13 +93,12 @@ class Plan:
     critical_path: tuple[str, ...]
     inputs: tuple[str, ...]
     returns: str | None
-    edges: dict[tuple[str, str], dict[str, Any]] = attrs.field(repr=False)  # of `graph`
     defined: tuple[Step[..., Any], ...] = attrs.field(repr=False)  # definition order
     # -- compiled arrays (see the module docstring) --
     steps: tuple[Step[..., Any], ...] = attrs.field(repr=False)
     fns: tuple[Callable[..., Any], ...] = attrs.field(repr=False)
     index: dict[str, int] = attrs.field(repr=False)
-    argv: tuple[tuple[ArgSpec, ...], ...] = attrs.field(repr=False)
+    argv: Argv = attrs.field(repr=False)
     simple: tuple[tuple[int, ...] | None, ...] = attrs.field(repr=False)
     param_names: tuple[tuple[str, ...], ...] = attrs.field(repr=False)
     fetch: tuple[Callable[[Sequence[Any]], Sequence[Any]] | None, ...] = attrs.field(repr=False)
@@ -110,12 +117,11 @@ class Plan:
     input_checks: tuple[int, ...] = attrs.field(repr=False)
     input_index: dict[str, int] = attrs.field(repr=False)  # input name -> its position
     no_results: dict[str, None] = attrs.field(repr=False)  # every step's name, plan order
-    fingerprint: str = attrs.field(repr=False)
-    structure: dict[str, tuple[str, ...]] = attrs.field(repr=False)
     # The execution layer's per-plan cache (see the module docstring).
     modes: dict[Any, Any] = attrs.field(factory=dict, repr=False)
-    # The DiGraph, once `graph` has built it (a holder: the plan itself is frozen).
-    _graph: list[Any] = attrs.field(factory=list, repr=False, alias="_graph")
+    # What is made the first time it is asked for (`edges`, `graph`, `structure`,
+    # `fingerprint`): a holder, as the plan itself is frozen.
+    _made: dict[str, Any] = attrs.field(factory=dict, repr=False, alias="_made")
 
     @property
     def size(self) -> int:
@@ -123,13 +129,54 @@ class Plan:
         return len(self.steps)
 
     @property
+    def edges(self) -> dict[tuple[str, str], dict[str, Any]]:
+        """The edges of `graph` with their data (see `_wiring.edges_of`)."""
+        edges = self._made.get("edges")
+        if edges is None:
+            edges = self._made["edges"] = edges_of(self.inputs, self.defined)
+        return edges
+
+    @property
     def graph(self) -> Any:
         """The ``networkx.DiGraph`` of inputs and steps, built the first time it is asked
         for: running needs only the compiled arrays, so networkx is imported by the first
         drawing or graph query, not by planning."""
-        if not self._graph:
-            self._graph.append(digraph(self.reactor, self.inputs, self.defined, self.edges))
-        return self._graph[0]
+        graph = self._made.get("graph")
+        if graph is None:
+            graph = digraph(self.reactor, self.inputs, self.defined, self.edges)
+            self._made["graph"] = graph
+        return graph
+
+    @property
+    def structure(self) -> dict[str, tuple[str, ...]]:
+        """Each step's dependencies, steps and inputs, by name (sorted), in plan order:
+        what a checkpoint records of the reactor it was made by."""
+        structure = self._made.get("structure")
+        if structure is None:
+            structure = self._made["structure"] = {
+                name: _needs(self.argv[i], step.wait_for)
+                for i, (name, step) in enumerate(zip(self.order, self.steps, strict=True))
+            }
+        return structure
+
+    @property
+    def fingerprint(self) -> str:
+        """A digest of the inputs and `structure`: a checkpoint fits a plan with the same."""
+        fingerprint = self._made.get("fingerprint")
+        if fingerprint is None:
+            fingerprint = self._made["fingerprint"] = _fingerprint(self.inputs, self.structure)
+        return fingerprint
+
+
+def _needs(argv: tuple[ArgSpec, ...], wait_for: tuple[str, ...]) -> tuple[str, ...]:
+    """The names a step depends on: the inputs and steps it reads, the steps it waits for."""
+    names = set(wait_for)
+    for a in argv:
+        if isinstance(a.source, Result):
+            names.add(a.source.step)
+        elif isinstance(a.source, Input):
+            names.add(a.source.name)
+    return tuple(sorted(names))
 
 
 def compile_plan(
@@ -138,32 +185,42 @@ def compile_plan(
     steps: Sequence[Step[..., Any]],
     returns: str | None,
 ) -> Plan:
-    """Validate and compile. Raises `DefinitionError` subclasses for what is wrong."""
-    edges, wirings, preds, preds_pos = wire_all(reactor, inputs, steps)
-    if returns is not None and returns not in inputs and all(s.name != returns for s in steps):
+    """Validate and compile. Raises `DefinitionError` subclasses for what is wrong: in
+    definition order, what wiring finds (`_wiring.wire_steps`); then an unknown ``returns``;
+    a cycle; and the first wiring in plan order whose annotations cannot meet."""
+    wired = wire_steps(inputs, steps)
+    if returns is not None and returns not in inputs and returns not in wired.position:
         raise UnknownReferenceError(
             "returns", returns, [*inputs, *(s.name for s in steps)], what="step or input"
         )
-    generations, order_pos = _generations(steps, preds_pos)
-    if len(order_pos) < len(steps):
-        raise CycleError(find_cycle(reactor, steps, edges), reactor)
-    ordered_steps = tuple([steps[k] for k in order_pos])
-    order = tuple([s.name for s in ordered_steps])
-    index = {name: i for i, name in enumerate(order)}
-    index_of_pos = [0] * len(order_pos)  # definition position -> plan index
+    generations, order_pos = _generations(steps, wired.preds)
+    n = len(steps)
+    if len(order_pos) < n:
+        raise CycleError(find_cycle(reactor, steps, edges_of(inputs, steps)), reactor)
+    index_of_pos = [0] * n  # definition position -> plan index
     for i, k in enumerate(order_pos):
         index_of_pos[k] = i
-    n = len(order)
-    input_slot = {name: n + k for k, name in enumerate(inputs)}
-
-    args = _compile_arguments(ordered_steps, wirings, index, input_slot, len(inputs))
-    deps = [tuple(sorted([index_of_pos[k] for k in preds_pos[order_pos[i]]])) for i in range(n)]
-    dependents_l, priority, critical, ready_order = _priorities(deps, order)
+    if wired.mismatches:
+        _, step, param, producer = min(wired.mismatches, key=lambda m: index_of_pos[m[0]])
+        raise TypeMismatchError(
+            step.name,
+            param.name,
+            describe(param.annotation),
+            producer.name,
+            describe(producer.result_type),
+        )
+    ordered_steps = tuple(map(steps.__getitem__, order_pos))
+    order = tuple([s.name for s in ordered_steps])
+    index = dict(zip(order, range(n), strict=True))
+    args = _compile_arguments(wired, order_pos, index_of_pos, len(inputs))
+    plan_index = index_of_pos.__getitem__
+    preds = map(wired.preds.__getitem__, order_pos)
+    deps = [sorted(map(plan_index, ps)) if ps else [] for ps in preds]
+    dependents, priority, critical, ready_order = _priorities(deps, order)
 
     return_slot = None
     if returns is not None:
-        return_slot = index[returns] if returns in index else input_slot[returns]
-    structure = {name: tuple(sorted(preds[name])) for name in order}
+        return_slot = index[returns] if returns in index else n + inputs.index(returns)
     return Plan(
         reactor=reactor,
         generations=generations,
@@ -171,7 +228,6 @@ def compile_plan(
         critical_path=critical,
         inputs=tuple(inputs),
         returns=returns,
-        edges=edges,
         defined=tuple(steps),
         steps=ordered_steps,
         fns=tuple([s.fn for s in ordered_steps]),
@@ -180,111 +236,117 @@ def compile_plan(
         simple=args.simple,
         param_names=args.param_names,
         fetch=args.fetch,
-        dependents=tuple(tuple(d) for d in dependents_l),
-        deps=tuple(deps),
-        ndeps=tuple(len(d) for d in deps),
+        dependents=dependents,
+        deps=tuple(map(tuple, deps)),
+        ndeps=tuple(map(len, deps)),
         reads=args.reads,
         readers=args.readers,
         priority=priority,
         ready_order=ready_order,
-        constants=args.constants,
-        input_paths=args.input_paths,
+        constants=tuple(wired.constants),
+        input_paths=tuple(
+            (steps[k].name, param, source)
+            for k, param, source in sorted(wired.input_paths, key=lambda e: index_of_pos[e[0]])
+        ),
         return_slot=return_slot,
-        roots=tuple(i for i in range(n) if not deps[i]),
-        input_checks=tuple(i for i, s in enumerate(ordered_steps) if s.input_checks),
+        roots=tuple([i for i in range(n) if not deps[i]]),
+        input_checks=tuple([i for i, s in enumerate(ordered_steps) if s.input_checks]),
         input_index={name: k for k, name in enumerate(inputs)},
         # From `index`: fromkeys of a dict reuses its hashes and size, no key is touched.
         no_results=dict.fromkeys(index),
-        fingerprint=_fingerprint(inputs, structure),
-        structure=structure,
     )
 
 
 class _Arguments(NamedTuple):
     """Each step's compiled arguments (see the module docstring), by plan index."""
 
-    argv: tuple[tuple[ArgSpec, ...], ...]
+    argv: Argv
     simple: tuple[tuple[int, ...] | None, ...]
     param_names: tuple[tuple[str, ...], ...]
     fetch: tuple[Callable[[Sequence[Any]], Sequence[Any]] | None, ...]
     reads: tuple[tuple[int, ...], ...]
     readers: tuple[int, ...]
-    constants: tuple[Any, ...]
-    input_paths: tuple[tuple[str, str, Input], ...]
+
+
+_param = itemgetter(0)
+_slot = itemgetter(1)
 
 
 def _compile_arguments(
-    steps: Sequence[Step[..., Any]],
-    wirings: dict[str, dict[str, Source | None]],
-    index: dict[str, int],
-    input_slot: dict[str, int],
-    n_inputs: int,
+    wired: Wired, order_pos: list[int], index_of_pos: list[int], n_inputs: int
 ) -> _Arguments:
-    """Compile each step's wiring into argument specs and slots, in one pass over the
-    steps (a pass per field would walk many scattered objects several times over)."""
-    n = len(steps)
-    constants: list[Any] = []
-    argv: list[tuple[ArgSpec, ...]] = []
+    """Each step's wiring as slots, by plan index, in one pass over the steps (a pass per
+    field would walk many scattered objects several times over)."""
+    n = len(order_pos)
+    # A wire's slot -> the plan's: results move to their plan index; inputs and constants
+    # stay; the Context's -1 is the last item.
+    slot_of = [*index_of_pos, *range(n, n + n_inputs + len(wired.constants)), -1]
+    remap = slot_of.__getitem__
+    plan_index = index_of_pos.__getitem__
     simple: list[tuple[int, ...] | None] = []
-    reads: list[tuple[int, ...]] = []
-    readers = [0] * n
-    input_paths: list[tuple[str, str, Input]] = []
     param_names: list[tuple[str, ...]] = []
     fetch: list[Callable[[Sequence[Any]], Sequence[Any]] | None] = []
-    for s in steps:
-        specs: list[ArgSpec] = []
-        positional_ok = True
-        read: set[int] = set()
-        params = {p.name: p for p in s.params}
-        for param, source in wirings[s.name].items():
-            positional = param in params and params[param].positional and positional_ok
-            if not positional:
-                positional_ok = False  # everything after a keyword-only goes by keyword
-            if source is None:
-                specs.append(ArgSpec(param, -1, (), None, positional))
-                continue
-            if isinstance(source, Input):
-                slot, path = input_slot[source.name], source.path
-                if path:
-                    input_paths.append((s.name, param, source))
-            elif isinstance(source, Result):
-                slot, path = index[source.step], source.path
-                read.add(slot)
-                if param in params and params[param].annotation is not NO_TYPE:
-                    _check_types(s, params[param], source, steps[slot])
-            else:
-                assert isinstance(source, Value)
-                slot, path = n + n_inputs + len(constants), ()
-                constants.append(source.value)
-            transform = None if isinstance(source, Value) else source.transform
-            specs.append(ArgSpec(param, slot, path, source, positional, transform))
-        for j in read:
-            readers[j] += 1
-        reads.append(tuple(sorted(read)))
-        argv.append(tuple(specs))
-        is_simple = all(
-            a.positional and not a.path and a.source is not None and a.transform is None
-            for a in specs
-        )
-        slots = tuple(a.slot for a in specs) if is_simple else None
-        simple.append(slots)
-        param_names.append(tuple(a.param for a in specs))
-        fetch.append(None if slots is None else _fetcher(slots))
+    reads: list[tuple[int, ...]] = []
+    readers = [0] * n
+    for k in order_pos:
+        wires = wired.wires[k]
+        param_names.append(tuple(map(_param, wires)))
+        if wired.simple[k]:
+            slots = tuple(map(remap, map(_slot, wires)))
+            simple.append(slots)
+            fetch.append(_fetcher(slots))
+        else:
+            simple.append(None)
+            fetch.append(None)
+        read = wired.reads[k]
+        if read:
+            mine = sorted(map(plan_index, read))
+            for j in mine:
+                readers[j] += 1
+            reads.append(tuple(mine))
+        else:
+            reads.append(())
     return _Arguments(
-        tuple(argv),
+        Argv(wired.wires, order_pos, slot_of),
         tuple(simple),
         tuple(param_names),
         tuple(fetch),
         tuple(reads),
         tuple(readers),
-        tuple(constants),
-        tuple(input_paths),
     )
 
 
+class Argv(dict[int, tuple[ArgSpec, ...]]):
+    """`Plan.argv`: each step's `ArgSpec` tuple by plan index, made the first time it is
+    looked up (by ``__missing__``: after that, a lookup is a dict's). Most steps never
+    are: a run gets their arguments through ``fetch``."""
+
+    __slots__ = ("_order", "_slot_of", "_wires")
+
+    def __init__(self, wires: list[list[Wire]], order: list[int], slot_of: list[int]) -> None:
+        super().__init__()
+        self._wires = wires  # by definition position, slots as `wire_steps` left them
+        self._order = order  # plan index -> definition position
+        self._slot_of = slot_of  # those slots -> the plan's
+
+    def __missing__(self, i: int) -> tuple[ArgSpec, ...]:
+        if not 0 <= i < len(self._order):
+            raise IndexError(f"no step has plan index {i!r}")
+        slot_of = self._slot_of
+        made = self[i] = tuple(
+            [
+                ArgSpec(param, slot_of[slot], path, source, positional, transform)
+                for param, slot, path, source, positional, transform in self._wires[self._order[i]]
+            ]
+        )
+        return made
+
+
 def _priorities(
-    deps: list[tuple[int, ...]], order: tuple[str, ...]
-) -> tuple[list[list[int]], tuple[int, ...], tuple[str, ...], tuple[tuple[int, ...], ...]]:
+    deps: Sequence[Sequence[int]], order: tuple[str, ...]
+) -> tuple[
+    tuple[tuple[int, ...], ...], tuple[int, ...], tuple[str, ...], tuple[tuple[int, ...], ...]
+]:
     """Each step's dependents, its priority (the longest chain of steps from it to a
     sink), the critical path, and each step's dependents most critical first."""
     n = len(deps)
@@ -293,9 +355,10 @@ def _priorities(
         for j in ds:
             dependents[j].append(i)
     priority = [1] * n
+    of = priority.__getitem__
     for i in range(n - 1, -1, -1):
         if dependents[i]:
-            priority[i] = 1 + max(priority[j] for j in dependents[i])
+            priority[i] = 1 + max(map(of, dependents[i]))
     critical: list[str] = []
     if n:
         i = priority.index(max(priority))  # the first of the most critical
@@ -307,33 +370,9 @@ def _priorities(
     # Most critical first (stable: ties stay in index order, as dependents is ascending).
     negated = [-p for p in priority]
     ready_order = tuple(
-        tuple(d) if len(d) < 2 else tuple(sorted(d, key=negated.__getitem__)) for d in dependents
+        [tuple(d) if len(d) < 2 else tuple(sorted(d, key=negated.__getitem__)) for d in dependents]
     )
-    return dependents, tuple(priority), tuple(critical), ready_order
-
-
-def _check_types(
-    step: Step[..., Any], param: Param, source: Result, producer: Step[..., Any]
-) -> None:
-    """Raise `TypeMismatchError` if `producer`'s result cannot meet `param`'s annotation.
-
-    Undecided, so never refused: a path or a transform (they change the value), a producer
-    without a decidable return annotation, or one whose result may be something else: a
-    ``when=`` guard (None when it skips) or a compensate (``rp.Continue(value)``).
-    """
-    produced = producer.result_type
-    if (
-        produced is NO_TYPE
-        or source.path
-        or source.transform is not None
-        or producer.when is not None
-        or producer.compensate_callback is not None
-        or can_meet(produced, param.annotation)
-    ):
-        return
-    raise TypeMismatchError(
-        step.name, param.name, describe(param.annotation), producer.name, describe(produced)
-    )
+    return tuple(map(tuple, dependents)), tuple(priority), tuple(critical), ready_order
 
 
 def _generations(

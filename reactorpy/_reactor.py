@@ -128,7 +128,8 @@ class Reactor(Composing, Reversing[T], Generic[T]):
             check_limits(limits, f"Reactor {name!r}")
         self.limits = dict(limits or {})
         self.middleware = middleware_list(middleware, f"Reactor {name!r}")
-        Middleware(self.middleware)  # fail early on objects that are not middleware
+        if self.middleware:
+            Middleware(self.middleware)  # fail early on objects that are not middleware
         if executor is not None:
             check_executor(executor, f"Reactor {name!r}")
         self.executor = executor

@@ -12,23 +12,26 @@ import functools
 import inspect
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import attrs
 
-from ._arguments import Context
+from ._arguments import Context, Input, Result, Source, Value
 from ._errors import DefinitionError
+from ._sigcache import cached
 from ._typecheck import NO_TYPE, decidable
 
 __all__ = [
     "Callback",
     "Param",
+    "check_sources",
     "default_name",
     "inspect_params",
     "inspect_step",
     "is_async_callable",
     "is_generator",
+    "step_name",
 ]
 
 
@@ -73,23 +76,35 @@ def _type_hints(fn: Callable[..., Any]) -> dict[str, Any]:
     return hints
 
 
-def inspect_params(fn: Callable[..., Any], what: str) -> tuple[list[Param], bool]:
+def inspect_params(fn: Callable[..., Any], what: str) -> tuple[tuple[Param, ...], bool]:
     """Return the wirable parameters of `fn` and whether it takes ``**kwargs``."""
     params, var_kw, _ = inspect_step(fn, what)
     return params, var_kw
 
 
-def inspect_step(fn: Callable[..., Any], what: str) -> tuple[list[Param], bool, Any]:
+def inspect_step(fn: Callable[..., Any], what: str) -> tuple[tuple[Param, ...], bool, Any]:
     """`inspect_params`, and the annotation of what `fn` returns (awaited, for an ``async
-    def``) when the plan's wiring check can decide about it, else `NO_TYPE`.
+    def``) when the plan's wiring check can decide about it, else `NO_TYPE`. Inspected
+    once per function (`_sigcache`: again when what it read has changed).
 
     Raises:
         DefinitionError: the signature cannot be read.
     """
     try:
+        return cached(fn, _inspect)
+    except _Unreadable as exc:
+        raise DefinitionError(f"Cannot read the signature of {what}: {exc}") from None
+
+
+class _Unreadable(Exception):
+    """`inspect.signature` refused the function (the message is its)."""
+
+
+def _inspect(fn: Callable[..., Any]) -> tuple[tuple[Param, ...], bool, Any]:
+    try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError) as exc:
-        raise DefinitionError(f"Cannot read the signature of {what}: {exc}") from None
+        raise _Unreadable(str(exc)) from None
     hints = _type_hints(fn)
     params: list[Param] = []
     var_kw = False
@@ -115,7 +130,7 @@ def inspect_step(fn: Callable[..., Any], what: str) -> tuple[list[Param], bool, 
         result_type = NO_TYPE  # a NewSteps result becomes another step's value: undecided
     else:
         result_type = decidable(returned)
-    return params, var_kw, result_type
+    return tuple(params), var_kw, result_type
 
 
 def _mentions_new_steps(annotation: Any) -> bool:
@@ -217,3 +232,55 @@ def is_generator(fn: Any) -> bool:
     if not inspect.isroutine(inner) and not isinstance(inner, type):
         inner = getattr(type(inner), "__call__", inner)  # noqa: B004
     return inspect.isasyncgenfunction(inner) or inspect.isgeneratorfunction(inner)
+
+
+def step_name(fn: Any, name: str | None) -> str:
+    """The name of a step of `fn` (checked; a generator function is refused)."""
+    if not callable(fn):
+        raise DefinitionError(f"A step needs a function, got {fn!r}.")
+    if name is None:
+        name = default_name(fn)
+        if name is None:
+            raise DefinitionError(f"Cannot name the step {fn!r}: give it one with name=...")
+    if not isinstance(name, str) or not name:
+        raise DefinitionError(f"A step name must be a non-empty string, got {name!r}.")
+    if is_generator(fn):
+        raise DefinitionError(
+            f"Step {name!r} is a generator function: a step returns its result once. "
+            "Return a list (or collect the items in the step) instead of yielding."
+        )
+    return name
+
+
+def check_sources(
+    name: str, args: Any, known: Collection[str], takes_kwargs: bool, fn: Any, *, own: bool = False
+) -> dict[str, Source]:
+    """A step's ``args=``: sources (`Input`, `Result`, `Value`) for its parameters (whose
+    names are `known`), in a dict of its own (`args` itself if the caller made it: `own`)."""
+    if args is None:
+        return {}
+    if type(args) is dict:
+        out: dict[str, Source] = args if own else args.copy()
+    elif isinstance(args, Mapping):
+        out = dict(args.items())
+    else:
+        raise DefinitionError(
+            f"Step {name!r}: args must be a mapping of parameter names to "
+            f"rp.Input/rp.Result/rp.Value, got {args!r}."
+        )
+    for param, source in out.items():
+        if type(source) not in _SOURCE_TYPES and not isinstance(source, _SOURCE_TYPES):
+            raise DefinitionError(
+                f"Step {name!r}: args[{param!r}] is {source!r}; use rp.Input(...), "
+                "rp.Result(...) or rp.Value(...)."
+            )
+        if param not in known and not takes_kwargs:
+            raise DefinitionError(
+                f"Step {name!r}: args names {param!r}, which is not a parameter of "
+                f"{getattr(fn, '__qualname__', fn)!r}. Parameters: "
+                f"{', '.join(repr(p) for p in sorted(known)) or '(none)'}."
+            )
+    return out
+
+
+_SOURCE_TYPES = (Input, Result, Value)

@@ -14,18 +14,17 @@ from typing import Any, Generic, ParamSpec, TypeVar, cast, overload
 
 import attrs
 
-from ._arguments import Input, Result, Source, Value
+from ._arguments import Source
 from ._checks import check_executor, check_options, exception_types, option_seconds, step_names
 from ._errors import DefinitionError
 from ._signature import (
     Callback,
     Param,
-    default_name,
+    check_sources,
     inspect_step,
     is_async_callable,
-    is_generator,
+    step_name,
 )
-from ._typecheck import NO_TYPE
 
 __all__ = ["Callback", "Continue", "NewSteps", "Param", "Skip", "Step", "step"]
 
@@ -55,51 +54,6 @@ class _Hooks:
         self.version = 0
 
 
-def _step_name(fn: Any, name: str | None) -> str:
-    """The name of a step of `fn` (checked; a generator function is refused)."""
-    if not callable(fn):
-        raise DefinitionError(f"A step needs a function, got {fn!r}.")
-    if name is None:
-        name = default_name(fn)
-        if name is None:
-            raise DefinitionError(f"Cannot name the step {fn!r}: give it one with name=...")
-    if not isinstance(name, str) or not name:
-        raise DefinitionError(f"A step name must be a non-empty string, got {name!r}.")
-    if is_generator(fn):
-        raise DefinitionError(
-            f"Step {name!r} is a generator function: a step returns its result once. "
-            "Return a list (or collect the items in the step) instead of yielding."
-        )
-    return name
-
-
-def _check_sources(
-    name: str, args: Any, params: list[Param], takes_kwargs: bool, fn: Any
-) -> dict[str, Source]:
-    """A step's ``args=``: sources (`Input`, `Result`, `Value`) for its parameters."""
-    if args is not None and not isinstance(args, Mapping):
-        raise DefinitionError(
-            f"Step {name!r}: args must be a mapping of parameter names to "
-            f"rp.Input/rp.Result/rp.Value, got {args!r}."
-        )
-    out: dict[str, Source] = {}
-    known = {p.name for p in params}
-    for param, source in (args or {}).items():
-        if not isinstance(source, Input | Result | Value):
-            raise DefinitionError(
-                f"Step {name!r}: args[{param!r}] is {source!r}; use rp.Input(...), "
-                "rp.Result(...) or rp.Value(...)."
-            )
-        if param not in known and not takes_kwargs:
-            raise DefinitionError(
-                f"Step {name!r}: args names {param!r}, which is not a parameter of "
-                f"{getattr(fn, '__qualname__', fn)!r}. Parameters: "
-                f"{', '.join(repr(p) for p in sorted(known)) or '(none)'}."
-            )
-        out[param] = source
-    return out
-
-
 class Step(Generic[P, R]):
     """A function registered as a step, still callable like the function itself.
 
@@ -117,11 +71,14 @@ class Step(Generic[P, R]):
     __slots__ = (
         "__dict__",
         "_hooks",
+        "_identity",
+        "_names",
         "args",
         "async_",
         "backoff",
         "concurrency_key",
         "description",
+        "dispatch_key",
         "executor",
         "fn",
         "is_async",
@@ -163,6 +120,7 @@ class Step(Generic[P, R]):
     takes_kwargs: bool
     is_async: bool
     result_type: Any  # for the plan's wiring check: decidable, else NO_TYPE
+    dispatch_key: tuple[Any, ...]
 
     def __init__(
         self,
@@ -181,17 +139,17 @@ class Step(Generic[P, R]):
         when: Callable[..., Any] | None = None,
         description: str | None = None,
         _hooks: _Hooks | None = None,
-        _inspected: tuple[list[Param], bool] | tuple[list[Param], bool, Any] | None = None,
+        _inspected: tuple[tuple[Param, ...], bool, Any] | None = None,
     ) -> None:
         self.fn = fn
-        self.name = _step_name(fn, name)
+        self.name = step_name(fn, name)
         self.is_async = is_async_callable(fn)
-        if _inspected is None:  # signatures are inspected once, at decoration
+        if _inspected is None:  # signatures are inspected once per function
             _inspected = inspect_step(fn, f"step {self.name!r}")
-        params, self.takes_kwargs, *result_type = _inspected
-        self.result_type = result_type[0] if result_type else NO_TYPE
+        params, self.takes_kwargs, self.result_type = _inspected
         self.params = tuple(params)
-        self.args = _check_sources(self.name, args, params, self.takes_kwargs, fn)
+        self._names = frozenset([p.name for p in params])
+        self.args = check_sources(self.name, args, self._names, self.takes_kwargs, fn)
         self.wait_for = step_names(wait_for, "wait_for", self.name)
         self.async_ = bool(async_)
         if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
@@ -233,12 +191,29 @@ class Step(Generic[P, R]):
         )
         self.description = description if description is not None else _summary(fn)
         self._hooks = _hooks if _hooks is not None else _Hooks()
-        # So the step pickles by reference and reads like the function in tracebacks.
-        self.__dict__["__module__"] = getattr(fn, "__module__", None)
-        self.__dict__["__qualname__"] = getattr(fn, "__qualname__", self.name)
-        self.__dict__["__name__"] = getattr(fn, "__name__", self.name)
-        self.__dict__["__doc__"] = getattr(fn, "__doc__", None)
-        self.__dict__["__wrapped__"] = fn
+        # Which of its options decide how a run starts it (its kind, the callbacks aside):
+        # steps with equal keys share a row of the executor's dispatch table.
+        self.dispatch_key = (
+            type(self),
+            self.is_async,
+            self.executor is not None,
+            self.async_,
+            bool(self.retries),
+            bool(self.retry_on),
+            self.timeout is not None,
+            self.when is not None,
+        )
+        # So the step pickles by reference and reads like the function in tracebacks
+        # (`_identity`: what of it comes from the function, for copies under other names).
+        self._identity = {
+            "__module__": getattr(fn, "__module__", None),
+            "__doc__": getattr(fn, "__doc__", None),
+            "__wrapped__": fn,
+        }
+        for key in ("__qualname__", "__name__"):
+            if hasattr(fn, key):
+                self._identity[key] = getattr(fn, key)
+        self.__dict__.update(_identified(self._identity, self.name))
 
     # -- calling -----------------------------------------------------------------------------
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -314,15 +289,19 @@ class Step(Generic[P, R]):
         self, *, name: str | None = None, args: Mapping[str, Source] | None = None
     ) -> Step[P, R]:
         """A copy under another name or wiring that shares this step's callbacks."""
-        copy = self._replace(
-            name=name if name is not None else self.name,
-            args={**self.args, **(args or {})},
-        )
+        name = name if name is not None else self.name
+        merged = {**self.args, **(args or {})}
+        if type(self) is Step:
+            return cast("Step[P, R]", self._renamed(name, merged, own=True))
+        copy = self._replace(name=name, args=merged)
         return cast("Step[P, R]", copy)  # same function, same signature
 
     def _replace(self, **changes: Any) -> Step[..., Any]:
         """A copy with some constructor arguments changed; it shares this step's callbacks
         unless ``_hooks`` is given, and its inspected signature unless ``fn`` is."""
+        name = changes.get("name", self.name)
+        if type(self) is Step and changes.keys() <= {"name", "args"} and name is not None:
+            return self._renamed(name, changes.get("args", self.args))
         options: dict[str, Any] = {
             "fn": self.fn,
             "name": self.name,
@@ -340,9 +319,41 @@ class Step(Generic[P, R]):
             "_hooks": self._hooks,
         }
         if "fn" not in changes:
-            options["_inspected"] = (list(self.params), self.takes_kwargs, self.result_type)
+            options["_inspected"] = (self.params, self.takes_kwargs, self.result_type)
         options.update(changes)
         return Step(options.pop("fn"), **options)
+
+    def _renamed(self, name: Any, args: Any, *, own: bool = False) -> Step[..., Any]:
+        """What ``_replace(name=name, args=args)`` returns, without checking again what the
+        constructor checked of this step (its function and signature, its options): the
+        copy that ``reactor.add(step, name=..., args=...)`` and `evolve` make, for a tenth
+        of the constructor's cost. `test_step.py` compares the two."""
+        if not isinstance(name, str) or not name:
+            raise DefinitionError(f"A step name must be a non-empty string, got {name!r}.")
+        new: Step[..., Any] = object.__new__(Step)
+        new.fn = self.fn
+        new.name = name
+        new.args = check_sources(name, args, self._names, self.takes_kwargs, self.fn, own=own)
+        new.wait_for = self.wait_for
+        new.async_ = self.async_
+        new.retries = self.retries
+        new.retry_on = self.retry_on
+        new.backoff = self.backoff
+        new.timeout = self.timeout
+        new.executor = self.executor
+        new.concurrency_key = self.concurrency_key
+        new.when = self.when
+        new.description = self.description
+        new.params = self.params
+        new._names = self._names
+        new.takes_kwargs = self.takes_kwargs
+        new.is_async = self.is_async
+        new.result_type = self.result_type
+        new._hooks = self._hooks
+        new.dispatch_key = self.dispatch_key
+        new._identity = self._identity
+        new.__dict__ = _identified(self._identity, name)
+        return new
 
     @property
     def has_features(self) -> bool:
@@ -355,6 +366,16 @@ class Step(Generic[P, R]):
             or self.when is not None
             or self._hooks.compensate is not None
         )
+
+
+def _identified(identity: dict[str, Any], name: str) -> dict[str, Any]:
+    """A step's ``__dict__``: its function's identity, named after the step where the
+    function has no name of its own (a partial, a callable instance)."""
+    out = identity.copy()
+    if len(out) < 5:
+        out.setdefault("__qualname__", name)
+        out.setdefault("__name__", name)
+    return out
 
 
 def _load_step(module: str, qualname: str) -> Any:

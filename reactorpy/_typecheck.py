@@ -95,6 +95,10 @@ def _meet(produced: type, expected: type) -> bool:
 
 
 _cache: dict[tuple[Any, Any], bool] = {}
+# The same answers by the annotations' identities (which keep them alive, so an id is
+# never reused while its entry is here): ``dict[str, Any]`` hashes its arguments each
+# time, and a plan asks once per wired parameter.
+_by_id: dict[tuple[int, int], tuple[Any, Any, bool]] = {}
 
 
 def can_meet(produced: Any, expected: Any) -> bool:
@@ -105,13 +109,16 @@ def can_meet(produced: Any, expected: Any) -> bool:
     >>> can_meet(int, str), can_meet(int, float), can_meet(int | None, int)
     (False, True, True)
     """
+    known = _by_id.get((id(produced), id(expected)))
+    if known is not None and known[0] is produced and known[1] is expected:
+        return known[2]
     try:
-        return _cache[produced, expected]
+        answer = _cache[produced, expected]
     except KeyError:
-        pass
+        answer = _cache[produced, expected] = _decide(produced, expected)
     except TypeError:  # unhashable (Annotated metadata, say): decide without the cache
         return _decide(produced, expected)
-    answer = _cache[produced, expected] = _decide(produced, expected)
+    _by_id[id(produced), id(expected)] = (produced, expected, answer)
     return answer
 
 

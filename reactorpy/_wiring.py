@@ -1,24 +1,35 @@
 """Wiring: each step's parameters matched to inputs and results, and the graph they make.
 
 Owns: `wire` (one step: explicit ``args`` first, then the run Context, then an input or a
-step of the parameter's name), `wire_all` (every step, every reference checked), the
-``networkx.DiGraph`` drawn from them (`digraph`, built only when something asks for it:
-networkx is half of ``import reactorpy``'s time), and the path of a cycle.
+step of the parameter's name), `wire_steps` (every step, every reference checked, in the
+slots the planner compiles), the edges and the ``networkx.DiGraph`` drawn from them
+(`edges_of`, `digraph`, made only when something asks for them: networkx is half of
+``import reactorpy``'s time), and the path of a cycle.
 Must not import: the planner, asyncio, the executor.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence, Set
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ._arguments import Input, NameRef, Result, Source
+from ._arguments import Input, NameRef, Result, Source, Value
 from ._errors import DefinitionError, UnknownReferenceError, did_you_mean
+from ._typecheck import NO_TYPE, can_meet
 
 if TYPE_CHECKING:
+    from ._signature import Param
     from ._step import Step
 
-__all__ = ["build_graph", "digraph", "find_cycle", "wire", "wire_all"]
+__all__ = [
+    "Wire",
+    "Wired",
+    "digraph",
+    "edges_of",
+    "find_cycle",
+    "wire",
+    "wire_steps",
+]
 
 
 def wire(step: Step[..., Any], inputs: set[str], steps: set[str]) -> dict[str, Source | None]:
@@ -39,15 +50,10 @@ def wire(step: Step[..., Any], inputs: set[str], steps: set[str]) -> dict[str, S
         elif p.name in steps and p.name != step.name:
             wiring[p.name] = Result(p.name)
         elif not p.has_default:
-            available = sorted(inputs | steps - {step.name})
-            raise DefinitionError(
-                f"Step {step.name!r}: parameter {p.name!r} matches no input or step and has "
-                f"no default.{did_you_mean(p.name, available)} Wire it with "
-                f"args={{{p.name!r}: ...}}; available: "
-                f"{', '.join(map(repr, available)) or '(none)'}."
-            )
-    for extra in step.args.keys() - wiring.keys():  # only for functions taking **kwargs
-        wiring[extra] = step.args[extra]
+            raise _unmatched(step, p.name, inputs, steps)
+    for extra in step.args:  # only for functions taking **kwargs
+        if extra not in wiring:
+            wiring[extra] = step.args[extra]
     for param, source in wiring.items():
         if isinstance(source, NameRef) and source.name not in inputs:
             wiring[param] = Result(source.name, *source.path, transform=source.transform)
@@ -56,74 +62,211 @@ def wire(step: Step[..., Any], inputs: set[str], steps: set[str]) -> dict[str, S
     return wiring
 
 
-def build_graph(
-    reactor: str, inputs: Sequence[str], steps: Sequence[Step[..., Any]]
-) -> tuple[Any, dict[str, dict[str, Source | None]], dict[str, list[str]], list[list[int]]]:
-    """Build the DiGraph of inputs and steps, checking every reference; returns it, the
-    wiring of each step, the predecessors of each step (the graph's, as lists of names),
-    and each step's step predecessors as positions in `steps`."""
-    edges, wirings, preds, preds_pos = wire_all(reactor, inputs, steps)
-    return digraph(reactor, inputs, steps, edges), wirings, preds, preds_pos
+# One wired parameter, as `wire_steps` leaves it: an `ArgSpec`'s fields, with the slot of a
+# result still the producer's definition position (the planner maps it to a plan index).
+Wire = tuple[str, int, tuple[Any, ...], "Source | None", bool, "Callable[[Any], Any] | None"]
 
 
-def wire_all(
-    reactor: str, inputs: Sequence[str], steps: Sequence[Step[..., Any]]
-) -> tuple[
-    dict[tuple[str, str], dict[str, Any]],
-    dict[str, dict[str, Source | None]],
-    dict[str, list[str]],
-    list[list[int]],
-]:
-    """Wire every step, checking every reference; return the graph's edges, the wiring of
-    each step, the predecessors of each step (as lists of names), and each step's step
-    predecessors as positions in `steps`.
+class Wired(NamedTuple):
+    """Every step's wiring, by definition position (see `wire_steps`)."""
 
-    Edges carry ``args`` (the parameters they feed, empty for ordering only) and ``kind``
-    (``"argument"`` or ``"wait_for"``).
+    wires: list[list[Wire]]
+    simple: list[bool]  # every argument positional, with no path or transform
+    preds: list[list[int]]  # the steps each step waits for (argument and wait_for edges)
+    reads: list[list[int]]  # the steps whose results each step reads (argument edges)
+    constants: list[Any]  # the `Value`s, in slot order
+    input_paths: list[tuple[int, str, Input]]  # (position, parameter, source) with a path
+    # The first wiring of each step whose annotations cannot meet: (position, step,
+    # parameter, producer); the planner reports the first in plan order.
+    mismatches: list[tuple[int, Step[..., Any], Param, Step[..., Any]]]
+    position: dict[str, int]  # each step's position, by name
+
+
+def wire_steps(inputs: Sequence[str], steps: Sequence[Step[..., Any]]) -> Wired:
+    """Wire every step (`wire`), checking every reference, in one pass over each step's
+    parameters: raise the first error in definition order (within a step: a parameter
+    that matches nothing, then an unknown reference in wiring order, then an unknown
+    ``wait_for``), or return what the planner compiles.
+
+    Slots: a result's is the producer's position in `steps` (the planner maps it to a
+    plan index); an input's ``n + k``; a `Value`'s ``n + len(inputs) + c``; the Context's -1.
     """
+    n = len(steps)
+    input_slot = {name: n + k for k, name in enumerate(inputs)}
+    position = {s.name: k for k, s in enumerate(steps)}
+    out = Wired([], [], [], [], [], [], [], position)
+    constants = out.constants
+    first_constant = n + len(inputs)
+    where = position.get
+    add_wires, add_simple, add_preds, add_reads = (
+        out.wires.append,
+        out.simple.append,
+        out.preds.append,
+        out.reads.append,
+    )
+    for k, s in enumerate(steps):
+        wires: list[Wire] = []
+        preds: list[int] = []  # results read, then wait_for: reads is preds until then
+        unknown: UnknownReferenceError | None = None
+        positional_ok = simple = True
+        params, args = s.params, s.args
+        wiring: list[tuple[str, Source | None, Param | None]]
+        if len(args) == len(params):  # as a step built at run time: args= names every one
+            try:
+                wiring = [(p.name, args[p.name], p) for p in params]
+            except KeyError:  # a parameter wired by its name, and an extra for **kwargs
+                wiring = _wiring(s, input_slot, position, inputs)
+        else:
+            wiring = _wiring(s, input_slot, position, inputs)
+        for name, source, p in wiring:
+            positional = positional_ok = positional_ok and p is not None and p.positional
+            if source is None:  # the run Context
+                wires.append((name, -1, (), None, positional, None))
+                simple = False
+                continue
+            if type(source) is NameRef:  # the input of that name, else the step
+                source = _by_name(source, input_slot)
+            if isinstance(source, Result):
+                path, transform = source.path, source.transform
+                slot = where(source.step, -1)
+                if slot < 0:
+                    unknown = unknown or UnknownReferenceError(
+                        s.name, source.step, position.keys() - {s.name}
+                    )
+                    continue
+                if slot not in preds:
+                    preds.append(slot)
+                if (
+                    p is not None
+                    and p.annotation is not NO_TYPE
+                    and not path
+                    and transform is None
+                    and not _meets(steps[slot], p.annotation)
+                    and (not out.mismatches or out.mismatches[-1][0] != k)
+                ):
+                    out.mismatches.append((k, s, p, steps[slot]))
+            elif isinstance(source, Value):
+                wires.append((name, first_constant + len(constants), (), source, positional, None))
+                constants.append(source.value)
+                simple = simple and positional
+                continue
+            else:
+                path, transform = source.path, source.transform
+                slot = input_slot.get(source.name, -1)
+                if slot < 0:
+                    unknown = unknown or UnknownReferenceError(
+                        s.name, source.name, inputs, what="input"
+                    )
+                    continue
+                if path:
+                    out.input_paths.append((k, name, source))
+            simple = simple and positional and not path and transform is None
+            wires.append((name, slot, path, source, positional, transform))
+        if unknown is not None:
+            raise unknown
+        reads = preds
+        if s.wait_for:
+            reads = preds.copy()
+            for dep in s.wait_for:
+                slot = position.get(dep, -1)
+                if slot < 0:
+                    raise UnknownReferenceError(s.name, dep, position.keys() - {s.name})
+                if slot not in preds:
+                    preds.append(slot)
+        add_wires(wires)
+        add_simple(simple)
+        add_preds(preds)
+        add_reads(reads)
+    return out
+
+
+def _wiring(
+    step: Step[..., Any],
+    input_slot: dict[str, int],
+    position: dict[str, int],
+    inputs: Sequence[str],
+) -> list[tuple[str, Source | None, Param | None]]:
+    """`wire` of one step, as (parameter, source, `Param` or None for ``**kwargs``),
+    bare names (`NameRef`) left to the caller."""
+    args = step.args
+    params = step.params
+    out: list[tuple[str, Source | None, Param | None]] = []
+    explicit = 0
+    for p in params:
+        name = p.name
+        source: Source | None
+        if name in args:
+            source = args[name]
+            explicit += 1
+        elif p.is_context:
+            source = None
+        elif name in input_slot:
+            source = Input(name)
+        elif name in position and name != step.name:
+            source = Result(name)
+        elif not p.has_default:
+            raise _unmatched(step, name, set(inputs), position.keys())
+        else:
+            continue
+        out.append((name, source, p))
+    if explicit < len(args):  # only for functions taking **kwargs
+        known = {name for name, _, _ in out}
+        out.extend((extra, source, None) for extra, source in args.items() if extra not in known)
+    return out
+
+
+def _by_name(ref: NameRef, inputs: Mapping[str, Any]) -> Source:
+    kind = Input if ref.name in inputs else Result
+    return kind(ref.name, *ref.path, transform=ref.transform)
+
+
+def _unmatched(
+    step: Step[..., Any], name: str, inputs: set[str], steps: Set[str]
+) -> DefinitionError:
+    available = sorted(inputs | steps - {step.name})
+    return DefinitionError(
+        f"Step {step.name!r}: parameter {name!r} matches no input or step and has "
+        f"no default.{did_you_mean(name, available)} Wire it with "
+        f"args={{{name!r}: ...}}; available: "
+        f"{', '.join(map(repr, available)) or '(none)'}."
+    )
+
+
+def _meets(producer: Step[..., Any], expected: Any) -> bool:
+    """`_plan`'s annotation check of one wiring (see `compile_plan`): undecided, so met,
+    when the producer's result type is unknown or its result may be something else."""
+    produced = producer.result_type
+    return (
+        produced is NO_TYPE
+        or producer.when is not None
+        or producer.compensate_callback is not None
+        or can_meet(produced, expected)
+    )
+
+
+def edges_of(inputs: Sequence[str], steps: Sequence[Step[..., Any]]) -> dict[tuple[str, str], Any]:
+    """The edges of the graph of `steps` (which `wire_steps` has checked), in the order they
+    are drawn, each with its data: ``args`` (the parameters the edge feeds, empty for
+    ordering only) and ``kind`` (``"argument"`` or ``"wait_for"``)."""
     input_set = set(inputs)
     step_names = {s.name for s in steps}
-    position = {s.name: k for k, s in enumerate(steps)}
-    wirings: dict[str, dict[str, Source | None]] = {}
     edges: dict[tuple[str, str], dict[str, Any]] = {}
-    preds: dict[str, list[str]] = {}
-    preds_pos: list[list[int]] = []
     for s in steps:
-        wiring = wire(s, input_set, step_names)
-        wirings[s.name] = wiring
-        mine = preds[s.name] = []
-        mine_pos: list[int] = []
-        preds_pos.append(mine_pos)
-        for param, source in wiring.items():
-            k = -1
+        for param, source in wire(s, input_set, step_names).items():
             if isinstance(source, Input):
-                if source.name not in input_set:
-                    raise UnknownReferenceError(s.name, source.name, inputs, what="input")
                 src = source.name
             elif isinstance(source, Result):
-                k = position.get(source.step, -1)
-                if k < 0:
-                    raise UnknownReferenceError(s.name, source.step, step_names - {s.name})
                 src = source.step
             else:
                 continue
             data = edges.get((src, s.name))
             if data is None:
                 edges[src, s.name] = {"args": [param], "kind": "argument"}
-                mine.append(src)
-                if k >= 0:
-                    mine_pos.append(k)
             else:
                 data["args"].append(param)
         for dep in s.wait_for:
-            k = position.get(dep, -1)
-            if k < 0:
-                raise UnknownReferenceError(s.name, dep, step_names - {s.name})
-            if (dep, s.name) not in edges:
-                edges[dep, s.name] = {"args": [], "kind": "wait_for"}
-                mine.append(dep)
-                mine_pos.append(k)
-    return edges, wirings, preds, preds_pos
+            edges.setdefault((dep, s.name), {"args": [], "kind": "wait_for"})
+    return edges
 
 
 def digraph(

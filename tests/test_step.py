@@ -6,6 +6,8 @@ import functools
 import pickle
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import reactorpy as rp
 from reactorpy.testing import run_virtual
@@ -186,3 +188,108 @@ def test_a_plain_def_returning_a_coroutine_is_awaited():
     r.add(rp.step(lambda x: double(x), name="later"))
     assert 6 == run_virtual(r.run({"x": 3}))
     assert 6 == run_virtual(r.run({"x": 3}, async_=False))
+
+
+def _state(step):
+    """Everything a step holds: its slots (callbacks by what they are) and its __dict__."""
+    out = {
+        name: getattr(step, name)
+        for cls in type(step).__mro__
+        for name in getattr(cls, "__slots__", ())
+        if name != "__dict__"
+    }
+    out["__dict__"] = dict(step.__dict__)
+    return out
+
+
+def _constructed(step, name, args):
+    """The copy the constructor makes (the general path of `Step._replace`)."""
+    return rp.Step(
+        step.fn,
+        name=name,
+        args=args,
+        wait_for=step.wait_for,
+        async_=step.async_,
+        retries=step.retries,
+        retry_on=step.retry_on,
+        backoff=step.backoff,
+        timeout=step.timeout,
+        executor=step.executor,
+        concurrency_key=step.concurrency_key,
+        when=step.when.fn if step.when else None,
+        description=step.description,
+        _hooks=step._hooks,
+    )
+
+
+async def _annotated(record: dict, factor: int = 2, *, ctx: rp.Context) -> dict:
+    """Annotated, with a default, a keyword-only Context."""
+    return record
+
+
+def _takes_kwargs(a, **rest):
+    return a
+
+
+_OPTIONS = st.fixed_dictionaries(
+    {},
+    optional={
+        "wait_for": st.sampled_from(["x", ("x", "y")]),
+        "async_": st.booleans(),
+        "retries": st.integers(0, 3),
+        "retry_on": st.sampled_from([ValueError, (KeyError, OSError)]),
+        "backoff": st.sampled_from([0.5, lambda attempt, error: 0.1]),
+        "timeout": st.sampled_from([1, 2.5]),
+        "concurrency_key": st.just("db"),
+        "when": st.just(lambda record: True),
+        "description": st.just("described"),
+    },
+)
+_SOURCES = st.sampled_from(
+    [rp.Input("i"), rp.Input("i", "k", transform=str), rp.Result("s", 0), rp.Value([1])]
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    fn=st.sampled_from([double, _annotated, _takes_kwargs, functools.partial(_annotated)]),
+    options=_OPTIONS,
+    args=st.dictionaries(st.sampled_from(["x", "record", "factor", "a", "extra"]), _SOURCES),
+    name=st.sampled_from(["copy", "double"]),
+    undo=st.booleans(),
+)
+def test_a_renamed_copy_is_the_step_the_constructor_makes(fn, options, args, name, undo):
+    """`evolve` and `reactor.add(step, name=, args=)` copy a step without checking its
+    function and options again (`Step._renamed`): the copy holds what the constructor
+    would give it, and refuses the args the constructor refuses, with the same message."""
+    step = rp.step(fn, **options)
+    if undo:
+        step.undo(lambda result: None)
+    merged = {**step.args, **args}
+    try:
+        expected = _state(_constructed(step, name, merged))
+    except rp.DefinitionError as error:
+        refused = str(error)
+    else:
+        refused = None
+    if refused is not None:
+        with pytest.raises(rp.DefinitionError) as info:
+            step.evolve(name=name, args=args)
+        assert refused == str(info.value)
+        return
+    for copy in (step.evolve(name=name, args=args), step._replace(name=name, args=merged)):
+        assert expected == _state(copy)
+        assert copy.args is not step.args
+    added = rp.Reactor("r", inputs=["i", "x"]).add(step, name=name, args=args)
+    assert expected == _state(added)
+
+
+@pytest.mark.parametrize("name", ["", 3])
+def test_a_renamed_copy_refuses_a_name_the_constructor_refuses(name):
+    """A step name must be a non-empty string, in a copy as in the constructor; a copy
+    named None is named after its function, as a step made without a name is."""
+    with pytest.raises(rp.DefinitionError, match="A step name must be a non-empty string"):
+        rp.step(double)._replace(name=name)
+    with pytest.raises(rp.DefinitionError, match="A step name must be a non-empty string"):
+        rp.step(double).evolve(name=name)
+    assert "double" == rp.step(double, name="other")._replace(name=None).name

@@ -81,37 +81,62 @@ def modes_of(
 def _derive(
     plan: Plan, serial: bool, executor: bool, limited: bool, outer: bool, events: bool
 ) -> Modes:
-    n = plan.size
-    mode = bytearray(n)
-    slot = bytearray(n)
-    outer_slot = bytearray(n)
-    exclusive = bytearray(n)
-    undo = bytearray(n)
-    is_async = bytearray(n)
-    keeps = bytearray(n)
-    slow = bytearray(n)
-    quick = bytearray(n)
-    chainable = bytearray(n)
-    for i, s in enumerate(plan.steps):
-        m = _mode(s, plan.simple[i] is not None, serial, executor)
-        takes = not s.composite and (s.is_async or s.executor is not None or executor)
-        outer_slot[i] = serial and outer and takes
-        # A slot of the caller's limiter is taken around the coroutine the worker drives:
-        # a TRY step's attempts, taking over from a failed first call, would run outside it.
-        mode[i] = ATTEMPTS if m == TRY and (events or outer_slot[i]) else m
-        if limited:
-            slot[i] = serial or (takes and mode[i] != INLINE)
-        exclusive[i] = not s.async_
-        undo[i] = s.undo_callback is not None
-        is_async[i] = s.is_async
-        keeps[i] = plan.fetch[i] is None and (
-            s.undo_callback is not None or s.compensate_callback is not None
+    """The table, one row of bytes per step (`_row`), sliced into its columns. Steps whose
+    rows cannot differ (the same `Step.dispatch_key`, callbacks and kind of arguments)
+    share one: most reactors have a few kinds of step, so most steps cost a lookup."""
+    rows: list[bytes] = []
+    seen: dict[tuple[Any, ...], bytes] = {}
+    for s, fetch in zip(plan.steps, plan.fetch, strict=True):
+        key = (
+            s.dispatch_key,
+            s.undo_callback is None,
+            s.compensate_callback is None,
+            fetch is None,
         )
-        slow[i] = mode[i] == ATTEMPTS or outer_slot[i]
-        quick[i] = not undo[i] and not exclusive[i]
-        chainable[i] = not slot[i] and not exclusive[i] and mode[i] != INLINE
-    tables = (mode, slot, outer_slot, exclusive, undo, is_async, keeps, slow, quick, chainable)
-    return Modes(*map(bytes, tables))
+        row = seen.get(key)
+        if row is None:
+            row = seen[key] = _row(s, fetch is not None, serial, executor, limited, outer, events)
+        rows.append(row)
+    table = b"".join(rows)
+    return Modes(*(table[column::_COLUMNS] for column in range(_COLUMNS)))
+
+
+_COLUMNS: Final = 10
+
+
+def _row(
+    s: Step[..., Any],
+    simple: bool,
+    serial: bool,
+    executor: bool,
+    limited: bool,
+    outer: bool,
+    events: bool,
+) -> bytes:
+    """Step `s`'s row: its byte in each column of `Modes`, in their order."""
+    m = _mode(s, simple, serial, executor)
+    takes = not s.composite and (s.is_async or s.executor is not None or executor)
+    outer_slot = serial and outer and takes
+    # A slot of the caller's limiter is taken around the coroutine the worker drives: a
+    # TRY step's attempts, taking over from a failed first call, would run outside it.
+    mode = ATTEMPTS if m == TRY and (events or outer_slot) else m
+    slot = limited and (serial or (takes and mode != INLINE))
+    exclusive = not s.async_
+    undo = s.undo_callback is not None
+    keeps = not simple and (undo or s.compensate_callback is not None)
+    row = (
+        mode,
+        slot,
+        outer_slot,
+        exclusive,
+        undo,
+        s.is_async,
+        keeps,
+        mode == ATTEMPTS or outer_slot,  # slow
+        not undo and not exclusive,  # quick
+        not slot and not exclusive and mode != INLINE,  # chainable
+    )
+    return bytes(row)
 
 
 def _mode(step: Step[..., Any], simple: bool, serial: bool, executor: bool) -> int:
