@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._arguments import Result, Value, dig
 from .._checkpoint import UndoRecord
-from .._errors import _UNSET, DefinitionError, Halt, UnknownReferenceError
+from .._errors import _UNSET, DefinitionError, Halt, Halted, UnknownReferenceError
 from .._executor.attempts import as_halt
 from .._executor.inflight import NewStepsHalted, new_steps_reactor
 from .._executor.scope import MISSING
@@ -60,7 +60,7 @@ async def run_new_steps(scope: ChildScope, new: NewSteps) -> Any:
     try:
         value = await _rounds(scope, new, checkpoint, done)
     except BaseException as exc:
-        if done.records:
+        if done.records or isinstance(exc, Halted):
             await undo_then_raise(scope, done, exc)
         raise
     if type(value) is _Kept:
@@ -83,8 +83,11 @@ async def _rounds(
     replacements it returns, their records added to `done`; return the step's value, or
     `_Kept` when they halted (the run halts: they are kept to continue on resume)."""
     own = scope.name
+    keeps = scope.keeps_new_steps
     while True:
         if scope.halting:  # nothing new starts: this round starts on resume
+            if not keeps:
+                raise Halt("the run halted before the new steps started")
             scope.halted_inside(NewStepsHalted(own, new, None, tuple(done.records)), done.records)
             return _Kept(Halt("the run halted before the new steps started"))
         if checkpoint is None:
@@ -95,6 +98,9 @@ async def _rounds(
         child = await scope.run_child(reactor, inputs, "", checkpoint=checkpoint, linked=True)
         checkpoint = None
         if child.halted is not None:
+            if not keeps:  # undone, and the step runs again on resume
+                done.records.extend(child.records)
+                raise child.halted
             kept = NewStepsHalted(own, new, child.halted.checkpoint, tuple(done.records))
             scope.halted_inside(kept, [*done.records, *child.records])
             return _Kept(Halt(child.halted.reason))
@@ -173,8 +179,9 @@ async def _replace_in_place(
             new, previous = value, kwargs
     except BaseException as exc:
         halt = as_halt(exc)
-        if (halt is not None and halt.result is _UNSET) or (
-            isinstance(exc, asyncio.CancelledError) and scope.halting
+        if scope.keeps_new_steps and (
+            (halt is not None and halt.result is _UNSET)
+            or (isinstance(exc, asyncio.CancelledError) and scope.halting)
         ):
             scope.halted_inside(NewStepsHalted(scope.name, new, arguments=previous), [])
         raise

@@ -130,6 +130,14 @@ class ChildScope:
         """Whether the run is halting (so nothing new starts)."""
         return self.run.st.halting
 
+    @property
+    def keeps_new_steps(self) -> bool:
+        """Whether the run's checkpoint may keep new steps that halted, to continue them
+        on resume: not when its journal writes checkpoints as JSON, which cannot hold
+        steps (they are undone then, and the step that returned them runs again)."""
+        durable = self.run.durable
+        return durable is None or durable.serializer.name != "json"
+
     async def run_child(
         self,
         reactor: Reactor,
