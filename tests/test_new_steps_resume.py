@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import pickle
+import threading
 from typing import Any
 
 import pytest
@@ -389,3 +390,21 @@ def test_the_step_continuing_its_new_steps_reports_its_start_and_end(kinds: type
         ("step_start", "after"),
         ("step_complete", "after"),
     ] == seen
+
+
+def test_a_checkpoint_never_holds_the_context_of_the_step() -> None:
+    """A step that takes its rp.Context does not hand it to its new steps: the checkpoint
+    of new steps that halt pickles though the run's context data cannot."""
+    r = rp.Reactor("trip", inputs=["n"], returns="book")
+
+    @r.step
+    def book(n: int, ctx: rp.Context) -> rp.NewSteps:
+        LOG.append(f"book in {ctx.step}")
+        steps = [undoable(reserve, unreserve), undoable(approve, unapprove)]
+        return rp.NewSteps("booked", steps=steps)
+
+    unpicklable = {"lock": threading.Lock()}  # a client, say
+    checkpoint = halted(r, {"n": 1}, context=unpicklable)
+    GATE["open"] = True
+    assert "booked" == run_virtual(r.resume(checkpoint, context=unpicklable))
+    assert ["book in book", "reserve", "approve", "approve"] == LOG

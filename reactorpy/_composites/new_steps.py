@@ -17,7 +17,7 @@ import asyncio
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from .._arguments import Result, Value, dig
+from .._arguments import Context, Result, Value, dig
 from .._checkpoint import UndoRecord
 from .._errors import _UNSET, DefinitionError, Halt, Halted, UnknownReferenceError
 from .._executor.attempts import as_halt
@@ -85,10 +85,11 @@ async def _rounds(
     own = scope.name
     keeps = scope.keeps_new_steps
     while True:
-        if scope.halting:  # nothing new starts: this round starts on resume
+        if checkpoint is None and scope.halting:  # nothing new starts: this round, on resume
             if not keeps:
                 raise Halt("the run halted before the new steps started")
-            scope.halted_inside(NewStepsHalted(own, new, None, tuple(done.records)), done.records)
+            kept = NewStepsHalted(own, new, None, tuple(done.records))
+            scope.halted_inside(kept, list(done.records))
             return _Kept(Halt("the run halted before the new steps started"))
         if checkpoint is None:
             reactor, inputs = _reactor_for(scope, own, new)
@@ -183,7 +184,9 @@ async def _replace_in_place(
             (halt is not None and halt.result is _UNSET)
             or (isinstance(exc, asyncio.CancelledError) and scope.halting)
         ):
-            scope.halted_inside(NewStepsHalted(scope.name, new, arguments=previous), [])
+            # Not a Context: the round gets its own again, and a checkpoint never holds one.
+            arguments = {k: v for k, v in previous.items() if type(v) is not Context}
+            scope.halted_inside(NewStepsHalted(scope.name, new, arguments=arguments), [])
         raise
     finally:
         if limiter is not None and slot is not _NO_SLOT:

@@ -394,18 +394,19 @@ def resume_inside(run: Run, ready: list[int]) -> list[int]:
 
 async def _continued(run: Run, i: int, new: NewSteps, stack: list[int]) -> None:
     """Step `i` continues its new steps `new` (`resume_inside`): its start is reported,
-    then it goes on as when it returned them."""
+    then it goes on as when it returned them. If the resumed run stopped first, it stays
+    as it halted (its new steps kept in `Run.inner`, their records held)."""
     ctx = run.base_ctx.copy()
-    if run.st.stopping:  # the resumed run stopped first: it stays as it halted
-        put_back(run, i)
-        return
     try:
-        if run.observed:
+        if run.observed and not run.st.stopping:
             await drive(started_async(run, i), ctx)
-        elif run.wants_start:
+        elif run.wants_start and not run.st.stopping:
             started_event(run, i, ctx)
     except StepFailed as failed:
         ended_badly(run, i, failed, ctx, reported=True)
+        return
+    if run.st.stopping:  # checked after the last await: the new steps take over at once
+        put_back(run, i)
         return
     await settle_later(run, i, new, None, ctx, stack, resumed=True)
 

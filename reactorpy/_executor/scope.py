@@ -219,7 +219,10 @@ class ChildScope:
         return self.run.context(self.i, self.run.st.attempts[self.i] or 1)
 
     def available(self) -> dict[str, Any]:
-        """What steps added by this step may use: held results, inputs, its own arguments."""
+        """What steps added by this step may use: held results, inputs, its own arguments
+        (not its `rp.Context`: a new step that asks for one gets its own, and the
+        checkpoint of new steps that halt, which keeps what they were given, never holds
+        one)."""
         run = self.run
         plan = run.plan
         st = run.st
@@ -229,7 +232,8 @@ class ChildScope:
             if st.status[j] == DONE and (run.keep[j] or st.readers_left[j] > 0)
         }
         out.update(zip(plan.inputs, st.vals[run.n : run.n + len(plan.inputs)], strict=True))
-        out.update(run.named_args(self.i, st.attempts[self.i] or 1))
+        named = run.named_args(self.i, st.attempts[self.i] or 1)
+        out.update((k, v) for k, v in named.items() if type(v) is not Context)
         return out
 
 
