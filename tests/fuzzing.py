@@ -43,8 +43,9 @@ Invariants checked after each case (the violation kinds of `Violation.kind`):
 - ``undo_order``: undo goes newest first, as a partial order: steps of one run by completion
   order, a composite's children as a unit placed at the composite's completion (known for
   sure only when a dependent step started after it, or a sibling completed before the
-  children did), recurse iterations and map batches in order; concurrent completions are
-  incomparable.
+  children did), a step that returned new steps at its return and its new steps as a unit
+  at its completion, recurse iterations and map batches in order; concurrent completions
+  are incomparable.
 - ``rerun_on_resume``: a step completed before a halt is not run again after a resume,
   unless its earlier execution was undone first, or it sits inside a map, recurse or around
   step (re-run by design), or a composite that failed and stayed pending. A step that
@@ -2423,10 +2424,12 @@ def check_order(chain: Chain, execs: list[Exec], sites: dict[Any, Any]) -> None:
             closures[path] = _closure(r)
         return closures[path]
 
-    # Every execution under an item of each instance, for the bounds.
+    # Every execution under an item of each instance, for the bounds. A step that returned
+    # new steps is undone as of its return, and its new steps as a unit as of its
+    # completion ("s2:new"), as the README says.
     def item_of(ex: Exec, m: int) -> str:
         if len(ex.chain) > m:
-            return ex.chain[m][0].split(":new")[0]
+            return ex.chain[m][0]
         return ex.step.split("_n")[0] if "_n" in ex.step else ex.step
 
     members: dict[tuple[Any, ...], list[Exec]] = {}

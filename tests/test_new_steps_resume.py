@@ -408,3 +408,72 @@ def test_a_checkpoint_never_holds_the_context_of_the_step() -> None:
     GATE["open"] = True
     assert "booked" == run_virtual(r.resume(checkpoint, context=unpicklable))
     assert ["book in book", "reserve", "approve", "approve"] == LOG
+
+
+async def flaky(reserve: int) -> int:
+    """Fails after a second while the gate is closed."""
+    LOG.append("flaky")
+    await asyncio.sleep(1)
+    if not GATE["open"]:
+        raise ConnectionError("flaked")
+    return reserve
+
+
+def test_new_steps_that_failed_as_the_run_halts_run_again_on_resume_not_the_step() -> None:
+    """New steps that fail and are still undoing when the run halts (their running steps
+    get the grace) run again on resume; the step that returned them is not called again,
+    nor undone."""
+    r = rp.Reactor("trip", inputs=["n"], returns="book")
+
+    @r.step
+    def book(n: int) -> rp.NewSteps:
+        LOG.append("book")
+        steps = [undoable(reserve, unreserve), rp.step(flaky), undoable(slow, unslow)]
+        return rp.NewSteps("booked", steps=steps)
+
+    @book.undo
+    def unbook(value: str) -> None:
+        LOG.append(f"undo {value}")
+
+    @r.step
+    async def elsewhere(n: int) -> None:
+        await asyncio.sleep(2)  # while the new steps' failure waits for `slow`
+        if not GATE["open"]:
+            raise rp.Halt("elsewhere")
+
+    checkpoint = halted(r, {"n": 1})
+    assert ["book", "reserve", "flaky", "slow", "undo reserve 2"] == LOG
+    GATE["open"] = True
+    LOG.clear()
+    assert "booked" == run_virtual(r.resume(checkpoint))
+    assert ["reserve", "flaky", "slow", "slow done"] == LOG
+
+
+def test_a_plain_def_that_returns_new_steps_is_undone_as_of_its_return() -> None:
+    """A plain def returning new steps is undone after the steps that completed once it
+    returned (a sibling run inline right after it, its new steps), newest first."""
+    r = rp.Reactor("trip", inputs=["n"])
+
+    @r.step
+    def book(n: int) -> rp.NewSteps:
+        return rp.NewSteps("booked", steps=[undoable(reserve, unreserve)])
+
+    @book.undo
+    def unbook(value: str) -> None:
+        LOG.append(f"undo {value}")
+
+    @r.step
+    def pay(n: int) -> str:
+        return "paid"
+
+    @pay.undo
+    def refund(value: str) -> None:
+        LOG.append(f"undo {value}")
+
+    @r.step
+    def ship(book: str, pay: str) -> None:
+        raise ValueError("no ship")
+
+    with pytest.raises(rp.RunFailed):
+        run_virtual(r.run({"n": 1}))
+    assert ["undo reserve 2", "undo paid", "undo booked"] == [e for e in LOG if "undo" in e]

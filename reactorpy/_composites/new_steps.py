@@ -7,7 +7,8 @@ to the run's undo stack when the step completes. When the run halts, the child r
 with it (a halt inside it halts the run): what it completed is kept, with the new steps
 and the child's checkpoint (`NewStepsHalted`), and on resume the step continues them
 instead of being called again (`scheduler.resume_inside`); a replacing loop continues from
-the round in flight.
+the round in flight, and a round that failed or was cut short as the run halted runs
+again.
 Must not import: the executor's state, the reactor module.
 """
 
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._arguments import Context, Result, Value, dig
 from .._checkpoint import UndoRecord
-from .._errors import _UNSET, DefinitionError, Halt, Halted, UnknownReferenceError
+from .._errors import _UNSET, DefinitionError, Halt, UnknownReferenceError
 from .._executor.attempts import as_halt
 from .._executor.inflight import NewStepsHalted, new_steps_reactor
 from .._executor.scope import MISSING
@@ -34,10 +35,12 @@ __all__ = ["run_new_steps"]
 
 
 class _Done:
-    """What the rounds of new steps completed (for `undo_then_raise`)."""
+    """What the rounds of new steps completed (for `undo_then_raise`), and whether they
+    were kept inside the step as the run halted (then nothing is undone)."""
 
     def __init__(self, records: Iterable[UndoRecord] = ()) -> None:
         self.records: list[UndoRecord] = list(records)
+        self.kept = False
 
 
 async def run_new_steps(scope: ChildScope, new: NewSteps) -> Any:
@@ -60,57 +63,69 @@ async def run_new_steps(scope: ChildScope, new: NewSteps) -> Any:
     try:
         value = await _rounds(scope, new, checkpoint, done)
     except BaseException as exc:
-        if done.records or isinstance(exc, Halted):
+        if done.records and not done.kept:
             await undo_then_raise(scope, done, exc)
         raise
-    if type(value) is _Kept:
-        raise value.halt
     scope.keep(done.records)
     return value
-
-
-class _Kept:
-    """`_rounds`: the new steps halted, and are kept inside the step (not undone)."""
-
-    def __init__(self, halt: Halt) -> None:
-        self.halt = halt
 
 
 async def _rounds(
     scope: ChildScope, new: NewSteps, checkpoint: Checkpoint | None, done: _Done
 ) -> Any:
     """Run `new` as a child run (from `checkpoint`, resumed), and the rounds of the
-    replacements it returns, their records added to `done`; return the step's value, or
-    `_Kept` when they halted (the run halts: they are kept to continue on resume)."""
+    replacements it returns, their records added to `done`; return the step's value.
+
+    When the run halts they are kept inside the step, to continue on resume (`_keep`):
+    halted with what they completed, or, if they fail or are cut short meanwhile (having
+    undone what they completed), to run this round again. Under a journal that writes JSON
+    they are undone instead, and the step runs again (`scheduler._runs_again`).
+    """
     own = scope.name
     keeps = scope.keeps_new_steps
     while True:
         if checkpoint is None and scope.halting:  # nothing new starts: this round, on resume
-            if not keeps:
-                raise Halt("the run halted before the new steps started")
-            kept = NewStepsHalted(own, new, None, tuple(done.records))
-            scope.halted_inside(kept, list(done.records))
-            return _Kept(Halt("the run halted before the new steps started"))
+            if keeps:
+                _keep(scope, done, new, None, [])
+            raise Halt("the run halted before the new steps started")
         if checkpoint is None:
             reactor, inputs = _reactor_for(scope, own, new)
         else:  # resumed: the round that halted, from its checkpoint
             reactor = NewStepsHalted(own, new, checkpoint).child(scope.new_reactor)
             inputs = dict(checkpoint.inputs)
-        child = await scope.run_child(reactor, inputs, "", checkpoint=checkpoint, linked=True)
+        try:
+            child = await scope.run_child(reactor, inputs, "", checkpoint=checkpoint, linked=True)
+        except (Exception, asyncio.CancelledError):
+            if keeps and scope.halting:
+                _keep(scope, done, new, None, [])
+            raise
         checkpoint = None
         if child.halted is not None:
-            if not keeps:  # undone, and the step runs again on resume
+            if keeps:
+                _keep(scope, done, new, child.halted.checkpoint, child.records)
+            else:
                 done.records.extend(child.records)
-                raise child.halted
-            kept = NewStepsHalted(own, new, child.halted.checkpoint, tuple(done.records))
-            scope.halted_inside(kept, [*done.records, *child.records])
-            return _Kept(Halt(child.halted.reason))
+            raise Halt(child.halted.reason)
         done.records.extend(child.records)
         if not any(s.name == own for s in new.steps):
             return new.value
         if type(child.value) is not NewSteps:
             return child.value
         new = child.value
+
+
+def _keep(
+    scope: ChildScope,
+    done: _Done,
+    new: NewSteps,
+    checkpoint: Checkpoint | None,
+    records: list[UndoRecord],
+) -> None:
+    """The round `new` is kept inside the step as the run halts: from `checkpoint` (its
+    child's, with `records` completed), or afresh (None); with the rounds before it."""
+    done.kept = True
+    kept = NewStepsHalted(scope.name, new, checkpoint, tuple(done.records))
+    scope.halted_inside(kept, [*done.records, *records])
 
 
 def _reactor_for(scope: ChildScope, own: str, new: NewSteps) -> tuple[Any, dict[str, Any]]:
@@ -179,10 +194,16 @@ async def _replace_in_place(
                 return value
             new, previous = value, kwargs
     except BaseException as exc:
+        # This round is called again on resume if it halted, or if it failed or was cut
+        # short as the run halts (a halt with a result completes the step as it is).
         halt = as_halt(exc)
         if scope.keeps_new_steps and (
             (halt is not None and halt.result is _UNSET)
-            or (isinstance(exc, asyncio.CancelledError) and scope.halting)
+            or (
+                halt is None
+                and isinstance(exc, Exception | asyncio.CancelledError)
+                and scope.halting
+            )
         ):
             # Not a Context: the round gets its own again, and a checkpoint never holds one.
             arguments = {k: v for k, v in previous.items() if type(v) is not Context}

@@ -31,7 +31,7 @@ from .modes import Modes, modes_of
 from .observe import called, completed_async, run_info
 from .resume import finished_checkpoint, make_checkpoint, restore, resumable, revert
 from .saga import Undoer, UndoLedger
-from .scheduler import resume_inside, settle_later, spawn
+from .scheduler import push_own, resume_inside, settle_later, spawn
 from .scope import ChildScope
 from .slots import SLOT, HeldSlot, StepSlot
 from .state import RunState
@@ -428,9 +428,11 @@ class Run:
         dispatch(self, ready, stack)
 
     def later(self, i: int, value: Any, ctx: contextvars.Context) -> None:
-        """An inline step returned new steps, or an awaitable: a worker goes on with it."""
+        """An inline step returned new steps, or an awaitable: a worker goes on with it
+        (its own undo goes on the stack now, as it returned: `scheduler.push_own`)."""
         stack: list[int] = []
-        spawn(self, stack, settle_later(self, i, value, None, ctx, stack))
+        own = push_own(self, i, value, None)
+        spawn(self, stack, settle_later(self, i, value, None, ctx, stack, own=own))
 
     def call(self, i: int) -> Coroutine[Any, Any, Any]:
         """Step `i` called directly, as a coroutine (its events awaited when observed)."""

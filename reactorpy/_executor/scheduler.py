@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "finish",
+    "push_own",
     "resume_inside",
     "run_fast",
     "run_one",
@@ -290,29 +291,21 @@ async def settle_later(
     ctx: contextvars.Context,
     stack: list[int],
     *,
-    resumed: bool = False,
+    own: bool | None = None,
 ) -> None:
     """Step `i` returned `value`: new steps to run first, or an awaitable to await (from
     a plain def), or its result. With async hooks, its completion is reported here. Then
-    `finish` it. `resumed`: new steps that halted, continued (`resume_inside`)."""
+    `finish` it. `own`: whether its own undo is on the stack already (`push_own`, done
+    here if None)."""
     undoable = True
     if type(value) is NewSteps or isinstance(value, _AWAITABLE):
         if stack:
             spawn(run, stack[:])
             stack.clear()
         end_slot(run, i, None)  # no slot is held while new steps wait for slots
-        own = False
-        if type(value) is NewSteps and run.modes.undo[i] and not _replaces(run, i, value):
-            # The step's own work is done when it returns (Elixir's Reactor counts it
-            # complete then): it goes on the undo stack now, even if its new steps fail
-            # (resumed, it is there since the halt).
-            if not resumed:
-                named = arguments
-                if named is None:
-                    named = run.named_args(i, run.st.attempts[i] or 1)
-                run.ledger.push(UndoRecord(run.plan.order[i], value.value, named))
-            own = True
-            undoable = False
+        if own is None:
+            own = push_own(run, i, value, arguments)
+        undoable = not own
         try:
             if type(value) is NewSteps:
                 value = await drive(run.new_steps(i, value), ctx)
@@ -336,10 +329,28 @@ async def settle_later(
     finish(run, i, value, arguments, ctx, stack, reported=run.observed, undoable=undoable)
 
 
+def push_own(run: Run, i: int, value: Any, arguments: dict[str, Any] | None) -> bool:
+    """Step `i` returned `value`. New steps that do not replace it: its own work is done
+    (Elixir's Reactor counts it complete then), so its undo goes on the stack now, even if
+    they fail, before what completes after. Returns whether it did (its completion then
+    pushes none)."""
+    if not _owns(run, i, value):
+        return False
+    named = arguments if arguments is not None else run.named_args(i, run.st.attempts[i] or 1)
+    run.ledger.push(UndoRecord(run.plan.order[i], value.value, named))
+    return True
+
+
+def _owns(run: Run, i: int, value: Any) -> bool:
+    """Whether step `i`, returning `value`, has an undo of its own before it completes."""
+    return type(value) is NewSteps and bool(run.modes.undo[i]) and not _replaces(run, i, value)
+
+
 def _runs_again(run: Run, i: int, exc: BaseException) -> bool:
     """Whether step `i`, whose new steps ended with `exc`, runs again on resume: it stays
     pending (it halted, or failed or was cancelled while the run halts) and its new steps
-    were not kept to continue (`ChildScope.halted_inside`)."""
+    were not kept to continue (`ChildScope.halted_inside`): under a journal that writes
+    JSON."""
     if run.plan.order[i] in run.inner:
         return False
     if (h := as_halt(exc)) is not None:
@@ -408,7 +419,8 @@ async def _continued(run: Run, i: int, new: NewSteps, stack: list[int]) -> None:
     if run.st.stopping:  # checked after the last await: the new steps take over at once
         put_back(run, i)
         return
-    await settle_later(run, i, new, None, ctx, stack, resumed=True)
+    # Its own undo is on the stack since it returned, before the halt.
+    await settle_later(run, i, new, None, ctx, stack, own=_owns(run, i, new))
 
 
 def _replaces(run: Run, i: int, new: NewSteps) -> bool:
