@@ -328,6 +328,8 @@ def test_new_steps_halted_inside_a_composed_reactor_continue_on_resume() -> None
     parent = rp.Reactor("parent", inputs=["n"], returns="sub")
     parent.compose("sub", child)
     checkpoint = halted(parent, {"n": 1})
+    with pytest.raises(TypeError, match=r"step 'sub\.book' halted while the new steps"):
+        checkpoint.to_json()
     GATE["open"] = True
     assert "booked then after" == run_virtual(parent.resume(checkpoint))
     assert ["book", "reserve", "approve", "approve", "after"] == LOG

@@ -349,8 +349,8 @@ def _owns(run: Run, i: int, value: Any) -> bool:
 def _runs_again(run: Run, i: int, exc: BaseException) -> bool:
     """Whether step `i`, whose new steps ended with `exc`, runs again on resume: it stays
     pending (it halted, or failed or was cancelled while the run halts) and its new steps
-    were not kept to continue (`ChildScope.halted_inside`): under a journal that writes
-    JSON."""
+    were not kept inside it to continue (`ChildScope.halted_inside`), as under a journal
+    that writes JSON."""
     if run.plan.order[i] in run.inner:
         return False
     if (h := as_halt(exc)) is not None:
@@ -363,18 +363,13 @@ async def _undo_own(run: Run, i: int, ending: BaseException) -> BaseException:
     completed: its own work is undone now too. Returns `ending`, or what undoing raised."""
     entries = run.ledger.entries
     name = run.plan.order[i]
-    at = next(
-        (
-            k
-            for k in range(len(entries) - 1, -1, -1)
-            if isinstance(e := entries[k], UndoRecord) and e.step == name and e.route is None
-        ),
-        None,
-    )
-    if at is None:
+    for at in range(len(entries) - 1, -1, -1):  # its own record (`push_own`), newest first
+        own = entries[at]
+        if isinstance(own, UndoRecord) and own.step == name and own.route is None:
+            break
+    else:
         return ending  # the run undid it already
-    own = entries.pop(at)
-    assert isinstance(own, UndoRecord)
+    del entries[at]
     errors, cancelled = await shielded(run.undoer.undo_all([own]))
     if cancelled:
         return asyncio.CancelledError()
@@ -387,13 +382,13 @@ def resume_inside(run: Run, ready: list[int]) -> list[int]:
     checkpoint), each in a worker of its own. Returns the other ready steps."""
     if not run.inner:
         return ready
+    st = run.st
     rest = []
     for i in ready:
         inner = run.inner.get(run.plan.order[i])
         if not isinstance(inner, NewStepsHalted):
             rest.append(i)
             continue
-        st = run.st
         st.status[i] = RUNNING
         if run.modes.exclusive[i] and not st.gated[i]:  # as when it first ran
             st.gated[i] = 1
