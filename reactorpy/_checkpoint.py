@@ -80,7 +80,9 @@ class Checkpoint:
         reason: the halt reason.
         halted_step: the step that halted, or None for a run timeout.
         inner: checkpoints of composed reactors that halted inside, by step name (for a
-            switch, the chosen branch's index and its checkpoint).
+            switch, the chosen branch's index and its checkpoint; for a step whose new
+            steps, from `rp.NewSteps`, halted, those steps and their checkpoint: such a
+            checkpoint pickles, but cannot be exported to JSON).
         finished: the run completed (`Reactor.run_reversible`): it can be undone, not
             resumed.
         inner_marks: for each entry of `inner`, how many records of `undo_stack` were
@@ -176,9 +178,18 @@ class Checkpoint:
     def to_json(self) -> str:
         """The checkpoint as JSON (raises TypeError if a value is not JSON-serialisable).
 
-        Undo records of new steps (`NewSteps`) hold callbacks, not a route to them, and
-        cannot be exported.
+        New steps (`NewSteps`) exist in no definition, and cannot be exported: the undo
+        records of those that completed hold their callbacks, not a route to them, and a
+        run that halted while new steps ran keeps them, to continue them on resume.
         """
+        refused = _new_steps_inside(self, "")
+        if refused is not None:
+            raise TypeError(
+                f"A checkpoint of {self.reactor!r} cannot be exported to JSON: step "
+                f"{refused!r} halted while the new steps it returned (rp.NewSteps) ran, and "
+                "the checkpoint keeps those steps (functions) to continue them on resume, "
+                "which JSON cannot hold; pickle it instead."
+            )
         if any(r.undo is not None and r.route is None for r in self.undo_stack):
             raise TypeError(
                 "a checkpoint with undo records of new steps (rp.NewSteps) cannot be exported "
@@ -247,6 +258,20 @@ def _unsaveable(reactor: str, label: str, value: Any, error: BaseException, how:
 
 def _a(noun: str) -> str:
     return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
+
+
+def _new_steps_inside(checkpoint: Checkpoint, prefix: str) -> str | None:
+    """The name of a step, at any depth, whose new steps halted inside it, or None. An
+    entry of ``inner`` is a checkpoint (compose), a (branch, checkpoint) pair (switch), or
+    else what new steps left (`NewStepsHalted`, made by the executor)."""
+    for name, value in checkpoint.inner.items():
+        child = value[1] if isinstance(value, tuple) else value
+        if not isinstance(child, Checkpoint):
+            return prefix + name
+        found = _new_steps_inside(child, f"{prefix}{name}.")
+        if found is not None:
+            return found
+    return None
 
 
 def _inner_to_json(value: Any) -> Any:

@@ -21,7 +21,7 @@ from ._composing import Composing
 from ._composites import run_new_steps
 from ._errors import DefinitionError, DuplicateStepError, ResumeError
 from ._events import Middleware
-from ._executor import Durable, Run
+from ._executor import Durable, Run, halted_child
 from ._limiter import Limiter
 from ._mermaid import flowchart
 from ._options import RunKwargs, RunOptions, check_inputs, check_limits, middleware_list
@@ -475,8 +475,10 @@ class Reactor(Composing, Reversing[T], Generic[T]):
         plan = self.plan()
         checkpoint.check(self.name, plan.fingerprint, plan.structure)
         for name, inner in checkpoint.inner.items():
-            composite: Any = plan.steps[plan.index[name]]
-            child, child_checkpoint, _ = composite.halted_child(inner)
+            found = halted_child(self, plan.index[name], inner)
+            if found is None:  # new steps that had not started a child run
+                continue
+            child, child_checkpoint, _ = found
             try:
                 child._fitting_plan(child_checkpoint)
             except ResumeError as exc:

@@ -36,18 +36,21 @@ Invariants checked after each case (the violation kinds of `Violation.kind`):
   halt, ``Reversible.undo``), every completed undoable execution is undone, and an undo that
   asked to be retried fewer than 5 times is retried to success (``undo_retry_abandoned``).
 - ``undo_on_success``: when a chain succeeds, no execution is undone unless a later execution
-  of the same step instance replaced it (a retried composite, a map/new steps/recurse/around
-  re-run after a halt, as the README documents) or a compensate/around wrapper absorbed its
+  of the same step instance replaced it (a retried composite, a map/recurse/around re-run
+  after a halt, as the README documents) or a compensate/around wrapper absorbed its
   child's failure; ``duplicate_effect``: and at most one undoable execution per step
   instance is left in the ledger.
 - ``undo_order``: undo goes newest first, as a partial order: steps of one run by completion
   order, a composite's children as a unit placed at the composite's completion (known for
   sure only when a dependent step started after it, or a sibling completed before the
-  children did), recurse iterations and map batches in order; concurrent completions are
-  incomparable.
+  children did), a step that returned new steps at its return and its new steps as a unit
+  at its completion, recurse iterations and map batches in order; concurrent completions
+  are incomparable.
 - ``rerun_on_resume``: a step completed before a halt is not run again after a resume,
-  unless its earlier execution was undone first, or it sits inside a map, new steps, recurse
-  or around step (re-run by design), or a composite that failed and stayed pending.
+  unless its earlier execution was undone first, or it sits inside a map, recurse or around
+  step (re-run by design), or a composite that failed and stayed pending. A step that
+  returned new steps, and the new steps that completed, are not run again either: resume
+  continues new steps that halted.
 - ``wrong_value``: each step receives exactly the values of the steps it reads (checked
   against `evaluate` for its own inputs, and against the ledger: no value of an undone or
   unknown execution); ``wrong_undo_args``: undo gets the arguments the step got;
@@ -1338,6 +1341,67 @@ async def _new_undo_async(key: str, step: str, value: Any) -> None:
     _undo_outcome(chain.undo_call(step, value, {}), step)
 
 
+def _new_step_done(
+    key: str,
+    n: NewSpec,
+    name: str,
+    params: tuple[str, ...],
+    here: tuple[Any, ...],
+    element: str,
+    got: dict[str, Any],
+) -> Any:
+    """What a new step does once called (its outcome for this attempt)."""
+    chain = _LEDGERS[key]
+    slot = (name, element)
+    chain.attempts[slot] += 1
+    outcome = n.outcomes[min(chain.attempts[slot], len(n.outcomes)) - 1]
+    if chain.attempts[slot] > len(n.outcomes):
+        outcome = "ok"
+    if outcome == "fail":
+        chain.injected_failures += 1
+        raise _error(name, "boom", chain)
+    if outcome == "halt":
+        chain.injected_halts += 1
+        raise rp.Halt(f"{name} halts")
+    for p in params:
+        chain.check_live(name, p, got.get(p))
+    eid = chain.new_exec(name, slot, here, n.undo, got)
+    return f"{name}#{digest(name, {'key': element})}!{eid}"
+
+
+def _new_step_sync(
+    key: str,
+    n: NewSpec,
+    name: str,
+    params: tuple[str, ...],
+    here: tuple[Any, ...],
+    element: str,
+    *args: Any,
+    **kwargs: Any,
+) -> Any:
+    return _new_step_done(key, n, name, params, here, element, _bind(params, args, kwargs))
+
+
+async def _new_step_async(
+    key: str,
+    n: NewSpec,
+    name: str,
+    params: tuple[str, ...],
+    here: tuple[Any, ...],
+    element: str,
+    *args: Any,
+    **kwargs: Any,
+) -> Any:
+    chain = _LEDGERS[key]
+    got = _bind(params, args, kwargs)
+    chain.slot_start(n)
+    try:
+        await asyncio.sleep(0)
+        return _new_step_done(key, n, name, params, here, element, got)
+    finally:
+        chain.slot_end(n)
+
+
 class _Builder:
     """Builds the reactors of one chain from the spec: every function is bound to the
     chain's ledger."""
@@ -1472,41 +1536,10 @@ class _Builder:
         self, n: NewSpec, name: str, params: list[str], here: tuple[Any, ...], key: str
     ) -> rp.Step[..., Any]:
         chain = self.chain
-        slot = (name, key)
-
-        def finish(got: dict[str, Any]) -> Any:
-            chain.attempts[slot] += 1
-            outcome = n.outcomes[min(chain.attempts[slot], len(n.outcomes)) - 1]
-            if chain.attempts[slot] > len(n.outcomes):
-                outcome = "ok"
-            if outcome == "fail":
-                chain.injected_failures += 1
-                raise _error(name, "boom", chain)
-            if outcome == "halt":
-                chain.injected_halts += 1
-                raise rp.Halt(f"{name} halts")
-            for p in params:
-                chain.check_live(name, p, got.get(p))
-            eid = chain.new_exec(name, slot, here, n.undo, got)
-            return f"{name}#{digest(name, {'key': key})}!{eid}"
-
-        if n.is_async:
-
-            async def fn(*args: Any, **kwargs: Any) -> Any:
-                got = _bind(params, args, kwargs)
-                chain.slot_start(n)
-                try:
-                    await asyncio.sleep(0)
-                    return finish(got)
-                finally:
-                    chain.slot_end(n)
-
-        else:
-
-            def fn(*args: Any, **kwargs: Any) -> Any:
-                return finish(_bind(params, args, kwargs))
-
-        fn.__name__ = fn.__qualname__ = name
+        # Module-level functions, bound by ledger key: a checkpoint of a run halted while
+        # new steps ran keeps them, and pickles (resume continues them).
+        call = _new_step_async if n.is_async else _new_step_sync
+        fn = functools.partial(call, chain.key, n, name, tuple(params), here, key)
         _sig(fn, params)
         st = rp.step(fn, name=name)
         if n.undo is not None:
@@ -2274,7 +2307,7 @@ def check_ledger(chain: Chain, outcome: str) -> None:
 
     def rerun_site(ex: Exec) -> bool:
         for s in ancestors(ex):
-            if s.endswith(":new") or site_kind.get(s) in RERUN_KINDS:
+            if site_kind.get(s) in RERUN_KINDS:
                 return True
         return False
 
@@ -2333,7 +2366,6 @@ def check_ledger(chain: Chain, outcome: str) -> None:
                     f"({', '.join(e.id + ' phase ' + str(e.phase) for e in live)})",
                 )
     # Completed steps are not re-run on resume.
-    spawners = {s.name: s.spawn is not None for s in leaves(spec.top)}
     for group in by_slot.values():
         group.sort(key=lambda e: e.c)
         for a, b in itertools.pairwise(group):
@@ -2345,8 +2377,6 @@ def check_ledger(chain: Chain, outcome: str) -> None:
                     continue
             elif rerun_site(a) or in_a_composite(a) or absorbing(a):
                 continue
-            if spawners.get(a.step):
-                continue  # new steps that halted: "the step runs again on resume"
             chain.violate(
                 "rerun_on_resume",
                 f"{a.step} ({_where(a)}) completed in phase {a.phase} ({a.id}) and ran again "
@@ -2394,10 +2424,12 @@ def check_order(chain: Chain, execs: list[Exec], sites: dict[Any, Any]) -> None:
             closures[path] = _closure(r)
         return closures[path]
 
-    # Every execution under an item of each instance, for the bounds.
+    # Every execution under an item of each instance, for the bounds. A step that returned
+    # new steps is undone as of its return, and its new steps as a unit as of its
+    # completion ("s2:new"), as the README says.
     def item_of(ex: Exec, m: int) -> str:
         if len(ex.chain) > m:
-            return ex.chain[m][0].split(":new")[0]
+            return ex.chain[m][0]
         return ex.step.split("_n")[0] if "_n" in ex.step else ex.step
 
     members: dict[tuple[Any, ...], list[Exec]] = {}

@@ -440,16 +440,21 @@ async def test_halt_inside_a_switch_branch_resumes_inside_it():
     assert [2] == prepared  # not prepared again: resumed inside the branch
 
 
-async def test_halt_inside_new_steps_undoes_them_and_runs_them_again_on_resume():
-    """A halt inside new steps halts the run; what they completed is undone and redone."""
+async def test_halt_inside_new_steps_keeps_them_and_resume_continues_them():
+    """A halt inside new steps halts the run; what they completed is kept, and resume
+    continues them: neither the step nor the new steps that completed run again."""
     approved = {"yes": False}
     undone = []
+    calls = []
     r = rp.Reactor("growing", inputs=["n"], returns="grow")
 
     @r.step
     def grow(n):
+        calls.append("grow")
+
         @rp.step(name="extra")
         def extra(n):
+            calls.append("extra")
             return n + 1
 
         @extra.undo
@@ -458,6 +463,7 @@ async def test_halt_inside_new_steps_undoes_them_and_runs_them_again_on_resume()
 
         @rp.step(name="grow")
         def again(extra):
+            calls.append("again")
             if not approved["yes"]:
                 raise rp.Halt("needs approval")
             return extra * 2
@@ -466,9 +472,11 @@ async def test_halt_inside_new_steps_undoes_them_and_runs_them_again_on_resume()
 
     with pytest.raises(rp.Halted) as info:
         await r.run({"n": 2})
-    assert [3] == undone
+    assert [] == undone
     approved["yes"] = True
     assert 6 == await r.resume(info.value.checkpoint)
+    assert ["grow", "extra", "again", "again"] == calls
+    assert [] == undone
 
 
 def test_map_cancelled_mid_batch_undoes_completed_elements():

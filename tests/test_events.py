@@ -508,3 +508,25 @@ def test_a_completion_an_async_hook_is_delivering_survives_a_cancellation(turns:
 
     run_virtual(main())
     assert done == undone
+
+
+@pytest.mark.parametrize("executor", [None, "thread"])
+async def test_the_elements_of_a_map_report_their_events_wherever_they_run(
+    executor: str | None,
+) -> None:
+    """A map of a plain step reports each element's events to middleware, on the loop as
+    in a thread (on the loop it skipped them: observing depended on where steps ran)."""
+    from reactorpy.testing import Recorder
+
+    @rp.step
+    def double(x: int) -> int:
+        return 2 * x
+
+    r = rp.Reactor("m", inputs=["xs"], returns="all")
+    r.map("all", "xs", double)
+    recorder = Recorder()
+    assert await r.run({"xs": [1, 2]}, middleware=[recorder], executor=executor) == [2, 4]
+    kinds = {(e.step, e.kind) for e in recorder.events}
+    for k in (0, 1):
+        name = f"all.[{k}].double"
+        assert {(name, "step_start"), (name, "step_complete")} <= kinds

@@ -608,23 +608,28 @@ def test_fixed_new_steps_spawner_effect() -> None:
     assert ["booking"] == undone
 
 
+_APPROVAL = {"open": False}
+
+
+def _approve() -> None:
+    """A new step that waits for approval (module-level: the checkpoint pickles it)."""
+    if not _APPROVAL["open"]:
+        raise rp.Halt("approval")
+
+
 def test_fixed_new_steps_spawner_halted() -> None:
-    """A step whose new steps halt runs again on resume: its own work is undone at the
-    halt, so it is done once in the end (it was done twice)."""
+    """A step whose new steps halt is not called again on resume: its new steps continue,
+    so its work is done once and never undone (it was undone at the halt and done again)."""
     done: list[str] = []
-    gate = {"open": False}
-
-    @rp.step
-    def approve() -> None:
-        if not gate["open"]:
-            raise rp.Halt("approval")
-
+    calls: list[str] = []
+    _APPROVAL["open"] = False
     r = rp.Reactor("r")
 
     @r.step
     def book() -> rp.NewSteps:
+        calls.append("book")
         done.append("booking")
-        return rp.NewSteps("booking", steps=[approve])
+        return rp.NewSteps("booking", steps=[rp.step(_approve, name="approve")])
 
     @book.undo
     def cancel(value: str) -> None:
@@ -633,12 +638,13 @@ def test_fixed_new_steps_spawner_halted() -> None:
     async def main() -> None:
         with pytest.raises(rp.Halted) as halted:
             await r.run()
-        assert [] == done
-        gate["open"] = True
+        assert ["booking"] == done
+        _APPROVAL["open"] = True
         await r.resume(pickle.loads(pickle.dumps(halted.value.checkpoint)))
 
     run(main)
     assert ["booking"] == done
+    assert ["book"] == calls
 
 
 def test_fixed_new_steps_spawner_undone_in_order() -> None:

@@ -4,8 +4,9 @@ Owns: the step behind ``reactor.map``. Elements run at most ``batch_size`` at a 
 the run's limiter; results come back in input order. When an element fails or halts, the
 rest of its batch is cancelled and every completed element is undone; on resume the map
 runs again. A plain step (no options, no callbacks) is called directly per element (the
-fast path, started like a worker's batch: one task between elements that never wait);
-anything else runs as a child run per element.
+fast path, started like a worker's batch: one task between elements that never wait),
+unless middleware wants step events; anything else runs as a child run per element (whose
+steps report their events, as every step does).
 Must not import: the executor's state, the reactor module.
 """
 
@@ -86,7 +87,7 @@ def make_map(
             raise TypeError(f"map {name!r}: what it maps over {problem}")
         shared = {k: arguments[k] for k in others}
         plain = _plain_step(unit)  # at run time: callbacks may have been added since
-        if plain is None or not (plain.is_async or scope.executor is None):
+        if plain is None or scope.observed or not (plain.is_async or scope.executor is None):
             return await _map_children(scope, child, element, shared, items, batch_size, ordered)
         done = _Records()
         fn = _with_new_steps(scope, plain, element, shared, done, factory)

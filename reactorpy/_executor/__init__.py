@@ -34,8 +34,10 @@ The scheduling loop, in the graphlib style (counters prepared at plan time):
    passes, nothing new starts (`endings.stop`): running steps get ``grace`` seconds, then
    are cancelled (`Run._drain`). On failure every completed step with an undo is undone,
    newest first (`saga.Undoer`, `Run._failed`) and `RunFailed` is raised; on halt `Halted`
-   carries a checkpoint (`resume.make_checkpoint`). Cancellation of ``run()`` cancels
-   running steps at once, undoes, and re-raises (`Run._cancelled`).
+   carries a checkpoint (`resume.make_checkpoint`); a halt reaches the child runs of new
+   steps, which halt too (`endings.halts_instead`) and continue on resume
+   (`scheduler.resume_inside`, `inflight`). Cancellation of ``run()`` cancels running
+   steps at once, undoes, and re-raises (`Run._cancelled`).
 
 Composite steps run child runs through `scope.ChildScope` (`Run.child`); a resumed run
 starts from `resume.restore`; `Reactor.undo` is `resume.revert`. Events of steps called
@@ -45,7 +47,7 @@ directly are delivered by `observe`; steps run through their attempts report the
 from .attempts import shielded
 from .durable import Durable, undo_from_journal
 from .run import NewStepsRunner, Run
-from .scope import ChildRun, ChildScope
+from .scope import ChildRun, ChildScope, halted_child
 
 __all__ = [
     "ChildRun",
@@ -53,6 +55,7 @@ __all__ = [
     "Durable",
     "NewStepsRunner",
     "Run",
+    "halted_child",
     "shielded",
     "undo_from_journal",
 ]

@@ -2,8 +2,9 @@
 
 Owns: `record` (a step completed: store its value, push its undo, release what no reader
 needs, count down its dependents), `fail`, `halt`, `fatal`, `cancelled`, `ended_badly`
-(what a step raised decides which), `stop` (nothing new starts), and the slots and gate a
-step gives back when it ends (`end_slot`, `put_back`, `ungate`, `Waiting`, `take_slot`).
+(what a step raised decides which), `stop` (nothing new starts; a halt reaches the child
+runs of new steps, which halt too: `halts_instead`), and the slots and gate a step gives
+back when it ends (`end_slot`, `put_back`, `ungate`, `Waiting`, `take_slot`).
 Whatever a step raised, it ends exactly one way here, and its slot is given back.
 Must not import: the scheduler and dispatch above it (what an ending starts goes through
 `Run.spawn` and `Run.dispatch`), the composites.
@@ -13,11 +14,19 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from .._checkpoint import UndoRecord
 from .._errors import _UNSET, Halt, RunFailed, annotate
-from .attempts import CompletedThenCancelled, Pending, StepFailed, as_halt, standing_error
+from .attempts import (
+    CompletedThenCancelled,
+    Pending,
+    StepFailed,
+    as_halt,
+    shielded,
+    standing_error,
+)
 from .observe import failed_event
 from .state import DONE, PENDING, QUEUED
 
@@ -32,6 +41,7 @@ __all__ = [
     "fail",
     "fatal",
     "halt",
+    "halts_instead",
     "put_back",
     "record",
     "release",
@@ -350,7 +360,8 @@ def halt(run: Run, i: int, h: Halt) -> None:
 
 def stop(run: Run) -> None:
     """Nothing new starts: queued waiters leave the limiter, held steps give their slots
-    back, steps waiting to retry stop waiting; the run's coordinator is woken."""
+    back, steps waiting to retry stop waiting; the run's coordinator is woken. A run that
+    halts halts its running child runs of new steps too (`RunState.linked`)."""
     st = run.st
     if not st.stopping:
         st.stopping = True
@@ -362,6 +373,9 @@ def stop(run: Run) -> None:
         for w in st.stop_waiters:
             if not w.done():
                 w.set_result(None)
+        if st.linked and st.halting:
+            for child in list(st.linked):
+                _halt_with_parent(child, st.halt_reason)
     run.wake()
 
 
@@ -383,3 +397,28 @@ def run_failed(run: Run, undo_errors: list[BaseException]) -> RunFailed:
             + ", ".join(st.abandoned),
         )
     return group
+
+
+def _halt_with_parent(child: Run, reason: Any) -> None:
+    """A run of new steps halts because its parent does: nothing new starts in it, its
+    running steps get its grace, then it raises `Halted` with its checkpoint (resume
+    continues it). One that is stopping already (it failed, or halted) goes on as it was."""
+    st = child.st
+    if not st.stopping:
+        st.halt_reason = reason
+        st.halt_step = None
+        stop(child)
+
+
+async def halts_instead(run: Run, cancel_workers: Callable[[], Awaitable[None]]) -> bool:
+    """`run` was cancelled: a run of new steps whose parent halts (the parent's grace ended
+    and it cancels its workers) halts instead of undoing, its running steps cancelled back
+    to pending (`cancel_workers`, shielded). Returns False for any other run: it undoes."""
+    st = run.st
+    if not (st.follows and st.halting):
+        return False
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()  # the cancellation is this halt: the parent's worker goes on with it
+    await shielded(cancel_workers())
+    return True

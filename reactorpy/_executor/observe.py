@@ -29,6 +29,7 @@ __all__ = [
     "completed_event",
     "failed_event",
     "run_info",
+    "started_async",
     "started_event",
 ]
 
@@ -110,6 +111,16 @@ async def called(run: Run, i: int) -> Any:
                 await _event_async(run, "step_error", i, None, standing_error(exc), fails=False)
         raise
     return out
+
+
+async def started_async(run: Run, i: int) -> None:
+    """``step_start`` to async hooks, of a step that goes on without a call (one that
+    continues its new steps on resume).
+
+    Raises:
+        StepFailed: a hook raised (the step fails with that error).
+    """
+    await _event_async(run, "step_start", i, None, None)
 
 
 async def completed_async(run: Run, i: int, value: Any) -> BaseException | None:

@@ -3,8 +3,8 @@
 Owns: `make_checkpoint` (a halted run), `finished_checkpoint` (a completed run, for undo
 later), `revert` (undo what a checkpoint records: `Reactor.undo`), and `restore` (a run's
 state from a checkpoint: completed steps and their results, counters, attempts, the undo
-stack, and the records of children that halted inside composite steps, kept where they
-halted so that a failure before those steps resume still undoes them).
+stack, and the records of children that halted inside steps (composites, new steps), kept
+where they halted so that a failure before those steps resume still undoes them).
 Must not import: the scheduler, the composites.
 """
 
@@ -17,7 +17,7 @@ from .._checkpoint import Checkpoint, UndoRecord
 from .._errors import RunFailed
 from .attempts import shielded
 from .observe import run_info
-from .scope import checkpoint_records, rename
+from .scope import checkpoint_records, inner_records
 from .state import DONE, PENDING
 
 if TYPE_CHECKING:
@@ -104,10 +104,7 @@ def restore(run: Run, checkpoint: Checkpoint) -> None:
     run.inner = dict(checkpoint.inner)
     for name, inner in checkpoint.inner.items():
         i = index[name]
-        child, child_checkpoint, label = plan.steps[i].halted_child(inner)  # type: ignore[attr-defined]
-        records = rename(
-            plan, i, child, child.plan(), checkpoint_records(child, child_checkpoint), label
-        )
+        records = inner_records(run.reactor, i, inner)
         run.ledger.hold_halted(i, records, checkpoint.inner_marks.get(name))
 
 

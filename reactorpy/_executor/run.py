@@ -25,13 +25,13 @@ from .._limiter import Limiter
 from .attempts import resolve, shielded
 from .dispatch import dispatch
 from .durable import Durable, restore_recovered, undo_requested
-from .endings import fatal, run_failed, stop
+from .endings import fatal, halts_instead, run_failed, stop
 from .inputs import check_inputs
 from .modes import Modes, modes_of
 from .observe import called, completed_async, run_info
 from .resume import finished_checkpoint, make_checkpoint, restore, resumable, revert
 from .saga import Undoer, UndoLedger
-from .scheduler import settle_later, spawn
+from .scheduler import push_own, resume_inside, settle_later, spawn
 from .scope import ChildScope
 from .slots import SLOT, HeldSlot, StepSlot
 from .state import RunState
@@ -211,7 +211,7 @@ class Run:
             try:
                 if self.checkpoint is not None:
                     restore(self, self.checkpoint)
-                    ready = resumable(self)
+                    ready = resume_inside(self, resumable(self))
                 elif self.durable is not None and self.durable.entries:
                     restore_recovered(self)
                     ready = resumable(self)
@@ -226,7 +226,8 @@ class Run:
                     if st.stopping:
                         await self._drain()  # not shielded: a cancellation ends the grace
             except asyncio.CancelledError as cancelled:
-                await self._cancelled(cancelled)
+                if not await halts_instead(self, self._cancel_workers):
+                    await self._cancelled(cancelled)
         finally:
             if deadline is not None:
                 deadline.cancel()
@@ -433,9 +434,10 @@ class Run:
         dispatch(self, ready, stack)
 
     def later(self, i: int, value: Any, ctx: contextvars.Context) -> None:
-        """An inline step returned new steps, or an awaitable: a worker goes on with it."""
+        """An inline step returned new steps or an awaitable: a worker goes on with it."""
         stack: list[int] = []
-        spawn(self, stack, settle_later(self, i, value, None, ctx, stack))
+        own = push_own(self, i, value, None)
+        spawn(self, stack, settle_later(self, i, value, None, ctx, stack, own=own))
 
     def call(self, i: int) -> Coroutine[Any, Any, Any]:
         """Step `i` called directly, as a coroutine (its events awaited when observed)."""

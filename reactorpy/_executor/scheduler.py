@@ -3,7 +3,8 @@
 Owns: `spawn` (a new worker task), `worker` (starts queued steps one after another and
 drives the one that suspends), `run_fast` (the hot path), `run_one`, `suspended`,
 `settle_later` and `finish` (a step completed: tell middleware, record it, dispatch what
-became ready, give its slot back).
+became ready, give its slot back), and `resume_inside` (on resume, a step whose new steps
+halted continues them instead of being called again).
 Must not import: the composites, the CLI.
 
 Rules every path keeps (the saga promise):
@@ -31,15 +32,26 @@ from .._step import NewSteps, Skip
 from .attempts import SKIPPED, StepFailed, as_halt, attempts, shielded
 from .dispatch import AWAITABLE, YIELD_EVERY, dispatch
 from .endings import end_slot, ended_badly, fatal, put_back, record, release, ungate
+from .inflight import NewStepsHalted
 from .inline import SUSPENDED, InContext, start
 from .modes import ATTEMPTS, TRY
-from .observe import completed_event, started_event
+from .observe import completed_event, started_async, started_event
 from .state import DONE, PENDING, QUEUED, RUNNING
 
 if TYPE_CHECKING:
     from .run import Run
 
-__all__ = ["finish", "run_fast", "run_one", "settle_later", "spawn", "suspended", "worker"]
+__all__ = [
+    "finish",
+    "push_own",
+    "resume_inside",
+    "run_fast",
+    "run_one",
+    "settle_later",
+    "spawn",
+    "suspended",
+    "worker",
+]
 
 _keys = itertools.count()
 _AWAITABLE = AWAITABLE
@@ -278,10 +290,13 @@ async def settle_later(
     arguments: dict[str, Any] | None,
     ctx: contextvars.Context,
     stack: list[int],
+    *,
+    own: bool | None = None,
 ) -> None:
     """Step `i` returned `value`: new steps to run first, or an awaitable to await (from
     a plain def), or its result. With async hooks, its completion is reported here. Then
-    `finish` it."""
+    `finish` it. `own`: whether its own undo is on the stack already (`push_own`, done
+    here if None)."""
     undoable = True
     if type(value) is NewSteps or isinstance(value, _AWAITABLE):
         if stack:
@@ -291,24 +306,17 @@ async def settle_later(
             end_slot(run, i, None)  # no slot is held while new steps wait for slots
         # (one step at a time, the step keeps the run's one slot while its new steps run
         # on a slot of their own: nothing else of the run runs meanwhile)
-        own = None
-        if type(value) is NewSteps and run.modes.undo[i] and not _replaces(run, i, value):
-            # The step's own work is done when it returns (Elixir's Reactor counts it
-            # complete then): it goes on the undo stack now, even if its new steps fail.
-            named = (
-                arguments if arguments is not None else run.named_args(i, run.st.attempts[i] or 1)
-            )
-            own = UndoRecord(run.plan.order[i], value.value, named)
-            run.ledger.push(own)
-            undoable = False
+        if own is None:
+            own = push_own(run, i, value, arguments)
+        undoable = not own
         try:
             if type(value) is NewSteps:
                 value = await drive(run.new_steps(i, value), ctx)
             else:
                 value = await drive(_awaited(value), ctx)  # type: ignore[arg-type]
         except BaseException as exc:
-            if own is not None and (h := as_halt(exc)) is not None and h.result is _UNSET:
-                exc = await _undo_own(run, own, exc)
+            if own and _runs_again(run, i, exc):
+                exc = await _undo_own(run, i, exc)
             ended_badly(run, i, exc, ctx, reported=run.observed)
             return
     if run.observed and value is not SKIPPED and type(value) is not Skip:
@@ -324,18 +332,93 @@ async def settle_later(
     finish(run, i, value, arguments, ctx, stack, reported=run.observed, undoable=undoable)
 
 
-async def _undo_own(run: Run, own: UndoRecord, halt: BaseException) -> BaseException:
-    """A step's new steps halted (undoing what they completed): the step runs again on
-    resume, so its own work is undone now too; returns the halt, or what undoing raised."""
+def push_own(run: Run, i: int, value: Any, arguments: dict[str, Any] | None) -> bool:
+    """Step `i` returned `value`. New steps that do not replace it: its own work is done
+    (Elixir's Reactor counts it complete then), so its undo goes on the stack now, even if
+    they fail, before what completes after. Returns whether it did (its completion then
+    pushes none)."""
+    if not _owns(run, i, value):
+        return False
+    named = arguments if arguments is not None else run.named_args(i, run.st.attempts[i] or 1)
+    run.ledger.push(UndoRecord(run.plan.order[i], value.value, named))
+    return True
+
+
+def _owns(run: Run, i: int, value: Any) -> bool:
+    """Whether step `i`, returning `value`, has an undo of its own before it completes."""
+    return type(value) is NewSteps and bool(run.modes.undo[i]) and not _replaces(run, i, value)
+
+
+def _runs_again(run: Run, i: int, exc: BaseException) -> bool:
+    """Whether step `i`, whose new steps ended with `exc`, runs again on resume: it stays
+    pending (it halted, or failed or was cancelled while the run halts) and its new steps
+    were not kept inside it to continue (`ChildScope.halted_inside`), as under a journal
+    that writes JSON."""
+    if run.plan.order[i] in run.inner:
+        return False
+    if (h := as_halt(exc)) is not None:
+        return h.result is _UNSET
+    return isinstance(exc, Exception | asyncio.CancelledError) and run.st.halting
+
+
+async def _undo_own(run: Run, i: int, ending: BaseException) -> BaseException:
+    """Step `i` runs again on resume (`_runs_again`), and its new steps undid what they
+    completed: its own work is undone now too. Returns `ending`, or what undoing raised."""
     entries = run.ledger.entries
-    at = next((k for k, e in enumerate(entries) if e is own), None)
-    if at is None:
-        return halt  # the run undid it already
+    name = run.plan.order[i]
+    for at in range(len(entries) - 1, -1, -1):  # its own record (`push_own`), newest first
+        own = entries[at]
+        if isinstance(own, UndoRecord) and own.step == name and own.route is None:
+            break
+    else:
+        return ending  # the run undid it already
     del entries[at]
     errors, cancelled = await shielded(run.undoer.undo_all([own]))
     if cancelled:
         return asyncio.CancelledError()
-    return errors[0] if errors else halt
+    return errors[0] if errors else ending
+
+
+def resume_inside(run: Run, ready: list[int]) -> list[int]:
+    """A resumed run: the ready steps that halted while their new steps ran continue those
+    (their functions are not called again: `settle_later` runs the new steps kept in the
+    checkpoint), each in a worker of its own. Returns the other ready steps."""
+    if not run.inner:
+        return ready
+    st = run.st
+    rest = []
+    for i in ready:
+        inner = run.inner.get(run.plan.order[i])
+        if not isinstance(inner, NewStepsHalted):
+            rest.append(i)
+            continue
+        st.status[i] = RUNNING
+        if run.modes.exclusive[i] and not st.gated[i]:  # as when it first ran
+            st.gated[i] = 1
+            st.gate += 1
+        stack: list[int] = []
+        spawn(run, stack, _continued(run, i, inner.new, stack))
+    return rest
+
+
+async def _continued(run: Run, i: int, new: NewSteps, stack: list[int]) -> None:
+    """Step `i` continues its new steps `new` (`resume_inside`): its start is reported,
+    then it goes on as when it returned them. If the resumed run stopped first, it stays
+    as it halted (its new steps kept in `Run.inner`, their records held)."""
+    ctx = run.base_ctx.copy()
+    try:
+        if run.observed and not run.st.stopping:
+            await drive(started_async(run, i), ctx)
+        elif run.wants_start and not run.st.stopping:
+            started_event(run, i, ctx)
+    except StepFailed as failed:
+        ended_badly(run, i, failed, ctx, reported=True)
+        return
+    if run.st.stopping:  # checked after the last await: the new steps take over at once
+        put_back(run, i)
+        return
+    # Its own undo is on the stack since it returned, before the halt.
+    await settle_later(run, i, new, None, ctx, stack, own=_owns(run, i, new))
 
 
 def _replaces(run: Run, i: int, new: NewSteps) -> bool:

@@ -2,9 +2,11 @@
 
 Owns: `ChildScope` (run a child reactor and get back its value and undo records, undo
 records, keep records, hand over a halt, read what a step may use), `ChildRun` (what a
-child run returned), and the naming of a child's undo records as records of its parent
+child run returned), the naming of a child's undo records as records of its parent
 (`parent_records`), with the route to each step so that undo finds its callback again
-after a checkpoint went through JSON.
+after a checkpoint went through JSON, and the child that halted inside a step, from what a
+checkpoint keeps of it (`halted_child`, `inner_records`): a composite's, or new steps'
+(`inflight.NewStepsHalted`).
 Must not import: the composites (they import this protocol's users' side: nothing).
 """
 
@@ -18,6 +20,7 @@ import attrs
 from .._arguments import Context
 from .._checkpoint import Checkpoint, UndoRecord
 from .._errors import Halted
+from .inflight import NewStepsHalted
 from .state import DONE
 
 if TYPE_CHECKING:
@@ -32,6 +35,8 @@ __all__ = [
     "ChildScope",
     "checkpoint_records",
     "child_key",
+    "halted_child",
+    "inner_records",
     "parent_records",
 ]
 
@@ -107,17 +112,37 @@ class ChildScope:
         """The run's executor for plain defs (None: the loop)."""
         return self.run.default_executor
 
+    @property
+    def observed(self) -> bool:
+        """Whether middleware wants the events of steps (children's steps report theirs)."""
+        mw = self.run.mw
+        return mw is not None and bool(mw.event_kinds)
+
     def fresh_context(self) -> Any:
         """A copy of the run's context, for a child element run in a task of its own."""
         return self.run.base_ctx.copy()
 
     def resumed(self) -> Any:
-        """The checkpoint of this step's child that halted inside it, to resume inside
-        (compose, switch), taken once; None when the step starts afresh. Its records
-        leave the run's undo stack: the resumed child undoes them itself if it fails."""
+        """What this step's child that halted inside it left, to resume inside, taken
+        once: its checkpoint (compose, switch), or a `NewStepsHalted` (new steps); None
+        when the step starts afresh. Its records leave the run's undo stack: the resumed
+        child undoes them itself if it fails."""
         inner = self.run.inner.pop(self.name, None)
         self.run.ledger.take_halted(self.i)
         return inner
+
+    @property
+    def halting(self) -> bool:
+        """Whether the run is halting (so nothing new starts)."""
+        return self.run.st.halting
+
+    @property
+    def keeps_new_steps(self) -> bool:
+        """Whether the run's checkpoint may keep new steps that halted, to continue them
+        on resume: not when its journal writes checkpoints as JSON, which cannot hold
+        steps (they are undone then, and the step that returned them runs again)."""
+        durable = self.run.durable
+        return durable is None or durable.serializer.name != "json"
 
     async def run_child(
         self,
@@ -127,10 +152,12 @@ class ChildScope:
         *,
         checkpoint: Checkpoint | None = None,
         serial: bool = False,
+        linked: bool = False,
     ) -> ChildRun:
         """Run `reactor` as a child of this step; its steps are named ``path.label...``;
         `serial`: one step at a time (a run that goes one step at a time runs its children
-        so anyway).
+        so anyway); `linked`: the child halts when this run halts (new steps), rather than
+        running on through the grace and being cancelled, undone, at its end.
 
         Returns:
             A `ChildRun`: completed, or halted (the caller decides what a halt means).
@@ -140,11 +167,17 @@ class ChildScope:
             CancelledError: the child was cancelled (it undid what it completed).
         """
         child = child_run(self.run, self.i, reactor, inputs, label, checkpoint, serial)
+        linked_to = self.run.st.linked
+        if linked:
+            child.st.follows = True
+            linked_to.add(child)
         try:
             value = await child.execute()
         except Halted as halted:
             records = parent_records(self.run, self.i, child, label, with_halted=True)
             return ChildRun(None, records, halted)
+        finally:
+            linked_to.discard(child)
         return ChildRun(value, parent_records(self.run, self.i, child, label))
 
     async def undo(self, records: Sequence[UndoRecord]) -> list[BaseException]:
@@ -192,7 +225,10 @@ class ChildScope:
         return self.run.context(self.i, self.run.st.attempts[self.i] or 1)
 
     def available(self) -> dict[str, Any]:
-        """What steps added by this step may use: held results, inputs, its own arguments."""
+        """What steps added by this step may use: held results, inputs, its own arguments
+        (not its `rp.Context`: a new step that asks for one gets its own, and the
+        checkpoint of new steps that halt, which keeps what they were given, never holds
+        one)."""
         run = self.run
         plan = run.plan
         st = run.st
@@ -202,7 +238,8 @@ class ChildScope:
             if st.status[j] == DONE and (run.keep[j] or st.readers_left[j] > 0)
         }
         out.update(zip(plan.inputs, st.vals[run.n : run.n + len(plan.inputs)], strict=True))
-        out.update(run.named_args(self.i, st.attempts[self.i] or 1))
+        named = run.named_args(self.i, st.attempts[self.i] or 1)
+        out.update((k, v) for k, v in named.items() if type(v) is not Context)
         return out
 
 
@@ -243,20 +280,42 @@ def rename(
 
 def checkpoint_records(reactor: Reactor, checkpoint: Checkpoint) -> list[UndoRecord]:
     """Every undo record a checkpoint holds, oldest first, at every depth: its own, and
-    those of children that halted inside composite steps, where they halted."""
+    those of children that halted inside steps, where they halted."""
     plan = reactor.plan()
     records = list(checkpoint.undo_stack)
     marks = checkpoint.inner_marks
     top = len(records)
     for name in sorted(checkpoint.inner, key=lambda n: -marks.get(n, top)):
-        i = plan.index[name]
-        child, child_checkpoint, label = plan.steps[i].halted_child(checkpoint.inner[name])  # type: ignore[attr-defined]
-        inner = rename(
-            plan, i, child, child.plan(), checkpoint_records(child, child_checkpoint), label
-        )
+        inner = inner_records(reactor, plan.index[name], checkpoint.inner[name])
         mark = marks.get(name, top)
         records[mark:mark] = inner
     return records
+
+
+def inner_records(reactor: Reactor, i: int, inner: Any) -> list[UndoRecord]:
+    """The undo records of the child that halted inside step `i` of `reactor` (`inner`,
+    its entry in `Checkpoint.inner`), at every depth, as records of `reactor`'s run,
+    oldest first (for new steps, those of the rounds before it first)."""
+    done = list(inner.done) if isinstance(inner, NewStepsHalted) else []
+    found = halted_child(reactor, i, inner)
+    if found is None:
+        return done
+    child, child_checkpoint, label = found
+    plan = reactor.plan()
+    records = checkpoint_records(child, child_checkpoint)
+    return done + rename(plan, i, child, child.plan(), records, label)
+
+
+def halted_child(reactor: Reactor, i: int, inner: Any) -> tuple[Reactor, Checkpoint, str] | None:
+    """The child that halted inside step `i` of `reactor` (`inner`, its entry in
+    `Checkpoint.inner`): its reactor, its checkpoint and the label its steps are named
+    with; None for new steps that had no child run (`NewStepsHalted.checkpoint`)."""
+    if isinstance(inner, NewStepsHalted):
+        if inner.checkpoint is None:
+            return None
+        return inner.child(type(reactor)), inner.checkpoint, ""
+    found: tuple[Reactor, Checkpoint, str] = reactor.plan().steps[i].halted_child(inner)  # type: ignore[attr-defined]
+    return found
 
 
 def child_key(step: Any, reactor: Reactor) -> str | None:

@@ -47,6 +47,8 @@ class RunState:
       and ready steps wait in ``held`` (those holding a slot keep it).
     - Once ``stopping`` is set (an error stood, a step halted, the timeout passed, or the
       run was cancelled) no step starts and no attempt begins.
+    - ``linked``: the running child runs of new steps (`rp.NewSteps`) of this run; when it
+      halts they halt too (``follows`` is set on theirs), keeping what they completed.
     """
 
     __slots__ = (
@@ -55,6 +57,7 @@ class RunState:
         "errors",
         "failed_steps",
         "fatal",
+        "follows",
         "gate",
         "gated",
         "halt_reason",
@@ -63,6 +66,7 @@ class RunState:
         "holding",
         "hook_errors",
         "lent",
+        "linked",
         "n_done",
         "ran",
         "readers_left",
@@ -103,6 +107,14 @@ class RunState:
         self.abandoned: list[str] = []  # steps left running in threads or processes
         self.stop_waiters: set[asyncio.Future[None]] = set()  # backoffs to cut short
         self.wakeup: asyncio.Future[None] | None = None
+        self.linked: set[Any] = set()  # child runs of new steps, halting with this one
+        self.follows = False  # a run of new steps: it halts when its parent does
+
+    @property
+    def halting(self) -> bool:
+        """Whether the run stops for a halt (a step halted, or the timeout passed), not
+        for an error."""
+        return self.halt_reason is not _UNSET and not self.errors and self.fatal is None
 
     def __repr__(self) -> str:
         counts = [0, 0, 0, 0]
