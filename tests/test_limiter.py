@@ -189,3 +189,78 @@ async def test_one_at_a_time_new_steps_run_alone() -> None:
         results = await r.run(async_=False)
     assert results == {"spawn": "spawned", "other": "other"}
     assert peak[0] == 1
+
+
+async def test_a_step_running_alone_gets_a_slot_for_its_new_steps() -> None:
+    """Under a limiter of one, the steps an ``async_=False`` step holds back give their slot
+    up while they wait: its new steps need it (they waited for each other: a hang)."""
+
+    @rp.step
+    async def added() -> str:
+        await asyncio.sleep(0)
+        return "added"
+
+    r = rp.Reactor("alone")
+
+    @r.step
+    async def first() -> int:
+        await asyncio.sleep(0)
+        return 1
+
+    @r.step
+    async def other() -> int:
+        await asyncio.sleep(0)
+        return 2
+
+    @r.step(async_=False)
+    def spawn(first: int) -> rp.NewSteps:
+        return rp.NewSteps("spawned", steps=[added])
+
+    @spawn.compensate  # (the step goes through its attempts in a worker of its own)
+    def keep_going(error: Exception) -> rp.Continue:
+        return rp.Continue("compensated")
+
+    async with asyncio.timeout(10):
+        results = await r.run(max_concurrency=rp.Limiter(1))
+    assert results == {"first": 1, "other": 2, "spawn": "spawned"}
+
+
+async def test_one_at_a_time_new_steps_continued_on_resume_run_alone() -> None:
+    """A serial run resumed inside a step's new steps: they continue while nothing else of
+    the run runs (the continued step took no slot: two ran at once)."""
+    running, peak = [0], [0]
+    approved = {"now": False}
+
+    async def busy() -> None:
+        running[0] += 1
+        peak[0] = max(peak[0], running[0])
+        for _ in range(3):
+            await asyncio.sleep(0)
+        running[0] -= 1
+
+    @rp.step
+    async def approve() -> str:
+        await busy()
+        if not approved["now"]:
+            raise rp.Halt("approval")
+        return "approved"
+
+    r = rp.Reactor("serial")
+
+    @r.step
+    def spawn() -> rp.NewSteps:
+        return rp.NewSteps("spawned", steps=[approve])
+
+    @r.step
+    async def other() -> str:
+        await busy()
+        return "other"
+
+    async with asyncio.timeout(10):
+        with pytest.raises(rp.Halted) as halted:
+            await r.run(async_=False)
+        approved["now"] = True
+        peak[0] = 0
+        results = await r.resume(halted.value.checkpoint, async_=False)
+    assert results["spawn"] == "spawned"
+    assert peak[0] == 1

@@ -42,6 +42,7 @@ __all__ = [
     "fatal",
     "halt",
     "halts_instead",
+    "hold_back",
     "put_back",
     "record",
     "release",
@@ -83,10 +84,18 @@ class Waiting:
         if st.stopping:
             put_back(run, i)
         elif st.gate:
-            st.held.append(i)  # it keeps the slot until the async_=False step ends
+            hold_back(run, i)
         else:
             st.status[i] = QUEUED
             run.spawn([i])
+
+
+def hold_back(run: Run, i: int) -> None:
+    """An ``async_=False`` step runs: step `i` waits for its end, pending, without a slot
+    (one it held goes to others: the step running alone may need it, for its new steps)."""
+    run.st.status[i] = PENDING
+    end_slot(run, i, None)
+    run.st.held.append(i)
 
 
 def end_slot(run: Run, i: int, stack: list[int] | None) -> None:

@@ -31,7 +31,16 @@ from .._errors import _UNSET
 from .._step import NewSteps, Skip
 from .attempts import SKIPPED, StepFailed, as_halt, attempts, shielded
 from .dispatch import AWAITABLE, YIELD_EVERY, dispatch
-from .endings import end_slot, ended_badly, fatal, put_back, record, release, ungate
+from .endings import (
+    end_slot,
+    ended_badly,
+    fatal,
+    hold_back,
+    put_back,
+    record,
+    release,
+    ungate,
+)
 from .inflight import NewStepsHalted
 from .inline import SUSPENDED, InContext, start
 from .modes import ATTEMPTS, TRY
@@ -131,8 +140,7 @@ def run_fast(run: Run, stack: list[int]) -> Any:
             stack.append(i)
             break
         if st.gate and not st.gated[i]:  # an async_=False step runs: wait for its end
-            status[i] = PENDING
-            st.held.append(i)
+            hold_back(run, i)
             continue
         if slow[i]:
             return run_one(run, i, stack)
@@ -414,6 +422,10 @@ async def _continued(run: Run, i: int, new: NewSteps, stack: list[int]) -> None:
     except StepFailed as failed:
         ended_badly(run, i, failed, ctx, reported=True)
         return
+    if not run.async_ and run.limiter is not None and not run.st.stopping:
+        # One step at a time: it holds the run's one slot while its new steps run.
+        await run.limiter.acquire(run.plan.steps[i].concurrency_key, run.priority[i])
+        run.st.holding[i] = 1
     if run.st.stopping:  # checked after the last await: the new steps take over at once
         put_back(run, i)
         return
