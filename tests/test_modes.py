@@ -28,7 +28,7 @@ def _one_by_one(plan, serial, executor, limited, outer, events):
             s.undo_callback is not None or s.compensate_callback is not None
         )
         slow[i] = mode[i] == ATTEMPTS or outer_slot[i]
-        quick[i] = not undo[i] and not exclusive[i]
+        quick[i] = not exclusive[i] and (not undo[i] or plan.fetch[i] is not None)
         chainable[i] = not slot[i] and not exclusive[i] and mode[i] != INLINE
     return Modes(*map(bytes, columns))
 

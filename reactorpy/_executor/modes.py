@@ -43,8 +43,9 @@ class Modes:
             have paths or transforms (resolved once, kept for undo).
         slow: 1 if a worker runs the step through `scheduler.run_one` rather than its
             hot path (its attempts, or a slot of the caller's limiter around it).
-        quick: 1 if, when it completes, there is nothing to record but its value (no
-            undo, not ``async_=False``): the hot path records it itself.
+        quick: 1 if, when it completes, there is nothing to record but its value and, for
+            an undo, its argument values (not ``async_=False``, no undo needing its
+            arguments by name): the hot path records it itself.
         chainable: 1 if, made ready by a worker, it may go straight onto that worker's
             stack (no slot to take, not inline, not ``async_=False``).
     """
@@ -133,7 +134,7 @@ def _row(
         s.is_async,
         keeps,
         mode == ATTEMPTS or outer_slot,  # slow
-        not undo and not exclusive,  # quick
+        not exclusive and (not undo or simple),  # quick
         not slot and not exclusive and mode != INLINE,  # chainable
     )
     return bytes(row)

@@ -127,6 +127,7 @@ def run_fast(run: Run, stack: list[int]) -> Any:
     status, vals, remaining, holding = st.status, st.vals, st.remaining, st.holding
     fns, fetch, is_async, quick, slow = run.fns, run.fetch, run.is_async, run.quick, run.slow
     ready_order, chainable, base = run.ready_order, run.chainable, run.base_ctx
+    undo = run.modes.undo
     wants_start, wants_complete = run.wants_start, run.wants_complete
     ran = 0  # steps started here; `st.ran` counts those run inline by `dispatch` too
     turn = st.ran + YIELD_EVERY
@@ -183,8 +184,11 @@ def run_fast(run: Run, stack: list[int]) -> Any:
         if not quick[i] or run.kept or holding[i]:
             finish(run, i, out, None, ctx, stack, reported=True)
             continue
-        # What `finish` does for a step with nothing to record but its value.
+        # What `finish` does for a step with nothing to record but its value (and, if it
+        # has an undo, its argument values: named only if the undo runs).
         status[i] = DONE
+        if undo[i]:
+            run.ledger.push((i, out, fetch[i](vals)))  # type: ignore[misc]
         vals[i] = out
         st.n_done += 1
         if run.releasing:
