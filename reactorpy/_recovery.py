@@ -53,13 +53,20 @@ async def run_journaled(
     assert journal is not None
     run_id = options.run_id or uuid.uuid4().hex
     ser = journal.serializer
-    existing = await journal.create_run(
-        run_id,
-        reactor.name,
-        plan.fingerprint,
-        _dumped_inputs(ser, inputs, reactor.name),
-        ser.dumps({k: list(v) for k, v in plan.structure.items()}),
+    existing, cancelled = await shielded(
+        journal.create_run(
+            run_id,
+            reactor.name,
+            plan.fingerprint,
+            _dumped_inputs(ser, inputs, reactor.name),
+            ser.dumps({k: list(v) for k, v in plan.structure.items()}),
+        )
     )
+    if cancelled:  # cancelled before any step ran: a run recorded now ends failed
+        if existing is None:
+            stopped = asyncio.CancelledError()
+            await _ended(journal, run_id, stopped, RunStatus.FAILED, error=ser.dumps_error(stopped))
+        raise asyncio.CancelledError
     if existing is None:
         run = prepare(plan, inputs, options, None, Durable(journal, run_id), run_id)
         return await _drive(journal, run_id, run)
@@ -97,6 +104,13 @@ async def resume_journaled(
     assert journal is not None
     assert options.run_id is not None
     run_id = options.run_id
+    record = await journal.get(run_id)
+    if record.reactor != reactor.name or (checkpoint.run_id not in (None, run_id)):
+        raise ResumeError(
+            f"Run {run_id!r} of the journal is a run of {record.reactor!r}; this checkpoint "
+            f"is of run {checkpoint.run_id!r} of {checkpoint.reactor!r}: resume a run with "
+            "its own checkpoint (or by its id alone)."
+        )
     await journal.reopen(run_id)
     stored = await journal.load(run_id)
     durable = Durable(journal, run_id, stored, recovering=False)
@@ -163,8 +177,11 @@ async def _ended(
             raise
         annotate(outcome, f"reactorpy: the journal could not record the run's end: {exc!r}")
         return
-    if cancelled and outcome is None:
-        raise asyncio.CancelledError
+    if cancelled:  # the caller's cancellation goes on; the run's own ending as a note
+        stopped = asyncio.CancelledError()
+        if outcome is not None:
+            annotate(stopped, f"reactorpy: cancelled as the run ended with {outcome!r}")
+        raise stopped
 
 
 async def _taken_over(reactor: Any, journal: Journal, record: RunRecord) -> StoredRun:
@@ -181,7 +198,7 @@ async def _taken_over(reactor: Any, journal: Journal, record: RunRecord) -> Stor
         )
     claimed = await journal.claim(reactor.name, run_id=record.run_id)
     if not claimed:
-        raise OwnershipError(record.run_id, status.value, record.owner, "run")
+        raise OwnershipError(record.run_id, status.value, record.owner, "run again")
     return await journal.load(record.run_id)
 
 

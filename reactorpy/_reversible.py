@@ -109,6 +109,12 @@ class Reversing(Generic[T]):
         """
         plan = self.plan()
         checked = RunOptions.of(options, f"run_reversible() of {self.name!r}")
+        if checked.journal is not None:
+            raise TypeError(
+                f"run_reversible() of {self.name!r} keeps what undoing needs in memory; a "
+                "journaled run is undone by its id: run(..., journal=j, run_id=i), then "
+                "undo(i, journal=j)."
+            )
         run = self._prepare(plan, self._inputs(plan, inputs), checked)
         result = await run.execute()
         return Reversible(result, run.finished_checkpoint(), self)  # type: ignore[arg-type]
@@ -181,6 +187,11 @@ class Reversing(Generic[T]):
             ExceptionGroup: of `ResumeError`s, for runs whose completed steps were removed
                 or rewired since (the others are still recovered).
         """
+        if "run_id" in options:
+            raise TypeError(
+                f"recover() of {self.name!r} takes every unfinished run whose owner is gone; "
+                "to continue one run, run it again by its id: run(inputs, journal=j, run_id=i)."
+            )
         checked = RunOptions.of({**options, "journal": journal}, f"recover() of {self.name!r}")
         from ._recovery import recover
 

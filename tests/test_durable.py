@@ -412,3 +412,21 @@ def test_running_again_a_run_that_crashed_while_undoing_finishes_it_and_raises(
 
     asyncio.run(again())
     assert (calls("undo", "refund"), calls("undo", "release"), calls("do", "ship")) == (1, 2, 1)
+
+
+def test_a_recovered_run_whose_on_run_start_fails_undoes_what_it_completed(
+    backend: Backend,
+) -> None:
+    crash(backend, "payment", "c-8", HANG="ship")
+
+    class Broken:
+        def on_run_start(self, info: rp.RunInfo) -> None:
+            raise RuntimeError("tracer down")
+
+    async def recover() -> list[rp.RunRecord]:
+        async with backend.open() as journal:
+            return await payment.recover(journal, middleware=[Broken()])
+
+    (record,) = asyncio.run(recover())
+    assert record.status == "failed"
+    assert (calls("undo", "refund"), calls("undo", "release"), calls("do", "ship")) == (1, 1, 1)

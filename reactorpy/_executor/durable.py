@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from .._checkpoint import UndoRecord
 from .._errors import annotate
 from .attempts import shielded
-from .endings import stop
+from .endings import fatal, stop
 from .resume import undo_records
 from .state import DONE
 
@@ -95,16 +95,21 @@ class Durable:
         """
         try:
             result = self.serializer.dumps(value)
-            record = None
-            if undo is not None:
+        except Exception as exc:  # TypeError, and what a serializer raises besides
+            raise TypeError(
+                f"step {key!r}: its result ({type(value).__name__}) cannot be recorded in "
+                f"the journal: {exc}"
+            ) from exc
+        record = None
+        if undo is not None:
+            try:
                 record = self.serializer.dumps([undo.value, undo.arguments, route])
-        except TypeError as exc:
-            error = TypeError(
-                f"step {key!r}: its result or arguments cannot be recorded in the journal "
-                f"({type(value).__name__} result): {exc}"
-            )
-            error.__cause__ = exc
-            raise error from exc
+            except Exception as exc:
+                kinds = ", ".join(f"{k}: {type(v).__name__}" for k, v in undo.arguments.items())
+                raise TypeError(
+                    f"step {key!r}: its arguments, kept for its undo ({kinds}), cannot be "
+                    f"recorded in the journal: {exc}"
+                ) from exc
         entry = self.entry_type(key, self.seq, result, record)
         self.seq += 1
         return entry
@@ -142,7 +147,11 @@ class Durable:
         else:
             error = future.exception()
         for run, _, ready in batch:
-            _written(run, error, ready)
+            try:
+                _written(run, error, ready)
+            except BaseException as exc:  # a bug of ours: the run ends, never a hang
+                fatal(run, -1, exc)
+                run.maybe_wake()
 
     async def undone_now(self, key: str) -> None:
         """Record that the undo of step `key` is done (awaited: undo is rare and slow)."""

@@ -33,7 +33,7 @@ from .resume import finished_checkpoint, make_checkpoint, restore, resumable, re
 from .saga import Undoer, UndoLedger
 from .scheduler import push_own, resume_inside, settle_later, spawn
 from .scope import ChildScope
-from .slots import SLOT, HeldSlot, StepSlot
+from .slots import SLOT, StepSlot
 from .state import RunState
 
 if TYPE_CHECKING:
@@ -190,16 +190,17 @@ class Run:
             reached: list[Any] = []
             try:
                 failed = await self.mw.call("on_run_start", self._run_info(), reached=reached)
-            except asyncio.CancelledError as exc:  # ended before it began: the middleware
-                # whose on_run_start was called hear of it; no step ran, nothing is undone
-                owners = self.mw.owners["on_run_error"]
+            except asyncio.CancelledError as exc:  # ended before it began: what a resumed
+                # or recovered run completed before is undone; the middleware whose
+                # on_run_start was not reached hear of nothing
+                owners = self.mw.owners["on_run_start"]
                 unreached = [m for m in owners if not any(m is r for r in reached)]
+                self._restore()
                 await self._cancelled(exc, unreached)
             if failed:
                 st.errors.extend(failed)
                 st.failed_steps.extend("on_run_start" for _ in failed)
-                if self.checkpoint is not None:  # a resumed run that fails undoes them too
-                    restore(self, self.checkpoint)
+                self._restore()  # a resumed or recovered run that fails undoes them too
                 await self._failed()
         self.base_ctx = contextvars.copy_context()  # what on_run_start set reaches steps
         self.base_ctx.run(SLOT.set, None)  # a slot the caller's step lent is not ours
@@ -232,6 +233,14 @@ class Run:
             if deadline is not None:
                 deadline.cancel()
         return await self._finish()
+
+    def _restore(self) -> None:
+        """What a resumed or recovered run completed before, onto its undo stack (its
+        `on_run_start` failed or was cancelled: it ends there, undoing them)."""
+        if self.checkpoint is not None:
+            restore(self, self.checkpoint)
+        elif self.durable is not None and self.durable.entries:
+            restore_recovered(self)
 
     async def _drain(self) -> None:
         """Running steps get `grace` seconds to finish; then they are cancelled."""
@@ -315,8 +324,12 @@ class Run:
         error. A caller that cancelled ``run()`` meanwhile gets its `CancelledError` (so
         does middleware), the run's error kept as a note."""
         st = self.st
-        await undo_requested(self, st.errors[0] if st.errors else st.fatal)
-        undo_errors, cancelled = await shielded(self.undoer.undo_all(self.ledger.pop_all()))
+
+        async def undo() -> list[BaseException]:
+            await undo_requested(self, st.errors[0] if st.errors else st.fatal)
+            return await self.undoer.undo_all(self.ledger.pop_all())
+
+        undo_errors, cancelled = await shielded(undo())
         error: BaseException
         if st.fatal is not None:
             error = st.fatal
@@ -406,24 +419,6 @@ class Run:
     def lend_slot(self, i: int) -> None:
         """In step `i`'s context: it holds a slot that a nested run may borrow."""
         SLOT.set(StepSlot(self, i))
-
-    async def outer_slot(self, i: int, coro: Coroutine[Any, Any, Any]) -> Any:
-        """Run `coro` (step `i`) holding a slot of the caller's limiter (one step at a
-        time, under a cap or a shared limiter). Given back before new steps run."""
-        assert self.outer_limiter is not None
-        key = self.plan.steps[i].concurrency_key
-        slot = HeldSlot(self.outer_limiter, key, self.priority[i])
-        try:
-            await slot.take()
-        except BaseException:
-            coro.close()
-            raise
-        token = SLOT.set(slot)
-        try:
-            return await coro
-        finally:
-            slot.release()
-            SLOT.reset(token)
 
     def spawn(self, stack: list[int], first: Awaitable[None] | None = None) -> None:
         """A new worker for `stack` (for the parts of the executor below the scheduler)."""

@@ -196,7 +196,11 @@ class Undoer:
                 return [self._failed(name, exc, attempt), *hook_errors]
             await self._event("undo_complete", name, attempt, None, hook_errors)
             if self.durable is not None:
-                await self.durable.undone_now(name)
+                try:
+                    await self.durable.undone_now(name)
+                except Exception as exc:  # the undo ran: the others still run
+                    annotate(exc, f"reactorpy: the journal could not record the undo of {name!r}")
+                    return [*hook_errors, exc]
             return hook_errors
         raise AssertionError("unreachable: the last attempt returns")  # pragma: no cover
 

@@ -45,6 +45,7 @@ from .inflight import NewStepsHalted
 from .inline import SUSPENDED, InContext, start
 from .modes import ATTEMPTS, TRY
 from .observe import completed_event, started_async, started_event
+from .slots import outer_slot
 from .state import DONE, PENDING, QUEUED, RUNNING
 
 if TYPE_CHECKING:
@@ -254,7 +255,7 @@ async def run_one(run: Run, i: int, stack: list[int]) -> None:
         st.attempts[i] = 1
         coro = run.call(i)
     if run.modes.outer[i]:
-        coro = run.outer_slot(i, coro)
+        coro = outer_slot(run, i, coro)
     await suspended(run, i, coro, ctx, _FIRST, stack, via_attempts=via_attempts)
 
 

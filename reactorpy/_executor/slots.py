@@ -13,13 +13,14 @@ Must not import: the rest of the executor, but `state` through the run it is giv
 from __future__ import annotations
 
 import contextvars
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from .._limiter import Limiter
     from .run import Run
 
-__all__ = ["SLOT", "HeldSlot", "Loan", "StepSlot"]
+__all__ = ["SLOT", "HeldSlot", "Loan", "StepSlot", "outer_slot"]
 
 
 class Loan(Protocol):
@@ -131,3 +132,22 @@ class HeldSlot:
 def offered() -> Any:
     """The slot offered by the step running in this context, if any."""
     return SLOT.get()
+
+
+async def outer_slot(run: Run, i: int, coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run `coro` (step `i` of `run`) holding a slot of the caller's limiter (one step at
+    a time, under a cap or a shared limiter). Given back before new steps run."""
+    assert run.outer_limiter is not None
+    key = run.plan.steps[i].concurrency_key
+    slot = HeldSlot(run.outer_limiter, key, run.priority[i])
+    try:
+        await slot.take()
+    except BaseException:
+        coro.close()
+        raise
+    token = SLOT.set(slot)
+    try:
+        return await coro
+    finally:
+        slot.release()
+        SLOT.reset(token)

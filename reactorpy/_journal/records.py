@@ -70,8 +70,8 @@ class OwnershipError(ReactorError, RuntimeError):
         self.action = action
         if self.status != RunStatus.RUNNING:
             why = f"it has ended as {self.status!r}"
-        elif action in ("resume", "undo"):
-            why = f"it is still running, owned by {owner!r}"
+        elif action in ("resume", "undo", "run again"):
+            why = f"it is still running, in a live process ({owner!r})"
         else:
             why = (
                 f"it is owned by {owner!r}, not by this process (a run passes to another "
