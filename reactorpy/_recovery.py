@@ -87,10 +87,16 @@ async def halted_checkpoint(journal: Journal, run_id: str) -> Checkpoint:
         LookupError: no such run. ResumeError: it did not halt.
     """
     stored = await journal.load(run_id)
-    if stored.checkpoint is None or RunStatus(stored.record.status) is not RunStatus.HALTED:
+    if RunStatus(stored.record.status) is not RunStatus.HALTED:
         raise ResumeError(
             f"Run {run_id!r} is {RunStatus(stored.record.status).value!r} in the journal: "
             "only a halted run resumes."
+        )
+    if stored.checkpoint is None:
+        raise ResumeError(
+            f"Run {run_id!r} halted with a checkpoint its journal could not keep (its "
+            "Halted error said why): resume it with that error's checkpoint and "
+            f"run_id={run_id!r}."
         )
     return load_checkpoint_bytes(journal.serializer, stored.checkpoint)
 
@@ -154,7 +160,11 @@ async def _drive(journal: Journal, run_id: str, run: Run) -> Any:
     try:
         result = await run.execute()
     except Halted as halted:
-        data = dump_checkpoint(ser, halted.checkpoint)
+        try:
+            data: bytes | None = dump_checkpoint(ser, halted.checkpoint)
+        except Exception as exc:  # the caller still has it, on the Halted
+            data = None
+            annotate(halted, f"reactorpy: the journal cannot keep this checkpoint: {exc}")
         await _ended(journal, run_id, halted, RunStatus.HALTED, checkpoint=data)
         raise
     except BaseException as exc:
@@ -237,6 +247,7 @@ async def _continue(
     (asked, or its undo was under way at the crash)."""
     run_id = stored.record.run_id
     _check_versions(reactor, plan, journal.serializer, stored)
+    _check_readable(reactor, journal.serializer, stored)
     inputs = journal.serializer.loads(stored.inputs)
     durable = Durable(journal, run_id, stored)
     if undo or stored.record.undo_requested:
@@ -307,6 +318,24 @@ def _check_versions(reactor: Any, plan: Plan, ser: Serializer, stored: StoredRun
             f"Run {stored.record.run_id!r} of {reactor.name!r} cannot be continued: the steps "
             f"it completed were removed or rewired since: {', '.join(map(repr, changed))}."
         )
+
+
+def _check_readable(reactor: Any, ser: Serializer, stored: StoredRun) -> None:
+    """What the run recorded can be read back here (a class renamed or moved since is
+    not): otherwise `ResumeError`, before anything runs or is recorded (the run stays
+    unfinished, for a recovery once the code reads it again)."""
+    for entry in stored.entries:
+        for what, data in (("result", entry.result), ("undo record", entry.undo)):
+            if data is None:
+                continue
+            try:
+                ser.loads(data)
+            except Exception as exc:
+                raise ResumeError(
+                    f"Run {stored.record.run_id!r} of {reactor.name!r} cannot be continued: "
+                    f"the {what} of step {entry.key!r} cannot be read back ({exc!r}); "
+                    "make its class importable as it was, then recover again."
+                ) from exc
 
 
 def _dumped_inputs(ser: Serializer, inputs: dict[str, Any], reactor: str) -> bytes:

@@ -164,3 +164,41 @@ async def test_options_a_journal_does_not_go_with_are_refused(tmp_path: Path) ->
         with pytest.raises(TypeError, match="run it again by its id"):
             await saga(log).recover(journal, run_id="r")
     assert log == []
+
+
+async def test_a_run_whose_lease_was_taken_undoes_nothing_here(tmp_path: Path) -> None:
+    """The run passed to another process (its lease expired and it was claimed) when a
+    step fails: this process undoes nothing (the new owner finishes the run) and raises
+    OwnershipError; middleware hears of it."""
+    import sqlite3
+
+    log: list[str] = []
+    heard: list[str] = []
+    path = tmp_path / "runs.db"
+    r: rp.Reactor[str] = rp.Reactor("lease", returns="b")
+
+    @r.step
+    async def a() -> str:
+        log.append("a")
+        return "a"
+
+    @a.undo
+    async def undo_a(value: str) -> None:
+        log.append("undo a")
+
+    @r.step
+    async def b(a: str) -> str:
+        claim = sqlite3.connect(path, isolation_level=None)  # another process took the run
+        claim.execute("UPDATE runs SET owner = 'elsewhere:1:1' WHERE run_id = 'r'")
+        claim.close()
+        raise RuntimeError("b failed")
+
+    class Hears:
+        def on_run_error(self, info: rp.RunInfo, error: BaseException) -> None:
+            heard.append(type(error).__name__)
+
+    async with rp.SQLiteJournal(path) as journal:
+        with pytest.raises(rp.OwnershipError):
+            await r.run(journal=journal, run_id="r", middleware=[Hears()])
+    assert log == ["a"]
+    assert heard == ["OwnershipError"]

@@ -229,18 +229,25 @@ def restore_recovered(run: Run) -> None:
     run.ledger.entries = [_record(durable, e) for e in mine]
 
 
-async def undo_requested(run: Run, error: BaseException | None) -> None:
+async def undo_requested(run: Run, error: BaseException | None) -> BaseException | None:
     """A journaled root run is about to undo: record it first (a crash during the undo is
-    then continued by a recovery). A journal that fails here is a note on `error`."""
+    then continued by a recovery). A journal that fails here is a note on `error`; one
+    that says the run is another process's now (its lease expired and the run was
+    claimed) is returned: this process undoes nothing, the new owner finishes the run."""
     durable = run.durable
     if durable is None or run.parent is not None or not len(run.ledger):
-        return
+        return None
+    from .._journal import OwnershipError  # (a run without a journal never loads it)
+
     try:
         failure = durable.serializer.dumps_error(error) if error is not None else None
         await durable.journal.request_undo(durable.run_id, error=failure)
+    except OwnershipError as lost:
+        return lost
     except Exception as exc:
         if error is not None:
             annotate(error, f"reactorpy: the journal could not record the undo: {exc!r}")
+    return None
 
 
 async def undo_from_journal(run: Run) -> list[BaseException]:

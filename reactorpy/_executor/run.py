@@ -270,7 +270,8 @@ class Run:
 
         async def wind_down() -> list[BaseException]:
             await self._cancel_workers()
-            await undo_requested(self, cancelled)
+            if await undo_requested(self, cancelled) is not None:
+                return []  # the run is another process's now: it finishes it
             return await self.undoer.undo_all(self.ledger.pop_all())
 
         errors, _ = await shielded(wind_down())
@@ -326,7 +327,10 @@ class Run:
         st = self.st
 
         async def undo() -> list[BaseException]:
-            await undo_requested(self, st.errors[0] if st.errors else st.fatal)
+            lost = await undo_requested(self, st.errors[0] if st.errors else st.fatal)
+            if lost is not None:  # the run is another process's now: it finishes it
+                st.fatal = st.fatal or lost
+                return []
             return await self.undoer.undo_all(self.ledger.pop_all())
 
         undo_errors, cancelled = await shielded(undo())
