@@ -390,6 +390,31 @@ async def test_mark_undone_records_the_keys_whose_undo_is_done(open_journal: Ope
     assert frozenset({"a", "b"}) == (await journal.load("r1")).undone
 
 
+async def test_a_key_appended_as_redone_is_no_longer_undone(open_journal: Opener) -> None:
+    """A step completed again after its undo (a composite's child run again) is appended
+    with ``redone``: its mark goes in the same write, whether the append is alone, in a
+    batch, or queued in the same group commit after the mark; a mark queued after the
+    append stays; a key appended again without ``redone`` keeps its mark."""
+    journal = open_journal()
+    await journal.create_run("r1", "payment", "fp", b"in")
+    await journal.append("r1", [Entry("a", 1, b"1", b"u"), Entry("b", 2, b"2", b"u")])
+    await asyncio.gather(*(journal.mark_undone("r1", k) for k in "ab"))
+    await journal.append("r1", [Entry("a", 3, b"1 again", b"u")], redone=["a"])
+    await journal.append("r1", [Entry("b", 4, b"2 again", b"u"), Entry("c", 5, b"3", b"u")])
+    assert frozenset({"b"}) == (await journal.load("r1")).undone
+    await journal.append("r1", [Entry("b", 6, b"2 again", b"u")], redone=["b"])
+    assert frozenset() == (await journal.load("r1")).undone
+    await asyncio.gather(
+        journal.mark_undone("r1", "a"),
+        journal.append("r1", [Entry("a", 7, b"1 once more", b"u")], redone=["a"]),
+        journal.append("r1", [Entry("c", 8, b"3 again", b"u")]),
+        journal.mark_undone("r1", "c"),
+    )
+    stored = await journal.load("r1")
+    assert frozenset({"c"}) == stored.undone
+    assert [("b", 6), ("a", 7), ("c", 8)] == [(e.key, e.seq) for e in stored.entries]
+
+
 async def test_request_undo_is_recorded(open_journal: Opener) -> None:
     """request_undo sets undo_requested, durably, before any undo; the run stays running."""
     journal = open_journal()

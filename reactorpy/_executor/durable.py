@@ -34,8 +34,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Durable", "restore_recovered", "undo_from_journal", "undo_requested"]
 
-#: A completion on its way to the journal: the run, its entry, the steps it made ready.
-Written = tuple["Run", "Entry", list[int]]
+#: A completion on its way to the journal: the run, its entry, the steps it made ready,
+#: and whether its key was undone (`Journal.append`'s ``redone``).
+Written = tuple["Run", "Entry", list[int], bool]
 
 
 class Durable:
@@ -114,20 +115,31 @@ class Durable:
 
         One append of a run is in flight at a time: completions that come meanwhile (the
         siblings of a fan-out) wait, and go together in the next append, so they share a
-        commit however the journal's writer is scheduled. A chain has nothing waiting."""
+        commit however the journal's writer is scheduled. A chain has nothing waiting.
+
+        A step completed again after its undo (a composite that runs its child again) is
+        no longer undone, here as in the journal (its append drops the mark); a recovered
+        run's children restore what it completed last."""
+        redone = entry.key in self.undone
+        if redone:
+            self.undone.discard(entry.key)
+        if self.entries:
+            self.entries[entry.key] = entry
         run.st.writes += 1
         if self.in_flight:
-            self.queued.append((run, entry, ready))
+            self.queued.append((run, entry, ready, redone))
         else:
-            self._send([(run, entry, ready)])
+            self._send([(run, entry, ready, redone)])
 
     def _send(self, batch: list[Written]) -> None:
         self.in_flight = True
+        entries = [w[1] for w in batch]
+        redone = [w[1].key for w in batch if w[3]]
         try:
-            future = self.journal.append(self.run_id, [entry for _, entry, _ in batch])
+            future = self.journal.append(self.run_id, entries, redone=redone)
         except Exception as exc:  # the journal is closed
             self.in_flight = False
-            for run, _, ready in batch:
+            for run, _, ready, _ in batch:
                 _written(run, exc, ready)
             return
         future.add_done_callback(lambda f: self._sent(f, batch))
@@ -141,7 +153,7 @@ class Durable:
             error: BaseException | None = RuntimeError("the journal's write was cancelled")
         else:
             error = future.exception()
-        for run, _, ready in batch:
+        for run, _, ready, _ in batch:
             _written(run, error, ready)
 
     async def undone_now(self, key: str) -> None:
@@ -175,9 +187,13 @@ def _written(run: Run, error: BaseException | None, ready: list[int]) -> None:
     run.maybe_wake()
 
 
-def _record(durable: Durable, entry: Entry) -> UndoRecord:
+def _record(durable: Durable, entry: Entry, prefix: str = "", depth: int = 0) -> UndoRecord:
+    """The undo record of `entry`, as the run it is restored into names it: a child run
+    (`prefix`, ``"sub."``; its reactor `depth` steps down the route from the root's)
+    holds its records by its own step names and routes, as if it had made them."""
     value, arguments, route = durable.serializer.loads(entry.undo)  # type: ignore[arg-type]
-    return UndoRecord(entry.key, value, arguments, route=tuple(route) if route else None)
+    step = entry.key[len(prefix) :] if prefix and entry.key.startswith(prefix) else entry.key
+    return UndoRecord(step, value, arguments, route=tuple(route[depth:]) if route else None)
 
 
 def restore_recovered(run: Run) -> None:
@@ -217,7 +233,8 @@ def restore_recovered(run: Run) -> None:
         and (e.key in roots or e.key.startswith(composites))
     ]
     mine.sort(key=lambda e: e.seq)
-    run.ledger.entries = [_record(durable, e) for e in mine]
+    depth = len(run.route) if run.route else 0
+    run.ledger.entries = [_record(durable, e, run.prefix, depth) for e in mine]
 
 
 async def undo_requested(run: Run, error: BaseException | None) -> None:

@@ -144,7 +144,9 @@ def _tables(runs: str, entries: str, undone: str) -> tuple[str, ...]:
 
 def _stretch(runs: str, entries: str, undone: str) -> str:
     """A stretch of appends and undo marks as one statement: the fence, then every
-    entry and mark, from arrays; it returns the runs it could write."""
+    entry, the undo marks of steps completed again after their undo (``redone``: $10,
+    $11), and the new marks ($8, $9), from arrays (the last two never hold the same key:
+    see `PostgresWriter._write_stretch`); it returns the runs it could write."""
     return f"""
             WITH ok AS (
                 SELECT run_id FROM {runs}
@@ -158,6 +160,11 @@ def _stretch(runs: str, entries: str, undone: str) -> str:
                 WHERE e.run_id IN (SELECT run_id FROM ok)
                 ON CONFLICT (run_id, key) DO UPDATE
                 SET seq = excluded.seq, result = excluded.result, undo = excluded.undo
+            ), unmarked AS (
+                DELETE FROM {undone} u
+                USING unnest($10::text[], $11::text[]) AS e(run_id, key)
+                WHERE u.run_id = e.run_id AND u.key = e.key
+                    AND e.run_id IN (SELECT run_id FROM ok)
             ), marked AS (
                 INSERT INTO {undone} (run_id, key)
                 SELECT m.run_id, m.key FROM unnest($8::text[], $9::text[]) AS m(run_id, key)

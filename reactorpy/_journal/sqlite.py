@@ -12,7 +12,7 @@ import asyncio
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
@@ -114,12 +114,14 @@ class SQLiteJournal(SQLiteWriter):
         existing = await self._call(job, effect)
         return None if existing is None else self._record(existing)
 
-    def append(self, run_id: str, entries: Sequence[Entry]) -> asyncio.Future[None]:
+    def append(
+        self, run_id: str, entries: Sequence[Entry], *, redone: Collection[str] = ()
+    ) -> asyncio.Future[None]:
         if self._closed:
             self._check_open()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        self._inbox.put(Append(loop, future, run_id, entries))
+        self._inbox.put(Append(loop, future, run_id, entries, redone))
         return future
 
     def mark_undone(self, run_id: str, key: str) -> asyncio.Future[None]:

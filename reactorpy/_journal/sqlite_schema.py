@@ -15,6 +15,7 @@ import sqlite3
 from .records import RECORD_COLUMNS
 
 __all__ = [
+    "DELETE_UNDONE",
     "FENCE",
     "FENCED_ENTRY",
     "INSERT_RUN",
@@ -94,6 +95,8 @@ FENCED_ENTRY = (
     "undo = excluded.undo"
 )
 INSERT_UNDONE = "INSERT INTO undone (run_id, key) VALUES (?, ?) ON CONFLICT DO NOTHING"
+# The mark of a step completed again after its undo (`Journal.append`'s ``redone``).
+DELETE_UNDONE = "DELETE FROM undone WHERE run_id = ? AND key = ?"
 RENEW = "UPDATE runs SET lease_expires = ? WHERE run_id = ? AND owner = ? AND status = 'running'"
 
 

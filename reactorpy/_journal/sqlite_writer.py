@@ -14,7 +14,9 @@ The writer thread:
 2. ``BEGIN IMMEDIATE`` (the file's write lock; other processes wait up to ``busy_timeout``).
 3. In queue order: each stretch of appends and undo marks is fenced (a ``SELECT`` per run:
    written only if this process owns it and it is running) and written with one
-   ``executemany``; every other request runs its job. (A batch of one append of one entry,
+   ``executemany`` each: the entries, the deletion of the undo marks of keys appended as
+   ``redone`` (a mark queued before such an append goes with it), then the new marks;
+   every other request runs its job. (A batch of one append of one entry,
    a chain's, is one fenced ``INSERT`` in autocommit instead: no ``BEGIN``, no ``COMMIT``.)
 4. ``COMMIT``; then one ``call_soon_threadsafe`` per event loop resolves every future of
    the batch. A job may refuse its own request (`Refused`): its future fails, the rest
@@ -35,13 +37,14 @@ import select
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from .batches import Outcome, Refused, settle
 from .journal import Journal
 from .records import Entry
 from .sqlite_schema import (
+    DELETE_UNDONE,
     FENCE,
     FENCED_ENTRY,
     INSERT_UNDONE,
@@ -59,9 +62,10 @@ Job = Callable[[sqlite3.Connection], Any]
 
 
 class Append:
-    """An ``append``: its entries, written in the next batch if the run is still ours."""
+    """An ``append``: its entries, written in the next batch if the run is still ours, and
+    the keys among them whose undo marks go (``redone``)."""
 
-    __slots__ = ("entries", "future", "loop", "run_id")
+    __slots__ = ("entries", "future", "loop", "redone", "run_id")
 
     def __init__(
         self,
@@ -69,8 +73,10 @@ class Append:
         future: asyncio.Future[None],
         run_id: str,
         entries: Sequence[Entry],
+        redone: Collection[str] = (),
     ) -> None:
         self.loop, self.future, self.run_id, self.entries = loop, future, run_id, entries
+        self.redone = redone
 
 
 class Undone:
@@ -224,7 +230,12 @@ class SQLiteWriter(Journal):
             self._inbox.close()
 
     def _commit(self, conn: sqlite3.Connection, batch: list[_Request]) -> None:
-        if len(batch) == 1 and type(batch[0]) is Append and len(batch[0].entries) == 1:
+        if (
+            len(batch) == 1
+            and type(batch[0]) is Append
+            and len(batch[0].entries) == 1
+            and not batch[0].redone
+        ):
             self._commit_one(conn, batch[0])
             return
         outcomes: list[tuple[asyncio.AbstractEventLoop, Outcome]] = []
@@ -302,7 +313,8 @@ class SQLiteWriter(Journal):
         owner = self.owner
         refused: dict[str, Any] = {}  # run_id -> None (writable) or its (status, owner) row
         rows: list[tuple[Any, ...]] = []
-        marks: list[tuple[str, str]] = []
+        marks: dict[tuple[str, str], None] = {}
+        unmarks: list[tuple[str, str]] = []
         for request in stretch:
             run_id = request.run_id
             if run_id not in refused:
@@ -318,13 +330,18 @@ class SQLiteWriter(Journal):
                 continue
             if isinstance(request, Append):
                 rows.extend((run_id, e.key, e.seq, e.result, e.undo) for e in request.entries)
+                for key in request.redone:  # a mark queued before it is dropped with it
+                    marks.pop((run_id, key), None)
+                    unmarks.append((run_id, key))
             else:
-                marks.append((run_id, request.key))
+                marks[(run_id, request.key)] = None
             outcomes.append((request.loop, (request.future, None, None)))
         if rows:
             conn.executemany(UPSERT_ENTRY, rows)
-        if marks:
-            conn.executemany(INSERT_UNDONE, marks)
+        if unmarks:
+            conn.executemany(DELETE_UNDONE, unmarks)
+        if marks:  # after the deletions: these were queued after what they mark
+            conn.executemany(INSERT_UNDONE, list(marks))
 
     @staticmethod
     def _deliver(outcomes: list[tuple[asyncio.AbstractEventLoop, Outcome]]) -> None:
