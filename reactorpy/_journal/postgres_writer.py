@@ -317,8 +317,7 @@ class PostgresWriter(Journal):
         # Marked again after it was redone, in this stretch: it stays marked (one statement
         # cannot delete a row and insert it again).
         unmark = [k for k in unmarks if k not in marks]
-        written = await conn.fetch(
-            self._sql.stretch,
+        arrays = [
             run_ids,
             self.owner,
             [k[0] for k in rows],
@@ -328,8 +327,11 @@ class PostgresWriter(Journal):
             [e.undo for e in rows.values()],
             [k[0] for k in marks],
             [k[1] for k in marks],
-            [k[0] for k in unmark],
-            [k[1] for k in unmark],
+        ]
+        if unmark:
+            arrays += [[k[0] for k in unmark], [k[1] for k in unmark]]
+        written = await conn.fetch(
+            self._sql.stretch_redone if unmark else self._sql.stretch, *arrays
         )
         ok = {r[0] for r in written}
         states: dict[str, Any] = {}
