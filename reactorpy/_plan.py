@@ -38,7 +38,8 @@ The arrays, for step index ``i`` (indices follow ``Plan.order``):
 - ``fns[i]``: the step's function (what a plain step calls, without touching the `Step`).
 - ``modes``: a cache for the execution layer, which derives how each step runs (inline,
   batched, through its attempts; whether it takes a slot) from the steps and the run's
-  options, once per plan and kind of run. The plan itself holds facts about the graph.
+  options, once per plan and kind of run (and for durable runs, which keep the wiring
+  serialized with each run in the journal). The plan itself holds facts about the graph.
 """
 
 from __future__ import annotations

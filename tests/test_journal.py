@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import reactorpy as rp
 from reactorpy._journal import Entry, owner_alive, process_owner
@@ -388,6 +390,31 @@ async def test_mark_undone_records_the_keys_whose_undo_is_done(open_journal: Ope
     await asyncio.gather(journal.mark_undone("r1", "b"), journal.mark_undone("r1", "b"))
     await journal.mark_undone("r1", "a")
     assert frozenset({"a", "b"}) == (await journal.load("r1")).undone
+
+
+async def test_a_key_appended_as_redone_is_no_longer_undone(open_journal: Opener) -> None:
+    """A step completed again after its undo (a composite's child run again) is appended
+    with ``redone``: its mark goes in the same write, whether the append is alone, in a
+    batch, or queued in the same group commit after the mark; a mark queued after the
+    append stays; a key appended again without ``redone`` keeps its mark."""
+    journal = open_journal()
+    await journal.create_run("r1", "payment", "fp", b"in")
+    await journal.append("r1", [Entry("a", 1, b"1", b"u"), Entry("b", 2, b"2", b"u")])
+    await asyncio.gather(*(journal.mark_undone("r1", k) for k in "ab"))
+    await journal.append("r1", [Entry("a", 3, b"1 again", b"u")], redone=["a"])
+    await journal.append("r1", [Entry("b", 4, b"2 again", b"u"), Entry("c", 5, b"3", b"u")])
+    assert frozenset({"b"}) == (await journal.load("r1")).undone
+    await journal.append("r1", [Entry("b", 6, b"2 again", b"u")], redone=["b"])
+    assert frozenset() == (await journal.load("r1")).undone
+    await asyncio.gather(
+        journal.mark_undone("r1", "a"),
+        journal.append("r1", [Entry("a", 7, b"1 once more", b"u")], redone=["a"]),
+        journal.append("r1", [Entry("c", 8, b"3 again", b"u")]),
+        journal.mark_undone("r1", "c"),
+    )
+    stored = await journal.load("r1")
+    assert frozenset({"c"}) == stored.undone
+    assert [("b", 6), ("a", 7), ("c", 8)] == [(e.key, e.seq) for e in stored.entries]
 
 
 async def test_request_undo_is_recorded(open_journal: Opener) -> None:
@@ -929,6 +956,135 @@ async def test_sqlite_refuses_a_newer_schema(tmp_path: Path) -> None:
         conn.execute("PRAGMA user_version = 99")
     with pytest.raises(ValueError, match="schema version 99"):
         rp.SQLiteJournal(path)
+
+
+async def test_sqlite_single_requests_refused_on_the_loops_connection_fail_as_usual(
+    tmp_path: Path,
+) -> None:
+    """A turn's one request (committed by the event loop itself when the writer is idle)
+    that the fence or the job refuses fails as it would in the writer: an append (of one
+    entry or several) to an ended or unknown run, a finish of an ended run; nothing is
+    written."""
+    async with rp.SQLiteJournal(tmp_path / "runs.db") as journal:
+        await journal.create_run("r1", "payment", "fp", b"in")
+        await journal.finish("r1", "completed")
+        with pytest.raises(rp.OwnershipError, match="has ended as 'completed'"):
+            await journal.append("r1", [Entry("a", 1)])
+        with pytest.raises(rp.OwnershipError, match="has ended as 'completed'"):
+            await journal.append("r1", [Entry("a", 1), Entry("b", 2), Entry("c", 3)])
+        with pytest.raises(LookupError):
+            await journal.append("nope", [Entry("a", 1)])
+        with pytest.raises(rp.OwnershipError):
+            await journal.finish("r1", "failed")
+        assert [] == list((await journal.load("r1")).entries)
+        assert "completed" == (await journal.get("r1")).status
+
+
+async def test_sqlite_single_requests_wait_for_a_lock_another_process_holds(
+    tmp_path: Path,
+) -> None:
+    """While another connection holds the file's write lock, a turn's one append is not
+    committed by the event loop (which never waits for it) but by the writer, once the
+    lock is free."""
+    path = tmp_path / "runs.db"
+    async with rp.SQLiteJournal(path) as journal:
+        await journal.create_run("r1", "payment", "fp", b"in")
+        async with SQLiteBackend(path).hold_writes("r1"):
+            future = journal.append("r1", [Entry("a", 1)])
+            await asyncio.sleep(0.05)
+            assert not future.done()
+        await future
+        assert ["a"] == [e.key for e in (await journal.load("r1")).entries]
+
+
+def wal_size(path: Path) -> int:
+    return Path(f"{path}-wal").stat().st_size
+
+
+async def test_sqlite_the_wal_is_checkpointed_when_the_loop_commits(tmp_path: Path) -> None:
+    """3,000 appends awaited one by one (each committed by the event loop, whose connection
+    never checkpoints): the writer checkpoints the WAL, which stays under 12 MB (about 22
+    without)."""
+    path = tmp_path / "runs.db"
+    async with rp.SQLiteJournal(path) as journal:
+        await journal.create_run("r1", "payment", "fp", b"in")
+        for i in range(3000):
+            await journal.append("r1", [Entry(f"s{i}", i, b"x" * 100)])
+        assert 3001 == journal.commits  # (the run's record, and one commit per append)
+        assert wal_size(path) < 12 * 2**20
+
+
+ENDINGS = ("completed", "failed", "halted", "undone")
+# One request at a time, as the event loop would commit it: (op, run, key(s)).
+REQUESTS = st.lists(
+    st.one_of(
+        st.tuples(st.just("create"), st.sampled_from("rs"), st.just(())),
+        st.tuples(
+            st.just("append"),
+            st.sampled_from("rsx"),
+            st.lists(st.sampled_from("abc"), min_size=1, max_size=3, unique=True),
+        ),
+        st.tuples(st.just("redo"), st.sampled_from("rs"), st.tuples(st.sampled_from("abc"))),
+        st.tuples(st.just("mark"), st.sampled_from("rs"), st.tuples(st.sampled_from("abc"))),
+        st.tuples(st.just("finish"), st.sampled_from("rs"), st.tuples(st.sampled_from(ENDINGS))),
+    ),
+    max_size=12,
+)
+
+
+async def _requests_one_by_one(journal: rp.Journal, requests: list[Any]) -> list[Any]:
+    """Make each request alone (awaited before the next); return what each gave, then
+    what the journal holds."""
+    seen: list[Any] = []
+    for n, (op, run_id, keys) in enumerate(requests):
+        try:
+            if op == "create":
+                out: Any = await journal.create_run(run_id, "payment", "fp", b"in")
+                out = None if out is None else out.status
+            elif op in ("append", "redo"):
+                entries = [Entry(k, n, b"%d" % n, b"u") for k in keys]
+                out = await journal.append(run_id, entries, redone=keys if op == "redo" else ())
+            elif op == "mark":
+                out = await journal.mark_undone(run_id, keys[0])
+            else:
+                out = await journal.finish(run_id, keys[0])
+        except Exception as exc:
+            out = (type(exc).__name__, str(exc))
+        seen.append(out)
+    for run_id in "rs":
+        try:
+            stored = await journal.load(run_id)
+        except LookupError:
+            continue
+        entries = [(e.key, e.seq, e.result) for e in stored.entries]
+        seen.append((run_id, stored.record.status, entries, sorted(stored.undone)))
+    return seen
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(requests=REQUESTS)
+def test_sqlite_the_loops_commits_equal_the_writers(tmp_path: Path, requests: list[Any]) -> None:
+    """`SQLiteJournal._commit_here` (a lone request committed by the event loop itself) is
+    equivalent to the writer thread committing it: the same requests one at a time give the
+    same results, errors and journal, with the loop's path on and off."""
+
+    async def run(path: Path, loop_commits: bool) -> list[Any]:
+        async with rp.SQLiteJournal(path) as journal:
+            before = journal.commits
+            if not loop_commits:
+                journal._commit_here = lambda request: False  # type: ignore[method-assign]
+            seen = await _requests_one_by_one(journal, requests)
+            seen.append(journal.commits - before)
+            return seen
+
+    name = uuid.uuid4().hex
+    here = asyncio.run(run(tmp_path / f"{name}-loop.db", True))
+    writer = asyncio.run(run(tmp_path / f"{name}-writer.db", False))
+    assert writer == here
 
 
 async def test_postgres_refuses_a_newer_schema() -> None:

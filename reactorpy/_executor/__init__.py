@@ -28,7 +28,11 @@ The scheduling loop, in the graphlib style (counters prepared at plan time):
    result stored, its undo pushed onto the ledger (`saga.UndoLedger`), results no remaining
    step reads released, its dependents counted down); what became ready is dispatched
    (step 2) onto the worker's own stack, and its slot goes to the best waiting step
-   (`endings.end_slot`).
+   (`endings.end_slot`). In a journaled run the completion is appended to the journal
+   first (`endings.record_durably`, `durable.Durable.write`: a worker's pass in one
+   request, one append of a run in flight at a time), and what it made ready is
+   dispatched once it is durable, by the worker that waits for the write if it has
+   nothing else to start (`durable.Durable.wait_for_write`).
 5. When every step is done, the run returns the value of ``returns`` (`Run._finish`).
 6. When an error stands (`endings.fail`), a step halts (`endings.halt`) or the timeout
    passes, nothing new starts (`endings.stop`): running steps get ``grace`` seconds, then

@@ -2,9 +2,14 @@
 
 Owns: `Durable`, one per journaled run (shared by the child runs of its composite steps):
 each step's completion (its result and undo record) is appended to the journal, and the
-steps it made ready start only once that write is durable (group commit batches the writes
-of steps that complete together); each undo done is marked; a recovered run restores its
-completed steps, and the undo records of what completed, from the journal's entries
+steps it made ready start only once that write is durable. Completions go in few requests
+(`Write`): those of the steps a worker starts one after another go in one when it stops;
+one append of a run is in flight at a time, and what comes meanwhile goes together in the
+next (siblings share commits however the journal's writer is scheduled). The worker that
+completed a step waits for the write and starts what it made ready itself when it has
+nothing else to start (`Durable.wait_for_write`): a chain costs a commit and one loop turn
+per step, no new task. Each undo done is marked; a recovered run restores its completed
+steps, and the undo records of what completed, from the journal's entries
 (`restore_recovered`); a root run records its undo request before its first undo
 (`undo_requested`); `undo_from_journal` undoes what the journal holds as not undone.
 Must not import: the scheduler (what becomes ready when a write is durable is started
@@ -32,10 +37,7 @@ if TYPE_CHECKING:
     from .._journal import Entry, Journal, StoredRun
     from .run import Run
 
-__all__ = ["Durable", "restore_recovered", "undo_from_journal", "undo_requested"]
-
-#: A completion on its way to the journal: the run, its entry, the steps it made ready.
-Written = tuple["Run", "Entry", list[int]]
+__all__ = ["Durable", "Write", "restore_recovered", "undo_from_journal", "undo_requested"]
 
 
 class Durable:
@@ -83,8 +85,8 @@ class Durable:
         self.entries = {e.key: e for e in entries} if recovering else {}
         self.undone = set(stored.undone) if stored is not None else set()
         self.seq = 1 + max((e.seq for e in entries), default=0)
-        self.in_flight = False
-        self.queued: list[Written] = []
+        self.in_flight = False  # an append of this run's is in flight
+        self.queued: list[Write] = []  # what goes in the next append
 
     def encode(self, key: str, value: Any, undo: UndoRecord | None, route: Any) -> Entry:
         """The entry of a step's completion.
@@ -115,43 +117,102 @@ class Durable:
         return entry
 
     def write(self, run: Run, entry: Entry, ready: list[int]) -> None:
-        """Append `entry`; once it is durable, start `ready` (steps it made ready).
+        """Append `entry`; once it is durable, start `ready` (steps it made ready). While a
+        worker of `run` starts steps one after another (`RunState.batch`), it waits to go
+        with theirs when the worker stops (`flush`).
 
-        One append of a run is in flight at a time: completions that come meanwhile (the
-        siblings of a fan-out) wait, and go together in the next append, so they share a
-        commit however the journal's writer is scheduled. A chain has nothing waiting."""
-        run.st.writes += 1
+        A step completed again after its undo (a composite that runs its child again) is
+        no longer undone, here as in the journal (its append drops the mark); a recovered
+        run's children restore what it completed last."""
+        st = run.st
+        st.writes += 1
+        batch = st.batch
+        if batch is None:
+            batch = Write(run)
+        batch.entries.append(entry)
+        batch.ready.extend(ready)  # (most critical first, completion after completion)
+        if self.undone and entry.key in self.undone:
+            self.undone.discard(entry.key)
+            batch.redone.append(entry.key)
+        if self.entries:
+            self.entries[entry.key] = entry
+        if st.batch is None:
+            self._submit(batch)
+
+    @staticmethod
+    def new_write(run: Run) -> Write:
+        """An empty `Write` of `run`, for a worker's pass to fill (`RunState.batch`)."""
+        return Write(run)
+
+    def flush(self, run: Run) -> None:
+        """A worker of `run` stopped starting steps: append what they completed."""
+        st = run.st
+        batch, st.batch = st.batch, None
+        if batch is not None and batch.entries:
+            self._submit(batch)
+
+    def _submit(self, write: Write) -> None:
         if self.in_flight:
-            self.queued.append((run, entry, ready))
+            self.queued.append(write)
         else:
-            self._send([(run, entry, ready)])
+            self._send([write])
 
-    def _send(self, batch: list[Written]) -> None:
+    def _send(self, writes: list[Write]) -> None:
+        """Append `writes` in one request. Alone, a write that made steps ready is the one
+        a worker left with nothing to start may wait for (`RunState.handoff`); with others,
+        its callback starts them (a worker's cancelled wait would cancel theirs)."""
         self.in_flight = True
+        if len(writes) == 1:
+            entries, redone = writes[0].entries, writes[0].redone
+        else:
+            entries = [e for w in writes for e in w.entries]
+            redone = [k for w in writes for k in w.redone]
         try:
-            future = self.journal.append(self.run_id, [entry for _, entry, _ in batch])
-        except Exception as exc:  # the journal is closed
+            future = self.journal.append(self.run_id, entries, redone=redone)
+        except Exception as exc:  # the journal is closed: the run fails
             self.in_flight = False
-            for run, _, ready in batch:
-                _written(run, exc, ready)
+            for write in writes:
+                _written(write, False, exc)
             return
-        future.add_done_callback(lambda f: self._sent(f, batch))
+        if len(writes) == 1 and writes[0].ready:
+            write = writes[0]
+            write.future = future
+            write.run.st.handoff = write  # (one an older write left unclaimed keeps its callback)
+        future.add_done_callback(lambda f: self._sent(f, writes))
 
-    def _sent(self, future: asyncio.Future[None], batch: list[Written]) -> None:
+    def _sent(self, future: asyncio.Future[None], writes: list[Write]) -> None:
         self.in_flight = False
         if self.queued:
             queued, self.queued = self.queued, []
             self._send(queued)
-        if future.cancelled():
-            error: BaseException | None = RuntimeError("the journal's write was cancelled")
-        else:
-            error = future.exception()
-        for run, _, ready in batch:
+        cancelled = future.cancelled()
+        error = None if cancelled else future.exception()
+        for write in writes:
             try:
-                _written(run, error, ready)
+                _written(write, cancelled, error)
             except BaseException as exc:  # a bug of ours: the run ends, never a hang
-                fatal(run, -1, exc)
-                run.maybe_wake()
+                fatal(write.run, -1, exc)
+                write.run.maybe_wake()
+
+    async def wait_for_write(self, run: Run, stack: list[int]) -> None:
+        """A worker with nothing left to start waits for the run's last write that made
+        steps ready (`RunState.handoff`), then starts them from `stack`: the next step of a
+        chain runs one loop turn after its predecessor is durable, in the same worker
+        (through the write's callback it would take a turn more and a new worker task).
+        The callback runs first (it was added first): it counts the write, or fails the
+        run."""
+        st = run.st
+        write = st.handoff
+        assert write is not None
+        assert write.future is not None
+        st.handoff = None
+        write.claimed = True
+        try:
+            await write.future  # (cancelling this worker cancels it: the write lands all the same)
+        except Exception:
+            return  # `_written` fails the run
+        if not st.stopping:
+            run.dispatch(write.ready, stack)
 
     async def undone_now(self, key: str) -> None:
         """Record that the undo of step `key` is done (awaited: undo is rare and slow)."""
@@ -168,25 +229,57 @@ class Durable:
         return out
 
 
-def _written(run: Run, error: BaseException | None, ready: list[int]) -> None:
-    """A completion is durable (or could not be written: `error`): start what it made
-    ready."""
+class Write:
+    """Completions of one run on their way to the journal, in one append (or with others):
+    their entries, the keys among them completed again after their undo (`redone`), and
+    the steps they made ready, most critical first, completion after completion.
+
+    Once durable, its callback (`_written`) counts it, fails the run if it could not be
+    written, and starts what it made ready, unless ``claimed``: a worker waits for it
+    (`Durable.wait_for_write`) and starts them itself.
+    """
+
+    __slots__ = ("claimed", "entries", "future", "ready", "redone", "run")
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.entries: list[Entry] = []
+        self.ready: list[int] = []
+        self.redone: list[str] = []
+        self.future: asyncio.Future[None] | None = None  # set when a worker may wait for it
+        self.claimed = False
+
+
+def _written(write: Write, cancelled: bool, error: BaseException | None) -> None:
+    """`write` is durable (or could not be written: `error`; or the worker waiting for it
+    was cancelled): start what it made ready, unless the worker that waits for it does."""
+    run = write.run
     st = run.st
-    st.writes -= 1
+    st.writes -= len(write.entries)
+    if st.handoff is write:
+        st.handoff = None
+    if cancelled:
+        # The journal never cancels a write: the worker waiting for it was cancelled (the
+        # write lands all the same; what it made ready stays pending), or a caller did.
+        error = None if write.claimed else RuntimeError("the journal's write was cancelled")
     if error is not None:
         annotate(error, "reactorpy: a step's completion could not be recorded in the journal")
         if not st.stopping:  # the run fails (what it did is undone, in this process)
             st.errors.append(error)
             st.failed_steps.append("(the journal)")
             stop(run)
-    elif ready and not st.stopping:
-        run.dispatch(ready, None)
+    elif write.ready and not write.claimed and not st.stopping:
+        run.dispatch(write.ready, None)
     run.maybe_wake()
 
 
-def _record(durable: Durable, entry: Entry) -> UndoRecord:
+def _record(durable: Durable, entry: Entry, prefix: str = "", depth: int = 0) -> UndoRecord:
+    """The undo record of `entry`, as the run it is restored into names it: a child run
+    (`prefix`, ``"sub."``; its reactor `depth` steps down the route from the root's)
+    holds its records by its own step names and routes, as if it had made them."""
     value, arguments, route = durable.serializer.loads(entry.undo)  # type: ignore[arg-type]
-    return UndoRecord(entry.key, value, arguments, route=tuple(route) if route else None)
+    step = entry.key[len(prefix) :] if prefix and entry.key.startswith(prefix) else entry.key
+    return UndoRecord(step, value, arguments, route=tuple(route[depth:]) if route else None)
 
 
 def restore_recovered(run: Run) -> None:
@@ -226,7 +319,8 @@ def restore_recovered(run: Run) -> None:
         and (e.key in roots or e.key.startswith(composites))
     ]
     mine.sort(key=lambda e: e.seq)
-    run.ledger.entries = [_record(durable, e) for e in mine]
+    depth = len(run.route) if run.route else 0
+    run.ledger.entries = [_record(durable, e, run.prefix, depth) for e in mine]
 
 
 async def undo_requested(run: Run, error: BaseException | None) -> BaseException | None:

@@ -31,16 +31,7 @@ from .._errors import _UNSET
 from .._step import NewSteps, Skip
 from .attempts import SKIPPED, StepFailed, as_halt, attempts, shielded
 from .dispatch import AWAITABLE, YIELD_EVERY, dispatch
-from .endings import (
-    end_slot,
-    ended_badly,
-    fatal,
-    hold_back,
-    put_back,
-    record,
-    release,
-    ungate,
-)
+from .endings import end_slot, ended_badly, fatal, hold_back, put_back, record, release, ungate
 from .inflight import NewStepsHalted
 from .inline import SUSPENDED, InContext, start
 from .modes import ATTEMPTS, TRY
@@ -88,16 +79,29 @@ async def worker(
     rest of `stack` to a new one (a step is driven to its end by the task that started
     it: what ``asyncio.current_task()``, ``asyncio.timeout`` and ``TaskGroup`` inside a
     step rely on). What a completion makes ready goes onto `stack`, the most critical on
-    top. `first`: a step to finish before (one that an inline step left to await).
+    top. `first`: a step to finish before (one that an inline step left to await). In a
+    journaled run, what a pass completes goes to the journal in one request, and a worker
+    with nothing left waits for the last write that made steps ready and starts them
+    (`Durable.wait_for_write`).
     """
     st = run.st
     try:
         if first is not None:
             await first
+        durable = run.durable
         while True:
-            rest = run_fast(run, stack)
+            if durable is None:
+                rest = run_fast(run, stack)
+            else:
+                st.batch = durable.new_write(run)  # (what this pass completes: one request)
+                try:
+                    rest = run_fast(run, stack)
+                finally:
+                    durable.flush(run)
             if rest is None:  # nothing left, or the run stops (the finally puts back)
-                return
+                if durable is None or st.handoff is None or st.stopping:
+                    return
+                rest = durable.wait_for_write(run, stack)  # a journaled run's next steps
             if rest is _TURN:
                 await asyncio.sleep(0)  # a long batch or chain still lets others run
             else:

@@ -43,6 +43,10 @@ class RunState:
       all wait for slots another run holds is idle, not stuck).
     - ``writes``: completions appended to the run's journal and not yet durable; the steps
       each made ready start when it is, and the run does not end before every one is.
+      ``handoff``: the last of them that made steps ready, appended alone, while no worker
+      has claimed it (a worker left with nothing to start waits for it and starts them
+      itself). ``batch``: while a worker starts steps one after another, the completions
+      not yet appended (they go in one request when it stops); None otherwise.
     - ``gate``: running steps with ``async_=False``; while it is > 0 no new step starts,
       and ready steps wait in ``held`` (those holding a slot keep it).
     - Once ``stopping`` is set (an error stood, a step halted, the timeout passed, or the
@@ -54,6 +58,7 @@ class RunState:
     __slots__ = (
         "abandoned",
         "attempts",
+        "batch",
         "errors",
         "failed_steps",
         "fatal",
@@ -62,6 +67,7 @@ class RunState:
         "gated",
         "halt_reason",
         "halt_step",
+        "handoff",
         "held",
         "holding",
         "hook_errors",
@@ -96,6 +102,8 @@ class RunState:
         self.held: list[int] = []
         self.waiting = 0  # steps of this run in the limiter's queue
         self.writes = 0  # completions written to the journal, not yet durable
+        self.handoff: Any = None  # a `durable.Write` a worker may wait for
+        self.batch: Any = None  # the `durable.Write` a worker's pass fills, if any
         self.workers: dict[int, asyncio.Task[None]] = {}
         self.stopping = False
         self.errors: list[BaseException] = []  # standing step errors, in order

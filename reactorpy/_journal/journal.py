@@ -25,7 +25,7 @@ from __future__ import annotations
 import abc
 import socket
 from asyncio import Future
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -127,7 +127,9 @@ class Journal(abc.ABC):
         """
 
     @abc.abstractmethod
-    def append(self, run_id: str, entries: Sequence[Entry]) -> Future[None]:
+    def append(
+        self, run_id: str, entries: Sequence[Entry], *, redone: Collection[str] = ()
+    ) -> Future[None]:
         """Queue step completions for the next group commit.
 
         Cheap to call from the event loop: nothing waits here.
@@ -135,6 +137,10 @@ class Journal(abc.ABC):
         Args:
             run_id: the run (running, owned by this process).
             entries: the completions.
+            redone: keys of `entries` whose undo was marked done: steps completed again
+                after their undo (a composite that runs its child again). Their marks
+                are dropped in the same transaction (a mark queued before this append, in
+                the same group commit, with them).
 
         Returns:
             A future that resolves once they are durable, or fails with the database's
@@ -147,6 +153,8 @@ class Journal(abc.ABC):
     @abc.abstractmethod
     def mark_undone(self, run_id: str, key: str) -> Future[None]:
         """Queue the record that a step's undo is done, for the next group commit.
+
+        The mark holds until the key is appended again as ``redone``.
 
         Args:
             run_id: the run (running, owned by this process).

@@ -12,7 +12,7 @@ leases. The journal is bound to the event loop it first connects on.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from .postgres_writer import Append, PostgresWriter, Undone
@@ -114,9 +114,11 @@ class PostgresJournal(PostgresWriter):
         existing = await self._call(job, effect)
         return None if existing is None else self._record(existing)
 
-    def append(self, run_id: str, entries: Sequence[Entry]) -> asyncio.Future[None]:
+    def append(
+        self, run_id: str, entries: Sequence[Entry], *, redone: Collection[str] = ()
+    ) -> asyncio.Future[None]:
         future = self._future()
-        self._enqueue(Append(future, run_id, entries))
+        self._enqueue(Append(future, run_id, entries, redone))
         return future
 
     def mark_undone(self, run_id: str, key: str) -> asyncio.Future[None]:

@@ -14,7 +14,8 @@ The writer task owns one connection and does, like the SQLite writer thread:
 2. Only appends and undo marks (the common case): one statement in autocommit, one round
    trip: a CTE fences the runs (``SELECT ... FOR SHARE`` of the runs this process owns and
    that run, so a concurrent claim cannot take them mid-write), then inserts every entry and
-   mark from arrays (``unnest``). Anything else: one transaction, requests in queue order.
+   mark from arrays (``unnest``), deleting the marks of keys appended as ``redone``.
+   Anything else: one transaction, requests in queue order.
 3. Resolve the batch's futures. A request refused by its job fails alone; a batch the
    database fails is retried one request per transaction, so a bad request fails only its
    own future; a lost connection (or one the server ended) fails the batch, and the next
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any
 
 from .batches import Outcome, Refused, settle
@@ -44,12 +45,19 @@ Job = Callable[[Any], Awaitable[Any]]
 
 
 class Append:
-    """An ``append``: its entries, written in the next batch if the run is still ours."""
+    """An ``append``: its entries, written in the next batch if the run is still ours, and
+    the keys among them whose undo marks go (``redone``)."""
 
-    __slots__ = ("entries", "future", "run_id")
+    __slots__ = ("entries", "future", "redone", "run_id")
 
-    def __init__(self, future: asyncio.Future[None], run_id: str, entries: Sequence[Entry]) -> None:
-        self.future, self.run_id, self.entries = future, run_id, entries
+    def __init__(
+        self,
+        future: asyncio.Future[None],
+        run_id: str,
+        entries: Sequence[Entry],
+        redone: Collection[str] = (),
+    ) -> None:
+        self.future, self.run_id, self.entries, self.redone = future, run_id, entries, redone
 
 
 class Undone:
@@ -296,14 +304,20 @@ class PostgresWriter(Journal):
         # The last of a key wins (one statement cannot update a row twice).
         rows: dict[tuple[str, str], Entry] = {}
         marks: dict[tuple[str, str], None] = {}
+        unmarks: dict[tuple[str, str], None] = {}
         for request in stretch:
             if type(request) is Append:
                 for entry in request.entries:
                     rows[(request.run_id, entry.key)] = entry
+                for key in request.redone:  # a mark queued before it is dropped with it
+                    marks.pop((request.run_id, key), None)
+                    unmarks[(request.run_id, key)] = None
             else:
                 marks[(request.run_id, request.key)] = None  # type: ignore[union-attr]
-        written = await conn.fetch(
-            self._sql.stretch,
+        # Marked again after it was redone, in this stretch: it stays marked (one statement
+        # cannot delete a row and insert it again).
+        unmark = [k for k in unmarks if k not in marks]
+        arrays = [
             run_ids,
             self.owner,
             [k[0] for k in rows],
@@ -313,6 +327,11 @@ class PostgresWriter(Journal):
             [e.undo for e in rows.values()],
             [k[0] for k in marks],
             [k[1] for k in marks],
+        ]
+        if unmark:
+            arrays += [[k[0] for k in unmark], [k[1] for k in unmark]]
+        written = await conn.fetch(
+            self._sql.stretch_redone if unmark else self._sql.stretch, *arrays
         )
         ok = {r[0] for r in written}
         states: dict[str, Any] = {}

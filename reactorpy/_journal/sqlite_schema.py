@@ -2,7 +2,7 @@
 
 Owns: the schema (``SCHEMA``, versioned by ``PRAGMA user_version``: `SCHEMA_VERSION`,
 `ensure_schema`), the statements the journal and its writer share (the fence included),
-`connect` (WAL mode, ``synchronous``) and `rollback`.
+`connect` (WAL mode, ``synchronous``), `checkpoint` and `rollback`.
 Must not import: the rest of the journal package but `records`; the executor, the reactor,
 the CLI.
 """
@@ -15,6 +15,7 @@ import sqlite3
 from .records import RECORD_COLUMNS
 
 __all__ = [
+    "DELETE_UNDONE",
     "FENCE",
     "FENCED_ENTRY",
     "INSERT_RUN",
@@ -25,6 +26,7 @@ __all__ = [
     "SELECT_RECORD",
     "SELECT_STATE",
     "UPSERT_ENTRY",
+    "checkpoint",
     "connect",
     "ensure_schema",
     "rollback",
@@ -94,6 +96,8 @@ FENCED_ENTRY = (
     "undo = excluded.undo"
 )
 INSERT_UNDONE = "INSERT INTO undone (run_id, key) VALUES (?, ?) ON CONFLICT DO NOTHING"
+# The mark of a step completed again after its undo (`Journal.append`'s ``redone``).
+DELETE_UNDONE = "DELETE FROM undone WHERE run_id = ? AND key = ?"
 RENEW = "UPDATE runs SET lease_expires = ? WHERE run_id = ? AND owner = ? AND status = 'running'"
 
 
@@ -129,6 +133,14 @@ def ensure_schema(conn: sqlite3.Connection, path: str) -> None:
     except BaseException:
         rollback(conn)
         raise
+
+
+def checkpoint(conn: sqlite3.Connection) -> None:
+    """Checkpoint the WAL into the database file, as far as no reader holds it back."""
+    try:
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    except sqlite3.Error:
+        _log.warning("could not checkpoint the WAL", exc_info=True)
 
 
 def rollback(conn: sqlite3.Connection) -> None:

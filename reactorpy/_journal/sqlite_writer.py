@@ -1,8 +1,10 @@
 """The SQLite journal's writer thread, which alone writes through its connection.
 
 Owns: `SQLiteWriter`, the writing half of `SQLiteJournal` (its writer thread, group
-commit, the fence, lease renewal), the requests the journal queues for it (`Append`,
-`Undone`, and the jobs of the other calls), and its inbox.
+commit, the fence, lease renewal, checkpointing the WAL), the requests the journal queues
+for it (`Append`, `Undone`, and the jobs of the other calls: `Call`), and its inbox (which
+also tells the journal whether the thread is `idle`: see ``sqlite`` for the requests the
+event loop commits itself meanwhile).
 Must not import: `sqlite` (the journal above it), the PostgreSQL modules, the executor, the
 reactor, the CLI.
 
@@ -11,16 +13,22 @@ The writer thread:
 1. Take every request waiting in its inbox, sleeping on a pipe while there is none
    (``append``/``mark_undone`` put theirs from the event loop without waiting; the async
    calls put a job and await its future): that is one batch, one transaction (group commit).
+   The batch is in flight (the inbox is not `idle`) until its results go out.
 2. ``BEGIN IMMEDIATE`` (the file's write lock; other processes wait up to ``busy_timeout``).
 3. In queue order: each stretch of appends and undo marks is fenced (a ``SELECT`` per run:
    written only if this process owns it and it is running) and written with one
-   ``executemany``; every other request runs its job. (A batch of one append of one entry,
+   ``executemany`` each: the entries, the deletion of the undo marks of keys appended as
+   ``redone`` (a mark queued before such an append goes with it), then the new marks;
+   every other request runs its job. (A batch of one append of one entry,
    a chain's, is one fenced ``INSERT`` in autocommit instead: no ``BEGIN``, no ``COMMIT``.)
-4. ``COMMIT``; then one ``call_soon_threadsafe`` per event loop resolves every future of
-   the batch. A job may refuse its own request (`Refused`): its future fails, the rest
-   commits. A batch the database fails is rolled back and retried one request per
-   transaction, so a bad request fails only its own future.
-5. Every ``lease / 3`` seconds, between batches, renew the leases of the runs this journal
+4. ``COMMIT``; then (the batch no longer in flight) one ``call_soon_threadsafe`` per event
+   loop resolves every future of the batch. A job may refuse its own request (`Refused`):
+   its future fails, the rest commits. A batch the database fails is rolled back and
+   retried one request per transaction, so a bad request fails only its own future.
+5. `CHECKPOINT` in the batch (the event loop's every 500 commits, on a connection that
+   never checkpoints): once the results are out, checkpoint the WAL while the batch is
+   still in flight, so the loop commits nothing meanwhile and the WAL starts over.
+6. Every ``lease / 3`` seconds, between batches, renew the leases of the runs this journal
    owns (the event loop may be busy: the thread is not).
 """
 
@@ -35,33 +43,38 @@ import select
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from .batches import Outcome, Refused, settle
 from .journal import Journal
 from .records import Entry
 from .sqlite_schema import (
+    DELETE_UNDONE,
     FENCE,
     FENCED_ENTRY,
     INSERT_UNDONE,
     RENEW,
     SELECT_STATE,
     UPSERT_ENTRY,
+    checkpoint,
     rollback,
 )
 
-__all__ = ["Append", "SQLiteWriter", "Undone"]
+__all__ = ["CHECKPOINT", "Append", "Call", "Job", "Request", "SQLiteWriter", "Undone"]
 
 _log = logging.getLogger("reactorpy.journal")
 
 Job = Callable[[sqlite3.Connection], Any]
+#: A request's outcome, with the event loop to resolve its future on.
+Delivery = tuple[asyncio.AbstractEventLoop, Outcome]
 
 
 class Append:
-    """An ``append``: its entries, written in the next batch if the run is still ours."""
+    """An ``append``: its entries, written in the next batch if the run is still ours, and
+    the keys among them whose undo marks go (``redone``)."""
 
-    __slots__ = ("entries", "future", "loop", "run_id")
+    __slots__ = ("entries", "future", "loop", "redone", "run_id")
 
     def __init__(
         self,
@@ -69,8 +82,10 @@ class Append:
         future: asyncio.Future[None],
         run_id: str,
         entries: Sequence[Entry],
+        redone: Collection[str] = (),
     ) -> None:
         self.loop, self.future, self.run_id, self.entries = loop, future, run_id, entries
+        self.redone = redone
 
 
 class Undone:
@@ -84,11 +99,12 @@ class Undone:
         self.loop, self.future, self.run_id, self.key = loop, future, run_id, key
 
 
-class _Call:
+class Call:
     """Any other call: its job, run in the next batch's transaction, and the effect of its
-    result on the journal once that transaction has committed."""
+    result on the journal once that transaction has committed. ``direct``: a short job
+    the event loop may commit itself (a run's record or its end)."""
 
-    __slots__ = ("effect", "future", "job", "loop")
+    __slots__ = ("direct", "effect", "future", "job", "loop")
 
     def __init__(
         self,
@@ -96,12 +112,15 @@ class _Call:
         future: asyncio.Future[Any],
         job: Job,
         effect: Callable[[Any], None] | None,
+        direct: bool = False,
     ) -> None:
         self.loop, self.future, self.job, self.effect = loop, future, job, effect
+        self.direct = direct
 
 
-_Request = Append | Undone | _Call
+Request = Append | Undone | Call
 _STOP = object()
+CHECKPOINT = object()  # in the inbox: the writer checkpoints the WAL (see the docstring)
 
 
 class _Inbox:
@@ -116,6 +135,7 @@ class _Inbox:
     def __init__(self) -> None:
         self._items: collections.deque[Any] = collections.deque()
         self._sleeping = False
+        self._busy = False  # a batch `take` returned is not `done`
         self._r, self._w = os.pipe()
         os.set_blocking(self._r, False)
         os.set_blocking(self._w, False)
@@ -131,8 +151,18 @@ class _Inbox:
             except BlockingIOError:  # the pipe is full of wake-ups already
                 pass
 
+    def put_all(self, items: list[Any]) -> None:
+        self._items.extend(items[:-1])
+        self.put(items[-1])
+
+    def idle(self) -> bool:
+        """No request is queued or in flight (the writer does not write for this journal;
+        it may renew leases)."""
+        return not self._items and not self._busy
+
     def take(self, timeout: float) -> list[Any]:
-        """Everything waiting; if nothing is, wait up to ``timeout`` seconds for something."""
+        """Everything waiting; if nothing is, wait up to ``timeout`` seconds for something.
+        The requests are in flight (not `idle`) until `done`."""
         items = self._items
         if not items:
             self._sleeping = True
@@ -143,10 +173,15 @@ class _Inbox:
                 os.read(self._r, 4096)
             except BlockingIOError:
                 pass
+        self._busy = True  # (before the inbox empties: `idle` never sees neither)
         batch = []
         while items:
             batch.append(items.popleft())
         return batch
+
+    def done(self) -> None:
+        """The batch `take` returned is committed (or failed)."""
+        self._busy = False
 
     def close(self) -> None:
         os.close(self._r)
@@ -159,6 +194,16 @@ class _PortableInbox:
     def __init__(self) -> None:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.put = self._queue.put
+
+    def put_all(self, items: list[Any]) -> None:
+        for item in items:
+            self._queue.put(item)
+
+    def idle(self) -> bool:
+        return False  # (the event loop never commits itself here)
+
+    def done(self) -> None:
+        pass
 
     def take(self, timeout: float) -> list[Any]:
         try:
@@ -193,13 +238,6 @@ class SQLiteWriter(Journal):
         self._inbox.put(_STOP)
         await asyncio.get_running_loop().run_in_executor(None, self._writer.join)
 
-    def _call(self, job: Job, effect: Callable[[Any], None] | None = None) -> asyncio.Future[Any]:
-        self._check_open()
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self._inbox.put(_Call(loop, future, job, effect))
-        return future
-
     def _write_loop(self, conn: sqlite3.Connection) -> None:
         take = self._inbox.take
         interval = self.lease / 3
@@ -212,8 +250,18 @@ class SQLiteWriter(Journal):
                 if _STOP in batch:
                     stopping = True
                     batch.remove(_STOP)
-                if batch:
-                    self._commit(conn, batch)
+                wal = CHECKPOINT in batch
+                if wal:
+                    batch = [r for r in batch if r is not CHECKPOINT]
+                outcomes = self._commit(conn, batch) if batch else []
+                if wal:  # (in flight: the loop commits nothing meanwhile, so the WAL resets)
+                    self._deliver(outcomes)
+                    outcomes = []
+                    checkpoint(conn)
+                # Done before the results go out: the loop goes on committing by itself as
+                # soon as it has them (not while this thread waits to give the GIL back).
+                self._inbox.done()
+                self._deliver(outcomes)
                 if time.monotonic() >= renew_at:
                     self._renew(conn, time.time() + self.lease)
                     renew_at = time.monotonic() + interval
@@ -223,34 +271,36 @@ class SQLiteWriter(Journal):
             conn.close()
             self._inbox.close()
 
-    def _commit(self, conn: sqlite3.Connection, batch: list[_Request]) -> None:
-        if len(batch) == 1 and type(batch[0]) is Append and len(batch[0].entries) == 1:
-            self._commit_one(conn, batch[0])
-            return
-        outcomes: list[tuple[asyncio.AbstractEventLoop, Outcome]] = []
+    def _commit(self, conn: sqlite3.Connection, batch: list[Request]) -> list[Delivery]:
+        """Commit `batch`; return the outcome of each request, to deliver."""
+        if (
+            len(batch) == 1
+            and type(batch[0]) is Append
+            and len(batch[0].entries) == 1
+            and not batch[0].redone
+        ):
+            return self._commit_one(conn, batch[0])
+        outcomes: list[Delivery] = []
         effects: list[tuple[Callable[[Any], None], Any]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
         except Exception as exc:  # the lock was not had within busy_timeout: nothing began
-            self._deliver([(r.loop, (r.future, None, exc)) for r in batch])
-            return
+            return [(r.loop, (r.future, None, exc)) for r in batch]
         try:
             self._apply(conn, batch, outcomes, effects)
             conn.execute("COMMIT")
         except Exception as exc:
             rollback(conn)
             if len(batch) == 1:
-                self._deliver([(batch[0].loop, (batch[0].future, None, exc))])
-            else:  # find the request the database refused: one transaction each
-                for request in batch:
-                    self._commit(conn, [request])
-            return
+                return [(batch[0].loop, (batch[0].future, None, exc))]
+            # Find the request the database refused: one transaction each.
+            return [outcome for request in batch for outcome in self._commit(conn, [request])]
         self._commits += 1
         for effect, result in effects:
             effect(result)
-        self._deliver(outcomes)
+        return outcomes
 
-    def _commit_one(self, conn: sqlite3.Connection, request: Append) -> None:
+    def _commit_one(self, conn: sqlite3.Connection, request: Append) -> list[Delivery]:
         """The fast path of `_commit` for a batch of one append of one entry (a chain)."""
         run_id, entry = request.run_id, request.entries[0]
         row = (run_id, entry.key, entry.seq, entry.result, entry.undo, run_id, self.owner)
@@ -263,18 +313,18 @@ class SQLiteWriter(Journal):
                 error = self._refusal(run_id, found, "append to").error
         except Exception as exc:
             error = exc
-        self._deliver([(request.loop, (request.future, None, error))])
+        return [(request.loop, (request.future, None, error))]
 
     def _apply(
         self,
         conn: sqlite3.Connection,
-        batch: list[_Request],
-        outcomes: list[tuple[asyncio.AbstractEventLoop, Outcome]],
+        batch: list[Request],
+        outcomes: list[Delivery],
         effects: list[tuple[Callable[[Any], None], Any]],
     ) -> None:
         stretch: list[Append | Undone] = []
         for request in batch:
-            if type(request) is not _Call:
+            if type(request) is not Call:
                 stretch.append(request)  # type: ignore[arg-type]
                 continue
             if stretch:
@@ -295,14 +345,15 @@ class SQLiteWriter(Journal):
         self,
         conn: sqlite3.Connection,
         stretch: list[Append | Undone],
-        outcomes: list[tuple[asyncio.AbstractEventLoop, Outcome]],
+        outcomes: list[Delivery],
     ) -> None:
         """Appends and undo marks that follow each other in the queue: fenced per run, then
         written with one executemany each."""
         owner = self.owner
         refused: dict[str, Any] = {}  # run_id -> None (writable) or its (status, owner) row
         rows: list[tuple[Any, ...]] = []
-        marks: list[tuple[str, str]] = []
+        marks: dict[tuple[str, str], None] = {}
+        unmarks: list[tuple[str, str]] = []
         for request in stretch:
             run_id = request.run_id
             if run_id not in refused:
@@ -318,16 +369,21 @@ class SQLiteWriter(Journal):
                 continue
             if isinstance(request, Append):
                 rows.extend((run_id, e.key, e.seq, e.result, e.undo) for e in request.entries)
+                for key in request.redone:  # a mark queued before it is dropped with it
+                    marks.pop((run_id, key), None)
+                    unmarks.append((run_id, key))
             else:
-                marks.append((run_id, request.key))
+                marks[(run_id, request.key)] = None
             outcomes.append((request.loop, (request.future, None, None)))
         if rows:
             conn.executemany(UPSERT_ENTRY, rows)
-        if marks:
-            conn.executemany(INSERT_UNDONE, marks)
+        if unmarks:
+            conn.executemany(DELETE_UNDONE, unmarks)
+        if marks:  # after the deletions: these were queued after what they mark
+            conn.executemany(INSERT_UNDONE, list(marks))
 
     @staticmethod
-    def _deliver(outcomes: list[tuple[asyncio.AbstractEventLoop, Outcome]]) -> None:
+    def _deliver(outcomes: list[Delivery]) -> None:
         """One callback per event loop resolves all of a batch's futures."""
         by_loop: dict[asyncio.AbstractEventLoop, list[Outcome]] = {}
         for loop, outcome in outcomes:
