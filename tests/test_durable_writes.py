@@ -431,3 +431,117 @@ async def test_an_append_queued_just_before_aclose_is_committed(path: Path) -> N
     await future
     async with rp.SQLiteJournal(path) as again:
         assert ["a"] == [e.key for e in (await again.load("r1")).entries]
+
+
+class Logged(rp.SQLiteJournal):
+    """A journal that logs the requests it is given, in order, and holds each append's
+    answer back until `opened` (appends still go to the database at once)."""
+
+    def __init__(self, path: Path, refuse: str | None = None) -> None:
+        super().__init__(path)
+        self.refuse = refuse  # a step whose append's answer is an error
+        self.log: list[tuple[str, Any]] = []
+        self.opened = asyncio.Event()
+        self.appended = asyncio.Event()
+
+    def append(self, run_id: str, entries: Any, *, redone: Any = ()) -> asyncio.Future[None]:
+        self.log.append(("append", tuple(e.key for e in entries)))
+        self.appended.set()
+        inner = super().append(run_id, entries, redone=redone)
+
+        async def answer() -> None:
+            await self.opened.wait()
+            await inner
+            if any(e.key == self.refuse for e in entries):
+                raise sqlite3.OperationalError("disk I/O error")
+
+        return asyncio.ensure_future(answer())
+
+    def mark_undone(self, run_id: str, key: str) -> asyncio.Future[None]:
+        self.log.append(("mark_undone", key))
+        return super().mark_undone(run_id, key)
+
+    async def request_undo(self, run_id: str, *, error: bytes | None = None) -> None:
+        self.log.append(("request_undo", None))
+        await super().request_undo(run_id, error=error)
+
+    async def finish(self, run_id: str, status: Any, **data: Any) -> None:
+        self.log.append(("finish", str(status)))
+        await super().finish(run_id, status, **data)
+
+
+def saga(journal: Logged, both: asyncio.Event, ending: str) -> rp.Reactor:
+    """`a` and `b` complete (`b`'s write queued behind `a`'s, which the journal holds
+    back); then `c` fails or halts the run."""
+    r = rp.Reactor("queued")
+    undone: list[str] = []
+
+    for name in ("a", "b"):
+
+        async def run(name: str = name) -> str:
+            if name == "b":
+                await journal.appended.wait()  # `a`'s write is sent
+                both.set()
+            return name
+
+        async def undo(value: str) -> None:
+            undone.append(value)
+
+        r.step(name=name)(run).undo(undo)
+
+    @r.step(name="c")
+    async def c() -> None:
+        await both.wait()
+        for _ in range(5):  # `b`'s completion is queued meanwhile
+            await asyncio.sleep(0)
+        if ending == "fail":
+            raise RuntimeError("declined")
+        raise rp.Halt("paused")
+
+    r.undone = undone  # type: ignore[attr-defined]
+    return r
+
+
+@pytest.mark.parametrize("ending", ["fail", "halt"])
+async def test_a_run_ends_only_once_every_queued_completion_is_in_the_journal(
+    path: Path, reader: sqlite3.Connection, ending: str
+) -> None:
+    """A run that fails or halts while completions are still queued for the journal
+    waits for them: each is appended before the undo is requested and the end recorded,
+    so a crash can never leave a completed step out (nor an undo mark before its
+    completion)."""
+    both = asyncio.Event()
+    async with Logged(path) as journal:
+        r = saga(journal, both, ending)
+        asyncio.get_running_loop().call_later(0.05, journal.opened.set)
+        expected = rp.RunFailed if ending == "fail" else rp.Halted
+        with pytest.raises(expected):
+            await r.run({}, journal=journal, run_id="q1")
+        record = await journal.get("q1")
+    assert {"a", "b"} <= committed(reader, "q1")
+    appended = [i for i, (kind, _) in enumerate(journal.log) if kind == "append"]
+    later = [i for i, (kind, _) in enumerate(journal.log) if kind != "append"]
+    assert max(appended) < min(later), journal.log
+    if ending == "fail":
+        assert ["b", "a"] == r.undone  # type: ignore[attr-defined]
+        assert "failed" == record.status
+    else:
+        assert [] == r.undone  # type: ignore[attr-defined]
+        assert "halted" == record.status
+
+
+async def test_a_completion_the_journal_refuses_while_the_run_undoes_is_reported(
+    path: Path,
+) -> None:
+    """`b`'s write, queued when `c` fails, is refused: the run's error names the journal's
+    error too (the undo still undoes `b`)."""
+    both = asyncio.Event()
+    async with Logged(path, refuse="b") as journal:
+        r = saga(journal, both, "fail")
+        asyncio.get_running_loop().call_later(0.05, journal.opened.set)
+        with pytest.raises(rp.RunFailed) as failed:
+            await r.run({}, journal=journal, run_id="q2")
+    assert ["b", "a"] == r.undone  # type: ignore[attr-defined]
+    kinds = {type(e) for e in failed.value.exceptions}
+    assert {RuntimeError, sqlite3.OperationalError} == kinds
+    assert "(the journal)" in str(failed.value)

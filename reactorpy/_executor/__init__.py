@@ -36,7 +36,8 @@ The scheduling loop, in the graphlib style (counters prepared at plan time):
 5. When every step is done, the run returns the value of ``returns`` (`Run._finish`).
 6. When an error stands (`endings.fail`), a step halts (`endings.halt`) or the timeout
    passes, nothing new starts (`endings.stop`): running steps get ``grace`` seconds, then
-   are cancelled (`Run._drain`). On failure every completed step with an undo is undone,
+   are cancelled (`endings.drain`); a journaled run then waits for its completions to be
+   durable (`endings.recorded`). On failure every completed step with an undo is undone,
    newest first (`saga.Undoer`, `Run._failed`) and `RunFailed` is raised; on halt `Halted`
    carries a checkpoint (`resume.make_checkpoint`); a halt reaches the child runs of new
    steps, which halt too (`endings.halts_instead`) and continue on resume

@@ -264,7 +264,7 @@ def _written(write: Write, cancelled: bool, error: BaseException | None) -> None
         error = None if write.claimed else RuntimeError("the journal's write was cancelled")
     if error is not None:
         annotate(error, "reactorpy: a step's completion could not be recorded in the journal")
-        if not st.stopping:  # the run fails (what it did is undone, in this process)
+        if not st.halting:  # the run fails (what it did is undone, in this process)
             st.errors.append(error)
             st.failed_steps.append("(the journal)")
             stop(run)

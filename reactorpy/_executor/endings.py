@@ -3,8 +3,10 @@
 Owns: `record` (a step completed: store its value, push its undo, release what no reader
 needs, count down its dependents), `fail`, `halt`, `fatal`, `cancelled`, `ended_badly`
 (what a step raised decides which), `stop` (nothing new starts; a halt reaches the child
-runs of new steps, which halt too: `halts_instead`), and the slots and gate a step gives
-back when it ends (`end_slot`, `put_back`, `ungate`, `Waiting`, `take_slot`).
+runs of new steps, which halt too: `halts_instead`), how a stopping run's workers end
+(`drain`, `cancel_workers`, and `recorded`: its completions in the journal first), and the
+slots and gate a step gives back when it ends (`end_slot`, `put_back`, `ungate`,
+`Waiting`, `take_slot`).
 Whatever a step raised, it ends exactly one way here, and its slot is given back.
 Must not import: the scheduler and dispatch above it (what an ending starts goes through
 `Run.spawn` and `Run.dispatch`), the composites.
@@ -14,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from .._checkpoint import UndoRecord
@@ -35,7 +36,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Waiting",
+    "cancel_workers",
     "cancelled",
+    "drain",
     "end_slot",
     "ended_badly",
     "fail",
@@ -45,8 +48,10 @@ __all__ = [
     "hold_back",
     "put_back",
     "record",
+    "recorded",
     "release",
     "stop",
+    "stop_workers",
     "take_slot",
     "ungate",
 ]
@@ -419,15 +424,52 @@ def _halt_with_parent(child: Run, reason: Any) -> None:
         stop(child)
 
 
-async def halts_instead(run: Run, cancel_workers: Callable[[], Awaitable[None]]) -> bool:
+async def halts_instead(run: Run) -> bool:
     """`run` was cancelled: a run of new steps whose parent halts (the parent's grace ended
     and it cancels its workers) halts instead of undoing, its running steps cancelled back
-    to pending (`cancel_workers`, shielded). Returns False for any other run: it undoes."""
+    to pending (`stop_workers`, shielded). Returns False for any other run: it undoes."""
     st = run.st
     if not (st.follows and st.halting):
         return False
     task = asyncio.current_task()
     if task is not None:
         task.uncancel()  # the cancellation is this halt: the parent's worker goes on with it
-    await shielded(cancel_workers())
+    await shielded(stop_workers(run))
     return True
+
+
+async def drain(run: Run) -> None:
+    """A stopping run's running steps get `grace` seconds to finish; then they are
+    cancelled."""
+    tasks = set(run.st.workers.values())
+    if tasks:
+        _, pending = await asyncio.wait(tasks, timeout=run.grace)
+        if pending or run.st.workers:
+            await cancel_workers(run)
+
+
+async def recorded(run: Run) -> None:
+    """Wait for every completion sent to the journal to be durable (or to fail): a
+    journaled run undoes, halts or ends only once what it completed is recorded (after a
+    crash, a completion left out would never be undone)."""
+    st = run.st
+    while st.writes:
+        assert run.loop is not None
+        st.wakeup = run.loop.create_future()
+        await st.wakeup  # `Run.maybe_wake`, once the writes and workers are done
+
+
+async def stop_workers(run: Run) -> None:
+    """Cancel the workers, then wait for what they completed to be recorded."""
+    await cancel_workers(run)
+    await recorded(run)
+
+
+async def cancel_workers(run: Run) -> None:
+    """Cancel the workers and wait for each to end (each puts back what it had)."""
+    st = run.st
+    while st.workers:
+        tasks = list(st.workers.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.wait(tasks)

@@ -25,7 +25,7 @@ from .._limiter import Limiter
 from .attempts import resolve, shielded
 from .dispatch import dispatch
 from .durable import Durable, restore_recovered, undo_requested
-from .endings import fatal, halts_instead, run_failed, stop
+from .endings import drain, fatal, halts_instead, recorded, run_failed, stop, stop_workers
 from .inputs import check_inputs
 from .modes import Modes, modes_of
 from .observe import called, completed_async, run_info
@@ -221,13 +221,14 @@ class Run:
                     ready.sort(key=self.order_key)
                 dispatch(self, ready, None)
                 self.maybe_wake()
-                if st.n_done < self.n or st.workers:
+                if st.n_done < self.n or st.workers or st.writes:
                     assert st.wakeup is not None
                     await st.wakeup
                     if st.stopping:
-                        await self._drain()  # not shielded: a cancellation ends the grace
+                        await drain(self)  # not shielded: a cancellation ends the grace
+                        await recorded(self)
             except asyncio.CancelledError as cancelled:
-                if not await halts_instead(self, self._cancel_workers):
+                if not await halts_instead(self):
                     await self._cancelled(cancelled)
         finally:
             if deadline is not None:
@@ -242,23 +243,6 @@ class Run:
         elif self.durable is not None and self.durable.entries:
             restore_recovered(self)
 
-    async def _drain(self) -> None:
-        """Running steps get `grace` seconds to finish; then they are cancelled."""
-        tasks = set(self.st.workers.values())
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=self.grace)
-            if pending or self.st.workers:
-                await self._cancel_workers()
-
-    async def _cancel_workers(self) -> None:
-        """Cancel the workers and wait for each to end (each puts back what it had)."""
-        st = self.st
-        while st.workers:
-            tasks = list(st.workers.values())
-            for task in tasks:
-                task.cancel()
-            await asyncio.wait(tasks)
-
     async def _cancelled(
         self, cancelled: asyncio.CancelledError, told: Sequence[Any] = ()
     ) -> NoReturn:
@@ -269,7 +253,7 @@ class Run:
         stop(self)
 
         async def wind_down() -> list[BaseException]:
-            await self._cancel_workers()
+            await stop_workers(self)
             if await undo_requested(self, cancelled) is not None:
                 return []  # the run is another process's now: it finishes it
             return await self.undoer.undo_all(self.ledger.pop_all())
