@@ -25,6 +25,7 @@ from ._typecheck import NO_TYPE, decidable
 __all__ = [
     "Callback",
     "Param",
+    "check_name",
     "check_sources",
     "default_name",
     "inspect_params",
@@ -234,6 +235,22 @@ def is_generator(fn: Any) -> bool:
     return inspect.isasyncgenfunction(inner) or inspect.isgeneratorfunction(inner)
 
 
+def check_name(name: Any) -> None:
+    """A step name is a non-empty string of printable characters (the journal keeps its
+    own marks under keys that start with a control character).
+
+    Raises:
+        DefinitionError: otherwise.
+    """
+    if not isinstance(name, str) or not name:
+        raise DefinitionError(f"A step name must be a non-empty string, got {name!r}.")
+    if not name.isprintable():
+        raise DefinitionError(
+            f"A step name must be printable (no newline, tab or other control character), "
+            f"got {name!r}."
+        )
+
+
 def step_name(fn: Any, name: str | None) -> str:
     """The name of a step of `fn` (checked; a generator function is refused)."""
     if not callable(fn):
@@ -242,8 +259,7 @@ def step_name(fn: Any, name: str | None) -> str:
         name = default_name(fn)
         if name is None:
             raise DefinitionError(f"Cannot name the step {fn!r}: give it one with name=...")
-    if not isinstance(name, str) or not name:
-        raise DefinitionError(f"A step name must be a non-empty string, got {name!r}.")
+    check_name(name)
     if is_generator(fn):
         raise DefinitionError(
             f"Step {name!r} is a generator function: a step returns its result once. "

@@ -20,6 +20,7 @@ from ._errors import DefinitionError
 from ._signature import (
     Callback,
     Param,
+    check_name,
     check_sources,
     inspect_step,
     is_async_callable,
@@ -328,8 +329,7 @@ class Step(Generic[P, R]):
         constructor checked of this step (its function and signature, its options): the
         copy that ``reactor.add(step, name=..., args=...)`` and `evolve` make, for a tenth
         of the constructor's cost. `test_step.py` compares the two."""
-        if not isinstance(name, str) or not name:
-            raise DefinitionError(f"A step name must be a non-empty string, got {name!r}.")
+        check_name(name)
         new: Step[..., Any] = object.__new__(Step)
         new.fn = self.fn
         new.name = name

@@ -15,7 +15,8 @@ A trial (`run_trial`):
 
 1. a *worker* process (``python -m tests.crashing work SPEC``) starts a few runs at once
    against the journal, and is killed with SIGKILL after a random delay (or left to finish);
-2. before each recovery the parent reads the journal (each run's entries and undone keys);
+2. before each recovery the parent reads the journal (each run's entries, undone keys and
+   the rollbacks of its child runs);
 3. a *recovery* process (``python -m tests.crashing recover SPEC``) calls
    ``saga.recover(journal, undo=...)``, forward or undoing at random; it is sometimes
    killed too, then recovered again; the last one must finish in time;
@@ -25,8 +26,9 @@ A trial (`run_trial`):
      present and the expected result, or ``failed``/``undone`` with no effect of a step
      that has an undo (a run meant to fail never completes; one meant to succeed never
      fails);
-   - no step whose completion the journal held before a recovery ran again in it, and
-     no undo the journal held as done ran again;
+   - no step whose completion the journal held before a recovery (not voided by a child
+     run's rollback since) ran again in it, unless undone first, and no undo the journal
+     held as done ran again;
    - a step started only once its dependencies' completions were durable, and an undo
      ran only for a recorded completion (what the journal held once the process that ran
      them was dead says so);
@@ -65,6 +67,7 @@ from pathlib import Path
 from typing import Any
 
 import reactorpy as rp
+from reactorpy._executor.durable import ROLLED_BACK
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_SLEEP = 0.012  # seconds a step or undo may sleep before its effect
@@ -412,10 +415,18 @@ class RunState:
     undone: frozenset[str]
     result: Any = None
     made: dict[str, int] = field(default_factory=dict)  # key -> the execution recorded
+    rollbacks: dict[str, int] = field(default_factory=dict)  # a child's prefix -> seq
 
     def completed(self) -> set[str]:
-        """The keys whose completion is recorded and not undone since."""
-        return {k for k in self.entries if k not in self.undone}
+        """The keys whose completion is recorded, not undone since, nor void: a child
+        run that undid what it completed recorded its rollback first (a mark with its
+        steps' prefix, newer than their entries)."""
+        return {
+            k
+            for k, seq in self.entries.items()
+            if k not in self.undone
+            and not any(k.startswith(p) and seq < mark for p, mark in self.rollbacks.items())
+        }
 
 
 # A recovery: its name, what the journal held before it, whether it was asked to undo.
@@ -559,13 +570,16 @@ async def snapshot(spec: dict[str, Any], run_ids: list[str]) -> dict[str, RunSta
                 stored = await journal.load(run_id)
             except LookupError:
                 continue
+            marks = [e for e in stored.entries if e.key.startswith(ROLLED_BACK)]
+            steps = [e for e in stored.entries if not e.key.startswith(ROLLED_BACK)]
             out[run_id] = RunState(
                 status=stored.record.status.value,
                 undo_requested=stored.record.undo_requested,
-                entries={e.key: e.seq for e in stored.entries},
+                entries={e.key: e.seq for e in steps},
                 undone=stored.undone,
                 result=stored.record.result,
-                made=_made(journal, stored.entries),
+                made=_made(journal, steps),
+                rollbacks={e.key[len(ROLLED_BACK) :]: e.seq for e in marks},
             )
     return out
 

@@ -4,7 +4,8 @@
 Each step appends ``what step key`` to the ledger file named by ``REACTORPY_TEST_LEDGER``
 (one line per call: a test counts them). In a process started with ``REACTORPY_TEST_HANG=X``,
 step or undo ``X`` appends ``hang`` to the ledger, then waits forever: the test kills the
-process there with SIGKILL. ``REACTORPY_TEST_FAIL=X`` makes step ``X`` raise.
+process there with SIGKILL. ``REACTORPY_TEST_FAIL=X`` makes step ``X`` raise;
+``REACTORPY_TEST_FAIL_ONCE=X`` makes its first call in this process raise.
 SPEC is the JSON of `tests.journal_child.open_journal`.
 """
 
@@ -20,7 +21,7 @@ import reactorpy as rp
 
 from .journal_child import open_journal
 
-__all__ = ["ledger_lines", "order", "payment"]
+__all__ = ["ledger_lines", "order", "outer", "payment"]
 
 
 def ledger_lines() -> list[str]:
@@ -34,10 +35,16 @@ def _write(line: str) -> None:
         f.write(line + "\n")
 
 
+_failed_once: set[str] = set()
+
+
 async def _touch(what: str, name: str, key: str) -> None:
     _write(f"{what} {name} {key}")
     if os.environ.get("REACTORPY_TEST_FAIL") == name and what == "do":
         raise RuntimeError(f"{name} failed")
+    if os.environ.get("REACTORPY_TEST_FAIL_ONCE") == name and name not in _failed_once:
+        _failed_once.add(name)
+        raise RuntimeError(f"{name} failed once")
     if os.environ.get("REACTORPY_TEST_HANG") == name:
         _write(f"hang {name} {key}")
         await asyncio.Event().wait()
@@ -84,8 +91,24 @@ async def confirm(pay: str, ctx: rp.Context) -> str:
     return f"confirmed {pay}"
 
 
+# A composite inside a composite: `shop` runs `payment` as ``pay``, then `check`; `outer`
+# runs `shop` with a retry (a failing `check` undoes ``pay`` and runs the child again).
+shop: rp.Reactor[str] = rp.Reactor("shop", inputs=["amount"], returns="check")
+shop.compose("pay", payment, args={"amount": rp.Input("amount")})
+
+
+@shop.step
+async def check(pay: str, ctx: rp.Context) -> str:
+    await _touch("do", "check", ctx.idempotency_key)
+    return f"checked {pay}"
+
+
+outer: rp.Reactor[str] = rp.Reactor("outer", inputs=["amount"], returns="shop")
+outer.compose("shop", shop, args={"amount": rp.Input("amount")}, retries=1, retry_on=RuntimeError)
+
+
 async def _main(spec: str, reactor: str, run_id: str, amount: int) -> None:
-    target = {"payment": payment, "order": order}[reactor]
+    target = {"payment": payment, "order": order, "outer": outer}[reactor]
     async with open_journal(json.loads(spec)) as journal:
         print(json.dumps({"owner": journal.owner}), flush=True)
         await target.run({"amount": amount}, journal=journal, run_id=run_id)

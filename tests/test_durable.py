@@ -18,7 +18,7 @@ import pytest
 
 import reactorpy as rp
 
-from .durable_child import ledger_lines, order, payment
+from .durable_child import ledger_lines, order, outer, payment
 from .test_journal import ROOT, Backend, Opener, backend, open_journal
 
 __all__ = ["backend", "open_journal"]  # the fixtures, shared with test_journal
@@ -357,6 +357,28 @@ def test_a_crash_inside_a_composed_reactor_is_recovered(backend: Backend) -> Non
     (record,) = asyncio.run(recover())
     assert record.result == "confirmed charge-5-shipped"
     assert (calls("do", "reserve"), calls("do", "ship"), calls("do", "confirm")) == (1, 2, 1)
+
+
+def test_a_composite_rolled_back_after_a_recovery_runs_again_in_full(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The crash comes in ``shop.check``, after ``shop.pay`` (a composite in the composite)
+    completed. In the recovery ``check`` fails once: the child undoes ``pay`` (``refund``,
+    ``release``) and ``shop`` runs it again. ``pay``'s entry is void then (the child's
+    rollback is in the journal): ``pay`` runs again (it was taken for completed, its
+    effects undone, and the run completed without them)."""
+    crash(backend, "outer", "c-9", HANG="check")
+    monkeypatch.setenv("REACTORPY_TEST_FAIL_ONCE", "check")
+
+    async def recover() -> list[rp.RunRecord]:
+        async with backend.open() as journal:
+            return await outer.recover(journal)
+
+    (record,) = asyncio.run(recover())
+    assert (record.status, record.result) == ("completed", "checked charge-5-shipped")
+    assert (calls("undo", "refund"), calls("undo", "release")) == (1, 1)
+    assert (calls("do", "reserve"), calls("do", "charge"), calls("do", "ship")) == (2, 2, 2)
+    assert calls("do", "check") == 3  # in flight at the crash, failed once, then done
 
 
 def test_running_a_crashed_run_id_again_continues_it(backend: Backend) -> None:

@@ -212,18 +212,15 @@ async def test_a_step_completed_again_after_its_undo_is_undone_again(tmp_path: P
     assert ["book", "confirm", "unbook", "refund"] == log
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an undo begun inside a composite is not journaled before it runs: a recovery "
-    "takes the step for completed (see the report of the crash trials)",
-)
 def test_an_undo_interrupted_inside_a_composite_is_not_taken_for_a_completion(
     tmp_path: Path,
 ) -> None:
     """The crash trials' saga, one flaky run: ``sub.confirm`` fails its first execution,
     so the child undoes ``sub.book`` (its effect deleted) and the composing step runs the
-    child again; the process dies before that undo is marked done. Forward recovery
-    restores ``sub.book`` as completed, so the run completes without its effect."""
+    child again; the process dies before that undo is marked done. The child's rollback
+    was recorded before its undo began: forward recovery finishes the undo (again) and
+    books again, so the run completes with the effect (it completed without it when a
+    recovery took ``sub.book`` for completed)."""
     ledger_path = tmp_path / "ledger.db"
     Ledger(ledger_path).close()
     inputs = {"order": "r", "items": [["r", 0]], "fail": None, "flaky": True}

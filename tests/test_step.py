@@ -293,3 +293,16 @@ def test_a_renamed_copy_refuses_a_name_the_constructor_refuses(name):
     with pytest.raises(rp.DefinitionError, match="A step name must be a non-empty string"):
         rp.step(double).evolve(name=name)
     assert "double" == rp.step(double, name="other")._replace(name=None).name
+
+
+@pytest.mark.parametrize("name", ["two\nlines", "tab\there", "\x1fsub."])
+def test_a_step_name_must_be_printable(name):
+    """No newline, tab or other control character in a step name, made or copied: the
+    journal keeps its own marks under keys that start with one."""
+    for make in (
+        lambda: rp.step(double, name=name),
+        lambda: rp.step(double).evolve(name=name),
+        lambda: rp.Reactor("r").add(rp.step(double), name=name),
+    ):
+        with pytest.raises(rp.DefinitionError, match="A step name must be printable"):
+            make()

@@ -37,7 +37,19 @@ if TYPE_CHECKING:
     from .._journal import Entry, Journal, StoredRun
     from .run import Run
 
-__all__ = ["Durable", "Write", "restore_recovered", "undo_from_journal", "undo_requested"]
+__all__ = [
+    "ROLLED_BACK",
+    "Durable",
+    "Write",
+    "restore_recovered",
+    "undo_from_journal",
+    "undo_requested",
+]
+
+# The start of the key of a rollback mark (`Durable.rolling_back`): the mark of a child run
+# whose steps are keyed ``prefix...`` is ``ROLLED_BACK + prefix``. Step names are printable
+# (`check_name`), so no step's key starts with it.
+ROLLED_BACK = "\x1f"
 
 
 class Durable:
@@ -214,6 +226,18 @@ class Durable:
         if not st.stopping:
             run.dispatch(write.ready, stack)
 
+    async def rolling_back(self, prefix: str) -> None:
+        """A child run, whose steps are keyed ``prefix...``, is about to undo what it
+        completed (its composite step failed, or its run was cancelled): record first that
+        its entries so far are void. A recovery then never takes them for completions: it
+        finishes their undo (again: undo is at least once) before the composite runs its
+        child again (`restore_recovered`)."""
+        entry = self.entry_type(ROLLED_BACK + prefix, self.seq)
+        self.seq += 1
+        if self.entries:
+            self.entries[entry.key] = entry
+        await self.journal.append(self.run_id, [entry])
+
     async def undone_now(self, key: str) -> None:
         """Record that the undo of step `key` is done (awaited: undo is rare and slow)."""
         self.undone.add(key)
@@ -282,24 +306,34 @@ def _record(durable: Durable, entry: Entry, prefix: str = "", depth: int = 0) ->
     return UndoRecord(step, value, arguments, route=tuple(route[depth:]) if route else None)
 
 
-def restore_recovered(run: Run) -> None:
+def restore_recovered(run: Run) -> list[UndoRecord]:
     """Rebuild `run` from its journal's entries (a recovered run, or a child of one whose
     composite runs again): steps with an entry are completed with its result; the undo
     records of those steps, and of what completed inside composite steps that completed,
     go onto its undo stack in completion order. A composite that was running at the crash
-    runs again, and its child restores its own from the same entries."""
+    runs again, and its child restores its own from the same entries.
+
+    Entries an earlier run of this child rolled back (`Durable.rolling_back`) are not
+    completions: returned, newest first, are the undo records among them not marked
+    undone (the rollback was cut short), for the run to undo before anything starts."""
     durable = run.durable
     assert durable is not None
     entries = durable.entries
     if not entries:
-        return
+        return []
     st = run.st
     plan = run.plan
     loads = durable.serializer.loads
+    marks = [(e.key[1:], e.seq) for e in entries.values() if e.key[:1] == ROLLED_BACK]
+
+    def void(e: Entry) -> bool:
+        return any(e.seq < seq and e.key.startswith(p) for p, seq in marks)
+
+    undone = durable.undone
     done: list[int] = []
     for i, name in enumerate(run.names):
         entry = entries.get(name)
-        if entry is not None and name not in durable.undone:  # undone: it runs again
+        if entry is not None and name not in undone and not (marks and void(entry)):
             st.status[i] = DONE
             st.vals[i] = loads(entry.result) if entry.result is not None else None
             done.append(i)
@@ -315,25 +349,39 @@ def restore_recovered(run: Run) -> None:
         e
         for e in entries.values()
         if e.undo is not None
-        and e.key not in durable.undone
+        and e.key not in undone
         and (e.key in roots or e.key.startswith(composites))
+        and not (marks and void(e))
     ]
     mine.sort(key=lambda e: e.seq)
     depth = len(run.route) if run.route else 0
     run.ledger.entries = [_record(durable, e, run.prefix, depth) for e in mine]
+    if not (marks and run.prefix):
+        return []
+    cut = [
+        e
+        for e in entries.values()
+        if e.undo is not None and e.key not in undone and e.key.startswith(run.prefix) and void(e)
+    ]
+    cut.sort(key=lambda e: e.seq, reverse=True)
+    return [_record(durable, e, run.prefix, depth) for e in cut]
 
 
 async def undo_requested(run: Run, error: BaseException | None) -> BaseException | None:
-    """A journaled root run is about to undo: record it first (a crash during the undo is
-    then continued by a recovery). A journal that fails here is a note on `error`; one
-    that says the run is another process's now (its lease expired and the run was
-    claimed) is returned: this process undoes nothing, the new owner finishes the run."""
+    """A journaled run is about to undo: record it first, the undo request of a root run
+    (a crash during the undo is then continued by a recovery), the rollback of a child run
+    (`Durable.rolling_back`). A journal that fails here is a note on `error`; one that
+    says the run is another process's now (its lease expired and the run was claimed) is
+    returned: this process undoes nothing, the new owner finishes the run."""
     durable = run.durable
-    if durable is None or run.parent is not None or not len(run.ledger):
+    if durable is None or not len(run.ledger):
         return None
     from .._journal import OwnershipError  # (a run without a journal never loads it)
 
     try:
+        if run.parent is not None:  # a child run: its entries are void (a composite's)
+            await durable.rolling_back(run.prefix)
+            return None
         failure = durable.serializer.dumps_error(error) if error is not None else None
         await durable.journal.request_undo(durable.run_id, error=failure)
     except OwnershipError as lost:

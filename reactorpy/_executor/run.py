@@ -214,7 +214,9 @@ class Run:
                     restore(self, self.checkpoint)
                     ready = resume_inside(self, resumable(self))
                 elif self.durable is not None and self.durable.entries:
-                    restore_recovered(self)
+                    cut = restore_recovered(self)
+                    if cut:  # a rollback of this child that a crash cut short
+                        await self._roll_back(cut)
                     ready = resumable(self)
                 else:
                     ready = list(self.plan.roots)
@@ -241,7 +243,19 @@ class Run:
         if self.checkpoint is not None:
             restore(self, self.checkpoint)
         elif self.durable is not None and self.durable.entries:
-            restore_recovered(self)
+            cut = restore_recovered(self)
+            self.ledger.entries[:0] = reversed(cut)  # (older than what is restored)
+
+    async def _roll_back(self, cut: list[UndoRecord]) -> None:
+        """Finish a rollback a crash cut short (`restore_recovered`), before any step runs
+        again; undo errors fail the run."""
+        errors, cancelled = await shielded(self.undoer.undo_all(cut))
+        if cancelled:
+            raise asyncio.CancelledError
+        if errors:
+            self.st.errors.extend(errors)
+            self.st.failed_steps.append("(an undo)")
+            stop(self)
 
     async def _cancelled(
         self, cancelled: asyncio.CancelledError, told: Sequence[Any] = ()
