@@ -60,6 +60,8 @@ class Durable:
         run_id: the run's id in it.
         entries: what a recovered run had completed, by key (empty for a new run).
         undone: keys whose undo the journal holds as done.
+        rollbacks: the rollbacks of child runs the journal holds: their prefix and seq
+            (`rolling_back`).
         seq: the next completion's order number (shared by the run and its children).
     """
 
@@ -69,6 +71,7 @@ class Durable:
         "in_flight",
         "journal",
         "queued",
+        "rollbacks",
         "run_id",
         "seq",
         "serializer",
@@ -96,6 +99,9 @@ class Durable:
         entries: Sequence[Entry] = stored.entries if stored is not None else ()
         self.entries = {e.key: e for e in entries} if recovering else {}
         self.undone = set(stored.undone) if stored is not None else set()
+        self.rollbacks = {
+            e.key[len(ROLLED_BACK) :]: e.seq for e in entries if e.key.startswith(ROLLED_BACK)
+        }
         self.seq = 1 + max((e.seq for e in entries), default=0)
         self.in_flight = False  # an append of this run's is in flight
         self.queued: list[Write] = []  # what goes in the next append
@@ -234,8 +240,7 @@ class Durable:
         child again (`restore_recovered`)."""
         entry = self.entry_type(ROLLED_BACK + prefix, self.seq)
         self.seq += 1
-        if self.entries:
-            self.entries[entry.key] = entry
+        self.rollbacks[prefix] = entry.seq
         await self.journal.append(self.run_id, [entry])
 
     async def undone_now(self, key: str) -> None:
@@ -324,7 +329,7 @@ def restore_recovered(run: Run) -> list[UndoRecord]:
     st = run.st
     plan = run.plan
     loads = durable.serializer.loads
-    marks = [(e.key[1:], e.seq) for e in entries.values() if e.key[:1] == ROLLED_BACK]
+    marks = durable.rollbacks.items()
 
     def void(e: Entry) -> bool:
         return any(e.seq < seq and e.key.startswith(p) for p, seq in marks)
