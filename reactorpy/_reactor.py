@@ -27,7 +27,7 @@ from ._mermaid import flowchart
 from ._options import RunKwargs, RunOptions, check_inputs, check_limits, middleware_list
 from ._plan import Plan, compile_plan
 from ._reversible import Reversible, Reversing
-from ._step import Step, hooks_generation
+from ._step import Step, hooks_generation, make_step
 
 __all__ = ["Reactor", "Reversible"]
 
@@ -191,10 +191,10 @@ class Reactor(Composing, Reversing[T], Generic[T]):
         """
         check_options(options, "@reactor.step")
         if fn is not None:
-            return self.add(Step(fn, **options))
+            return self.add(make_step(fn, options))
 
         def decorate(f: Callable[P, R]) -> Step[P, R]:
-            return self.add(Step(f, **options))
+            return self.add(make_step(f, options))
 
         return decorate
 

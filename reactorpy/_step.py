@@ -9,6 +9,8 @@ Must not import: the planner or the executor.
 from __future__ import annotations
 
 import inspect
+import types
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic, ParamSpec, TypeVar, cast, overload
 
@@ -27,7 +29,7 @@ from ._signature import (
     step_name,
 )
 
-__all__ = ["Callback", "Continue", "NewSteps", "Param", "Skip", "Step", "step"]
+__all__ = ["Callback", "Continue", "NewSteps", "Param", "Skip", "Step", "make_step", "step"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -71,6 +73,7 @@ class Step(Generic[P, R]):
 
     __slots__ = (
         "__dict__",
+        "__weakref__",
         "_hooks",
         "_identity",
         "_names",
@@ -206,14 +209,9 @@ class Step(Generic[P, R]):
         )
         # So the step pickles by reference and reads like the function in tracebacks
         # (`_identity`: what of it comes from the function, for copies under other names).
-        self._identity = {
-            "__module__": getattr(fn, "__module__", None),
-            "__doc__": getattr(fn, "__doc__", None),
-            "__wrapped__": fn,
-        }
-        for key in ("__qualname__", "__name__"):
-            if hasattr(fn, key):
-                self._identity[key] = getattr(fn, key)
+        self._identity = {"__module__": getattr(fn, "__module__", None)}
+        self._identity.update(__doc__=getattr(fn, "__doc__", None), __wrapped__=fn)
+        self._identity.update({k: getattr(fn, k) for k in _NAMES if hasattr(fn, k)})
         self.__dict__.update(_identified(self._identity, self.name))
 
     # -- calling -----------------------------------------------------------------------------
@@ -388,8 +386,7 @@ def _load_step(module: str, qualname: str) -> Any:
 
 
 def _summary(fn: Any) -> str | None:
-    doc = inspect.getdoc(fn)
-    return doc.strip().splitlines()[0] if doc else None
+    return doc.strip().splitlines()[0] if (doc := inspect.getdoc(fn)) else None
 
 
 @overload
@@ -424,12 +421,38 @@ def step(fn: Any = None, /, **options: Any) -> Any:
     """
     check_options(options, "@rp.step")
     if fn is not None:
-        return Step(fn, **options)
+        return make_step(fn, options)
 
     def decorate(f: Callable[P, R]) -> Step[P, R]:
-        return Step(f, **options)
+        return cast("Step[P, R]", make_step(f, options))
 
     return decorate
+
+
+# The last step made of each plain function given only a name and arguments (`make_step`),
+# weakly: it holds the function, which must not live on here (a closure made per request).
+_made: weakref.WeakKeyDictionary[Any, tuple[tuple[Any, ...], Any]] = weakref.WeakKeyDictionary()
+_RENAMING = frozenset(("name", "args"))
+_NAMES = ("__qualname__", "__name__")  # (in this order: `_identified` counts them)
+
+
+def make_step(fn: Any, options: Mapping[str, Any]) -> Any:
+    """``Step(fn, **options)``; for a plain function made a step before, given at most a
+    name and args, unchanged since (signature, code, names, docstring), a copy of that
+    step with callbacks of its own (`Step._renamed`, `test_step.py`): a fifth of the cost."""
+    name = options.get("name", fn.__name__ if type(fn) is types.FunctionType else None)
+    if type(fn) is not types.FunctionType or not name or not options.keys() <= _RENAMING:
+        return Step(fn, **options)  # (a function named "" is refused there)
+    inspection = inspect_step(fn, f"step {name!r}")  # (`_sigcache`: inspected once)
+    seen = (inspection, fn.__code__, fn.__name__, fn.__qualname__, fn.__module__, fn.__doc__)
+    before = _made.get(fn)
+    if before is not None and before[0] == seen and (template := before[1]()) is not None:
+        made = template._renamed(name, options.get("args"))
+        made._hooks = _Hooks()
+        return made
+    made = Step(fn, _inspected=inspection, **options)
+    _made[fn] = (seen, weakref.ref(made))
+    return made
 
 
 @attrs.frozen

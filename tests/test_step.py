@@ -306,3 +306,86 @@ def test_a_step_name_must_be_printable(name):
     ):
         with pytest.raises(rp.DefinitionError, match="A step name must be printable"):
             make()
+
+
+def _without_hooks(step):
+    state = _state(step)
+    assert state.pop("_hooks").undo is None  # callbacks of its own, none yet
+    return state
+
+
+def test_a_function_made_a_step_again_is_the_step_the_constructor_makes():
+    """``rp.step(fn, name=, args=)`` and ``reactor.step`` on a function made a step before
+    copy that step (`make_step`): the copy holds what the constructor gives, and its
+    callbacks are its own."""
+
+    async def fetch(key: str, *, ctx: rp.Context) -> dict:
+        """Fetch one record."""
+        return {"key": key}
+
+    first = rp.step(fetch, name="a", args={"key": rp.Value("x")})
+    first.undo(lambda result: None)
+    for name, args in (("b", {"key": rp.Input("k")}), ("c", None), (None, None)):
+        again = rp.step(fetch, name=name, args=args)
+        assert _without_hooks(rp.Step(fetch, name=name, args=args)) == _without_hooks(again)
+        assert again.undo_callback is None
+        assert again.version == 0
+    r = rp.Reactor("r", inputs=["k"])
+    made = r.step(fetch, name="d")
+    assert _without_hooks(rp.Step(fetch, name="d")) == _without_hooks(made)
+    assert first.undo_callback is not None
+    with pytest.raises(
+        rp.DefinitionError, match="args names 'nope', which is not a parameter"
+    ) as refused:
+        rp.step(fetch, name="e", args={"nope": rp.Value(1)})
+    with pytest.raises(rp.DefinitionError) as constructed:
+        rp.Step(fetch, name="e", args={"nope": rp.Value(1)})
+    assert str(constructed.value) == str(refused.value)
+    for bad in ("", "two\nlines", 3):
+        with pytest.raises(rp.DefinitionError) as refused:
+            rp.step(fetch, name=bad)
+        with pytest.raises(rp.DefinitionError) as constructed:
+            rp.Step(fetch, name=bad)
+        assert str(constructed.value) == str(refused.value)
+
+
+def test_a_function_changed_since_it_was_made_a_step_is_inspected_again():
+    """What the copy would take from the function is compared first: a new docstring,
+    name, signature or code makes the step anew."""
+
+    async def fetch(key: str) -> dict:
+        """Fetch one record."""
+        return {"key": key}
+
+    assert "Fetch one record." == rp.step(fetch, name="a").description
+    fetch.__doc__ = "Fetch it again."
+    assert "Fetch it again." == rp.step(fetch, name="b").description
+    fetch.__name__ = "get"
+    assert "get" == rp.step(fetch, name="c").__name__
+    fetch.__annotations__ = {"key": int, "return": dict}
+    assert int is rp.step(fetch, name="d").params[0].annotation
+
+    def sync(key: str) -> dict:
+        return {"key": key}
+
+    fetch.__code__ = sync.__code__
+    assert not rp.step(fetch, name="e").is_async
+
+
+def test_a_function_made_a_step_is_not_kept_alive_by_it():
+    """The steps `make_step` copies are held weakly: a closure made per request, made a
+    step and dropped, is freed."""
+    import gc
+    import weakref
+
+    def request() -> weakref.ref:
+        async def handle(order: str) -> str:
+            return order
+
+        rp.step(handle, name="one")
+        rp.step(handle, name="two")
+        return weakref.ref(handle)
+
+    gone = request()
+    gc.collect()
+    assert gone() is None
