@@ -1,0 +1,154 @@
+"""Review of the journaled-run commits 4087159, 85e5c60/dd0e318 (rollback marks): crash
+trials with a real SIGKILL (``tests/review_child.py``), on SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import reactorpy as rp
+
+from .review_child import dotted, rolled
+from .test_journal import ROOT
+
+REACTORS = {"rolled": rolled, "dotted": dotted}
+
+
+@pytest.fixture
+def ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    path = tmp_path / "ledger.txt"
+    monkeypatch.setenv("REACTORPY_TEST_LEDGER", str(path))
+    for name in ("REVIEW_HANG", "REVIEW_FAIL", "REVIEW_FAIL_ONCE"):
+        monkeypatch.delenv(name, raising=False)
+    return path
+
+
+def lines(ledger: Path) -> list[str]:
+    return ledger.read_text().splitlines() if ledger.exists() else []
+
+
+def calls(ledger: Path, what: str, name: str) -> int:
+    return sum(1 for line in lines(ledger) if line.split() == [what, name])
+
+
+def crash(db: Path, ledger: Path, reactor: str, run_id: str, **env: str) -> None:
+    """Run `reactor` as `run_id` in a process of its own; SIGKILL it once the call named
+    by ``env["HANG"]`` has started."""
+    environ = {**os.environ, **{f"REVIEW_{k}": v for k, v in env.items()}}
+    spec = f'{{"kind": "sqlite", "path": "{db}"}}'
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tests.review_child", spec, reactor, run_id],
+        cwd=ROOT,
+        env=environ,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for _ in range(6000):
+            if any(line.startswith("hang") for line in lines(ledger)):
+                break
+            if child.poll() is not None:
+                raise AssertionError(f"the child ended first: {child.communicate()}")
+            subprocess.run(["sleep", "0.01"], check=True)
+        else:
+            raise AssertionError("the child never reached the call to crash in")
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.communicate()
+    assert child.returncode == -signal.SIGKILL
+
+
+class FailsToStart:
+    """Middleware whose on_run_start raises (the run fails before any step starts)."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+
+    def on_run_start(self, run: rp.RunInfo) -> None:
+        self.started.append(run.reactor)
+        if run.parent is None:
+            raise RuntimeError("on_run_start refused")
+
+
+def test_a_rollback_cut_short_is_finished_when_the_recovered_run_fails_at_once(
+    tmp_path: Path, ledger: Path
+) -> None:
+    """The crash comes in the child's rollback: ``sub.b`` failed, the rollback mark of
+    ``sub.`` is in the journal, ``unda`` (the undo of ``sub.a``) started and never ended.
+    Running the run id again continues it; it fails before any step starts (its
+    on_run_start raises). The failed run must undo what the journal holds as completed
+    and not undone: ``sub.a``. It does not: the root's undo stack holds only done steps
+    and the children of done composites; the cut-short rollback is finished only by the
+    child's ``restore_recovered``, which never runs (``sub`` never starts again)."""
+    db = tmp_path / "runs.db"
+    crash(db, ledger, "rolled", "r-1", FAIL="b", HANG="unda")
+    assert (calls(ledger, "do", "a"), calls(ledger, "undo", "unda")) == (1, 1)
+
+    async def again() -> tuple[BaseException, rp.StoredRun]:
+        async with rp.SQLiteJournal(db) as journal:
+            with pytest.raises(rp.RunFailed) as failed:
+                await rolled.run({}, journal=journal, run_id="r-1", middleware=[FailsToStart()])
+            return failed.value, await journal.load("r-1")
+
+    error, stored = asyncio.run(again())
+    assert "on_run_start refused" in repr(error.exceptions)
+    assert stored.record.status == "failed"
+    # sub.a completed and its undo never ended: it must be undone now (at least once more).
+    assert calls(ledger, "undo", "unda") == 2
+    assert "sub.a" in stored.undone
+
+
+def test_a_completion_inside_an_unfinished_composite_is_undone_when_the_recovered_run_fails(
+    tmp_path: Path, ledger: Path
+) -> None:
+    """The same without a rollback: the crash comes in ``sub.b`` (``sub.a`` completed,
+    ``sub`` in flight). The continued run fails at once (on_run_start): ``sub.a`` is never
+    undone, though the journal holds it as completed (the root's undo stack leaves out
+    what in-flight composites completed)."""
+    db = tmp_path / "runs.db"
+    crash(db, ledger, "rolled", "r-2", HANG="b")
+
+    async def again() -> rp.StoredRun:
+        async with rp.SQLiteJournal(db) as journal:
+            with pytest.raises(rp.RunFailed):
+                await rolled.run({}, journal=journal, run_id="r-2", middleware=[FailsToStart()])
+            return await journal.load("r-2")
+
+    stored = asyncio.run(again())
+    assert stored.record.status == "failed"
+    assert calls(ledger, "undo", "unda") == 1
+    assert "sub.a" in stored.undone
+
+
+def test_a_child_rollback_mark_does_not_void_a_root_step_whose_name_starts_with_its_prefix(
+    tmp_path: Path, ledger: Path
+) -> None:
+    """A root step named ``sub.x`` (a step name may hold dots) completes, then the
+    composite ``sub`` fails once (its child records the rollback mark of ``sub.``, undoes
+    ``sub.a``) and completes on its retry; the crash comes in ``end``. The recovery must
+    take ``sub.x`` for completed: the mark voids every entry keyed ``sub.`` + anything
+    older than it, and ``sub.x`` runs a second time (its first effect never undone)."""
+    db = tmp_path / "runs.db"
+    crash(db, ledger, "dotted", "d-1", FAIL_ONCE="b", HANG="end")
+    assert (calls(ledger, "do", "x"), calls(ledger, "do", "a"), calls(ledger, "do", "b")) == (
+        1,
+        2,
+        2,
+    )
+
+    async def recover() -> list[rp.RunRecord]:
+        async with rp.SQLiteJournal(db) as journal:
+            return await dotted.recover(journal)
+
+    (record,) = asyncio.run(recover())
+    assert record.status == "completed"
+    assert calls(ledger, "do", "end") == 2  # in flight at the crash
+    assert calls(ledger, "do", "x") == 1  # completed before the crash: not run again
