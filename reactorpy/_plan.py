@@ -53,6 +53,7 @@ import attrs
 from ._arguments import Input, Result, Source
 from ._errors import (
     CycleError,
+    DefinitionError,
     TypeMismatchError,
     UnknownReferenceError,
 )
@@ -190,6 +191,7 @@ def compile_plan(
     definition order, what wiring finds (`_wiring.wire_steps`); then an unknown ``returns``;
     a cycle; and the first wiring in plan order whose annotations cannot meet."""
     wired = wire_steps(inputs, steps)
+    _check_child_names(reactor, steps, wired.position)
     if returns is not None and returns not in inputs and returns not in wired.position:
         raise UnknownReferenceError(
             "returns", returns, [*inputs, *(s.name for s in steps)], what="step or input"
@@ -256,6 +258,28 @@ def compile_plan(
         # From `index`: fromkeys of a dict reuses its hashes and size, no key is touched.
         no_results=dict.fromkeys(index),
     )
+
+
+def _check_child_names(
+    reactor: str, steps: Sequence[Step[..., Any]], position: dict[str, int]
+) -> None:
+    """No step is named after another step of the reactor and a dot (``sub.x`` beside
+    ``sub``): the steps of a step's child runs (a composed reactor, map elements, new
+    steps) are named so, in events and in the journal, which would take one for the other.
+
+    Raises:
+        DefinitionError: naming both steps.
+    """
+    for step in steps:
+        head = step.name
+        while (dot := head.rfind(".")) > 0:
+            head = head[:dot]
+            if head in position:
+                raise DefinitionError(
+                    f"Reactor {reactor!r}: step {step.name!r} is named after step {head!r} "
+                    f"and a dot, as the steps of {head!r}'s child runs are (a composed "
+                    "reactor's, map elements', new steps'); rename one of them."
+                )
 
 
 class _Arguments(NamedTuple):

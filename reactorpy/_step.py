@@ -443,10 +443,11 @@ def make_step(fn: Any, options: Mapping[str, Any]) -> Any:
     name = options.get("name", fn.__name__ if type(fn) is types.FunctionType else None)
     if type(fn) is not types.FunctionType or not name or not options.keys() <= _RENAMING:
         return Step(fn, **options)  # (a function named "" is refused there)
-    inspection = inspect_step(fn, f"step {name!r}")  # (`_sigcache`: inspected once)
+    inspection = inspect_step(fn, f"step {name!r}")  # (a new one if its __dict__ changed)
     seen = (inspection, fn.__code__, fn.__name__, fn.__qualname__, fn.__module__, fn.__doc__)
     before = _made.get(fn)
-    if before is not None and before[0] == seen and (template := before[1]()) is not None:
+    template = before[1]() if before and before[0][0] is inspection and before[0] == seen else None
+    if template is not None:
         made = template._renamed(name, options.get("args"))
         made._hooks = _Hooks()
         return made

@@ -18,7 +18,7 @@ import reactorpy as rp
 
 from .journal_child import open_journal
 
-__all__ = ["dotted", "rolled", "write"]
+__all__ = ["rolled", "write"]
 
 
 def write(line: str) -> None:
@@ -67,33 +67,8 @@ rolled: rp.Reactor[str] = rp.Reactor("rolled", returns="sub")
 rolled.compose("sub", inner)
 
 
-# ``dotted``: a root step named ``sub.x`` (names may hold dots), then a composite ``sub``
-# (the same child, retried once), then ``end``.
-dotted: rp.Reactor[str] = rp.Reactor("dotted", returns="end")
-
-
-async def x() -> str:
-    await touch("do", "x")
-    return "x-done"
-
-
-async def undx(value: str) -> None:
-    await touch("undo", "undx")
-
-
-x_step = dotted.add(rp.step(x, name="sub.x"))
-x_step.undo(undx)
-dotted.compose("sub", inner, wait_for=["sub.x"], retries=1, retry_on=RuntimeError)
-
-
-@dotted.step(wait_for=["sub"])
-async def end(sub: str) -> str:
-    await touch("do", "end")
-    return f"end {sub}"
-
-
 async def _main(spec: str, reactor: str, run_id: str) -> None:
-    target = {"rolled": rolled, "dotted": dotted}[reactor]
+    target = {"rolled": rolled}[reactor]
     async with open_journal(json.loads(spec)) as journal:
         await target.run({}, journal=journal, run_id=run_id)
 

@@ -10,15 +10,16 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import reactorpy as rp
 
-from .review_child import dotted, rolled
+from .review_child import rolled
 from .test_journal import ROOT
 
-REACTORS = {"rolled": rolled, "dotted": dotted}
+REACTORS = {"rolled": rolled}
 
 
 @pytest.fixture
@@ -128,27 +129,26 @@ def test_a_completion_inside_an_unfinished_composite_is_undone_when_the_recovere
     assert "sub.a" in stored.undone
 
 
-def test_a_child_rollback_mark_does_not_void_a_root_step_whose_name_starts_with_its_prefix(
-    tmp_path: Path, ledger: Path
-) -> None:
-    """A root step named ``sub.x`` (a step name may hold dots) completes, then the
-    composite ``sub`` fails once (its child records the rollback mark of ``sub.``, undoes
-    ``sub.a``) and completes on its retry; the crash comes in ``end``. The recovery must
-    take ``sub.x`` for completed: the mark voids every entry keyed ``sub.`` + anything
-    older than it, and ``sub.x`` runs a second time (its first effect never undone)."""
-    db = tmp_path / "runs.db"
-    crash(db, ledger, "dotted", "d-1", FAIL_ONCE="b", HANG="end")
-    assert (calls(ledger, "do", "x"), calls(ledger, "do", "a"), calls(ledger, "do", "b")) == (
-        1,
-        2,
-        2,
-    )
+def test_a_step_named_after_another_and_a_dot_is_refused() -> None:
+    """A root step named ``sub.x`` beside a composite ``sub`` would share its key with the
+    child's step ``x`` (in events and the journal), and the child's rollback mark (of
+    ``sub.``) would void it: `plan()` refuses the pair, naming both; a dotted name alone
+    is fine."""
+    r: rp.Reactor[str] = rp.Reactor("dotted", returns="sub")
 
-    async def recover() -> list[rp.RunRecord]:
-        async with rp.SQLiteJournal(db) as journal:
-            return await dotted.recover(journal)
+    async def x() -> str:
+        return "x"
 
-    (record,) = asyncio.run(recover())
-    assert record.status == "completed"
-    assert calls(ledger, "do", "end") == 2  # in flight at the crash
-    assert calls(ledger, "do", "x") == 1  # completed before the crash: not run again
+    r.add(rp.step(x, name="sub.x"))
+    r.compose("sub", rolled)
+    with pytest.raises(rp.DefinitionError, match=r"step 'sub\.x' is named after step 'sub'"):
+        r.plan()
+    for names in (["items", "items.[3].y"], ["a", "a.b.c"], ["a.b", "a.b.c"]):
+        deep: rp.Reactor[Any] = rp.Reactor("deep")
+        for name in names:
+            deep.add(rp.step(x, name=name))
+        with pytest.raises(rp.DefinitionError, match="is named after step"):
+            deep.plan()
+    alone: rp.Reactor[str] = rp.Reactor("alone", returns="a.b")
+    alone.add(rp.step(x, name="a.b"))
+    assert "x" == alone.run_sync()

@@ -47,6 +47,7 @@ def test_a_copy_refuses_a_generator_wrapper_as_the_constructor_does() -> None:
             errors.append(None)
         except rp.DefinitionError as exc:
             errors.append(str(exc))
-    assert errors[0] is not None and "generator function" in errors[0]
+    assert errors[0] is not None
+    assert "generator function" in errors[0]
     assert errors[1] == errors[0]
     assert first.name == "g"

@@ -43,6 +43,7 @@ __all__ = [
     "Write",
     "restore_recovered",
     "undo_from_journal",
+    "undo_left",
     "undo_requested",
 ]
 
@@ -218,15 +219,21 @@ class Durable:
         chain runs one loop turn after its predecessor is durable, in the same worker
         (through the write's callback it would take a turn more and a new worker task).
         The callback runs first (it was added first): it counts the write, or fails the
-        run."""
+        run. Cancelling the worker leaves the write alone: the run stopping waits for it
+        (`endings.recorded`), and what it made ready is the callback's to start."""
         st = run.st
         write = st.handoff
         assert write is not None
-        assert write.future is not None
+        future = write.future
+        assert future is not None
         st.handoff = None
         write.claimed = True
         try:
-            await write.future  # (cancelling this worker cancels it: the write lands all the same)
+            await asyncio.shield(future)
+        except asyncio.CancelledError:
+            if not future.done():
+                write.claimed = False
+            raise
         except Exception:
             return  # `_written` fails the run
         if not st.stopping:
@@ -287,10 +294,8 @@ def _written(write: Write, cancelled: bool, error: BaseException | None) -> None
     st.writes -= len(write.entries)
     if st.handoff is write:
         st.handoff = None
-    if cancelled:
-        # The journal never cancels a write: the worker waiting for it was cancelled (the
-        # write lands all the same; what it made ready stays pending), or a caller did.
-        error = None if write.claimed else RuntimeError("the journal's write was cancelled")
+    if cancelled:  # the journal never cancels a write, nor does a worker (it shields it)
+        error = RuntimeError("the journal's write was cancelled")
     if error is not None:
         annotate(error, "reactorpy: a step's completion could not be recorded in the journal")
         if not st.halting:  # the run fails (what it did is undone, in this process)
@@ -395,6 +400,20 @@ async def undo_requested(run: Run, error: BaseException | None) -> BaseException
         if error is not None:
             annotate(error, f"reactorpy: the journal could not record the undo: {exc!r}")
     return None
+
+
+async def undo_left(run: Run) -> list[BaseException]:
+    """A recovered root run undid its undo stack (it failed or was cancelled): undo, newest
+    first, what the journal still holds as completed and not undone, which the stack
+    never held: what a composite in flight at the crash completed and a child's rollback
+    the crash cut short (their child runs finish them only if the composite runs again).
+    Not the undos that failed here. Returns the undo errors."""
+    durable = run.durable
+    if durable is None or run.parent is not None or not durable.entries:
+        return []
+    failed = set(run.undoer.failed)
+    left = [r for r in reversed(durable.records(run)) if r.step not in failed]
+    return await run.undoer.undo_all(left) if left else []
 
 
 async def undo_from_journal(run: Run) -> list[BaseException]:

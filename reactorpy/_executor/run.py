@@ -24,7 +24,7 @@ from .._events import Middleware, RunInfo
 from .._limiter import Limiter
 from .attempts import resolve, shielded
 from .dispatch import dispatch
-from .durable import Durable, restore_recovered, undo_requested
+from .durable import Durable, restore_recovered, undo_left, undo_requested
 from .endings import drain, fatal, halts_instead, recorded, run_failed, stop, stop_workers
 from .inputs import check_inputs
 from .modes import Modes, modes_of
@@ -270,9 +270,12 @@ class Run:
             await stop_workers(self)
             if await undo_requested(self, cancelled) is not None:
                 return []  # the run is another process's now: it finishes it
-            return await self.undoer.undo_all(self.ledger.pop_all())
+            # (the stack, newest first, then what the journal holds besides, when recovered)
+            return [*await self.undoer.undo_all(self.ledger.pop_all()), *await undo_left(self)]
 
         errors, _ = await shielded(wind_down())
+        for error in self.st.errors:  # (a completion the journal refused as the run stopped)
+            annotate(cancelled, f"reactorpy: the run also failed as it was cancelled: {error!r}")
         for error in errors:
             # Undo errors cannot travel with CancelledError: they go as notes.
             annotate(cancelled, f"reactorpy: undo failed during cancellation: {error!r}")
@@ -329,7 +332,7 @@ class Run:
             if lost is not None:  # the run is another process's now: it finishes it
                 st.fatal = st.fatal or lost
                 return []
-            return await self.undoer.undo_all(self.ledger.pop_all())
+            return [*await self.undoer.undo_all(self.ledger.pop_all()), *await undo_left(self)]
 
         undo_errors, cancelled = await shielded(undo())
         error: BaseException
