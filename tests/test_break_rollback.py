@@ -159,3 +159,22 @@ def test_a_step_named_after_a_composite_is_not_voided_by_the_composites_rollback
     do, undo = effects()
     assert (do["d-1:a.b"], undo["d-1:a.b"]) == (1, 0)  # completed before the crash: not again
     assert doubles() == []
+
+
+def test_a_composite_named_after_another_composite_is_not_rolled_back_by_its_rollback(
+    tmp_path: Path,
+) -> None:
+    """Composite ``a.b`` completes (its child's steps ``a.b.x``, ``a.b.y``, with undos);
+    then composite ``a`` runs its child, which fails once, rolls back (mark
+    ``"\\x1fa."``) and runs again, completing ``a``; the process dies in ``fin``. The mark
+    of ``a.`` voids the entries of ``a.b`` too: the forward recovery undoes the completed
+    steps of ``a.b`` and runs them again (while ``fin``, after ``a``, which needs ``a.b``,
+    already runs): undos of completed steps in a run that completes, and effects made
+    twice."""
+    spec = sqlite_spec(tmp_path)
+    crash_run(spec, "dotted2", "d-2", {"n": 1}, FAIL="do:y@:a.y#1", HANG="do:fin")
+    (record,) = recover(spec, "dotted2")
+    assert record["status"] == "completed"
+    do, undo = effects()
+    assert (undo["d-2:a.b.x"], undo["d-2:a.b.y"]) == (0, 0)  # completed, never undone
+    assert (do["d-2:a.b.x"], do["d-2:a.b.y"]) == (1, 1)  # completed before the crash
