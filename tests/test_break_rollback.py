@@ -30,6 +30,21 @@ def ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     return path
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def spec(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The JSON a process opens the test's journal with (`tests.break_child`)."""
+    if request.param == "sqlite":
+        yield sqlite_spec(tmp_path)
+        return
+    from .test_journal import PostgresBackend, postgres_dsn
+
+    pg = PostgresBackend(postgres_dsn())
+    try:
+        yield pg.spec()
+    finally:
+        pg.drop()
+
+
 def sqlite_spec(tmp_path: Path, serializer: str | None = None) -> str:
     spec: dict[str, Any] = {"kind": "sqlite", "path": str(tmp_path / "runs.db")}
     if serializer:
@@ -143,14 +158,13 @@ def keys() -> set[str]:
 
 # --------------------------------------------------------------------------- findings
 def test_a_step_named_after_a_composite_is_not_voided_by_the_composites_rollback(
-    tmp_path: Path,
+    spec: str,
 ) -> None:
     """Step ``a.b`` (with an undo) completes; then composite ``a`` runs its child, which
     fails once and rolls back (mark ``"\x1fa."``), and runs again, completing ``a``; the
     process dies in ``fin``. The mark of the child ``a.`` also covers the key ``a.b``,
     a step of the root run (names may hold dots), older than the mark: the recovery takes
     its completion for void and runs ``a.b`` again (its effect made twice)."""
-    spec = sqlite_spec(tmp_path)
     crash_run(spec, "dotted", "d-1", {"n": 1}, FAIL="do:y#1", HANG="do:fin")
     do, _ = effects()
     assert do["d-1:a.b"] == 1
@@ -162,7 +176,7 @@ def test_a_step_named_after_a_composite_is_not_voided_by_the_composites_rollback
 
 
 def test_a_composite_named_after_another_composite_is_not_rolled_back_by_its_rollback(
-    tmp_path: Path,
+    spec: str,
 ) -> None:
     """Composite ``a.b`` completes (its child's steps ``a.b.x``, ``a.b.y``, with undos);
     then composite ``a`` runs its child, which fails once, rolls back (mark
@@ -171,7 +185,6 @@ def test_a_composite_named_after_another_composite_is_not_rolled_back_by_its_rol
     steps of ``a.b`` and runs them again (while ``fin``, after ``a``, which needs ``a.b``,
     already runs): undos of completed steps in a run that completes, and effects made
     twice."""
-    spec = sqlite_spec(tmp_path)
     crash_run(spec, "dotted2", "d-2", {"n": 1}, FAIL="do:y@:a.y#1", HANG="do:fin")
     (record,) = recover(spec, "dotted2")
     assert record["status"] == "completed"
