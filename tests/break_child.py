@@ -56,6 +56,8 @@ def _matches(rules: str, what: str, name: str, key: str) -> bool:
 
 
 async def touch(what: str, name: str, key: str) -> None:
+    if _matches(os.environ.get("BREAK_SLOW", ""), what, name, key):
+        await asyncio.sleep(60)  # cancelled meanwhile, as a rule
     if _matches(os.environ.get("BREAK_HANG", ""), what, name, key):
         _write(f"hang {what}:{name} {key}")
         await asyncio.Event().wait()
@@ -206,9 +208,24 @@ async def gen(n: int, ctx: rp.Context) -> Any:
 act(gen_parent, "fin", after=("gen",))
 
 
+# ---------------------------------------------------------------- a child cancelled
+# ``boom`` fails once ``sub.x`` is done, while ``sub.y`` is slow (BREAK_SLOW): with no
+# grace the child is cancelled, and rolls back.
+cancelling: rp.Reactor[Any] = rp.Reactor("cancelling", inputs=["n"])
+cancelling.compose("sub", dot_child, args={"start": rp.Input("n")})
+
+
+@cancelling.step
+async def boom(n: int, ctx: rp.Context) -> str:
+    while not any(line.startswith("do x") for line in ledger_lines()):
+        await asyncio.sleep(0.01)
+    await touch("do", "boom", ctx.idempotency_key)
+    return ctx.idempotency_key
+
+
 REACTORS: dict[str, rp.Reactor[Any]] = {
     r.name: r
-    for r in (dotted, dotted2, siblings, mapped, deep, deep_r, halting, gen_parent)
+    for r in (dotted, dotted2, siblings, mapped, deep, deep_r, halting, gen_parent, cancelling)
 }
 
 
@@ -231,12 +248,16 @@ async def _main(argv: list[str]) -> None:
         if command == "run":
             name, run_id, inputs = args
             try:
-                await REACTORS[name].run(json.loads(inputs), journal=journal, run_id=run_id)
+                grace = float(os.environ.get("BREAK_GRACE", "5"))
+                await REACTORS[name].run(
+                    json.loads(inputs), journal=journal, run_id=run_id, grace=grace
+                )
             except (rp.RunFailed, rp.Halted) as exc:
                 print(json.dumps({"ended": type(exc).__name__}), flush=True)
         else:
             name, undo = args
-            records = await REACTORS[name].recover(journal, undo=undo == "undo")
+            grace = float(os.environ.get("BREAK_GRACE", "5"))
+            records = await REACTORS[name].recover(journal, undo=undo == "undo", grace=grace)
             print(json.dumps([_record(r) for r in records]), flush=True)
 
 

@@ -191,3 +191,17 @@ def test_a_composite_named_after_another_composite_is_not_rolled_back_by_its_rol
     do, undo = effects()
     assert (undo["d-2:a.b.x"], undo["d-2:a.b.y"]) == (0, 0)  # completed, never undone
     assert (do["d-2:a.b.x"], do["d-2:a.b.y"]) == (1, 1)  # completed before the crash
+
+
+def test_a_child_whose_rollback_undo_failed_is_not_run_again_over_it(spec: str) -> None:
+    """In ``deep_r``, composite ``in`` (retried once) runs ``i1`` then ``i2``; ``i2`` fails
+    once, and the rollback's undo of ``i1`` fails once (raises). The composite retries
+    its child all the same: ``i1`` runs again, its new entry replacing the one whose undo
+    failed (the mark voided it; nothing keeps it now). The process dies in ``fin``, and
+    ``recover(undo=True)`` undoes ``i1`` once: of its two completions, one is never
+    undone, and the run ends ``undone`` with no word of it."""
+    crash_run(spec, "deep_r", "u-1", {"n": 1}, FAIL="do:i2#1,undo:i1#1", HANG="do:fin")
+    (record,) = recover(spec, "deep_r", undo=True)
+    do, undo = effects()
+    assert do["u-1:mid.in.i1"] == 2  # the retry ran it again over the effect left behind
+    assert record["status"] != "undone" or undo["u-1:mid.in.i1"] >= do["u-1:mid.in.i1"]
