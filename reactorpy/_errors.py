@@ -263,34 +263,58 @@ class RunFailed(ReactorError, ExceptionGroup):
     Attributes:
         reactor: the reactor's name.
         abandoned: steps in threads or processes that could not be stopped.
+        undo_failed: steps whose undo failed (their effects may be left): a composite
+            step whose child run failed so is never retried (`left_effects`).
     """
 
     reactor: str
     abandoned: list[str]
+    undo_failed: list[str]
 
     def __new__(cls, message: str, exceptions: Sequence[Exception], **kwargs: Any) -> RunFailed:
         self = super().__new__(cls, message, exceptions)
         self.reactor = kwargs.get("reactor", "")
         self.abandoned = list(kwargs.get("abandoned", ()))
+        self.undo_failed = list(kwargs.get("undo_failed", ()))
         return self
 
     def __init__(self, message: str, exceptions: Sequence[Exception], **kwargs: Any) -> None:
         super().__init__(message, exceptions)
 
     def derive(self, excs: Sequence[Exception]) -> RunFailed:  # type: ignore[override]
-        return RunFailed(self.message, excs, reactor=self.reactor, abandoned=self.abandoned)
+        return RunFailed(
+            self.message,
+            excs,
+            reactor=self.reactor,
+            abandoned=self.abandoned,
+            undo_failed=self.undo_failed,
+        )
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (
             _rebuild_run_failed,
-            (self.message, list(self.exceptions), self.reactor, self.abandoned),
+            (self.message, list(self.exceptions), self.reactor, self.abandoned, self.undo_failed),
         )
 
 
 def _rebuild_run_failed(
-    message: str, excs: list[Exception], reactor: str, abandoned: list[str]
+    message: str,
+    excs: list[Exception],
+    reactor: str,
+    abandoned: list[str],
+    undo_failed: list[str] = [],  # noqa: B006 - read, never changed
 ) -> RunFailed:
-    return RunFailed(message, excs, reactor=reactor, abandoned=abandoned)
+    return RunFailed(message, excs, reactor=reactor, abandoned=abandoned, undo_failed=undo_failed)
+
+
+def left_effects(error: BaseException) -> bool:
+    """Whether `error` is (or holds, at any depth) a `RunFailed` of a run whose undo
+    failed: what it did may be left, and running it again would do it over what is left."""
+    if isinstance(error, RunFailed) and error.undo_failed:
+        return True
+    if isinstance(error, BaseExceptionGroup):
+        return any(left_effects(e) for e in error.exceptions)
+    return False
 
 
 class Halted(ReactorError):

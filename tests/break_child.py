@@ -9,7 +9,8 @@ did nothing. ``BREAK_HANG`` / ``BREAK_FAIL`` are comma-separated rules
 ``what:name[@substring][#n]``: ``what`` is ``do`` or ``undo``, the rule matches when the
 step (or undo) is ``name`` and its key contains ``substring``; ``#n``: only the n-th
 matching call in this process (a hang writes ``hang ...`` then waits forever; a fail
-raises RuntimeError). SPEC is JSON: ``{"kind": "sqlite", "path": ..., "serializer":
+raises RuntimeError); ``BREAK_HANG_AFTER`` hangs once the call did its work. SPEC is
+JSON: ``{"kind": "sqlite", "path": ..., "serializer":
 "json"?}`` or postgres (``dsn``, ``schema``).
 """
 
@@ -64,6 +65,9 @@ async def touch(what: str, name: str, key: str) -> None:
     if _matches(os.environ.get("BREAK_FAIL", ""), what, name, key):
         raise RuntimeError(f"{what} {name} failed ({key})")
     _write(f"{what} {name} {key}")
+    if _matches(os.environ.get("BREAK_HANG_AFTER", ""), what, name, key):
+        _write(f"hang after {what}:{name} {key}")  # (done: killed before it is recorded)
+        await asyncio.Event().wait()
 
 
 def effects() -> tuple[Counter[str], Counter[str]]:
@@ -217,7 +221,7 @@ cancelling.compose("sub", dot_child, args={"start": rp.Input("n")})
 
 @cancelling.step
 async def boom(n: int, ctx: rp.Context) -> str:
-    while not any(line.startswith("do x") for line in ledger_lines()):
+    while not any(line.startswith("do x") for line in ledger_lines()):  # noqa: ASYNC110
         await asyncio.sleep(0.01)
     await touch("do", "boom", ctx.idempotency_key)
     return ctx.idempotency_key

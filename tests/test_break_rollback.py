@@ -4,6 +4,7 @@ where a step or undo hangs; recoveries run in processes of their own too (some k
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -16,7 +17,9 @@ from typing import Any
 
 import pytest
 
-from .break_child import effects, ledger_lines
+import reactorpy as rp
+
+from .break_child import REACTORS, _seen, effects, ledger_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     path = tmp_path / "ledger.txt"
     monkeypatch.setenv("BREAK_LEDGER", str(path))
-    for name in ("BREAK_HANG", "BREAK_FAIL", "BREAK_HALT"):
+    for name in ("BREAK_HANG", "BREAK_HANG_AFTER", "BREAK_FAIL", "BREAK_HALT"):
         monkeypatch.delenv(name, raising=False)
     return path
 
@@ -149,59 +152,116 @@ def stray_undos() -> list[str]:
                 out.append(parts[2])
             state[parts[2]] = False
     return out
+    return out
 
 
 def keys() -> set[str]:
     return {line.split()[2] for line in ledger_lines() if line.split()[0] in ("do", "undo")}
 
 
-
 # --------------------------------------------------------------------------- findings
-def test_a_step_named_after_a_composite_is_not_voided_by_the_composites_rollback(
-    spec: str,
+@pytest.mark.parametrize("reactor", ["dotted", "dotted2"])
+def test_a_step_named_after_a_composite_and_a_dot_is_refused(reactor: str) -> None:
+    """Step ``a.b`` (or composite ``a.b``) beside composite ``a``: the rollback mark of
+    ``a``'s child (``"\\x1fa."``) would void ``a.b``'s entries, and a forward recovery
+    would run it again (found by crashing both, on SQLite and PostgreSQL): `plan()`
+    refuses the pair before anything runs."""
+    with pytest.raises(rp.DefinitionError, match=r"step 'a\.b' is named after step 'a'"):
+        REACTORS[reactor].plan()
+
+
+def test_a_child_whose_rollback_undo_failed_is_not_run_again_over_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Step ``a.b`` (with an undo) completes; then composite ``a`` runs its child, which
-    fails once and rolls back (mark ``"\x1fa."``), and runs again, completing ``a``; the
-    process dies in ``fin``. The mark of the child ``a.`` also covers the key ``a.b``,
-    a step of the root run (names may hold dots), older than the mark: the recovery takes
-    its completion for void and runs ``a.b`` again (its effect made twice)."""
-    crash_run(spec, "dotted", "d-1", {"n": 1}, FAIL="do:y#1", HANG="do:fin")
-    do, _ = effects()
-    assert do["d-1:a.b"] == 1
-    (record,) = recover(spec, "dotted")
-    assert record["status"] == "completed"
+    """In ``deep_r``, composite ``in`` (retried once) runs ``i1`` then ``i2``; ``i2`` fails
+    once, and the rollback's undo of ``i1`` fails once. Retried, the child would run
+    ``i1`` again over the effect its failed undo left (after a crash, `recover(undo=True)`
+    then undid one of the two, and the run ended ``undone`` with no word of it): neither
+    ``in`` nor ``mid`` is retried, the run fails and undoes the rest, and its error holds
+    the undo's, the effect left once."""
+    monkeypatch.setenv("BREAK_FAIL", "do:i2#1,undo:i1#1")
+    _seen.clear()
+
+    async def go() -> tuple[rp.RunFailed, rp.RunRecord]:
+        async with rp.SQLiteJournal(tmp_path / "runs.db") as journal:
+            with pytest.raises(rp.RunFailed) as failed:
+                await REACTORS["deep_r"].run({"n": 1}, journal=journal, run_id="u-1")
+            return failed.value, await journal.get("u-1")
+
+    error, record = asyncio.run(go())
     do, undo = effects()
-    assert (do["d-1:a.b"], undo["d-1:a.b"]) == (1, 0)  # completed before the crash: not again
+    assert (do["u-1:mid.in.i1"], undo["u-1:mid.in.i1"]) == (1, 0)  # left once, not again
+    assert (do["u-1:mid.m1"], undo["u-1:mid.m1"]) == (1, 1)
+    assert (do["u-1:d0"], undo["u-1:d0"]) == (1, 1)
+    assert record.status == "failed"
+    assert "undo i1 failed" in repr(error)
     assert doubles() == []
 
 
-def test_a_composite_named_after_another_composite_is_not_rolled_back_by_its_rollback(
-    spec: str,
-) -> None:
-    """Composite ``a.b`` completes (its child's steps ``a.b.x``, ``a.b.y``, with undos);
-    then composite ``a`` runs its child, which fails once, rolls back (mark
-    ``"\\x1fa."``) and runs again, completing ``a``; the process dies in ``fin``. The mark
-    of ``a.`` voids the entries of ``a.b`` too: the forward recovery undoes the completed
-    steps of ``a.b`` and runs them again (while ``fin``, after ``a``, which needs ``a.b``,
-    already runs): undos of completed steps in a run that completes, and effects made
-    twice."""
-    crash_run(spec, "dotted2", "d-2", {"n": 1}, FAIL="do:y@:a.y#1", HANG="do:fin")
-    (record,) = recover(spec, "dotted2")
+# --------------------------------------------------------------------------- what holds
+def consistent(record: dict[str, Any]) -> None:
+    """No effect made twice, no undo of an absent one but the undo the kill cut short
+    after it did its work (undo runs at least once: it runs again), and the run's end
+    says what is left: completed, every effect there; failed or undone, none of an
+    undoable step's."""
+    cut = {line.split()[-1] for line in ledger_lines() if line.startswith("hang after undo")}
+    assert doubles() == []
+    assert set(stray_undos()) <= cut
+    left = {key for key in keys() if present(key)}
+    if record["status"] == "completed":
+        assert left == keys()
+    else:
+        assert {k for k in left if not k.endswith(".check")} == set()
+
+
+@pytest.mark.parametrize("undo", [False, True])
+def test_a_map_element_killed_in_its_rollback_is_recovered(spec: str, undo: bool) -> None:
+    """Element ``[2]`` of a map fails once in ``check``; the process dies once its
+    rollback undid ``take``, before that is recorded. Forward, the map runs again and
+    completes (``take`` of ``[2]`` again: its completion was voided); undoing, nothing is
+    left."""
+    crash_run(
+        spec,
+        "mapped",
+        "m-1",
+        {"items": [1, 2, 3, 4]},
+        FAIL="do:check@[2]#1",
+        HANG_AFTER="undo:take@[2]",
+    )
+    (record,) = recover(spec, "mapped", undo=undo)
+    assert record["status"] == ("undone" if undo else "completed")
+    consistent(record)
+
+
+@pytest.mark.parametrize("undo", [False, True])
+def test_three_deep_killed_in_the_innermost_rollback_is_recovered(spec: str, undo: bool) -> None:
+    """``deep`` (retried at the top) runs ``top``, ``mid``, ``in``; ``i2`` fails once and
+    the process dies once the innermost child undid ``i1``, before that is recorded
+    (every level rolls back)."""
+    crash_run(spec, "deep", "d-1", {"n": 1}, FAIL="do:i2#1", HANG_AFTER="undo:i1#1")
+    (record,) = recover(spec, "deep", undo=undo)
+    assert record["status"] == ("undone" if undo else "completed")
+    consistent(record)
+
+
+def test_a_recovery_killed_while_it_finishes_a_rollback_is_recovered_again(spec: str) -> None:
+    """The process dies as ``in``'s child undoes ``i1``; the recovery that finishes the
+    undo dies in it too; a second recovery finishes the run (``i1`` undone at least once
+    more, never done twice over its effect)."""
+    crash_run(spec, "deep_r", "r-1", {"n": 1}, FAIL="do:i2#1", HANG="undo:i1#1")
+    crash_recovery(spec, "deep_r", False, HANG="undo:i1#1")
+    (record,) = recover(spec, "deep_r")
+    assert record["status"] == "completed"
+    consistent(record)
+
+
+def test_a_rollback_leaves_a_sibling_composite_alone(spec: str) -> None:
+    """``sub2`` completes, then ``sub`` fails once and the process dies in its rollback
+    (``x`` undone, not yet recorded): the mark of ``sub.`` voids nothing of ``sub2.``
+    (it does not run again), and ``sub.x`` runs again."""
+    crash_run(spec, "siblings", "s-1", {"n": 1}, FAIL="do:y@:sub.y#1", HANG_AFTER="undo:x@:sub.x")
+    (record,) = recover(spec, "siblings")
     assert record["status"] == "completed"
     do, undo = effects()
-    assert (undo["d-2:a.b.x"], undo["d-2:a.b.y"]) == (0, 0)  # completed, never undone
-    assert (do["d-2:a.b.x"], do["d-2:a.b.y"]) == (1, 1)  # completed before the crash
-
-
-def test_a_child_whose_rollback_undo_failed_is_not_run_again_over_it(spec: str) -> None:
-    """In ``deep_r``, composite ``in`` (retried once) runs ``i1`` then ``i2``; ``i2`` fails
-    once, and the rollback's undo of ``i1`` fails once (raises). The composite retries
-    its child all the same: ``i1`` runs again, its new entry replacing the one whose undo
-    failed (the mark voided it; nothing keeps it now). The process dies in ``fin``, and
-    ``recover(undo=True)`` undoes ``i1`` once: of its two completions, one is never
-    undone, and the run ends ``undone`` with no word of it."""
-    crash_run(spec, "deep_r", "u-1", {"n": 1}, FAIL="do:i2#1,undo:i1#1", HANG="do:fin")
-    (record,) = recover(spec, "deep_r", undo=True)
-    do, undo = effects()
-    assert do["u-1:mid.in.i1"] == 2  # the retry ran it again over the effect left behind
-    assert record["status"] != "undone" or undo["u-1:mid.in.i1"] >= do["u-1:mid.in.i1"]
+    assert (do["s-1:sub2.x"], do["s-1:sub2.y"], undo["s-1:sub2.x"]) == (1, 1, 0)
+    consistent(record)

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from .._arguments import Context, dig
-from .._errors import _UNSET, Halt, Retry, annotate
+from .._errors import _UNSET, Halt, Retry, annotate, left_effects
 from .._events import make_event
 from .._offload import OffloadError, submit
 from .._step import Continue, NewSteps, Skip
@@ -198,7 +198,9 @@ async def attempts(
                 await reported_halt(halt, _event(run, "step_halt", i, attempt, value=halt.reason))
                 raise halt  # noqa: B904 - the halt itself, not a new error
             retry = _as_retry(exc)
-            retryable = retry is not None or _matches(exc, step.retry_on)
+            # (never a child run whose undo failed: it would run again over what it left)
+            left = step.composite and left_effects(exc)
+            retryable = (retry is not None or _matches(exc, step.retry_on)) and not left
             if retryable and attempt - first <= step.retries:
                 delay = _delay(step, attempt - first, retry, exc)
                 await _event(run, "step_retry", i, attempt, value=delay, error=exc)
@@ -211,7 +213,7 @@ async def attempts(
                     arguments = run.named_args(i, attempt)
                 out = await _compensate(run, i, attempt, error, arguments)
                 if isinstance(out, Retry):
-                    if attempt - first <= step.retries:
+                    if attempt - first <= step.retries and not left:
                         delay = _delay(step, attempt - first, out, error)
                         await _event(run, "compensate_retry", i, attempt, value=delay, error=out)
                         await _pause(run, delay)

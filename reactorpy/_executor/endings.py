@@ -403,7 +403,13 @@ def run_failed(run: Run, undo_errors: list[BaseException]) -> RunFailed:
     message = f"reactor {run.plan.reactor!r} failed in step(s) {steps}"
     if undo_errors:
         message += f"; {len(undo_errors)} undo(s) failed too"
-    group = RunFailed(message, excs, reactor=run.plan.reactor, abandoned=st.abandoned)
+    group = RunFailed(
+        message,
+        excs,
+        reactor=run.plan.reactor,
+        abandoned=st.abandoned,
+        undo_failed=list(dict.fromkeys(run.undoer.failed)),
+    )
     if st.abandoned:
         annotate(
             group,

@@ -141,7 +141,14 @@ async def undo_records(run: Run, records: list[UndoRecord]) -> list[BaseExceptio
         steps = ", ".join(dict.fromkeys(run.undoer.failed))
         excs = [e if isinstance(e, Exception) else RuntimeError(repr(e)) for e in errors]
         message = f"undoing reactor {run.plan.reactor!r} failed in step(s) {steps}"
-        failed = [RunFailed(message, excs, reactor=run.plan.reactor)]
+        failed = [
+            RunFailed(
+                message,
+                excs,
+                reactor=run.plan.reactor,
+                undo_failed=list(dict.fromkeys(run.undoer.failed)),
+            )
+        ]
     if run.mw is not None:
         if failed:
             await run.mw.call("on_run_error", info, failed[0])
