@@ -18,6 +18,7 @@ import pytest
 
 import reactorpy as rp
 
+from . import durable_child
 from .durable_child import ledger_lines, order, outer, payment
 from .test_journal import ROOT, Backend, Opener, backend, open_journal
 
@@ -30,6 +31,8 @@ def ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("REACTORPY_TEST_LEDGER", str(path))
     monkeypatch.delenv("REACTORPY_TEST_HANG", raising=False)
     monkeypatch.delenv("REACTORPY_TEST_FAIL", raising=False)
+    monkeypatch.delenv("REACTORPY_TEST_FAIL_ONCE", raising=False)
+    durable_child._failed_once.clear()  # (a step failing once fails once per test)
     return path
 
 
