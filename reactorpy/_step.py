@@ -433,13 +433,13 @@ def step(fn: Any = None, /, **options: Any) -> Any:
 # weakly: it holds the function, which must not live on here (a closure made per request).
 _made: weakref.WeakKeyDictionary[Any, tuple[tuple[Any, ...], Any]] = weakref.WeakKeyDictionary()
 _RENAMING = frozenset(("name", "args"))
-_NAMES = ("__qualname__", "__name__")  # (in this order: `_identified` counts them)
+_NAMES = ("__qualname__", "__name__")  # (a step's own name stands in for those missing)
 
 
 def make_step(fn: Any, options: Mapping[str, Any]) -> Any:
     """``Step(fn, **options)``; for a plain function made a step before, given at most a
     name and args, unchanged since (signature, code, names, docstring), a copy of that
-    step with callbacks of its own (`Step._renamed`, `test_step.py`): a fifth of the cost."""
+    step with callbacks of its own (`Step._renamed`, `test_step.py`): half the cost."""
     name = options.get("name", fn.__name__ if type(fn) is types.FunctionType else None)
     if type(fn) is not types.FunctionType or not name or not options.keys() <= _RENAMING:
         return Step(fn, **options)  # (a function named "" is refused there)
