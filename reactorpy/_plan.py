@@ -188,8 +188,9 @@ def compile_plan(
     returns: str | None,
 ) -> Plan:
     """Validate and compile. Raises `DefinitionError` subclasses for what is wrong: in
-    definition order, what wiring finds (`_wiring.wire_steps`); then an unknown ``returns``;
-    a cycle; and the first wiring in plan order whose annotations cannot meet."""
+    definition order, what wiring finds (`_wiring.wire_steps`); then a step named after
+    another and a dot; an unknown ``returns``; a cycle; and the first wiring in plan order
+    whose annotations cannot meet."""
     wired = wire_steps(inputs, steps)
     _check_child_names(reactor, steps, wired.position)
     if returns is not None and returns not in inputs and returns not in wired.position:
