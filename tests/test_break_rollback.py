@@ -7,10 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ import pytest
 import reactorpy as rp
 
 from .break_child import REACTORS, _seen, effects, ledger_lines
+from .killing import kill_when
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,19 +76,7 @@ def killed_at_hang(spec: str, args: list[str], **env: str) -> None:
     """Run the child; SIGKILL it once it hangs (it must get there)."""
     before = _hangs()
     child = _process(spec, args, env)
-    try:
-        for _ in range(6000):
-            if _hangs() > before:
-                break
-            if child.poll() is not None:
-                raise AssertionError(f"the child ended first: {child.communicate()}")
-            time.sleep(0.01)
-        else:
-            raise AssertionError("the child never hung")
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.communicate()
-    assert child.returncode == -signal.SIGKILL
+    kill_when(child, lambda: _hangs() > before)
 
 
 def crash_run(spec: str, reactor: str, run_id: str, inputs: Any, **env: str) -> None:

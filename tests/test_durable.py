@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -20,6 +19,7 @@ import reactorpy as rp
 
 from . import durable_child
 from .durable_child import ledger_lines, order, outer, payment
+from .killing import kill_when
 from .test_journal import ROOT, Backend, Opener, backend, open_journal
 
 __all__ = ["backend", "open_journal"]  # the fixtures, shared with test_journal
@@ -287,19 +287,7 @@ def crash(backend: Backend, reactor: str, run_id: str, **env: str) -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
-    try:
-        for _ in range(6000):  # at most a minute: a child that never gets there fails
-            if any(line.startswith("hang") for line in ledger_lines()):
-                break
-            if child.poll() is not None:
-                raise AssertionError(f"the child ended first: {child.communicate()}")
-            subprocess.run(["sleep", "0.01"], check=True)
-        else:
-            raise AssertionError("the child never reached the step to crash in")
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.communicate()
-    assert child.returncode == -signal.SIGKILL
+    kill_when(child, lambda: any(line.startswith("hang") for line in ledger_lines()))
 
 
 def test_a_crashed_run_is_recovered_forward(backend: Backend) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ import pytest
 
 import reactorpy as rp
 
+from .killing import kill_when
 from .review_child import rolled
 from .test_journal import ROOT
 
@@ -52,19 +52,7 @@ def crash(db: Path, ledger: Path, reactor: str, run_id: str, **env: str) -> None
         stderr=subprocess.PIPE,
         text=True,
     )
-    try:
-        for _ in range(6000):
-            if any(line.startswith("hang") for line in lines(ledger)):
-                break
-            if child.poll() is not None:
-                raise AssertionError(f"the child ended first: {child.communicate()}")
-            subprocess.run(["sleep", "0.01"], check=True)
-        else:
-            raise AssertionError("the child never reached the call to crash in")
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.communicate()
-    assert child.returncode == -signal.SIGKILL
+    kill_when(child, lambda: any(line.startswith("hang") for line in lines(ledger)))
 
 
 class FailsToStart:
