@@ -192,7 +192,7 @@ def compile_plan(
     another and a dot; an unknown ``returns``; a cycle; and the first wiring in plan order
     whose annotations cannot meet."""
     wired = wire_steps(inputs, steps)
-    _check_child_names(reactor, steps, wired.position)
+    _check_child_names(reactor, wired.position)
     if returns is not None and returns not in inputs and returns not in wired.position:
         raise UnknownReferenceError(
             "returns", returns, [*inputs, *(s.name for s in steps)], what="step or input"
@@ -261,9 +261,7 @@ def compile_plan(
     )
 
 
-def _check_child_names(
-    reactor: str, steps: Sequence[Step[..., Any]], position: dict[str, int]
-) -> None:
+def _check_child_names(reactor: str, position: dict[str, int]) -> None:
     """No step is named after another step of the reactor and a dot (``sub.x`` beside
     ``sub``): the steps of a step's child runs (a composed reactor, map elements, new
     steps) are named so, in events and in the journal, which would take one for the other.
@@ -271,13 +269,13 @@ def _check_child_names(
     Raises:
         DefinitionError: naming both steps.
     """
-    for step in steps:
-        head = step.name
+    for name in [n for n in position if "." in n]:
+        head = name
         while (dot := head.rfind(".")) > 0:
             head = head[:dot]
             if head in position:
                 raise DefinitionError(
-                    f"Reactor {reactor!r}: step {step.name!r} is named after step {head!r} "
+                    f"Reactor {reactor!r}: step {name!r} is named after step {head!r} "
                     f"and a dot, as the steps of {head!r}'s child runs are (a composed "
                     "reactor's, map elements', new steps'); rename one of them."
                 )

@@ -327,7 +327,8 @@ class Step(Generic[P, R]):
         constructor checked of this step (its function and signature, its options): the
         copy that ``reactor.add(step, name=..., args=...)`` and `evolve` make, for a tenth
         of the constructor's cost. `test_step.py` compares the two."""
-        check_name(name)
+        if not (type(name) is str and name and name.isprintable()):
+            check_name(name)  # (raises)
         new: Step[..., Any] = object.__new__(Step)
         new.fn = self.fn
         new.name = name
