@@ -310,19 +310,65 @@ def _check_reactor(reactor: Any, record: RunRecord) -> None:
 
 def _check_versions(reactor: Any, plan: Plan, ser: Serializer, stored: StoredRun) -> None:
     """A run is continued when the steps it completed still exist with the same wiring
-    (code inside step bodies may change); otherwise `ResumeError` names them."""
-    if stored.record.fingerprint == plan.fingerprint:
+    (code inside step bodies may change), and so do the reactors composed in steps it
+    completed steps in; otherwise `ResumeError` names them."""
+    then: dict[str, Any] = ser.loads(stored.structure) if stored.structure else {}
+    composed_then = then.pop(COMPOSED, None)  # (None: recorded before they were kept)
+    composed = _composed(plan) if composed_then is not None else None
+    if stored.record.fingerprint == plan.fingerprint and composed_then == composed:
         return
-    then: dict[str, list[str]] = ser.loads(stored.structure) if stored.structure else {}
     completed = {e.key for e in stored.entries if e.key in then}
     changed = sorted(
         k for k in completed if k not in plan.structure or list(plan.structure[k]) != list(then[k])
     )
+    inside = sorted(  # composites whose reactors changed, with steps completed in them
+        name
+        for name, children in (composed_then or {}).items()
+        if children != (composed or {}).get(name)
+        and any(e.key.startswith(f"{name}.") for e in stored.entries)
+    )
+    why = []
     if changed:
+        why.append(f"the steps it completed were removed or rewired since: {_names(changed)}")
+    if inside:
+        why.append(f"the reactors composed in {_names(inside)} changed since it ran them")
+    if why:
         raise ResumeError(
-            f"Run {stored.record.run_id!r} of {reactor.name!r} cannot be continued: the steps "
-            f"it completed were removed or rewired since: {', '.join(map(repr, changed))}."
+            f"Run {stored.record.run_id!r} of {reactor.name!r} cannot be continued: "
+            f"{'; '.join(why)}."
         )
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(map(repr, names))
+
+
+# The entry of a run's recorded structure that holds the fingerprints of the reactors its
+# composite steps run (no step is named so: names are printable).
+COMPOSED = "\x1fcomposed"
+
+
+def _composed(plan: Plan, seen: frozenset[int] = frozenset()) -> dict[str, Any]:
+    """The fingerprints of the reactors `plan`'s composite steps run, by step and child key,
+    nested: ``{step: {key: [fingerprint, {...}]}}`` (a reactor inside itself: its name)."""
+    out: dict[str, Any] = {}
+    for name, step in zip(plan.order, plan.steps, strict=True):
+        children = getattr(step, "children", None)
+        if not children:
+            continue
+        kept: dict[str, Any] = {}
+        for key, child in children.items():
+            if id(child) in seen:
+                kept[str(key)] = [child.name, {}]
+                continue
+            try:
+                inner = child.plan()
+            except Exception as exc:  # (the run fails there, as it would)
+                kept[str(key)] = [f"cannot plan: {exc}", {}]
+                continue
+            kept[str(key)] = [inner.fingerprint, _composed(inner, seen | {id(child)})]
+        out[name] = kept
+    return out
 
 
 def _check_readable(reactor: Any, ser: Serializer, stored: StoredRun) -> None:
@@ -357,16 +403,29 @@ def _dumped_inputs(ser: Serializer, inputs: dict[str, Any], reactor: str) -> byt
 
 
 def _dumped_structure(plan: Plan, ser: Serializer) -> bytes:
-    """The plan's wiring as the journal keeps it with each run (`_check_versions` reads it
-    back), serialized once per plan and serializer: it costs about 0.5 µs per step."""
-    key = ("journal structure", ser)
+    """The plan's wiring, and the fingerprints of the reactors its composite steps run, as
+    the journal keeps them with each run (`_check_versions` reads them back); serialized
+    once per plan, serializer and composed reactors' fingerprints (the plan alone costs
+    about 0.5 µs per step)."""
+    has = plan.modes.get("journal: composites")
+    if has is None:
+        has = plan.modes["journal: composites"] = any(s.composite for s in plan.steps)
+    composed = _composed(plan) if has else {}
+    key = ("journal structure", ser, repr(composed) if composed else "")
     try:
         found: bytes | None = plan.modes.get(key)
     except TypeError:  # a serializer that cannot be a key: not cached
-        return ser.dumps({k: list(v) for k, v in plan.structure.items()})
+        return _structure_bytes(plan, ser, composed)
     if found is None:
-        found = plan.modes[key] = ser.dumps({k: list(v) for k, v in plan.structure.items()})
+        found = plan.modes[key] = _structure_bytes(plan, ser, composed)
     return found
+
+
+def _structure_bytes(plan: Plan, ser: Serializer, composed: dict[str, Any]) -> bytes:
+    structure: dict[str, Any] = {k: list(v) for k, v in plan.structure.items()}
+    if composed:
+        structure[COMPOSED] = composed
+    return ser.dumps(structure)
 
 
 def _serializable(ser: Serializer, value: Any) -> bool:

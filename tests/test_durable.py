@@ -411,6 +411,67 @@ def test_a_rewired_reactor_is_not_recovered_and_says_which_steps(backend: Backen
     asyncio.run(recover())
 
 
+def _order_with_rewired_payment() -> rp.Reactor[str]:
+    """`order` as deployed later: its composed ``payment`` has ``charge`` rewired."""
+    pay: rp.Reactor[str] = rp.Reactor("payment", inputs=["amount"], returns="ship")
+
+    @pay.step
+    async def reserve(amount: int) -> str:
+        return f"hold-{amount}"
+
+    @pay.step
+    async def charge(reserve: str) -> str:  # rewired: amount is gone
+        return "charge-0"
+
+    @pay.step
+    async def ship(charge: str) -> str:
+        return f"{charge}-shipped"
+
+    later: rp.Reactor[str] = rp.Reactor("order", inputs=["amount"], returns="confirm")
+    later.compose("pay", pay, args={"amount": rp.Input("amount")})
+
+    @later.step
+    async def confirm(pay: str) -> str:
+        return f"confirmed {pay}"
+
+    return later
+
+
+def test_a_reactor_composed_in_a_step_is_compared_when_the_run_completed_steps_in_it(
+    backend: Backend,
+) -> None:
+    """The crash comes in ``pay.ship``, after ``pay.reserve`` and ``pay.charge``; the
+    reactor composed in ``pay`` is rewired since: the run is not continued (its restored
+    ``pay.charge`` would not be what the new ``charge`` makes), and the error names
+    ``pay``. Crashed before ``pay`` completed anything, the same change is fine."""
+    crash(backend, "order", "c-11", HANG="ship")
+    later = _order_with_rewired_payment()
+
+    async def recover() -> Any:
+        async with backend.open() as journal:
+            with pytest.raises(ExceptionGroup) as caught:
+                await later.recover(journal)
+            return caught.value.exceptions
+
+    (error,) = asyncio.run(recover())
+    assert isinstance(error, rp.ResumeError)
+    assert "the reactors composed in 'pay' changed since it ran them" in str(error)
+
+
+def test_a_reactor_composed_in_a_step_may_change_before_the_run_completes_steps_in_it(
+    backend: Backend,
+) -> None:
+    crash(backend, "order", "c-12", HANG="reserve")
+    later = _order_with_rewired_payment()
+
+    async def recover() -> list[rp.RunRecord]:
+        async with backend.open() as journal:
+            return await later.recover(journal)
+
+    (record,) = asyncio.run(recover())
+    assert (record.status, record.result) == ("completed", "confirmed charge-0-shipped")
+
+
 def test_running_again_a_run_that_crashed_while_undoing_finishes_it_and_raises(
     backend: Backend,
 ) -> None:
