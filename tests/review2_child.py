@@ -1,0 +1,116 @@
+"""Reactors for the second review's crash tests (tests/test_review2.py), and a process of
+their own to crash (``python -m tests.review2_child SPEC REACTOR RUN_ID``).
+
+Each call appends ``what name`` to the ledger file named by ``REACTORPY_TEST_LEDGER``.
+``REVIEW2_HANG=X``: call X appends ``hang X`` and waits forever (the test kills the
+process). ``REVIEW2_FAIL=X,Y``: calls X and Y raise (after appending their line).
+``REVIEW2_FAILSTART=1``: the run is given middleware whose on_run_start raises (a run
+continued so fails before any step starts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from typing import Any
+
+import reactorpy as rp
+
+from .journal_child import open_journal
+
+__all__ = ["FailsToStart", "chained", "solo", "write"]
+
+
+def write(line: str) -> None:
+    with open(os.environ["REACTORPY_TEST_LEDGER"], "a") as f:
+        f.write(line + "\n")
+
+
+async def touch(what: str, name: str) -> None:
+    write(f"{what} {name}")
+    if name in os.environ.get("REVIEW2_FAIL", "").split(","):
+        raise RuntimeError(f"{name} failed")
+    if os.environ.get("REVIEW2_HANG") == name:
+        write(f"hang {name}")
+        await asyncio.Event().wait()
+
+
+class FailsToStart:
+    """Middleware whose on_run_start raises for the root run."""
+
+    def on_run_start(self, run: rp.RunInfo) -> None:
+        if run.parent is None:
+            raise RuntimeError("on_run_start refused")
+
+
+# ``chained``: root step ``r1`` (undone by ``undr1``), then ``gate`` (no undo), then the
+# composite ``sub`` whose child completes ``a`` (from ``r1``'s result; undone by ``unda``),
+# then ``b``.
+inner: rp.Reactor[str] = rp.Reactor("inner2", inputs=["r1"], returns="b")
+
+
+@inner.step
+async def a(r1: str) -> str:
+    await touch("do", "a")
+    return f"{r1}+a"
+
+
+@a.undo
+async def unda(value: str) -> None:
+    await touch("undo", "unda")
+
+
+@inner.step
+async def b(a: str) -> str:
+    await touch("do", "b")
+    return f"{a}+b"
+
+
+chained: rp.Reactor[str] = rp.Reactor("chained", returns="sub")
+
+
+@chained.step
+async def r1() -> str:
+    await touch("do", "r1")
+    return "r1"
+
+
+@r1.undo
+async def undr1(value: str) -> None:
+    await touch("undo", "undr1")
+
+
+@chained.step
+async def gate(r1: str) -> str:
+    await touch("do", "gate")
+    return "gate"
+
+
+chained.compose("sub", inner, wait_for=["gate"])
+
+
+async def _main(spec: str, reactor: str, run_id: str) -> None:
+    target = {"chained": chained, "solo": solo}[reactor]
+    middleware: list[Any] = [FailsToStart()] if os.environ.get("REVIEW2_FAILSTART") else []
+    async with open_journal(json.loads(spec)) as journal:
+        await target.run({}, journal=journal, run_id=run_id, middleware=middleware)
+
+
+# ``solo``: like ``chained`` without an undoable root step: ``r1`` has no undo, so the root
+# run's own undo stack is empty when it fails before ``sub`` starts again.
+solo: rp.Reactor[str] = rp.Reactor("solo", returns="sub")
+
+
+async def plain_r1() -> str:
+    await touch("do", "r1")
+    return "r1"
+
+
+solo.add(rp.step(plain_r1, name="r1"))
+solo.compose("sub", inner)
+
+
+if __name__ == "__main__":
+    asyncio.run(_main(sys.argv[1], sys.argv[2], sys.argv[3]))

@@ -1,0 +1,191 @@
+"""Second review of 47f065b (durable.undo_left), 77a7c82 (RunFailed.undo_failed,
+left_effects), e342560 (composed fingerprints): crash trials with a real SIGKILL
+(``tests/review2_child.py``) on SQLite, and in-process runs."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import reactorpy as rp
+
+from .killing import kill_when
+from .review2_child import FailsToStart, chained, solo
+from .test_journal import ROOT
+
+
+@pytest.fixture
+def ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    path = tmp_path / "ledger.txt"
+    monkeypatch.setenv("REACTORPY_TEST_LEDGER", str(path))
+    for name in ("REVIEW2_HANG", "REVIEW2_FAIL", "REVIEW2_FAILSTART"):
+        monkeypatch.delenv(name, raising=False)
+    return path
+
+
+def lines(ledger: Path) -> list[str]:
+    return ledger.read_text().splitlines() if ledger.exists() else []
+
+
+def calls(ledger: Path, what: str, name: str) -> int:
+    return sum(1 for line in lines(ledger) if line.split() == [what, name])
+
+
+def crash(db: Path, ledger: Path, reactor: str, run_id: str, **env: str) -> None:
+    """Run `reactor` as `run_id` in a process of its own; SIGKILL it once the call named
+    by ``env["HANG"]`` has started (a second crash of the same ledger waits for a second
+    ``hang`` line)."""
+    hangs = sum(1 for line in lines(ledger) if line.startswith("hang"))
+    environ = {**os.environ, **{f"REVIEW2_{k}": v for k, v in env.items()}}
+    spec = f'{{"kind": "sqlite", "path": "{db}"}}'
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tests.review2_child", spec, reactor, run_id],
+        cwd=ROOT,
+        env=environ,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    kill_when(child, lambda: sum(1 for ln in lines(ledger) if ln.startswith("hang")) > hangs)
+
+
+def undos(ledger: Path) -> list[str]:
+    return [line.split()[1] for line in lines(ledger) if line.startswith("undo ")]
+
+
+# ------------------------------------------------------------ undo_left (47f065b)
+def test_undo_left_keeps_newest_first_across_the_stack_and_the_journal(
+    tmp_path: Path, ledger: Path
+) -> None:
+    """The crash comes in ``sub.b``: ``r1`` (seq 1), ``gate``, ``sub.a`` (made from
+    ``r1``'s result, newer) are completed. The continued run fails at once (on_run_start):
+    its undo stack holds ``r1``; ``undo_left`` then undoes ``sub.a``, which is newer
+    and built on ``r1``. Undo must go newest first across both: ``unda`` then ``undr1``.
+    It goes ``undr1`` then ``unda`` (run.py: the stack, then undo_left after it)."""
+    db = tmp_path / "runs.db"
+    crash(db, ledger, "chained", "c-1", HANG="b")
+    assert (calls(ledger, "do", "r1"), calls(ledger, "do", "a")) == (1, 1)
+
+    async def again() -> rp.StoredRun:
+        async with rp.SQLiteJournal(db) as journal:
+            with pytest.raises(rp.RunFailed):
+                await chained.run({}, journal=journal, run_id="c-1", middleware=[FailsToStart()])
+            return await journal.load("c-1")
+
+    stored = asyncio.run(again())
+    assert {"r1", "sub.a"} <= set(stored.undone)
+    assert undos(ledger) == ["unda", "undr1"]
+
+
+def test_undo_left_records_the_undo_request_before_it_undoes(tmp_path: Path, ledger: Path) -> None:
+    """``solo``: ``r1`` has no undo, so the continued run's undo stack is empty when it
+    fails at once (on_run_start); ``undo_requested`` returns at an empty ledger without
+    recording the undo request, and ``undo_left`` undoes ``sub.a`` all the same. A crash
+    in that undo (``unda`` ran, not yet marked) leaves a run the journal holds as running
+    forward: a recovery restores ``sub.a`` as completed and finishes the run, returning
+    a result whose ``a`` was undone (never a wrong value: it must finish the undo, or do
+    ``a`` again)."""
+    db = tmp_path / "runs.db"
+    crash(db, ledger, "solo", "s-1", HANG="b")
+    crash(db, ledger, "solo", "s-1", FAILSTART="1", HANG="unda")
+    assert (calls(ledger, "do", "a"), calls(ledger, "undo", "unda")) == (1, 1)
+
+    async def recover() -> rp.StoredRun:
+        async with rp.SQLiteJournal(db) as journal:
+            await solo.recover(journal)
+            return await journal.load("s-1")
+
+    stored = asyncio.run(recover())
+    made = calls(ledger, "do", "a") - calls(ledger, "undo", "unda")
+    # completed: a's effect must be there once; failed or undone: not at all.
+    assert (stored.record.status, made) in {("completed", 1), ("failed", 0), ("undone", 0)}
+
+
+def test_undo_left_does_not_undo_again_what_a_child_failed_to_undo(
+    tmp_path: Path, ledger: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The crash comes in ``gate``. Continued, ``sub`` runs: ``a`` completes, ``b``
+    fails, the child's rollback runs ``unda``, which fails (RunFailed.undo_failed names
+    ``sub.a``). The root fails; ``undo_left`` skips only the root undoer's own failures
+    (``run.undoer.failed``), not the child's, so it runs ``unda`` a second time on what
+    its first, failed, run left (the rule of 77a7c82: never again over a failed undo)."""
+    db = tmp_path / "runs.db"
+    crash(db, ledger, "chained", "c-2", HANG="gate")
+    monkeypatch.setenv("REVIEW2_FAIL", "b,unda")
+
+    async def again() -> rp.RunFailed:
+        async with rp.SQLiteJournal(db) as journal:
+            with pytest.raises(rp.RunFailed) as failed:
+                await chained.run({}, journal=journal, run_id="c-2")
+            return failed.value
+
+    asyncio.run(again())
+    assert calls(ledger, "do", "a") == 1
+    assert calls(ledger, "undo", "unda") == 1
+
+
+# ------------------------------------------------------------ left_effects (77a7c82)
+def _failing_undo_child(calls: list[tuple[str, int]]) -> rp.Reactor[dict[str, int]]:
+    """A child whose step ``x`` fails for n == 2, and whose undo always fails."""
+    inner: rp.Reactor[dict[str, int]] = rp.Reactor("inner", inputs=["n"], returns="x")
+
+    @inner.step
+    async def x(n: int) -> dict[str, int]:
+        calls.append(("do", n))
+        if n == 2:
+            raise RuntimeError("x fails for 2")
+        return {"n": n + 1}  # (recurse: the next iteration's inputs)
+
+    @x.undo
+    async def ux(value: dict[str, int]) -> None:
+        calls.append(("undo", value["n"] - 1))
+        raise RuntimeError("undo of x failed")
+
+    return inner
+
+
+@pytest.mark.parametrize("kind", ["map", "recurse", "around"])
+async def test_a_composite_whose_own_undo_of_its_children_failed_is_not_retried(
+    kind: str,
+) -> None:
+    """The first child run (element 1, iteration 0, the wrapper's first call) completes
+    ``x(1)``; the second fails with nothing to undo (its RunFailed has no undo_failed).
+    The composite then undoes the first child's records itself (`undo_then_raise`, with
+    the parent's undoer): that undo fails, and it raises
+    ``ExceptionGroup([RunFailed(undo_failed=[]), RuntimeError('undo of x failed')])``.
+    `left_effects` finds no RunFailed with undo_failed in it, so the step (retries=1)
+    runs again over what the failed undo left: ``x(1)`` is done twice."""
+    calls: list[tuple[str, int]] = []
+    inner = _failing_undo_child(calls)
+    r: rp.Reactor[Any] = rp.Reactor("outer", inputs=["items"], returns="c")
+    options: dict[str, Any] = {"retries": 1, "retry_on": Exception}
+    if kind == "map":
+        r.map("c", "items", inner, as_="n", batch_size=1, **options)
+    elif kind == "recurse":
+
+        async def first(items: list[int]) -> int:
+            return items[0]
+
+        r.add(rp.step(first, name="n"))
+        r.recurse("c", inner, max_iterations=3, **options)
+    else:
+
+        async def wrapper(run_child: Any, inputs: dict[str, Any]) -> Any:
+            await run_child({"n": 1})
+            return await run_child({"n": 2})
+
+        async def one(items: list[int]) -> int:
+            return 1
+
+        r.add(rp.step(one, name="n"))
+        r.around("c", inner, wrapper, **options)
+    with pytest.raises(rp.RunFailed):
+        await r.run({"items": [1, 2]})
+    assert calls.count(("do", 1)) == 1, calls
