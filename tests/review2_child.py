@@ -14,13 +14,13 @@ import asyncio
 import json
 import os
 import sys
-from typing import Any
+from typing import Any, ClassVar
 
 import reactorpy as rp
 
 from .journal_child import open_journal
 
-__all__ = ["FailsToStart", "chained", "solo", "write"]
+__all__ = ["FailsToStart", "TupleJson", "chained", "solo", "write"]
 
 
 def write(line: str) -> None:
@@ -91,10 +91,38 @@ async def gate(r1: str) -> str:
 chained.compose("sub", inner, wait_for=["gate"])
 
 
+class TupleJson(rp.JsonSerializer):
+    """JSON whose arrays load as tuples (as msgpack's ``use_list=False`` does): a value
+    serializer is free to give sequences back as tuples."""
+
+    name: ClassVar[str] = "tuple-json"
+
+    def dumps(self, obj: Any) -> bytes:
+        return json.dumps(obj, separators=(",", ":")).encode()
+
+    def loads(self, data: bytes) -> Any:
+        return _tuples(json.loads(data))
+
+
+def _tuples(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _tuples(v) for k, v in value.items()}
+    return value
+
+
+def journal_of(spec: dict[str, Any]) -> rp.Journal:
+    """The journal `spec` names; with ``REVIEW2_TUPLES=1`` (SQLite) one using `TupleJson`."""
+    if os.environ.get("REVIEW2_TUPLES"):
+        return rp.SQLiteJournal(spec["path"], serializer=TupleJson())
+    return open_journal(spec)
+
+
 async def _main(spec: str, reactor: str, run_id: str) -> None:
     target = {"chained": chained, "solo": solo}[reactor]
     middleware: list[Any] = [FailsToStart()] if os.environ.get("REVIEW2_FAILSTART") else []
-    async with open_journal(json.loads(spec)) as journal:
+    async with journal_of(json.loads(spec)) as journal:
         await target.run({}, journal=journal, run_id=run_id, middleware=middleware)
 
 

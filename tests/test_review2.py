@@ -17,7 +17,7 @@ import pytest
 import reactorpy as rp
 
 from .killing import kill_when
-from .review2_child import FailsToStart, chained, solo
+from .review2_child import FailsToStart, TupleJson, chained, solo
 from .test_journal import ROOT
 
 
@@ -189,3 +189,77 @@ async def test_a_composite_whose_own_undo_of_its_children_failed_is_not_retried(
     with pytest.raises(rp.RunFailed):
         await r.run({"items": [1, 2]})
     assert calls.count(("do", 1)) == 1, calls
+
+
+# ------------------------------------------------------ composed fingerprints (e342560)
+def test_recovery_with_a_serializer_that_loads_sequences_as_tuples(
+    tmp_path: Path, ledger: Path
+) -> None:
+    """The crash comes in ``sub.b`` (``sub.a`` completed inside ``sub``); nothing changed
+    since. The journal's serializer gives arrays back as tuples (any serializer may: the
+    wiring check reads ``list(then[k])`` for that reason). `_check_versions` compares the
+    composed fingerprints as loaded, ``{"sub": {"composed": ("fp", {})}}``, with
+    `_composed`'s lists: they differ, and with a step completed inside ``sub`` the run
+    cannot be recovered (ResumeError: "the reactors composed in 'sub' changed")."""
+    db = tmp_path / "runs.db"
+    crash(db, ledger, "chained", "t-1", HANG="b", TUPLES="1")
+    assert calls(ledger, "do", "a") == 1
+
+    async def recover() -> rp.StoredRun:
+        async with rp.SQLiteJournal(db, serializer=TupleJson()) as journal:
+            await chained.recover(journal)
+            return await journal.load("t-1")
+
+    stored = asyncio.run(recover())
+    assert stored.record.status == "completed"
+    assert (calls(ledger, "do", "a"), calls(ledger, "do", "b")) == (1, 2)
+
+
+def _child_cut_by_a_timeout(calls: list[str]) -> rp.Reactor[str]:
+    """A child that completes ``a`` (whose undo fails), then waits forever in ``b``."""
+    inner: rp.Reactor[str] = rp.Reactor("inner", returns="b")
+
+    @inner.step
+    async def a() -> str:
+        calls.append("do a")
+        return "a"
+
+    @a.undo
+    async def unda(value: str) -> None:
+        calls.append("undo a")
+        raise RuntimeError("undo of a failed")
+
+    @inner.step
+    async def b(a: str) -> str:
+        calls.append("do b")
+        await asyncio.Event().wait()
+        return "never"
+
+    return inner
+
+
+@pytest.mark.parametrize("how", ["retry_on", "compensate"])
+async def test_a_composite_cut_by_its_timeout_whose_child_undo_failed_is_not_retried(
+    how: str,
+) -> None:
+    """The composite's timeout cancels its child run after ``a`` completed; the child's
+    rollback runs ``unda``, which fails: the undo error can travel only as a note on the
+    CancelledError, and the step fails with a plain TimeoutError. `left_effects` sees no
+    RunFailed, so the step is retried (by ``retry_on``, or by its compensate's
+    ``rp.Retry``) and ``a`` runs again over what the failed undo left."""
+    calls: list[str] = []
+    r: rp.Reactor[Any] = rp.Reactor("outer", returns="c")
+    if how == "retry_on":
+        r.compose(
+            "c", _child_cut_by_a_timeout(calls), timeout=0.05, retries=1, retry_on=TimeoutError
+        )
+    else:
+        c = r.compose("c", _child_cut_by_a_timeout(calls), timeout=0.05, retries=1)
+
+        @c.compensate
+        def again(error: BaseException) -> None:
+            raise rp.Retry()
+
+    with pytest.raises(rp.RunFailed):
+        await r.run()
+    assert calls.count("do a") == 1, calls
