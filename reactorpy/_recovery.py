@@ -13,6 +13,7 @@ Must not import: the composites, the CLI.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import uuid
 from collections.abc import Callable
@@ -348,26 +349,27 @@ def _names(names: list[str]) -> str:
 COMPOSED = "\x1fcomposed"
 
 
-def _composed(plan: Plan, seen: frozenset[int] = frozenset()) -> dict[str, Any]:
-    """The fingerprints of the reactors `plan`'s composite steps run, by step and child key,
-    nested: ``{step: {key: [fingerprint, {...}]}}`` (a reactor inside itself: its name)."""
-    out: dict[str, Any] = {}
+def _composed(plan: Plan, seen: frozenset[int] = frozenset()) -> dict[str, str]:
+    """A digest of the reactors each composite step of `plan` runs (their fingerprints and,
+    nested, their composed reactors'), by step: strings, which every serializer gives back
+    as they were (a reactor inside itself counts by its name)."""
+    out: dict[str, str] = {}
     for name, step in zip(plan.order, plan.steps, strict=True):
         children = getattr(step, "children", None)
         if not children:
             continue
-        kept: dict[str, Any] = {}
-        for key, child in children.items():
+        kept: list[tuple[str, str, dict[str, str]]] = []
+        for key, child in sorted(children.items(), key=lambda kv: str(kv[0])):
             if id(child) in seen:
-                kept[str(key)] = [child.name, {}]
+                kept.append((str(key), child.name, {}))
                 continue
             try:
                 inner = child.plan()
             except Exception as exc:  # (the run fails there, as it would)
-                kept[str(key)] = [f"cannot plan: {exc}", {}]
+                kept.append((str(key), f"cannot plan: {exc}", {}))
                 continue
-            kept[str(key)] = [inner.fingerprint, _composed(inner, seen | {id(child)})]
-        out[name] = kept
+            kept.append((str(key), inner.fingerprint, _composed(inner, seen | {id(child)})))
+        out[name] = hashlib.sha256(repr(kept).encode()).hexdigest()
     return out
 
 
@@ -411,7 +413,7 @@ def _dumped_structure(plan: Plan, ser: Serializer) -> bytes:
     if has is None:
         has = plan.modes["journal: composites"] = any(s.composite for s in plan.steps)
     composed = _composed(plan) if has else {}
-    key = ("journal structure", ser, repr(composed) if composed else "")
+    key = ("journal structure", ser, tuple(composed.items()))
     try:
         found: bytes | None = plan.modes.get(key)
     except TypeError:  # a serializer that cannot be a key: not cached

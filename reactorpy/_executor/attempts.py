@@ -199,7 +199,7 @@ async def attempts(
                 raise halt  # noqa: B904 - the halt itself, not a new error
             retry = _as_retry(exc)
             # (never a child run whose undo failed: it would run again over what it left)
-            left = step.composite and left_effects(exc)
+            left = step.composite and (i in run.st.left or left_effects(exc))
             retryable = (retry is not None or _matches(exc, step.retry_on)) and not left
             if retryable and attempt - first <= step.retries:
                 delay = _delay(step, attempt - first, retry, exc)

@@ -43,7 +43,7 @@ __all__ = [
     "Write",
     "restore_recovered",
     "undo_from_journal",
-    "undo_left",
+    "to_undo",
     "undo_requested",
 ]
 
@@ -61,6 +61,7 @@ class Durable:
         run_id: the run's id in it.
         entries: what a recovered run had completed, by key (empty for a new run).
         undone: keys whose undo the journal holds as done.
+        failed: keys whose undo failed in this process (in the run or a child run).
         rollbacks: the rollbacks of child runs the journal holds: their prefix and seq
             (`rolling_back`).
         seq: the next completion's order number (shared by the run and its children).
@@ -69,6 +70,7 @@ class Durable:
     __slots__ = (
         "entries",
         "entry_type",
+        "failed",
         "in_flight",
         "journal",
         "queued",
@@ -100,6 +102,7 @@ class Durable:
         entries: Sequence[Entry] = stored.entries if stored is not None else ()
         self.entries = {e.key: e for e in entries} if recovering else {}
         self.undone = set(stored.undone) if stored is not None else set()
+        self.failed: set[str] = set()
         self.rollbacks = {
             e.key[len(ROLLED_BACK) :]: e.seq for e in entries if e.key.startswith(ROLLED_BACK)
         }
@@ -377,14 +380,16 @@ def restore_recovered(run: Run) -> list[UndoRecord]:
     return [_record(durable, e, run.prefix, depth) for e in cut]
 
 
-async def undo_requested(run: Run, error: BaseException | None) -> BaseException | None:
-    """A journaled run is about to undo: record it first, the undo request of a root run
-    (a crash during the undo is then continued by a recovery), the rollback of a child run
-    (`Durable.rolling_back`). A journal that fails here is a note on `error`; one that
-    says the run is another process's now (its lease expired and the run was claimed) is
-    returned: this process undoes nothing, the new owner finishes the run."""
+async def undo_requested(
+    run: Run, error: BaseException | None, records: list[UndoRecord]
+) -> BaseException | None:
+    """A journaled run is about to undo `records`: record it first, the undo request of a
+    root run (a crash during the undo is then continued by a recovery), the rollback of a
+    child run (`Durable.rolling_back`). A journal that fails here is a note on `error`;
+    one that says the run is another process's now (its lease expired and the run was
+    claimed) is returned: this process undoes nothing, the new owner finishes the run."""
     durable = run.durable
-    if durable is None or not len(run.ledger):
+    if durable is None or not records:
         return None
     from .._journal import OwnershipError  # (a run without a journal never loads it)
 
@@ -402,18 +407,36 @@ async def undo_requested(run: Run, error: BaseException | None) -> BaseException
     return None
 
 
-async def undo_left(run: Run) -> list[BaseException]:
-    """A recovered root run undid its undo stack (it failed or was cancelled): undo, newest
-    first, what the journal still holds as completed and not undone, which the stack
-    never held: what a composite in flight at the crash completed and a child's rollback
-    the crash cut short (their child runs finish them only if the composite runs again).
-    Not the undos that failed here. Returns the undo errors."""
+def to_undo(run: Run) -> list[UndoRecord]:
+    """What a run that failed or was cancelled undoes, newest first: its undo stack; for a
+    recovered root run, merged by completion order with what the journal holds besides as
+    completed and not undone, which the stack never held (what a composite in flight at
+    the crash completed, a child's rollback the crash cut short: their child runs finish
+    them only if the composite runs again). Not the undos that failed in this process."""
+    stack = run.ledger.pop_all()
     durable = run.durable
     if durable is None or run.parent is not None or not durable.entries:
-        return []
-    failed = set(run.undoer.failed)
-    left = [r for r in reversed(durable.records(run)) if r.step not in failed]
-    return await run.undoer.undo_all(left) if left else []
+        return stack
+    held = {r.step for r in stack} | durable.failed
+    left = [r for r in reversed(durable.records(run)) if r.step not in held]
+    if not left:
+        return stack
+    entries = durable.entries
+    late = 1 + durable.seq  # (a record without an entry keeps its place in the stack)
+
+    def seq(record: UndoRecord) -> int:
+        entry = entries.get(record.step)
+        return late if entry is None else entry.seq
+
+    merged: list[UndoRecord] = []
+    k = 0
+    for record in stack:  # the stack's order kept, the others placed by completion
+        while k < len(left) and seq(left[k]) > seq(record):
+            merged.append(left[k])
+            k += 1
+        merged.append(record)
+    merged.extend(left[k:])
+    return merged
 
 
 async def undo_from_journal(run: Run) -> list[BaseException]:

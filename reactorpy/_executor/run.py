@@ -24,7 +24,7 @@ from .._events import Middleware, RunInfo
 from .._limiter import Limiter
 from .attempts import resolve, shielded
 from .dispatch import dispatch
-from .durable import Durable, restore_recovered, undo_left, undo_requested
+from .durable import Durable, restore_recovered, to_undo, undo_requested
 from .endings import drain, fatal, halts_instead, recorded, run_failed, stop, stop_workers
 from .inputs import check_inputs
 from .modes import Modes, modes_of
@@ -247,8 +247,7 @@ class Run:
             self.ledger.entries[:0] = reversed(cut)  # (older than what is restored)
 
     async def _roll_back(self, cut: list[UndoRecord]) -> None:
-        """Finish a rollback a crash cut short (`restore_recovered`), before any step runs
-        again; undo errors fail the run."""
+        """Finish a rollback a crash cut short (`restore_recovered`); its errors fail the run."""
         errors, cancelled = await shielded(self.undoer.undo_all(cut))
         if cancelled:
             raise asyncio.CancelledError
@@ -268,10 +267,10 @@ class Run:
 
         async def wind_down() -> list[BaseException]:
             await stop_workers(self)
-            if await undo_requested(self, cancelled) is not None:
+            records = to_undo(self)
+            if await undo_requested(self, cancelled, records) is not None:
                 return []  # the run is another process's now: it finishes it
-            # (the stack, newest first, then what the journal holds besides, when recovered)
-            return [*await self.undoer.undo_all(self.ledger.pop_all()), *await undo_left(self)]
+            return await self.undoer.undo_all(records)
 
         errors, _ = await shielded(wind_down())
         for error in self.st.errors:  # (a completion the journal refused as the run stopped)
@@ -328,11 +327,12 @@ class Run:
         st = self.st
 
         async def undo() -> list[BaseException]:
-            lost = await undo_requested(self, st.errors[0] if st.errors else st.fatal)
+            records = to_undo(self)
+            lost = await undo_requested(self, st.errors[0] if st.errors else st.fatal, records)
             if lost is not None:  # the run is another process's now: it finishes it
                 st.fatal = st.fatal or lost
                 return []
-            return [*await self.undoer.undo_all(self.ledger.pop_all()), *await undo_left(self)]
+            return await self.undoer.undo_all(records)
 
         undo_errors, cancelled = await shielded(undo())
         error: BaseException

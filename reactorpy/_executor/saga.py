@@ -208,6 +208,8 @@ class Undoer:
         self, name: str, error: BaseException, attempt: int, *, gave_up: bool = False
     ) -> BaseException:
         self.failed.append(name)
+        if self.durable is not None:  # (what no undo of this run's journal runs again)
+            self.durable.failed.add(name)
         how = f"gave up after {attempt} attempts" if gave_up else f"failed (attempt {attempt})"
         annotate(error, f"reactorpy: undo of step {name!r} {how}")
         return error

@@ -178,12 +178,18 @@ class ChildScope:
             return ChildRun(None, records, halted)
         finally:
             linked_to.discard(child)
+            if child.undoer.failed:  # (however it ended: cancelled, its error is a note)
+                self.run.st.left.add(self.i)
         return ChildRun(value, parent_records(self.run, self.i, child, label))
 
     async def undo(self, records: Sequence[UndoRecord]) -> list[BaseException]:
-        """Undo `records` (oldest first, as given), newest first; return the undo errors.
-        Not shielded: the caller shields it together with what goes before it."""
-        return await self.run.undoer.undo_all(list(reversed(records)))
+        """Undo `records` (oldest first, as given), newest first; return the undo errors
+        (the step is then never retried: `RunState.left`). Not shielded: the caller
+        shields it together with what goes before it."""
+        errors = await self.run.undoer.undo_all(list(reversed(records)))
+        if errors:
+            self.run.st.left.add(self.i)
+        return errors
 
     def keep(self, records: Sequence[UndoRecord]) -> None:
         """These records join the run's undo stack when this step completes."""

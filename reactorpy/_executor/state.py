@@ -71,6 +71,7 @@ class RunState:
         "held",
         "holding",
         "hook_errors",
+        "left",
         "lent",
         "linked",
         "n_done",
@@ -117,6 +118,9 @@ class RunState:
         self.wakeup: asyncio.Future[None] | None = None
         self.linked: set[Any] = set()  # child runs of new steps, halting with this one
         self.follows = False  # a run of new steps: it halts when its parent does
+        # Composite steps whose children's undo failed: never retried (they would run again
+        # over what it left), whatever error it came with (a cancellation's note, say).
+        self.left: set[int] = set()
 
     @property
     def halting(self) -> bool:
