@@ -389,3 +389,49 @@ def test_a_function_made_a_step_is_not_kept_alive_by_it():
     gone = request()
     gc.collect()
     assert gone() is None
+
+
+async def _async_target(x: int) -> int:
+    return x
+
+
+def test_a_copy_sees_a_wrapped_function_set_since() -> None:
+    """``__wrapped__`` set on the function after its first step (what ``update_wrapper``
+    or a hand-written decorator does) makes it an async step for the constructor; the
+    copy of the earlier step keeps ``is_async`` False (the template check compares the
+    inspection by value, and the code, names and docstring, not what ``__wrapped__`` says)."""
+
+    def f(x: int) -> int:
+        return _async_target(x)  # type: ignore[return-value]
+
+    first = rp.step(f)  # (held: the template is held weakly)
+    assert first.is_async is False
+    f.__wrapped__ = _async_target  # type: ignore[attr-defined]
+    assert rp.Step(f).is_async is True
+    assert rp.step(f).is_async is True
+
+
+def test_a_copy_refuses_a_generator_wrapper_as_the_constructor_does() -> None:
+    """The fast path skips the constructor's generator check: a function whose
+    ``__wrapped__`` became a generator function since its first step is accepted by
+    rp.step, refused by rp.Step() (the two paths answer differently)."""
+
+    def g(x: int) -> int:
+        return x
+
+    def gen(x: int):  # type: ignore[no-untyped-def]
+        yield x
+
+    first = rp.step(g)  # (held: the template is held weakly)
+    g.__wrapped__ = gen  # type: ignore[attr-defined]
+    errors = []
+    for make in (lambda: rp.Step(g), lambda: rp.step(g)):
+        try:
+            make()
+            errors.append(None)
+        except rp.DefinitionError as exc:
+            errors.append(str(exc))
+    assert errors[0] is not None
+    assert "generator function" in errors[0]
+    assert errors[1] == errors[0]
+    assert first.name == "g"

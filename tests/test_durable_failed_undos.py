@@ -1,6 +1,8 @@
-"""Second review of 47f065b (durable.undo_left), 77a7c82 (RunFailed.undo_failed,
-left_effects), e342560 (composed fingerprints): crash trials with a real SIGKILL
-(``tests/review2_child.py``) on SQLite, and in-process runs."""
+"""What a journaled run undoes when it fails after a recovery (its stack merged with what
+the journal holds besides, the undo request first, a failed undo not run again), a
+composite never retried over a failed undo, and the composed reactors' fingerprints under
+any serializer: crashes with a real SIGKILL (``tests/failed_undo_child.py``) on SQLite,
+and in-process runs. (Found by the second review of this work.)"""
 
 from __future__ import annotations
 
@@ -16,8 +18,8 @@ import pytest
 
 import reactorpy as rp
 
+from .failed_undo_child import FailsToStart, TupleJson, chained, solo
 from .killing import kill_when
-from .review2_child import FailsToStart, TupleJson, chained, solo
 from .test_journal import ROOT
 
 
@@ -46,7 +48,7 @@ def crash(db: Path, ledger: Path, reactor: str, run_id: str, **env: str) -> None
     environ = {**os.environ, **{f"REVIEW2_{k}": v for k, v in env.items()}}
     spec = f'{{"kind": "sqlite", "path": "{db}"}}'
     child = subprocess.Popen(
-        [sys.executable, "-m", "tests.review2_child", spec, reactor, run_id],
+        [sys.executable, "-m", "tests.failed_undo_child", spec, reactor, run_id],
         cwd=ROOT,
         env=environ,
         stdout=subprocess.DEVNULL,

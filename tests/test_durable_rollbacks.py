@@ -1,5 +1,7 @@
-"""Review of the journaled-run commits 4087159, 85e5c60/dd0e318 (rollback marks): crash
-trials with a real SIGKILL (``tests/review_child.py``), on SQLite."""
+"""A child run's rollback when the recovered run fails at once (what the crash cut short is
+undone, and what a composite in flight had completed), and names that would share a
+child's keys, refused: crashes with a real SIGKILL (``tests/rollback_child.py``), on
+SQLite. (Found by the first review of the rollback marks.)"""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import pytest
 import reactorpy as rp
 
 from .killing import kill_when
-from .review_child import rolled
+from .rollback_child import rolled
 from .test_journal import ROOT
 
 REACTORS = {"rolled": rolled}
@@ -45,7 +47,7 @@ def crash(db: Path, ledger: Path, reactor: str, run_id: str, **env: str) -> None
     environ = {**os.environ, **{f"REVIEW_{k}": v for k, v in env.items()}}
     spec = f'{{"kind": "sqlite", "path": "{db}"}}'
     child = subprocess.Popen(
-        [sys.executable, "-m", "tests.review_child", spec, reactor, run_id],
+        [sys.executable, "-m", "tests.rollback_child", spec, reactor, run_id],
         cwd=ROOT,
         env=environ,
         stdout=subprocess.DEVNULL,

@@ -1,5 +1,5 @@
-"""Reactors for the review's crash tests (tests/test_review_durable.py), and a process of
-their own to crash (``python -m tests.review_child SPEC REACTOR RUN_ID``).
+"""Reactors for the crash tests of tests/test_durable_rollbacks.py, and a process of
+their own to crash (``python -m tests.rollback_child SPEC REACTOR RUN_ID``).
 
 Each call appends ``what name`` to the ledger file named by ``REACTORPY_TEST_LEDGER``.
 ``REVIEW_HANG=X``: call X appends ``hang X`` and waits forever (the test kills the process).

@@ -1,6 +1,6 @@
 """Reactors to break the rollback marks of child runs with real crashes, and a process of
-their own to crash (``python -m tests.break_child SPEC run REACTOR RUN_ID INPUTS_JSON`` or
-``python -m tests.break_child SPEC recover REACTOR UNDO``).
+their own to crash (``python -m tests.rollback_crash_child SPEC run REACTOR RUN_ID INPUTS_JSON`` or
+``python -m tests.rollback_crash_child SPEC recover REACTOR UNDO``).
 
 Each step's effect is a line ``do NAME KEY`` in the ledger named by ``BREAK_LEDGER``, each
 undo's a line ``undo NAME KEY`` (KEY: the step's idempotency key, which is also its

@@ -1,6 +1,7 @@
-"""Trying to break the rollback marks of child runs (``"\\x1f" + prefix``) with real
-crashes: each run goes in a process of its own (`tests.break_child`), killed with SIGKILL
-where a step or undo hangs; recoveries run in processes of their own too (some killed)."""
+"""The rollback marks of child runs (``"\\x1f" + prefix``) under real crashes: each run
+goes in a process of its own (`tests.rollback_crash_child`), killed with SIGKILL where a
+step or undo hangs (or once it did its work); recoveries run in processes of their own
+too (some killed)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ import pytest
 
 import reactorpy as rp
 
-from .break_child import REACTORS, _seen, effects, ledger_lines
 from .killing import kill_when
+from .rollback_crash_child import REACTORS, _seen, effects, ledger_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,7 +35,7 @@ def ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def spec(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """The JSON a process opens the test's journal with (`tests.break_child`)."""
+    """The JSON a process opens the test's journal with (`tests.rollback_crash_child`)."""
     if request.param == "sqlite":
         yield sqlite_spec(tmp_path)
         return
@@ -63,7 +64,7 @@ def _process(spec: str, args: list[str], env: dict[str, str]) -> subprocess.Pope
     environ["BREAK_LEDGER"] = os.environ["BREAK_LEDGER"]
     environ.update({f"BREAK_{k}": v for k, v in env.items()})
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.break_child", spec, *args],
+        [sys.executable, "-m", "tests.rollback_crash_child", spec, *args],
         cwd=ROOT,
         env=environ,
         stdout=subprocess.PIPE,

@@ -1,5 +1,5 @@
-"""Reactors for the second review's crash tests (tests/test_review2.py), and a process of
-their own to crash (``python -m tests.review2_child SPEC REACTOR RUN_ID``).
+"""Reactors for the crash tests of tests/test_durable_failed_undos.py, and a process of
+their own to crash (``python -m tests.failed_undo_child SPEC REACTOR RUN_ID``).
 
 Each call appends ``what name`` to the ledger file named by ``REACTORPY_TEST_LEDGER``.
 ``REVIEW2_HANG=X``: call X appends ``hang X`` and waits forever (the test kills the
