@@ -7,9 +7,6 @@ and in-process runs. (Found by the second review of this work.)"""
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,8 +16,7 @@ import pytest
 import reactorpy as rp
 
 from .failed_undo_child import FailsToStart, TupleJson, chained, solo
-from .killing import kill_when
-from .test_journal import ROOT
+from .killing import calls, crash_child, lines
 
 
 @pytest.fixture
@@ -32,30 +28,10 @@ def ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     return path
 
 
-def lines(ledger: Path) -> list[str]:
-    return ledger.read_text().splitlines() if ledger.exists() else []
-
-
-def calls(ledger: Path, what: str, name: str) -> int:
-    return sum(1 for line in lines(ledger) if line.split() == [what, name])
-
-
 def crash(db: Path, ledger: Path, reactor: str, run_id: str, **env: str) -> None:
     """Run `reactor` as `run_id` in a process of its own; SIGKILL it once the call named
-    by ``env["HANG"]`` has started (a second crash of the same ledger waits for a second
-    ``hang`` line)."""
-    hangs = sum(1 for line in lines(ledger) if line.startswith("hang"))
-    environ = {**os.environ, **{f"REVIEW2_{k}": v for k, v in env.items()}}
-    spec = f'{{"kind": "sqlite", "path": "{db}"}}'
-    child = subprocess.Popen(
-        [sys.executable, "-m", "tests.failed_undo_child", spec, reactor, run_id],
-        cwd=ROOT,
-        env=environ,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    kill_when(child, lambda: sum(1 for ln in lines(ledger) if ln.startswith("hang")) > hangs)
+    by ``env["HANG"]`` has started."""
+    crash_child("tests.failed_undo_child", db, ledger, reactor, run_id, "REVIEW2_", **env)
 
 
 def undos(ledger: Path) -> list[str]:

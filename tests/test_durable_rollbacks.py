@@ -6,9 +6,6 @@ SQLite. (Found by the first review of the rollback marks.)"""
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,9 +14,8 @@ import pytest
 
 import reactorpy as rp
 
-from .killing import kill_when
+from .killing import calls, crash_child
 from .rollback_child import rolled
-from .test_journal import ROOT
 
 REACTORS = {"rolled": rolled}
 
@@ -33,28 +29,10 @@ def ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     return path
 
 
-def lines(ledger: Path) -> list[str]:
-    return ledger.read_text().splitlines() if ledger.exists() else []
-
-
-def calls(ledger: Path, what: str, name: str) -> int:
-    return sum(1 for line in lines(ledger) if line.split() == [what, name])
-
-
 def crash(db: Path, ledger: Path, reactor: str, run_id: str, **env: str) -> None:
     """Run `reactor` as `run_id` in a process of its own; SIGKILL it once the call named
     by ``env["HANG"]`` has started."""
-    environ = {**os.environ, **{f"REVIEW_{k}": v for k, v in env.items()}}
-    spec = f'{{"kind": "sqlite", "path": "{db}"}}'
-    child = subprocess.Popen(
-        [sys.executable, "-m", "tests.rollback_child", spec, reactor, run_id],
-        cwd=ROOT,
-        env=environ,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    kill_when(child, lambda: any(line.startswith("hang") for line in lines(ledger)))
+    crash_child("tests.rollback_child", db, ledger, reactor, run_id, "REVIEW_", **env)
 
 
 class FailsToStart:
