@@ -56,3 +56,54 @@ def test_a_recovered_run_that_halts_keeps_what_a_composite_in_flight_completed(
     asyncio.run(again())
     # ``a``'s effect is there once: restored (done once), or its first run undone.
     assert calls(ledger, "do", "a") - calls(ledger, "undo", "unda") == 1, lines(ledger)
+
+
+def _composite_whose_undo_fails(calls: list[str]) -> rp.Reactor[str]:
+    child: rp.Reactor[str] = rp.Reactor("child3", returns="b")
+
+    @child.step
+    async def a() -> str:
+        calls.append("do a")
+        return "a"
+
+    @a.undo
+    async def unda(value: str) -> None:
+        calls.append("undo a")
+        raise RuntimeError("unda failed")
+
+    @child.step
+    async def b(a: str) -> str:
+        await asyncio.sleep(100)
+        return "b"
+
+    root: rp.Reactor[str] = rp.Reactor("root3", returns="sub")
+    root.compose("sub", child)
+    return root
+
+
+def test_a_composite_whose_child_undo_failed_as_the_run_halted_is_not_run_again_on_resume() -> (
+    None
+):
+    """The run's timeout halts it while ``sub``'s child waits in ``b``; at the end of the
+    grace the child is cancelled and undoes ``a``, whose undo fails. ``sub`` stays pending
+    in the checkpoint (`RunState.left` is not kept in it), so the resume runs ``sub``
+    again: ``a`` a second time, over what its failed undo left (the rule of
+    RunState.left: never again over a failed undo)."""
+    calls: list[str] = []
+    root = _composite_whose_undo_fails(calls)
+
+    async def go() -> Any:
+        try:
+            await root.run({}, timeout=1, grace=0)
+        except rp.Halted as halted:
+            checkpoint = halted.checkpoint
+        else:  # pragma: no cover
+            raise AssertionError("the run did not halt")
+        assert calls == ["do a", "undo a"], calls
+        try:
+            await root.resume(checkpoint)
+        except (rp.RunFailed, rp.ResumeError, rp.Halted):
+            pass
+
+    run_virtual(go())
+    assert calls.count("do a") == 1, calls
