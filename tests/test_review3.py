@@ -107,3 +107,44 @@ def test_a_composite_whose_child_undo_failed_as_the_run_halted_is_not_run_again_
 
     run_virtual(go())
     assert calls.count("do a") == 1, calls
+
+
+class _UndoWatcherFails:
+    """Middleware whose on_event hook fails on each undo_complete (the undo itself ran)."""
+
+    event_kinds = frozenset({"undo_complete"})
+
+    def on_event(self, event: rp.Event) -> None:
+        raise RuntimeError("the watcher failed")
+
+
+def test_a_map_whose_undo_succeeded_but_a_hook_failed_is_still_retried() -> None:
+    """Element ``[1]`` fails once; the map undoes element ``[0]``: the undo runs and
+    succeeds, only a middleware hook watching it fails. `ChildScope.undo` takes every
+    error `undo_all` returns (hook errors too) for a failed undo and adds the step to
+    `RunState.left`: the compensate's ``rp.Retry`` is refused, and the run fails though
+    nothing was left behind."""
+    calls: list[str] = []
+    element: rp.Reactor[int] = rp.Reactor("element3", inputs=["n"], returns="x")
+
+    @element.step
+    async def x(n: int) -> int:
+        calls.append(f"do {n}")
+        if n == 1 and calls.count("do 1") == 1:
+            await asyncio.sleep(1)
+            raise RuntimeError("first try of element 1")
+        return n
+
+    @x.undo
+    async def undx(value: int) -> None:
+        calls.append(f"undo {value}")
+
+    root: rp.Reactor[list[int]] = rp.Reactor("maps3", returns="m")
+    m = root.map("m", rp.Value([0, 1]), element, retries=1)
+
+    @m.compensate
+    def again(error: BaseException) -> None:
+        raise rp.Retry()
+
+    result = run_virtual(root.run({}, middleware=[_UndoWatcherFails()]))
+    assert result == [0, 1], calls
