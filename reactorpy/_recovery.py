@@ -120,7 +120,7 @@ async def resume_journaled(
         )
     await journal.reopen(run_id)
     stored = await journal.load(run_id)
-    durable = Durable(journal, run_id, stored, recovering=False)
+    durable = Durable(journal, run_id, stored)
     run = prepare(plan, dict(checkpoint.inputs), options, checkpoint, durable, run_id)
     return await _drive(journal, run_id, run)
 

@@ -81,16 +81,10 @@ class Durable:
         "undone",
     )
 
-    def __init__(
-        self,
-        journal: Journal,
-        run_id: str,
-        stored: StoredRun | None = None,
-        *,
-        recovering: bool = True,
-    ) -> None:
-        """`stored`: what the journal holds of the run: a recovered run (`recovering`)
-        starts from its entries; a resumed one (from a checkpoint) only numbers on."""
+    def __init__(self, journal: Journal, run_id: str, stored: StoredRun | None = None) -> None:
+        """`stored`: what the journal holds of the run (a recovered run starts from its
+        entries; a run resumed from its checkpoint restores the checkpoint, and its child
+        runs that the halt did not keep restore what the journal holds of them)."""
         # The journal's record of a completion (not imported at module level: `import
         # reactorpy` does not load the journals, or sqlite3).
         from .._journal import Entry
@@ -100,7 +94,7 @@ class Durable:
         self.run_id = run_id
         self.serializer = journal.serializer
         entries: Sequence[Entry] = stored.entries if stored is not None else ()
-        self.entries = {e.key: e for e in entries} if recovering else {}
+        self.entries = {e.key: e for e in entries}
         self.undone = set(stored.undone) if stored is not None else set()
         self.failed: set[str] = set()
         self.rollbacks = {

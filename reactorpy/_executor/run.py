@@ -275,8 +275,7 @@ class Run:
         errors, _ = await shielded(wind_down())
         for error in self.st.errors:  # (a completion the journal refused as the run stopped)
             annotate(cancelled, f"reactorpy: the run also failed as it was cancelled: {error!r}")
-        for error in errors:
-            # Undo errors cannot travel with CancelledError: they go as notes.
+        for error in errors:  # (undo errors cannot travel with CancelledError: notes)
             annotate(cancelled, f"reactorpy: undo failed during cancellation: {error!r}")
         if self.mw is not None:
             info = self._run_info()
@@ -285,6 +284,7 @@ class Run:
 
     async def _finish(self) -> Any:
         st = self.st
+        st.fail_halt_over_left(self.names)  # (never resumed over a failed undo: it fails)
         if st.errors or st.fatal is not None:
             await self._failed()
         if st.halt_reason is not _UNSET:

@@ -186,8 +186,10 @@ class ChildScope:
         """Undo `records` (oldest first, as given), newest first; return the undo errors
         (the step is then never retried: `RunState.left`). Not shielded: the caller
         shields it together with what goes before it."""
-        errors = await self.run.undoer.undo_all(list(reversed(records)))
-        if errors:
+        undoer = self.run.undoer
+        failed = len(undoer.failed)
+        errors = await undoer.undo_all(list(reversed(records)))
+        if len(undoer.failed) > failed:  # (an undo failed, not a hook watching it)
             self.run.st.left.add(self.i)
         return errors
 

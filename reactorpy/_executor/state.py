@@ -8,6 +8,7 @@ Must not import: the rest of the executor.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any, Final
 
 from .._errors import _UNSET
@@ -121,6 +122,22 @@ class RunState:
         # Composite steps whose children's undo failed: never retried (they would run again
         # over what it left), whatever error it came with (a cancellation's note, say).
         self.left: set[int] = set()
+
+    def fail_halt_over_left(self, names: Sequence[str]) -> None:
+        """A run that halts while a composite step whose children's undo failed is pending
+        (`left`: cut by the halt, their rollback failed) fails instead: resumed, the step
+        would run again over what the failed undo left. `names`: the steps' names."""
+        if not self.left or not self.halting:
+            return
+        for i in sorted(self.left):
+            if self.status[i] != DONE:
+                self.errors.append(
+                    RuntimeError(
+                        f"step {names[i]!r} was cut short by the halt and its children could "
+                        "not undo what they did: it cannot run again on resume"
+                    )
+                )
+                self.failed_steps.append(names[i])
 
     @property
     def halting(self) -> bool:

@@ -1,5 +1,5 @@
-"""Reactors for tests/test_review3.py, and a process of their own to crash
-(``python -m tests.review3_child SPEC REACTOR RUN_ID``).
+"""Reactors for tests/test_durable_halts.py, and a process of their own to crash
+(``python -m tests.halting_child SPEC REACTOR RUN_ID``).
 
 Each call appends ``what name`` to the ledger file named by ``REACTORPY_TEST_LEDGER``.
 ``REVIEW3_HANG=X``: call X appends ``hang X`` and waits forever (the test kills the
