@@ -264,7 +264,7 @@ class RunFailed(ReactorError, ExceptionGroup):
         reactor: the reactor's name.
         abandoned: steps in threads or processes that could not be stopped.
         undo_failed: steps whose undo failed (their effects may be left): a composite
-            step whose child run failed so is never retried (`left_effects`).
+            step whose child run failed so is never retried.
     """
 
     reactor: str
@@ -305,16 +305,6 @@ def _rebuild_run_failed(
     undo_failed: list[str] = [],  # noqa: B006 - read, never changed
 ) -> RunFailed:
     return RunFailed(message, excs, reactor=reactor, abandoned=abandoned, undo_failed=undo_failed)
-
-
-def left_effects(error: BaseException) -> bool:
-    """Whether `error` is (or holds, at any depth) a `RunFailed` of a run whose undo
-    failed: what it did may be left, and running it again would do it over what is left."""
-    if isinstance(error, RunFailed) and error.undo_failed:
-        return True
-    if isinstance(error, BaseExceptionGroup):
-        return any(left_effects(e) for e in error.exceptions)
-    return False
 
 
 class Halted(ReactorError):

@@ -432,7 +432,7 @@ def step(fn: Any = None, /, **options: Any) -> Any:
 
 # The last step made of each plain function given only a name and arguments (`make_step`),
 # weakly: it holds the function, which must not live on here (a closure made per request).
-_made: weakref.WeakKeyDictionary[Any, tuple[tuple[Any, ...], Any]] = weakref.WeakKeyDictionary()
+_made: weakref.WeakKeyDictionary[Any, tuple[Any, ...]] = weakref.WeakKeyDictionary()
 _RENAMING = frozenset(("name", "args"))
 _NAMES = ("__qualname__", "__name__")  # (a step's own name stands in for those missing)
 
@@ -445,15 +445,15 @@ def make_step(fn: Any, options: Mapping[str, Any]) -> Any:
     if type(fn) is not types.FunctionType or not name or not options.keys() <= _RENAMING:
         return Step(fn, **options)  # (a function named "" is refused there)
     inspection = inspect_step(fn, f"step {name!r}")  # (a new one if its __dict__ changed)
-    seen = (inspection, fn.__code__, fn.__name__, fn.__qualname__, fn.__module__, fn.__doc__)
+    seen = (fn.__code__, fn.__name__, fn.__qualname__, fn.__module__, fn.__doc__)
     before = _made.get(fn)
-    template = before[1]() if before and before[0][0] is inspection and before[0] == seen else None
+    template = before[2]() if before and before[0] is inspection and before[1] == seen else None
     if template is not None:
         made = template._renamed(name, options.get("args"))
         made._hooks = _Hooks()
         return made
     made = Step(fn, _inspected=inspection, **options)
-    _made[fn] = (seen, weakref.ref(made))
+    _made[fn] = (inspection, seen, weakref.ref(made))
     return made
 
 

@@ -113,7 +113,7 @@ def test_undo_left_does_not_undo_again_what_a_child_failed_to_undo(
     assert calls(ledger, "undo", "unda") == 1
 
 
-# ------------------------------------------------------------ left_effects (77a7c82)
+# -------------------------------------------- composites never retried over a failed undo
 def _failing_undo_child(calls: list[tuple[str, int]]) -> rp.Reactor[dict[str, int]]:
     """A child whose step ``x`` fails for n == 2, and whose undo always fails."""
     inner: rp.Reactor[dict[str, int]] = rp.Reactor("inner", inputs=["n"], returns="x")
@@ -142,8 +142,8 @@ async def test_a_composite_whose_own_undo_of_its_children_failed_is_not_retried(
     The composite then undoes the first child's records itself (`undo_then_raise`, with
     the parent's undoer): that undo fails, and it raises
     ``ExceptionGroup([RunFailed(undo_failed=[]), RuntimeError('undo of x failed')])``.
-    `left_effects` finds no RunFailed with undo_failed in it, so the step (retries=1)
-    runs again over what the failed undo left: ``x(1)`` is done twice."""
+    The step (retries=1) must not run again over what the failed undo left (it did when
+    the rule read the error, where no RunFailed says so): ``x(1)`` done once."""
     calls: list[tuple[str, int]] = []
     inner = _failing_undo_child(calls)
     r: rp.Reactor[Any] = rp.Reactor("outer", inputs=["items"], returns="c")
@@ -226,9 +226,9 @@ def test_a_composite_cut_by_its_timeout_whose_child_undo_failed_is_not_retried(
 ) -> None:
     """The composite's timeout cancels its child run after ``a`` completed; the child's
     rollback runs ``unda``, which fails: the undo error can travel only as a note on the
-    CancelledError, and the step fails with a plain TimeoutError. `left_effects` sees no
-    RunFailed, so the step is retried (by ``retry_on``, or by its compensate's
-    ``rp.Retry``) and ``a`` runs again over what the failed undo left."""
+    CancelledError, and the step fails with a plain TimeoutError. It must not be retried
+    (by ``retry_on``, or by its compensate's ``rp.Retry``), ``a`` again over what the
+    failed undo left (it was when the rule read the error, which says nothing of it)."""
     calls: list[str] = []
     r: rp.Reactor[Any] = rp.Reactor("outer", returns="c")
     if how == "retry_on":

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from .._arguments import Context, dig
-from .._errors import _UNSET, Halt, Retry, annotate, left_effects
+from .._errors import _UNSET, Halt, Retry, annotate
 from .._events import make_event
 from .._offload import OffloadError, submit
 from .._step import Continue, NewSteps, Skip
@@ -199,7 +199,7 @@ async def attempts(
                 raise halt  # noqa: B904 - the halt itself, not a new error
             retry = _as_retry(exc)
             # (never a child run whose undo failed: it would run again over what it left)
-            left = step.composite and (i in run.st.left or left_effects(exc))
+            left = i in run.st.left
             retryable = (retry is not None or _matches(exc, step.retry_on)) and not left
             if retryable and attempt - first <= step.retries:
                 delay = _delay(step, attempt - first, retry, exc)

@@ -178,7 +178,9 @@ class ChildScope:
             return ChildRun(None, records, halted)
         finally:
             linked_to.discard(child)
-            if child.undoer.failed:  # (however it ended: cancelled, its error is a note)
+            # An undo failed in the child, or a composite of its own was left so (at any
+            # depth, however it ended: cancelled, its error is only a note).
+            if child.undoer.failed or child.st.left:
                 self.run.st.left.add(self.i)
         return ChildRun(value, parent_records(self.run, self.i, child, label))
 
