@@ -1,13 +1,12 @@
 """What a journaled run undoes when it fails after a recovery (its stack merged with what
 the journal holds besides, the undo request first, a failed undo not run again), a
 composite never retried over a failed undo, and the composed reactors' fingerprints under
-any serializer: crashes with a real SIGKILL (``tests/failed_undo_child.py``) on SQLite,
+any serializer: crashes with a real SIGKILL (``tests/composite_child.py``) on SQLite,
 and in-process runs. (Found by the second review of this work.)"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,23 +15,13 @@ import pytest
 import reactorpy as rp
 from reactorpy.testing import run_virtual
 
-from .failed_undo_child import FailsToStart, TupleJson, chained, solo
-from .killing import calls, crash_child, lines
+from .composite_child import FailsToStart, TupleJson, chained, crash, fresh_ledger, solo
+from .killing import calls, lines
 
 
 @pytest.fixture
-def ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    path = tmp_path / "ledger.txt"
-    monkeypatch.setenv("REACTORPY_TEST_LEDGER", str(path))
-    for name in ("REVIEW2_HANG", "REVIEW2_FAIL", "REVIEW2_FAILSTART"):
-        monkeypatch.delenv(name, raising=False)
-    return path
-
-
-def crash(db: Path, ledger: Path, reactor: str, run_id: str, **env: str) -> None:
-    """Run `reactor` as `run_id` in a process of its own; SIGKILL it once the call named
-    by ``env["HANG"]`` has started."""
-    crash_child("tests.failed_undo_child", db, ledger, reactor, run_id, "REVIEW2_", **env)
+def ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    return fresh_ledger(tmp_path, monkeypatch)
 
 
 def undos(ledger: Path) -> list[str]:
@@ -100,7 +89,7 @@ def test_undo_left_does_not_undo_again_what_a_child_failed_to_undo(
     its first, failed, run left (the rule of 77a7c82: never again over a failed undo)."""
     db = tmp_path / "runs.db"
     crash(db, ledger, "chained", "c-2", HANG="gate")
-    monkeypatch.setenv("REVIEW2_FAIL", "b,unda")
+    monkeypatch.setenv("CHILD_FAIL", "b,unda")
 
     async def again() -> rp.RunFailed:
         async with rp.SQLiteJournal(db) as journal:

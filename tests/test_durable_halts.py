@@ -7,7 +7,6 @@ work.)"""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,21 +14,13 @@ import pytest
 import reactorpy as rp
 from reactorpy.testing import run_virtual
 
-from .halting_child import halting
-from .killing import calls, crash_child, lines
+from .composite_child import crash, fresh_ledger, halting
+from .killing import calls, lines
 
 
 @pytest.fixture
-def ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    path = tmp_path / "ledger.txt"
-    monkeypatch.setenv("REACTORPY_TEST_LEDGER", str(path))
-    for name in ("REVIEW3_HANG", "REVIEW3_SLOW", "REVIEW3_HALT"):
-        monkeypatch.delenv(name, raising=False)
-    return path
-
-
-def crash(db: Path, ledger: Path, reactor: str, run_id: str, **env: str) -> None:
-    crash_child("tests.halting_child", db, ledger, reactor, run_id, "REVIEW3_", **env)
+def ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    return fresh_ledger(tmp_path, monkeypatch)
 
 
 def test_a_recovered_run_that_halts_keeps_what_a_composite_in_flight_completed(
@@ -43,14 +34,14 @@ def test_a_recovered_run_that_halts_keeps_what_a_composite_in_flight_completed(
     db = tmp_path / "runs.db"
     crash(db, ledger, "halting", "h-1", HANG="b", SLOW="h")
     assert calls(ledger, "do", "a") == 1
-    monkeypatch.setenv("REVIEW3_HALT", "h")
+    monkeypatch.setenv("CHILD_HALT", "h")
 
     async def again() -> None:
         async with rp.SQLiteJournal(db) as journal:
             with pytest.raises(rp.Halted):
                 await halting.run({}, journal=journal, run_id="h-1", max_concurrency=1)
             assert calls(ledger, "do", "a") == 1, lines(ledger)
-            monkeypatch.delenv("REVIEW3_HALT")
+            monkeypatch.delenv("CHILD_HALT")
             await halting.resume("h-1", journal=journal)
 
     asyncio.run(again())

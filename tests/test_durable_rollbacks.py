@@ -1,12 +1,11 @@
 """A child run's rollback when the recovered run fails at once (what the crash cut short is
 undone, and what a composite in flight had completed), and names that would share a
-child's keys, refused: crashes with a real SIGKILL (``tests/rollback_child.py``), on
+child's keys, refused: crashes with a real SIGKILL (``tests/composite_child.py``), on
 SQLite. (Found by the first review of the rollback marks.)"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,37 +13,13 @@ import pytest
 
 import reactorpy as rp
 
-from .killing import calls, crash_child
-from .rollback_child import rolled
-
-REACTORS = {"rolled": rolled}
+from .composite_child import FailsToStart, crash, fresh_ledger, rolled
+from .killing import calls
 
 
 @pytest.fixture
-def ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    path = tmp_path / "ledger.txt"
-    monkeypatch.setenv("REACTORPY_TEST_LEDGER", str(path))
-    for name in ("REVIEW_HANG", "REVIEW_FAIL", "REVIEW_FAIL_ONCE"):
-        monkeypatch.delenv(name, raising=False)
-    return path
-
-
-def crash(db: Path, ledger: Path, reactor: str, run_id: str, **env: str) -> None:
-    """Run `reactor` as `run_id` in a process of its own; SIGKILL it once the call named
-    by ``env["HANG"]`` has started."""
-    crash_child("tests.rollback_child", db, ledger, reactor, run_id, "REVIEW_", **env)
-
-
-class FailsToStart:
-    """Middleware whose on_run_start raises (the run fails before any step starts)."""
-
-    def __init__(self) -> None:
-        self.started: list[str] = []
-
-    def on_run_start(self, run: rp.RunInfo) -> None:
-        self.started.append(run.reactor)
-        if run.parent is None:
-            raise RuntimeError("on_run_start refused")
+def ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    return fresh_ledger(tmp_path, monkeypatch)
 
 
 def test_a_rollback_cut_short_is_finished_when_the_recovered_run_fails_at_once(
