@@ -18,7 +18,8 @@ The arrays, for step index ``i`` (indices follow ``Plan.order``):
   constant `Value` arguments after them, so resolving an argument is one index.
 - ``argv[i]``: ``(param, slot, path, source, positional, transform)`` per wired parameter
   (an `Argv`, a dict by plan index: made for step ``i`` the first time it is looked up).
-- ``param_names[i]``: the parameter names of ``argv[i]``, in order.
+- ``param_names[i]``: the parameter names of ``argv[i]``, in order (a `ParamNames`,
+  made for step ``i`` the first time it is looked up, as ``argv[i]``).
 - ``simple[i]``: the slots to pass positionally when no argument has a path or a transform
   or is keyword-only (the common case, resolved by a single list comprehension), else None.
 - ``fetch[i]``: for a ``simple`` step, ``fetch[i](values)`` returns those arguments: an
@@ -63,7 +64,7 @@ from ._wiring import Wire, Wired, digraph, edges_of, find_cycle, wire_steps
 if TYPE_CHECKING:
     from ._step import Step
 
-__all__ = ["ArgSpec", "Argv", "Plan", "compile_plan"]
+__all__ = ["ArgSpec", "Argv", "ParamNames", "Plan", "compile_plan"]
 
 
 class ArgSpec(NamedTuple):
@@ -102,7 +103,7 @@ class Plan:
     index: dict[str, int] = attrs.field(repr=False)
     argv: Argv = attrs.field(repr=False)
     simple: tuple[tuple[int, ...] | None, ...] = attrs.field(repr=False)
-    param_names: tuple[tuple[str, ...], ...] = attrs.field(repr=False)
+    param_names: ParamNames = attrs.field(repr=False)
     fetch: tuple[Callable[[Sequence[Any]], Sequence[Any]] | None, ...] = attrs.field(repr=False)
     dependents: tuple[tuple[int, ...], ...] = attrs.field(repr=False)
     deps: tuple[tuple[int, ...], ...] = attrs.field(repr=False)
@@ -217,9 +218,7 @@ def compile_plan(
     order = tuple([s.name for s in ordered_steps])
     index = dict(zip(order, range(n), strict=True))
     args = _compile_arguments(wired, order_pos, index_of_pos, len(inputs))
-    plan_index = index_of_pos.__getitem__
-    preds = map(wired.preds.__getitem__, order_pos)
-    deps = [sorted(map(plan_index, ps)) if ps else [] for ps in preds]
+    deps = args.deps
     dependents, priority, critical, ready_order = _priorities(deps, order)
 
     return_slot = None
@@ -241,7 +240,7 @@ def compile_plan(
         param_names=args.param_names,
         fetch=args.fetch,
         dependents=dependents,
-        deps=tuple(map(tuple, deps)),
+        deps=deps,
         ndeps=tuple(map(len, deps)),
         reads=args.reads,
         readers=args.readers,
@@ -286,55 +285,62 @@ class _Arguments(NamedTuple):
 
     argv: Argv
     simple: tuple[tuple[int, ...] | None, ...]
-    param_names: tuple[tuple[str, ...], ...]
+    param_names: ParamNames
     fetch: tuple[Callable[[Sequence[Any]], Sequence[Any]] | None, ...]
+    deps: tuple[tuple[int, ...], ...]
     reads: tuple[tuple[int, ...], ...]
     readers: tuple[int, ...]
 
 
 _param = itemgetter(0)
-_slot = itemgetter(1)
 
 
 def _compile_arguments(
     wired: Wired, order_pos: list[int], index_of_pos: list[int], n_inputs: int
 ) -> _Arguments:
-    """Each step's wiring as slots, by plan index, in one pass over the steps (a pass per
-    field would walk many scattered objects several times over)."""
+    """Each step's wiring as slots, and the steps it waits for and reads, by plan index,
+    in one pass over the steps (a pass per field would walk many scattered objects several
+    times over). A step with no ``wait_for`` reads what it waits for: one sorted tuple."""
     n = len(order_pos)
     # A wire's slot -> the plan's: results move to their plan index; inputs and constants
     # stay; the Context's -1 is the last item.
     slot_of = [*index_of_pos, *range(n, n + n_inputs + len(wired.constants)), -1]
-    remap = slot_of.__getitem__
     plan_index = index_of_pos.__getitem__
     simple: list[tuple[int, ...] | None] = []
-    param_names: list[tuple[str, ...]] = []
     fetch: list[Callable[[Sequence[Any]], Sequence[Any]] | None] = []
+    deps: list[tuple[int, ...]] = []
     reads: list[tuple[int, ...]] = []
     readers = [0] * n
+    all_preds, all_reads = wired.preds, wired.reads
     for k in order_pos:
-        wires = wired.wires[k]
-        param_names.append(tuple(map(_param, wires)))
         if wired.simple[k]:
-            slots = tuple(map(remap, map(_slot, wires)))
+            wires = wired.wires[k]
+            slots = (
+                (slot_of[wires[0][1]],)
+                if len(wires) == 1
+                else tuple([slot_of[wire[1]] for wire in wires])
+            )
             simple.append(slots)
             fetch.append(_fetcher(slots))
         else:
             simple.append(None)
             fetch.append(None)
-        read = wired.reads[k]
-        if read:
-            mine = sorted(map(plan_index, read))
-            for j in mine:
-                readers[j] += 1
-            reads.append(tuple(mine))
+        preds, read = all_preds[k], all_reads[k]
+        waits = tuple(sorted(map(plan_index, preds))) if preds else ()
+        deps.append(waits)
+        if read is not preds:  # (`wire_steps` gives the same list when no wait_for)
+            read = tuple(sorted(map(plan_index, read))) if read else ()
         else:
-            reads.append(())
+            read = waits
+        for j in read:
+            readers[j] += 1
+        reads.append(read)
     return _Arguments(
         Argv(wired.wires, order_pos, slot_of),
         tuple(simple),
-        tuple(param_names),
+        ParamNames(wired.wires, order_pos),
         tuple(fetch),
+        tuple(deps),
         tuple(reads),
         tuple(readers),
     )
@@ -366,6 +372,25 @@ class Argv(dict[int, tuple[ArgSpec, ...]]):
         return made
 
 
+class ParamNames(dict[int, tuple[str, ...]]):
+    """`Plan.param_names`: the parameter names of each step's ``argv``, in order, by plan
+    index, made the first time they are looked up (as `Argv`): only callbacks and
+    composites that take a step's arguments by name ask."""
+
+    __slots__ = ("_order", "_wires")
+
+    def __init__(self, wires: list[list[Wire]], order: list[int]) -> None:
+        super().__init__()
+        self._wires = wires
+        self._order = order
+
+    def __missing__(self, i: int) -> tuple[str, ...]:
+        if not 0 <= i < len(self._order):
+            raise IndexError(f"no step has plan index {i!r}")
+        made = self[i] = tuple(map(_param, self._wires[self._order[i]]))
+        return made
+
+
 def _priorities(
     deps: Sequence[Sequence[int]], order: tuple[str, ...]
 ) -> tuple[
@@ -374,10 +399,13 @@ def _priorities(
     """Each step's dependents, its priority (the longest chain of steps from it to a
     sink), the critical path, and each step's dependents most critical first."""
     n = len(deps)
-    dependents: list[list[int]] = [[] for _ in range(n)]
+    dependents: list[Sequence[int]] = [()] * n  # a list only for a step with some
     for i, ds in enumerate(deps):
         for j in ds:
-            dependents[j].append(i)
+            if dependents[j]:
+                dependents[j].append(i)  # type: ignore[attr-defined]
+            else:
+                dependents[j] = [i]
     priority = [1] * n
     of = priority.__getitem__
     for i in range(n - 1, -1, -1):
@@ -409,10 +437,13 @@ def _generations(
     Kahn's algorithm on definition positions (lists of ints, no dict of names).
     """
     indegree = [len(ps) for ps in preds]
-    succs: list[list[int]] = [[] for _ in preds]
+    succs: list[Sequence[int]] = [()] * len(preds)  # a list only for a step with some
     for k, ps in enumerate(preds):
         for p in ps:
-            succs[p].append(k)
+            if succs[p]:
+                succs[p].append(k)  # type: ignore[attr-defined]
+            else:
+                succs[p] = [k]
     current = [k for k, d in enumerate(indegree) if not d]
     generations = []
     order: list[int] = []

@@ -82,12 +82,13 @@ def _stamp(fn: Any, depth: int) -> tuple[Any, tuple[Any, ...]] | None:
             if inner is None:
                 return None
         annotations = fn.__annotations__
+        values = tuple(annotations.values())
         return fn.__code__, (
             len(fn.__defaults__ or ()),
             tuple(fn.__kwdefaults__ or ()),
             tuple(annotations),
-            tuple(annotations.values()),
-            _bindings(fn, annotations),
+            values,
+            _bindings(fn, values),
             fn.__type_params__ if _TYPE_PARAMS else (),
             tuple(own.items()) if own else (),
             inner,
@@ -107,13 +108,18 @@ _MISSING: Final[Any] = object()
 _TYPE_PARAMS: Final = sys.version_info >= (3, 12)  # PEP 695: names hints may resolve to
 
 
-def _bindings(fn: Any, annotations: dict[str, Any]) -> tuple[Any, ...]:
-    """The values of the names `fn`'s annotations use, as resolving them would find them:
-    in the globals of the function at the end of its ``__wrapped__`` chain, else builtins."""
-    names: tuple[str, ...] = ()
-    for annotation in annotations.values():
-        if not isinstance(annotation, type):  # a class uses no name
-            names += _names(annotation)
+def _bindings(fn: Any, annotations: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The values of the names `fn`'s `annotations` (their values) use, as resolving them
+    would find them: in the globals of the function at the end of its ``__wrapped__``
+    chain, else builtins."""
+    try:
+        names = _names_of_annotations.get(annotations)
+    except TypeError:  # an unhashable annotation (Annotated metadata, say)
+        names = _names_in(annotations)
+    if names is None:
+        names = _names_in(annotations)
+        if len(_names_of_annotations) < 10_000:
+            _names_of_annotations[annotations] = names
     if not names:
         return ()
     inner = fn
@@ -132,6 +138,17 @@ def _bindings(fn: Any, annotations: dict[str, Any]) -> tuple[Any, ...]:
     )
 
 
+def _names_in(annotations: tuple[Any, ...]) -> tuple[str, ...]:
+    names: tuple[str, ...] = ()
+    for annotation in annotations:
+        if not isinstance(annotation, type):  # a class uses no name
+            names += _names(annotation)
+    return names
+
+
+# The names a function's annotations use, by the annotations (its values: equal
+# annotations use the same names), and by the text of a string annotation.
+_names_of_annotations: dict[tuple[Any, ...], tuple[str, ...]] = {}
 _names_of_text: dict[str, tuple[str, ...]] = {}
 
 

@@ -98,6 +98,8 @@ def wire_steps(inputs: Sequence[str], steps: Sequence[Step[..., Any]]) -> Wired:
     constants = out.constants
     first_constant = n + len(inputs)
     where = position.get
+    # can_meet's answers, by the identities of the annotations (alive while the steps are).
+    answers: dict[tuple[int, int], bool] = {}
     add_wires, add_simple, add_preds, add_reads = (
         out.wires.append,
         out.simple.append,
@@ -109,16 +111,7 @@ def wire_steps(inputs: Sequence[str], steps: Sequence[Step[..., Any]]) -> Wired:
         preds: list[int] = []  # results read, then wait_for: reads is preds until then
         unknown: UnknownReferenceError | None = None
         positional_ok = simple = True
-        params, args = s.params, s.args
-        wiring: list[tuple[str, Source | None, Param | None]]
-        if len(args) == len(params):  # as a step built at run time: args= names every one
-            try:
-                wiring = [(p.name, args[p.name], p) for p in params]
-            except KeyError:  # a parameter wired by its name, and an extra for **kwargs
-                wiring = _wiring(s, input_slot, position, inputs)
-        else:
-            wiring = _wiring(s, input_slot, position, inputs)
-        for name, source, p in wiring:
+        for name, source, p in _wiring(s, input_slot, position, inputs):
             positional = positional_ok = positional_ok and p is not None and p.positional
             if source is None:  # the run Context
                 wires.append((name, -1, (), None, positional, None))
@@ -138,13 +131,21 @@ def wire_steps(inputs: Sequence[str], steps: Sequence[Step[..., Any]]) -> Wired:
                     preds.append(slot)
                 if (
                     p is not None
-                    and p.annotation is not NO_TYPE
+                    and (expected := p.annotation) is not NO_TYPE
                     and not path
                     and transform is None
-                    and not _meets(steps[slot], p.annotation)
                     and (not out.mismatches or out.mismatches[-1][0] != k)
                 ):
-                    out.mismatches.append((k, s, p, steps[slot]))
+                    producer = steps[slot]
+                    produced = producer.result_type
+                    if produced is not NO_TYPE:
+                        # Most wirings pair a few annotations: one answer per pair.
+                        pair = (id(produced), id(expected))
+                        met = answers.get(pair)
+                        if met is None:
+                            met = answers[pair] = can_meet(produced, expected)
+                        if not (met or _undecided(producer)):
+                            out.mismatches.append((k, s, p, producer))
             elif isinstance(source, Value):
                 wires.append((name, first_constant + len(constants), (), source, positional, None))
                 constants.append(source.value)
@@ -190,6 +191,11 @@ def _wiring(
     bare names (`NameRef`) left to the caller."""
     args = step.args
     params = step.params
+    if len(args) == len(params):  # as a step built at run time: args= names every one
+        try:
+            return [(p.name, args[p.name], p) for p in params]
+        except KeyError:  # a parameter wired by its name, and an extra for **kwargs
+            pass
     out: list[tuple[str, Source | None, Param | None]] = []
     explicit = 0
     for p in params:
@@ -232,16 +238,11 @@ def _unmatched(
     )
 
 
-def _meets(producer: Step[..., Any], expected: Any) -> bool:
-    """`_plan`'s annotation check of one wiring (see `compile_plan`): undecided, so met,
-    when the producer's result type is unknown or its result may be something else."""
-    produced = producer.result_type
-    return (
-        produced is NO_TYPE
-        or producer.when is not None
-        or producer.compensate_callback is not None
-        or can_meet(produced, expected)
-    )
+def _undecided(producer: Step[..., Any]) -> bool:
+    """Whether the plan's annotation check of a wiring from `producer` cannot refuse it
+    (see `compile_plan`): its result may be something else than its annotation says (a
+    guard skips it with another value, a compensate returns one)."""
+    return producer.when is not None or producer.compensate_callback is not None
 
 
 def edges_of(inputs: Sequence[str], steps: Sequence[Step[..., Any]]) -> dict[tuple[str, str], Any]:

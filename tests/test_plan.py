@@ -396,6 +396,7 @@ def test_the_planner_compiles_what_the_reference_planner_does(r):
     plan = r.plan()
     got = {name: getattr(plan, name) for name in _FIELDS}
     got["argv"] = [plan.argv[i] for i in range(plan.size)]
+    got["param_names"] = tuple(plan.param_names[i] for i in range(plan.size))
     assert _comparable(expected) == _comparable(got)
     n = plan.size
     for i in range(n):  # what fetch gets is what the slots say
@@ -410,8 +411,9 @@ def test_the_planner_compiles_what_the_reference_planner_does(r):
 
 
 def test_argument_specs_are_made_once_when_first_read():
-    """`Plan.argv` makes a step's argument specs the first time they are looked up, then
-    gives the same ones; an index of no step is an IndexError. The graph is drawn once."""
+    """`Plan.argv` and `Plan.param_names` make a step's argument specs and parameter
+    names the first time they are looked up, then give the same ones; an index of no step
+    is an IndexError. The graph is drawn once."""
     r = seed_reactor()
     plan = r.plan()
     assert {} == plan.argv
@@ -422,4 +424,10 @@ def test_argument_specs_are_made_once_when_first_read():
     for i in (-1, 4):
         with pytest.raises(IndexError):
             plan.argv[i]
+        with pytest.raises(IndexError):
+            plan.param_names[i]
+    assert {} == plan.param_names  # made apart from argv, when first read
+    names = plan.param_names[plan.index["aggregate"]]
+    assert ("profile", "prefs", "activity") == names
+    assert names is plan.param_names[plan.index["aggregate"]]
     assert r.graph is r.graph
