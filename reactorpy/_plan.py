@@ -325,16 +325,15 @@ def _compile_arguments(
         else:
             simple.append(None)
             fetch.append(None)
-        preds, read = all_preds[k], all_reads[k]
+        preds = all_preds[k]
         waits = tuple(sorted(map(plan_index, preds))) if preds else ()
         deps.append(waits)
-        if read is not preds:  # (`wire_steps` gives the same list when no wait_for)
-            read = tuple(sorted(map(plan_index, read))) if read else ()
-        else:
-            read = waits
-        for j in read:
+        mine = waits
+        if all_reads[k] is not preds:  # (`wire_steps` gives the same list when no wait_for)
+            mine = tuple(sorted(map(plan_index, all_reads[k])))
+        for j in mine:
             readers[j] += 1
-        reads.append(read)
+        reads.append(mine)
     return _Arguments(
         Argv(wired.wires, order_pos, slot_of),
         tuple(simple),
