@@ -46,6 +46,9 @@ def hooks_generation() -> int:
     return _generation[0]
 
 
+_kinds: dict[tuple[Any, ...], int] = {}  # `Step.dispatch_key` by what it stands for
+
+
 class _Hooks:
     """The callbacks of a step, shared by every copy of it (see `Step.evolve`)."""
 
@@ -124,7 +127,7 @@ class Step(Generic[P, R]):
     takes_kwargs: bool
     is_async: bool
     result_type: Any  # for the plan's wiring check: decidable, else NO_TYPE
-    dispatch_key: tuple[Any, ...]
+    dispatch_key: int
 
     def __init__(
         self,
@@ -195,18 +198,12 @@ class Step(Generic[P, R]):
         )
         self.description = description if description is not None else _summary(fn)
         self._hooks = _hooks if _hooks is not None else _Hooks()
-        # Which of its options decide how a run starts it (its kind, the callbacks aside):
-        # steps with equal keys share a row of the executor's dispatch table.
-        self.dispatch_key = (
-            type(self),
-            self.is_async,
-            self.executor is not None,
-            self.async_,
-            bool(self.retries),
-            bool(self.retry_on),
-            self.timeout is not None,
-            self.when is not None,
-        )
+        # Which of its options decide how a run starts it (its kind, the callbacks aside), as
+        # a small int: steps with equal keys share a row of the executor's dispatch table.
+        timed, guarded = self.timeout is not None, self.when is not None
+        kind = (type(self), self.is_async, self.executor is not None, self.async_, timed)
+        kind += (bool(self.retries), bool(self.retry_on), guarded)
+        self.dispatch_key = _kinds.setdefault(kind, len(_kinds))
         # So the step pickles by reference and reads like the function in tracebacks
         # (`_identity`: what of it comes from the function, for copies under other names).
         self._identity = {"__module__": getattr(fn, "__module__", None)}

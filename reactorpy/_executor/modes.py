@@ -83,10 +83,14 @@ def _derive(
     plan: Plan, serial: bool, executor: bool, limited: bool, outer: bool, events: bool
 ) -> Modes:
     """The table, one row of bytes per step (`_row`), sliced into its columns. Steps whose
-    rows cannot differ (the same `Step.dispatch_key`, callbacks and kind of arguments)
-    share one: most reactors have a few kinds of step, so most steps cost a lookup."""
+    rows cannot differ (the same `Step.dispatch_key`, callbacks and kind of arguments, in
+    runs with the same options) share one, made once per process (`_rows`): most steps
+    cost a lookup."""
     rows: list[bytes] = []
-    seen: dict[tuple[Any, ...], bytes] = {}
+    options = (serial, executor, limited, outer, events)
+    known = _rows.get(options)
+    if known is None:
+        known = _rows[options] = {}
     for s, fetch in zip(plan.steps, plan.fetch, strict=True):
         key = (
             s.dispatch_key,
@@ -94,15 +98,22 @@ def _derive(
             s.compensate_callback is None,
             fetch is None,
         )
-        row = seen.get(key)
+        row = known.get(key)
         if row is None:
-            row = seen[key] = _row(s, fetch is not None, serial, executor, limited, outer, events)
+            row = _row(s, fetch is not None, serial, executor, limited, outer, events)
+            if len(known) < _ROWS:
+                known[key] = row
         rows.append(row)
     table = b"".join(rows)
     return Modes(*(table[column::_COLUMNS] for column in range(_COLUMNS)))
 
 
 _COLUMNS: Final = 10
+# Rows by the run's options, then by what decides them of a step (`Step.dispatch_key`,
+# callbacks, kind of arguments), for every plan: there are few kinds of step (the key is
+# a small int and booleans), bounded all the same.
+_rows: dict[tuple[bool, ...], dict[tuple[int, bool, bool, bool], bytes]] = {}
+_ROWS: Final = 4096
 
 
 def _row(
