@@ -201,8 +201,8 @@ class Step(Generic[P, R]):
         # Which of its options decide how a run starts it (its kind, the callbacks aside), as
         # a small int: steps with equal keys share a row of the executor's dispatch table.
         timed, guarded = self.timeout is not None, self.when is not None
-        kind = (type(self), self.is_async, self.executor is not None, self.async_, timed)
-        kind += (bool(self.retries), bool(self.retry_on), guarded)
+        kind: tuple[Any, ...] = (type(self), self.is_async, self.executor is not None, self.async_)
+        kind += (timed, bool(self.retries), bool(self.retry_on), guarded)
         self.dispatch_key = _kinds.setdefault(kind, len(_kinds))
         # So the step pickles by reference and reads like the function in tracebacks
         # (`_identity`: what of it comes from the function, for copies under other names).
