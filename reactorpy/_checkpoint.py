@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import json
 import pickle
+import sys
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Final
 
 import attrs
 
 from ._arguments import Context
 from ._errors import ResumeError
 
-__all__ = ["Checkpoint", "UndoRecord"]
+__all__ = ["BY_REFERENCE", "Checkpoint", "UndoRecord", "by_reference", "reference_route"]
 
 _FORMAT = 1
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
@@ -41,7 +42,9 @@ class UndoRecord:
         route: for a step of a composed reactor, where it is: the composite step's name,
             the child's key in its ``children``, (again for each level), then the step's
             name. Undo finds the callback along it once ``undo`` is lost (a checkpoint
-            loaded from JSON). None for direct steps and for new steps (`NewSteps`).
+            loaded from JSON). None for direct steps and for new steps (`NewSteps`); in
+            the journal, a new step's is ``(BY_REFERENCE, module, qualname)`` when its
+            undo callback is a function found there (`reference_route`).
     """
 
     step: str
@@ -59,6 +62,43 @@ class UndoRecord:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         _set_state(self, state)
+
+
+# The first item of a route that names an undo callback by where it is defined rather than
+# by the steps that lead to it (`reference_route`): no step name starts with it (they are
+# printable), nor does the rollback mark of the journal (``"\x1f"``).
+BY_REFERENCE: Final = "\x1e"
+
+
+def reference_route(fn: Any) -> tuple[str, str, str] | None:
+    """``(BY_REFERENCE, module, qualname)`` for a function defined at the top level of an
+    imported module, or as an attribute of a class there (what `by_reference` finds again
+    in another process that imported the module): the route of a new step's undo callback
+    in the journal, which no step of a reactor leads to. None for anything else (a
+    closure, a lambda, a bound method, a partial)."""
+    module = getattr(fn, "__module__", None)
+    qualname = getattr(fn, "__qualname__", None)
+    if type(module) is not str or type(qualname) is not str:
+        return None
+    return (BY_REFERENCE, module, qualname) if _defined(module, qualname) is fn else None
+
+
+def by_reference(route: tuple[str, ...]) -> Any:
+    """What a route made by `reference_route` names, in a module this process has
+    imported already (it never imports one on a journal's say), or None."""
+    if len(route) != 3 or route[0] != BY_REFERENCE:
+        return None
+    found = _defined(route[1], route[2])
+    return found if callable(found) else None
+
+
+def _defined(module: str, qualname: str) -> Any:
+    found: Any = sys.modules.get(module)
+    for part in qualname.split("."):
+        if found is None or part == "<locals>":
+            return None
+        found = getattr(found, part, None)
+    return found
 
 
 @attrs.frozen

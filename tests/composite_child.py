@@ -11,12 +11,13 @@ Set by the test (``CHILD_`` + the name):
 - ``HANG=X``: call X appends ``hang X`` and waits forever (the test kills the process);
   ``SLOW=X``: call X waits forever (no line); ``HALT=X``: step X raises `rp.Halt`;
 - ``FAILSTART=1``: the run's ``on_run_start`` raises; ``TUPLES=1``: the SQLite journal
-  uses `TupleJson`.
+  uses `TupleJson`; ``CLOSURE=1``: ``spawn`` adds ``n3``, whose undo is a closure.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import os
 import sys
@@ -39,10 +40,13 @@ __all__ = [
     "fresh_ledger",
     "halting",
     "rolled",
+    "deep_spawning",
+    "deeper_spawning",
     "solo",
+    "spawning",
 ]
 
-_SETTINGS = ("FAIL", "FAIL_ONCE", "HANG", "SLOW", "HALT", "FAILSTART", "TUPLES")
+_SETTINGS = ("FAIL", "FAIL_ONCE", "HANG", "SLOW", "HALT", "FAILSTART", "TUPLES", "CLOSURE")
 
 
 def write(line: str) -> None:
@@ -189,11 +193,83 @@ async def h3(h2: str) -> str:
     return "h3"
 
 
+# ``spawning``: ``spawn`` returns two new steps, ``n1`` (undone by ``undn1``, a function of
+# this module: the journal finds it again by where it is defined) then ``n2``, and
+# ``n3`` beside them, undone by ``undn3``, a closure (which no journal finds again); then
+# ``tail``.
+spawning: rp.Reactor[str] = rp.Reactor("spawning", returns="spawn")
+
+
+async def n1() -> str:
+    await touch("do", "n1")
+    return "n1"
+
+
+async def undn1(value: str) -> None:
+    await touch("undo", "undn1")
+
+
+async def n2(n1: str) -> str:
+    await touch("do", "n2")
+    return f"{n1}+n2"
+
+
+async def n3() -> str:
+    await touch("do", "n3")
+    return "n3"
+
+
+@spawning.step
+async def spawn() -> rp.NewSteps:
+    await touch("do", "spawn")
+    first, third = rp.step(n1), rp.step(n3)
+    first.undo(undn1)
+
+    @third.undo
+    async def undn3(value: str) -> None:
+        await touch("undo", "undn3")
+
+    with_closure = os.environ.get("CHILD_CLOSURE")
+    return rp.NewSteps("spawned", [first, rp.step(n2), *([third] if with_closure else [])])
+
+
+@spawning.step
+async def tail(spawn: str) -> str:
+    await touch("do", "tail")
+    return spawn
+
+
+# ``deep_spawning``: ``spawning`` composed as ``sub`` (its new steps ``sub.spawn.n1``, ...),
+# then ``last``.
+deep_spawning: rp.Reactor[str] = rp.Reactor("deep_spawning", returns="last")
+deep_spawning.compose("sub", spawning)
+
+
+@deep_spawning.step
+async def last(sub: str) -> str:
+    await touch("do", "last")
+    return sub
+
+
+# ``deeper_spawning``: ``deep_spawning`` composed as ``outer``, then ``final``.
+deeper_spawning: rp.Reactor[str] = rp.Reactor("deeper_spawning", returns="final")
+deeper_spawning.compose("outer", deep_spawning)
+
+
+@deeper_spawning.step
+async def final(outer: str) -> str:
+    await touch("do", "final")
+    return outer
+
+
 REACTORS: dict[str, rp.Reactor[Any]] = {
     "rolled": rolled,
     "chained": chained,
     "solo": solo,
     "halting": halting,
+    "spawning": spawning,
+    "deep_spawning": deep_spawning,
+    "deeper_spawning": deeper_spawning,
 }
 
 
@@ -226,9 +302,12 @@ def journal_of(spec: dict[str, Any]) -> rp.Journal:
 
 
 async def _main(spec: str, reactor: str, run_id: str) -> None:
+    # The reactors of this module under its own name, not ``__main__``'s (as a service
+    # imports them): the journal names a new step's undo by its module.
+    reactors = importlib.import_module("tests.composite_child").REACTORS
     middleware: list[Any] = [FailsToStart()] if os.environ.get("CHILD_FAILSTART") else []
     async with journal_of(json.loads(spec)) as journal:
-        await REACTORS[reactor].run({}, journal=journal, run_id=run_id, middleware=middleware)
+        await reactors[reactor].run({}, journal=journal, run_id=run_id, middleware=middleware)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .._checkpoint import UndoRecord
+from .._checkpoint import BY_REFERENCE, UndoRecord
 from .._errors import annotate
 from .attempts import shielded
 from .endings import fatal, stop
@@ -310,7 +310,9 @@ def _record(durable: Durable, entry: Entry, prefix: str = "", depth: int = 0) ->
     holds its records by its own step names and routes, as if it had made them."""
     value, arguments, route = durable.serializer.loads(entry.undo)  # type: ignore[arg-type]
     step = entry.key[len(prefix) :] if prefix and entry.key.startswith(prefix) else entry.key
-    return UndoRecord(step, value, arguments, route=tuple(route[depth:]) if route else None)
+    if route and route[0] != BY_REFERENCE:  # (a reference is where it is at any depth)
+        route = route[depth:]
+    return UndoRecord(step, value, arguments, route=tuple(route) if route else None)
 
 
 def restore_recovered(run: Run) -> list[UndoRecord]:

@@ -17,15 +17,15 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from .._arguments import Context
-from .._checkpoint import UndoRecord
-from .._errors import Retry, annotate
+from .._checkpoint import BY_REFERENCE, UndoRecord, by_reference
+from .._errors import DefinitionError, Retry, annotate
 from .._events import make_event
+from .._signature import Callback
 
 if TYPE_CHECKING:
     from .._events import Middleware
     from .._plan import Plan
     from .._reactor import Reactor
-    from .._signature import Callback
     from .durable import Durable
 
 __all__ = ["UNDO_ATTEMPTS", "UndoLedger", "Undoer", "routed_callback"]
@@ -243,7 +243,16 @@ class Undoer:
 
 
 def routed_callback(reactor: Any, route: tuple[str, ...]) -> Callback | None:
-    """The undo callback of the step at `route` (see `UndoRecord.route`)."""
+    """The undo callback of the step at `route`, or of the function it names (see
+    `UndoRecord.route`)."""
+    if route and route[0] == BY_REFERENCE:
+        fn = by_reference(route)
+        if fn is None:
+            return None
+        try:
+            return Callback.of(fn, leading=True, what=f"the undo {route[1]}.{route[2]}")
+        except DefinitionError:  # what it names now is no undo callback
+            return None
     for k in range(0, len(route) - 1, 2):
         children = getattr(reactor.steps.get(route[k]), "children", None) or {}
         reactor = children.get(route[k + 1])

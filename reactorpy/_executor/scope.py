@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from .._arguments import Context
-from .._checkpoint import Checkpoint, UndoRecord
+from .._checkpoint import BY_REFERENCE, Checkpoint, UndoRecord
 from .._errors import Halted
 from .inflight import NewStepsHalted
 from .state import DONE
@@ -282,6 +282,8 @@ def rename(
             if index is not None:
                 undo, inner = child_plan.steps[index].undo_callback, (rec.step,)
         route = None if key is None or inner is None else (composite, key, *inner)
+        if inner and inner[0] == BY_REFERENCE:  # (where the function is, at any depth)
+            route = inner
         out.append(
             UndoRecord(f"{composite}.{label}{rec.step}", rec.value, rec.arguments, undo, route)
         )

@@ -1,0 +1,168 @@
+"""New steps (`rp.NewSteps`) of a journaled run are undone from the journal when their undo
+callback is a function of a module (the journal names it by where it is defined, and a
+process that imported the module finds it again): after a crash with a real SIGKILL
+(``tests/composite_child.py``, SQLite), by ``recover(undo=True)``, and in a completed run
+undone by its id. An undo that is a closure is not found: the undo says so, naming the
+step, and undoes the others."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import reactorpy as rp
+from reactorpy._checkpoint import BY_REFERENCE, by_reference, reference_route
+
+from . import composite_child
+from .composite_child import TupleJson, crash, fresh_ledger, spawning
+from .killing import calls
+
+
+@pytest.fixture
+def ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    return fresh_ledger(tmp_path, monkeypatch)
+
+
+def journal_at(db: Path, tuples: bool) -> rp.SQLiteJournal:
+    return rp.SQLiteJournal(db, serializer=TupleJson()) if tuples else rp.SQLiteJournal(db)
+
+
+@pytest.mark.parametrize("tuples", [False, True], ids=["pickle", "json-tuples"])
+def test_new_steps_completed_before_a_crash_are_undone_by_a_recovery(
+    tmp_path: Path, ledger: Path, tuples: bool
+) -> None:
+    """The crash comes in ``n2``: ``spawn`` is in flight (its new steps have not ended)
+    and ``n1`` completed. Recovered with ``undo=True`` in another process, ``n1`` is
+    undone once, by ``undn1``, found by its module and name (arrays loaded as tuples
+    too)."""
+    db = tmp_path / "runs.db"
+    crash(db, ledger, "spawning", "s-1", HANG="n2", **({"TUPLES": "1"} if tuples else {}))
+    assert (calls(ledger, "do", "n1"), calls(ledger, "undo", "undn1")) == (1, 0)
+
+    async def recover() -> tuple[list[rp.RunRecord], rp.StoredRun]:
+        async with journal_at(db, tuples) as journal:
+            records = await spawning.recover(journal, undo=True)
+            return records, await journal.load("s-1")
+
+    (record,), stored = asyncio.run(recover())
+    assert record.status == "undone"
+    assert calls(ledger, "undo", "undn1") == 1
+    assert "spawn.n1" in stored.undone
+    assert calls(ledger, "do", "n2") == 1  # undone, not run again
+
+
+@pytest.mark.parametrize("tuples", [False, True], ids=["pickle", "json-tuples"])
+def test_a_completed_run_is_undone_by_id_with_its_new_steps(
+    tmp_path: Path, ledger: Path, tuples: bool
+) -> None:
+    """A run whose step added new steps completes; undone by its id, from the journal
+    alone, its new step ``n1`` is undone too, once."""
+
+    async def main() -> rp.StoredRun:
+        async with journal_at(tmp_path / "runs.db", tuples) as journal:
+            assert "spawned" == await spawning.run({}, journal=journal, run_id="s-2")
+            await spawning.undo("s-2", journal=journal)
+            return await journal.load("s-2")
+
+    stored = asyncio.run(main())
+    assert stored.record.status == "undone"
+    assert (calls(ledger, "do", "n1"), calls(ledger, "undo", "undn1")) == (1, 1)
+
+
+def test_a_new_steps_undo_that_is_a_closure_is_not_found_and_the_others_are_undone(
+    tmp_path: Path, ledger: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``n3``'s undo is a closure made by ``spawn``: no journal names it. Undone by its
+    id, the run's undo fails naming ``spawn.n3``; ``n1`` is undone all the same."""
+    monkeypatch.setenv("CHILD_CLOSURE", "1")
+
+    async def main() -> BaseException:
+        async with rp.SQLiteJournal(tmp_path / "runs.db") as journal:
+            await spawning.run({}, journal=journal, run_id="s-3")
+            with pytest.raises(rp.RunFailed) as failed:
+                await spawning.undo("s-3", journal=journal)
+            return failed.value
+
+    error = asyncio.run(main())
+    assert "spawn.n3" in str(error.exceptions)
+    assert "no undo callback found" in str(error.exceptions)
+    assert (calls(ledger, "do", "n3"), calls(ledger, "undo", "undn3")) == (1, 0)
+    assert calls(ledger, "undo", "undn1") == 1
+
+
+class Holder:
+    @staticmethod
+    def method_undo(value: Any) -> None:
+        return None
+
+
+def test_a_reference_names_only_what_an_imported_module_gives_back() -> None:
+    """`reference_route` names a function of a module, or a class's attribute there, that
+    the module gives back as is; `by_reference` finds it again in a module imported
+    already, and nothing it would have to import, nor what the name no longer holds."""
+    route = reference_route(composite_child.undn1)
+    assert route == (BY_REFERENCE, "tests.composite_child", "undn1")
+    assert by_reference(route) is composite_child.undn1
+    assert by_reference(reference_route(Holder.method_undo)) is Holder.method_undo  # type: ignore[arg-type]
+
+    def closure(value: Any) -> None:
+        return None
+
+    renamed = rp.step(composite_child.n1)  # a Step is not the function its module holds
+    for fn in (closure, lambda value: None, Holder().method_undo.__call__, renamed, 3):
+        assert reference_route(fn) is None
+    assert by_reference((BY_REFERENCE, "not_imported_module_xyz", "f")) is None
+    assert by_reference((BY_REFERENCE, "tests.composite_child", "no_such_name")) is None
+    assert by_reference((BY_REFERENCE, "tests.composite_child", "REACTORS")) is None  # a dict
+    assert by_reference(("spawn", "n1")) is None
+
+
+@pytest.mark.parametrize("failing", ["tail", "last"])
+def test_new_steps_of_a_composed_child_completed_before_a_crash_are_undone_once(
+    tmp_path: Path, ledger: Path, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    """``spawning`` composed as ``sub``: the crash comes in ``sub.tail``, after ``spawn``
+    and its new steps completed. Recovered forward, ``sub`` runs again from what its
+    child completed (``sub.spawn.n1`` restored, not run again); then ``tail`` fails (the
+    child undoes it) or ``last`` does (the root undoes what ``sub`` completed): either way
+    ``n1`` is undone once, its undo found by where it is defined."""
+    db = tmp_path / "runs.db"
+    crash(db, ledger, "deep_spawning", "d-1", HANG="tail")
+    monkeypatch.setenv("CHILD_FAIL", failing)
+
+    async def recover() -> list[rp.RunRecord]:
+        async with rp.SQLiteJournal(db) as journal:
+            return await composite_child.deep_spawning.recover(journal)
+
+    (record,) = asyncio.run(recover())
+    assert record.status == "failed"
+    assert f"{failing} failed" in repr(record.error)
+    assert (calls(ledger, "do", "n1"), calls(ledger, "undo", "undn1")) == (1, 1)
+    assert calls(ledger, "do", "spawn") == 1
+
+
+@pytest.mark.parametrize("failing", ["last", "final"])
+def test_new_steps_two_composites_deep_are_undone_once_by_the_run_that_restored_them(
+    tmp_path: Path, ledger: Path, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    """``deep_spawning`` composed as ``outer``: the crash comes in ``outer.last``, after
+    ``outer.sub`` completed. Recovered forward, ``outer`` runs again and its child
+    restores ``sub`` with the records of what it completed (``outer.sub.spawn.n1``, its
+    route found two composites down). Then ``last`` fails (the child undoes them) or
+    ``final`` does (the root undoes what ``outer`` completed, given to it with their
+    routes): ``n1`` is undone once either way."""
+    db = tmp_path / "runs.db"
+    crash(db, ledger, "deeper_spawning", "e-1", HANG="last")
+    monkeypatch.setenv("CHILD_FAIL", failing)
+
+    async def recover() -> list[rp.RunRecord]:
+        async with rp.SQLiteJournal(db) as journal:
+            return await composite_child.deeper_spawning.recover(journal)
+
+    (record,) = asyncio.run(recover())
+    assert record.status == "failed"
+    assert f"{failing} failed" in repr(record.error)
+    assert (calls(ledger, "do", "n1"), calls(ledger, "undo", "undn1")) == (1, 1)
