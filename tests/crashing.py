@@ -4,8 +4,9 @@ invariants of section 1.8 of the design checked against a ledger the trial owns.
 
 Used by ``tests/test_crash.py`` (a few trials) and ``benchmarks/crash.py`` (many).
 
-The saga (`saga`) is a chain, a fan-out, a composed child reactor, a map, a step retried
-after a flaky first execution and a step that fails on some runs, so that a run ends
+The saga (`saga`) is a chain, a fan-out, a composed child reactor, a map, a step that adds
+new steps (`rp.NewSteps`), a step retried after a flaky first execution and a step that
+fails on some runs, so that a run ends
 completed or, after undoing, failed. Each step's side effect is an idempotent upsert of
 ``(run, step)`` into a ledger (an SQLite file apart from the journal); each undo deletes
 that row. Every execution of a step or undo is also appended to the ledger's
@@ -285,6 +286,24 @@ async def unpack(result: Made, ctx: rp.Context) -> None:
 saga.map("packed", rp.Input("items"), pack, wait_for=["charge"])
 
 
+@rp.step
+async def gift(order: str, ctx: rp.Context) -> Made:
+    return await effect(order, ctx)
+
+
+@gift.undo
+async def ungift(result: Made, ctx: rp.Context) -> None:
+    await undo_effect(result, ctx)
+
+
+@saga.step
+async def gifts(charge: Made, order: str, ctx: rp.Context) -> rp.NewSteps:
+    """Its own effect (no undo), then two new steps, undone from the journal by `ungift`
+    (found by its module and name: ``__main__`` in the trials' processes)."""
+    made = await effect(order, ctx)
+    return rp.NewSteps(made, [gift.evolve(name=f"g{k}") for k in range(2)])
+
+
 @saga.step
 async def audit(
     email: Made,
@@ -292,6 +311,7 @@ async def audit(
     points: Made,
     sub: Made,
     packed: list[Made],
+    gifts: Made,
     order: str,
     fail: str | None,
     ctx: rp.Context,
@@ -305,7 +325,8 @@ async def finish(audit: Made, packed: list[Made], order: str, ctx: rp.Context) -
     return {"order": order, "packed": len(packed)}
 
 
-UNDOABLE = frozenset({"reserve", "charge", "ship", "points", "sub.book"})  # and the packs
+UNDOABLE = frozenset({"reserve", "charge", "ship", "points", "sub.book", "gifts.g0", "gifts.g1"})
+# (and the packs)
 
 
 def inputs_for(run_id: str, rng: random.Random) -> dict[str, Any]:
@@ -329,6 +350,9 @@ def expected_steps(inputs: dict[str, Any]) -> list[str]:
         "sub.book",
         "sub.confirm",
         *packs,
+        "gifts",
+        "gifts.g0",
+        "gifts.g1",
         "audit",
         "finish",
     ]
@@ -344,7 +368,7 @@ def dependencies(step: str) -> set[str]:
     if head == "sub":
         inner = {p for p in child.graph.predecessors(rest) if "step" in child.graph.nodes[p]}
         return own | {f"sub.{p}" for p in inner}
-    return own  # a map element: what the map waits for
+    return own  # a map element, a new step: what the map, or the step, waits for
 
 
 def undoable(step: str) -> bool:

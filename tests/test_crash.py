@@ -36,7 +36,7 @@ def test_runs_killed_at_random_moments_recover_on_postgres(seed: int) -> None:
 
 RUN = {"run_id": "r", "inputs": {"order": "r", "items": [["r", 0]], "fail": None, "flaky": False}}
 ALL = ["reserve", "charge", "email", "ship", "points", "sub.book", "sub.confirm"]
-ALL += ["packed.[0].pack", "audit", "finish"]
+ALL += ["packed.[0].pack", "gifts", "gifts.g0", "gifts.g1", "audit", "finish"]
 
 
 def checked(
