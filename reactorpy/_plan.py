@@ -47,7 +47,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import attrs
 
@@ -345,49 +345,59 @@ def _compile_arguments(
     )
 
 
-class Argv(dict[int, tuple[ArgSpec, ...]]):
-    """`Plan.argv`: each step's `ArgSpec` tuple by plan index, made the first time it is
-    looked up (by ``__missing__``: after that, a lookup is a dict's). Most steps never
-    are: a run gets their arguments through ``fetch``."""
-
-    __slots__ = ("_order", "_slot_of", "_wires")
-
-    def __init__(self, wires: list[list[Wire]], order: list[int], slot_of: list[int]) -> None:
-        super().__init__()
-        self._wires = wires  # by definition position, slots as `wire_steps` left them
-        self._order = order  # plan index -> definition position
-        self._slot_of = slot_of  # those slots -> the plan's
-
-    def __missing__(self, i: int) -> tuple[ArgSpec, ...]:
-        if not 0 <= i < len(self._order):
-            raise IndexError(f"no step has plan index {i!r}")
-        slot_of = self._slot_of
-        made = self[i] = tuple(
-            [
-                ArgSpec(param, slot_of[slot], path, source, positional, transform)
-                for param, slot, path, source, positional, transform in self._wires[self._order[i]]
-            ]
-        )
-        return made
+_T = TypeVar("_T")
 
 
-class ParamNames(dict[int, tuple[str, ...]]):
-    """`Plan.param_names`: the parameter names of each step's ``argv``, in order, by plan
-    index, made the first time they are looked up (as `Argv`): only callbacks and
-    composites that take a step's arguments by name ask."""
+class _ByStep(dict[int, _T]):
+    """A value per step by plan index, made from the step's wires the first time it is
+    looked up (by ``__missing__``: after that, a lookup is a dict's)."""
 
     __slots__ = ("_order", "_wires")
 
     def __init__(self, wires: list[list[Wire]], order: list[int]) -> None:
         super().__init__()
-        self._wires = wires
-        self._order = order
+        self._wires = wires  # by definition position, slots as `wire_steps` left them
+        self._order = order  # plan index -> definition position
 
-    def __missing__(self, i: int) -> tuple[str, ...]:
+    def __missing__(self, i: int) -> _T:
         if not 0 <= i < len(self._order):
             raise IndexError(f"no step has plan index {i!r}")
-        made = self[i] = tuple(map(_param, self._wires[self._order[i]]))
+        made = self[i] = self._make(self._wires[self._order[i]])
         return made
+
+    def _make(self, wires: list[Wire]) -> _T:
+        raise NotImplementedError
+
+
+class Argv(_ByStep[tuple[ArgSpec, ...]]):
+    """`Plan.argv`: each step's `ArgSpec` tuple by plan index, made the first time it is
+    looked up. Most steps never are: a run gets their arguments through ``fetch``."""
+
+    __slots__ = ("_slot_of",)
+
+    def __init__(self, wires: list[list[Wire]], order: list[int], slot_of: list[int]) -> None:
+        super().__init__(wires, order)
+        self._slot_of = slot_of  # the slots of `wire_steps` -> the plan's
+
+    def _make(self, wires: list[Wire]) -> tuple[ArgSpec, ...]:
+        slot_of = self._slot_of
+        return tuple(
+            [
+                ArgSpec(param, slot_of[slot], path, source, positional, transform)
+                for param, slot, path, source, positional, transform in wires
+            ]
+        )
+
+
+class ParamNames(_ByStep[tuple[str, ...]]):
+    """`Plan.param_names`: the parameter names of each step's ``argv``, in order, by plan
+    index, made the first time they are looked up: only callbacks and composites that take
+    a step's arguments by name ask."""
+
+    __slots__ = ()
+
+    def _make(self, wires: list[Wire]) -> tuple[str, ...]:
+        return tuple(map(_param, wires))
 
 
 def _priorities(
