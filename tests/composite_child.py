@@ -233,33 +233,26 @@ async def spawn() -> rp.NewSteps:
     return rp.NewSteps("spawned", [first, rp.step(n2), *([third] if with_closure else [])])
 
 
-@spawning.step
-async def tail(spawn: str) -> str:
-    await touch("do", "tail")
-    return spawn
+def passing(r: rp.Reactor[Any], name: str, after: str) -> None:
+    """Step `name` of `r`: it writes ``do name`` and returns the result of `after`."""
 
+    async def passes(value: str) -> str:
+        await touch("do", name)
+        return value
+
+    r.add(rp.step(passes, name=name, args={"value": rp.Result(after)}))
+
+
+passing(spawning, "tail", after="spawn")
 
 # ``deep_spawning``: ``spawning`` composed as ``sub`` (its new steps ``sub.spawn.n1``, ...),
-# then ``last``.
+# then ``last``; ``deeper_spawning``: ``deep_spawning`` composed as ``outer``, then ``final``.
 deep_spawning: rp.Reactor[str] = rp.Reactor("deep_spawning", returns="last")
 deep_spawning.compose("sub", spawning)
-
-
-@deep_spawning.step
-async def last(sub: str) -> str:
-    await touch("do", "last")
-    return sub
-
-
-# ``deeper_spawning``: ``deep_spawning`` composed as ``outer``, then ``final``.
+passing(deep_spawning, "last", after="sub")
 deeper_spawning: rp.Reactor[str] = rp.Reactor("deeper_spawning", returns="final")
 deeper_spawning.compose("outer", deep_spawning)
-
-
-@deeper_spawning.step
-async def final(outer: str) -> str:
-    await touch("do", "final")
-    return outer
+passing(deeper_spawning, "final", after="outer")
 
 
 REACTORS: dict[str, rp.Reactor[Any]] = {

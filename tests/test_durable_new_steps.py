@@ -120,49 +120,41 @@ def test_a_reference_names_only_what_an_imported_module_gives_back() -> None:
     assert by_reference(("spawn", "n1")) is None
 
 
-@pytest.mark.parametrize("failing", ["tail", "last"])
-def test_new_steps_of_a_composed_child_completed_before_a_crash_are_undone_once(
-    tmp_path: Path, ledger: Path, monkeypatch: pytest.MonkeyPatch, failing: str
+@pytest.mark.parametrize(
+    ("reactor", "hang", "failing"),
+    [
+        ("deep_spawning", "tail", "tail"),
+        ("deep_spawning", "tail", "last"),
+        ("deeper_spawning", "last", "last"),
+        ("deeper_spawning", "last", "final"),
+    ],
+)
+def test_new_steps_of_composed_children_completed_before_a_crash_are_undone_once(
+    tmp_path: Path,
+    ledger: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    reactor: str,
+    hang: str,
+    failing: str,
 ) -> None:
-    """``spawning`` composed as ``sub``: the crash comes in ``sub.tail``, after ``spawn``
-    and its new steps completed. Recovered forward, ``sub`` runs again from what its
-    child completed (``sub.spawn.n1`` restored, not run again); then ``tail`` fails (the
-    child undoes it) or ``last`` does (the root undoes what ``sub`` completed): either way
-    ``n1`` is undone once, its undo found by where it is defined."""
+    """``spawning`` composed as ``sub`` (``deep_spawning``), that composed as ``outer``
+    (``deeper_spawning``): the crash comes in the step after the composite whose child
+    completed ``spawn`` and its new steps. Recovered forward, the composite in flight
+    runs again from what its child completed (``n1`` restored, with the route of its
+    undo, not run again); then a step fails: inside the child (which undoes what it
+    restored; two composites deep, its records' routes were cut to the child's depth),
+    or after the composite (the parent undoes what the composite gave it, routes
+    prefixed with the composite's). Either way ``n1`` is undone once."""
     db = tmp_path / "runs.db"
-    crash(db, ledger, "deep_spawning", "d-1", HANG="tail")
+    crash(db, ledger, reactor, "d-1", HANG=hang)
     monkeypatch.setenv("CHILD_FAIL", failing)
 
     async def recover() -> list[rp.RunRecord]:
         async with rp.SQLiteJournal(db) as journal:
-            return await composite_child.deep_spawning.recover(journal)
+            return await composite_child.REACTORS[reactor].recover(journal)
 
     (record,) = asyncio.run(recover())
     assert record.status == "failed"
     assert f"{failing} failed" in repr(record.error)
     assert (calls(ledger, "do", "n1"), calls(ledger, "undo", "undn1")) == (1, 1)
     assert calls(ledger, "do", "spawn") == 1
-
-
-@pytest.mark.parametrize("failing", ["last", "final"])
-def test_new_steps_two_composites_deep_are_undone_once_by_the_run_that_restored_them(
-    tmp_path: Path, ledger: Path, monkeypatch: pytest.MonkeyPatch, failing: str
-) -> None:
-    """``deep_spawning`` composed as ``outer``: the crash comes in ``outer.last``, after
-    ``outer.sub`` completed. Recovered forward, ``outer`` runs again and its child
-    restores ``sub`` with the records of what it completed (``outer.sub.spawn.n1``, its
-    route found two composites down). Then ``last`` fails (the child undoes them) or
-    ``final`` does (the root undoes what ``outer`` completed, given to it with their
-    routes): ``n1`` is undone once either way."""
-    db = tmp_path / "runs.db"
-    crash(db, ledger, "deeper_spawning", "e-1", HANG="last")
-    monkeypatch.setenv("CHILD_FAIL", failing)
-
-    async def recover() -> list[rp.RunRecord]:
-        async with rp.SQLiteJournal(db) as journal:
-            return await composite_child.deeper_spawning.recover(journal)
-
-    (record,) = asyncio.run(recover())
-    assert record.status == "failed"
-    assert f"{failing} failed" in repr(record.error)
-    assert (calls(ledger, "do", "n1"), calls(ledger, "undo", "undn1")) == (1, 1)
