@@ -17,6 +17,7 @@ import attrs
 
 from ._arguments import Context
 from ._errors import ResumeError
+from ._signature import is_undo
 
 __all__ = ["BY_REFERENCE", "Checkpoint", "UndoRecord", "by_reference", "reference_route"]
 
@@ -71,25 +72,32 @@ BY_REFERENCE: Final = "\x1e"
 
 
 def reference_route(fn: Any) -> tuple[str, str, str] | None:
-    """``(BY_REFERENCE, module, qualname)`` for a function defined at the top level of an
-    imported module, or as an attribute of a class there (what `by_reference` finds again
-    in another process that imported the module): the route of a new step's undo callback
-    in the journal, which no step of a reactor leads to. None for anything else (a
-    closure, a lambda, a bound method, a partial)."""
-    module = getattr(fn, "__module__", None)
-    qualname = getattr(fn, "__qualname__", None)
-    if type(module) is not str or type(qualname) is not str:
+    """``(BY_REFERENCE, module, qualname)`` for an undo callback that `by_reference` finds
+    again in another process: a function registered as an undo (`Step.undo`) and
+    defined at the top level of a module other than ``__main__`` (or as a static method
+    of a class there); the route of a new step's undo in the journal, which no step of a
+    reactor leads to. None for anything else (a closure, a lambda, a method, a partial,
+    a function of the script run as ``__main__``, which another script may define too)."""
+    if not is_undo(fn) or fn.__module__ == "__main__":
         return None
+    module, qualname = fn.__module__, fn.__qualname__
     return (BY_REFERENCE, module, qualname) if _defined(module, qualname) is fn else None
 
 
 def by_reference(route: tuple[str, ...]) -> Any:
-    """What a route made by `reference_route` names, in a module this process has
-    imported already (it never imports one on a journal's say), or None."""
-    if len(route) != 3 or route[0] != BY_REFERENCE:
+    """The undo callback a route made by `reference_route` names, or None: a function
+    of that name in a module this process has imported, registered as an undo callback
+    here (a journal cannot make anything else an undo: the module of a step defined at
+    module level with its ``@step.undo`` registers it when imported). Looks names up in
+    the module's and classes' namespaces only: nothing is imported, no ``__getattr__``
+    runs."""
+    if len(route) != 3 or route[0] != BY_REFERENCE or route[1] == "__main__":
         return None
-    found = _defined(route[1], route[2])
-    return found if callable(found) else None
+    module, qualname = route[1], route[2]
+    found = _defined(module, qualname)
+    if not is_undo(found) or (found.__module__, found.__qualname__) != (module, qualname):
+        return None
+    return found
 
 
 def _defined(module: str, qualname: str) -> Any:
@@ -97,7 +105,12 @@ def _defined(module: str, qualname: str) -> Any:
     for part in qualname.split("."):
         if found is None or part == "<locals>":
             return None
-        found = getattr(found, part, None)
+        try:
+            found = vars(found).get(part)
+        except TypeError:  # an object without a namespace of its own
+            return None
+        if isinstance(found, staticmethod):
+            found = found.__func__
     return found
 
 

@@ -112,13 +112,13 @@ def _bindings(fn: Any, annotations: tuple[Any, ...]) -> tuple[Any, ...]:
     """The values of the names `fn`'s `annotations` (their values) use, as resolving them
     would find them: in the globals of the function at the end of its ``__wrapped__``
     chain, else builtins."""
-    try:
-        names = _names_of_annotations.get(annotations)
-    except TypeError:  # an unhashable annotation (Annotated metadata, say)
-        names = _names_in(annotations)
+    # Kept only for strings (``from __future__ import annotations``): a key holding objects
+    # would keep them alive (classes made at run time, what they hold), or be unhashable.
+    texts = all(type(a) is str for a in annotations)
+    names = _names_of_annotations.get(annotations) if texts else None
     if names is None:
         names = _names_in(annotations)
-        if len(_names_of_annotations) < 10_000:
+        if texts and len(_names_of_annotations) < 10_000:
             _names_of_annotations[annotations] = names
     if not names:
         return ()
@@ -146,8 +146,8 @@ def _names_in(annotations: tuple[Any, ...]) -> tuple[str, ...]:
     return names
 
 
-# The names a function's annotations use, by the annotations (its values: equal
-# annotations use the same names), and by the text of a string annotation.
+# The names a function's annotations use, by its annotations when they are all strings
+# (equal annotations use the same names), and by the text of a string annotation.
 _names_of_annotations: dict[tuple[Any, ...], tuple[str, ...]] = {}
 _names_of_text: dict[str, tuple[str, ...]] = {}
 

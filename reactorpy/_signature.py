@@ -12,6 +12,7 @@ import functools
 import inspect
 import types
 import typing
+import weakref
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
@@ -24,6 +25,8 @@ from ._typecheck import NO_TYPE, decidable
 
 __all__ = [
     "Callback",
+    "is_undo",
+    "remember_undo",
     "Param",
     "check_name",
     "check_sources",
@@ -183,6 +186,22 @@ class Callback:
         if self.wants_context is not None:
             kw[self.wants_context] = context
         return kw
+
+
+# Every function registered as an undo callback in this process (`Step.undo`), weakly: the
+# only functions a journal may name as one (`_checkpoint.by_reference`).
+_undo_functions: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def remember_undo(fn: Any) -> None:
+    """Note that `fn` is registered as an undo callback (a plain function only)."""
+    if type(fn) is types.FunctionType:
+        _undo_functions.add(fn)
+
+
+def is_undo(fn: Any) -> bool:
+    """Whether `fn` was registered as an undo callback in this process."""
+    return type(fn) is types.FunctionType and fn in _undo_functions
 
 
 def _unwrapped(fn: Any) -> Any:

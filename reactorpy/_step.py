@@ -26,6 +26,7 @@ from ._signature import (
     check_sources,
     inspect_step,
     is_async_callable,
+    remember_undo,
     step_name,
 )
 
@@ -263,6 +264,7 @@ class Step(Generic[P, R]):
         Returns `fn` unchanged.
         """
         self._hooks.undo = Callback.of(fn, leading=True, what=f"the undo of {self.name!r}")
+        remember_undo(fn)
         self._hooks.version += 1
         _generation[0] += 1
         return fn

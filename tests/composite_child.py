@@ -193,8 +193,8 @@ async def h3(h2: str) -> str:
     return "h3"
 
 
-# ``spawning``: ``spawn`` returns two new steps, ``n1`` (undone by ``undn1``, a function of
-# this module: the journal finds it again by where it is defined) then ``n2``, and
+# ``spawning``: ``spawn`` returns two new steps, ``n1`` (made from ``n1_step``, undone by
+# ``undn1``: the journal finds it again by where it is defined) then ``n2``, and
 # ``n3`` beside them, undone by ``undn3``, a closure (which no journal finds again); then
 # ``tail``.
 spawning: rp.Reactor[str] = rp.Reactor("spawning", returns="spawn")
@@ -219,11 +219,15 @@ async def n3() -> str:
     return "n3"
 
 
+# The template of new step ``n1`` (its undo registered as this module is imported).
+n1_step = rp.step(n1)
+n1_step.undo(undn1)
+
+
 @spawning.step
 async def spawn() -> rp.NewSteps:
     await touch("do", "spawn")
-    first, third = rp.step(n1), rp.step(n3)
-    first.undo(undn1)
+    first, third = n1_step.evolve(name="n1"), rp.step(n3)
 
     @third.undo
     async def undn3(value: str) -> None:

@@ -49,6 +49,7 @@ written, its completion was not), and undo only knows what the journal holds (se
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import os
 import queue
@@ -298,8 +299,8 @@ async def ungift(result: Made, ctx: rp.Context) -> None:
 
 @saga.step
 async def gifts(charge: Made, order: str, ctx: rp.Context) -> rp.NewSteps:
-    """Its own effect (no undo), then two new steps, undone from the journal by `ungift`
-    (found by its module and name: ``__main__`` in the trials' processes)."""
+    """Its own effect (no undo), then two new steps made from `gift`, undone from the
+    journal by `ungift` (found by its module and name)."""
     made = await effect(order, ctx)
     return rp.NewSteps(made, [gift.evolve(name=f"g{k}") for k in range(2)])
 
@@ -997,5 +998,5 @@ def _check_keys(report: TrialReport, executions: list[Execution]) -> None:
             report.violations.append(f"{run_id}: key {key!r} seen by {sorted(steps)}")
 
 
-if __name__ == "__main__":
-    main(sys.argv[1:])
+if __name__ == "__main__":  # this module under its own name (as a service imports its saga)
+    importlib.import_module("tests.crashing").main(sys.argv[1:])

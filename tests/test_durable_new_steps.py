@@ -8,6 +8,8 @@ step, and undoes the others."""
 from __future__ import annotations
 
 import asyncio
+import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ from reactorpy._checkpoint import BY_REFERENCE, by_reference, reference_route
 
 from . import composite_child
 from .composite_child import TupleJson, crash, fresh_ledger, spawning
-from .killing import calls
+from .killing import calls, lines
 
 
 @pytest.fixture
@@ -98,11 +100,23 @@ class Holder:
     def method_undo(value: Any) -> None:
         return None
 
+    def bound_undo(self, value: Any) -> None:
+        return None
 
-def test_a_reference_names_only_what_an_imported_module_gives_back() -> None:
-    """`reference_route` names a function of a module, or a class's attribute there, that
-    the module gives back as is; `by_reference` finds it again in a module imported
-    already, and nothing it would have to import, nor what the name no longer holds."""
+
+rp.step(composite_child.n1).undo(Holder.method_undo)  # registered as undos
+rp.step(composite_child.n1).undo(Holder().bound_undo)
+
+
+def _unregistered(value: Any) -> None:
+    return None
+
+
+def test_a_reference_names_only_an_undo_callback_an_imported_module_holds() -> None:
+    """`reference_route` names a function registered as an undo and defined at the top of
+    a module (or as a static method there); `by_reference` finds it again only if it is
+    that, in a module imported already, by the namespaces alone: not a function that is
+    no undo (whatever the route says), nor one of ``__main__``, nor a closure."""
     route = reference_route(composite_child.undn1)
     assert route == (BY_REFERENCE, "tests.composite_child", "undn1")
     assert by_reference(route) is composite_child.undn1
@@ -111,13 +125,60 @@ def test_a_reference_names_only_what_an_imported_module_gives_back() -> None:
     def closure(value: Any) -> None:
         return None
 
-    renamed = rp.step(composite_child.n1)  # a Step is not the function its module holds
-    for fn in (closure, lambda value: None, Holder().method_undo.__call__, renamed, 3):
+    rp.step(composite_child.n2).undo(closure)
+    for fn in (
+        closure,
+        _unregistered,
+        lambda value: None,
+        Holder().bound_undo,
+        rp.step(_unregistered),
+    ):
         assert reference_route(fn) is None
-    assert by_reference((BY_REFERENCE, "not_imported_module_xyz", "f")) is None
-    assert by_reference((BY_REFERENCE, "tests.composite_child", "no_such_name")) is None
-    assert by_reference((BY_REFERENCE, "tests.composite_child", "REACTORS")) is None  # a dict
-    assert by_reference(("spawn", "n1")) is None
+    here = __name__
+    for forged in (
+        (BY_REFERENCE, here, "_unregistered"),  # a function that is no undo
+        (BY_REFERENCE, "os", "getcwd"),  # nor is a builtin
+        (BY_REFERENCE, "shutil", "rmtree"),
+        (BY_REFERENCE, "__main__", "undn1"),
+        (BY_REFERENCE, "not_imported_module_xyz", "f"),
+        (BY_REFERENCE, "tests.composite_child", "no_such_name"),
+        (BY_REFERENCE, "tests.composite_child", "REACTORS"),
+        (BY_REFERENCE, "tests.composite_child", "undn1", "extra"),
+        ("spawn", "n1"),
+    ):
+        assert by_reference(forged) is None, forged
+
+
+async def test_a_journal_naming_a_function_that_is_no_undo_runs_nothing(
+    tmp_path: Path, ledger: Path
+) -> None:
+    """A JSON journal whose undo record (of a step defined up front) was rewritten to name
+    a function of an imported module that is not an undo callback: the undo of the run by
+    its id fails for that step, naming it, and the function is never called."""
+    db = tmp_path / "runs.db"
+    r: rp.Reactor[int] = rp.Reactor("forged", returns="a")
+
+    @r.step
+    def a() -> int:
+        return 1
+
+    @a.undo
+    def undo_a(value: int) -> None:
+        composite_child.write("undo a")
+
+    async with rp.SQLiteJournal(db, serializer=rp.JsonSerializer()) as journal:
+        await r.run({}, journal=journal, run_id="x")
+    forged = ["forged line", {}, [BY_REFERENCE, "tests.composite_child", "write"]]
+    with sqlite3.connect(db) as conn:
+        assert (
+            1
+            == conn.execute("UPDATE entries SET undo = ?", (json.dumps(forged).encode(),)).rowcount
+        )
+    async with rp.SQLiteJournal(db, serializer=rp.JsonSerializer()) as journal:
+        with pytest.raises(rp.RunFailed) as failed:
+            await r.undo("x", journal=journal)
+    assert "undo of step 'a': no undo callback found" in str(failed.value.exceptions)
+    assert [] == lines(ledger)
 
 
 @pytest.mark.parametrize(

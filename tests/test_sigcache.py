@@ -294,3 +294,29 @@ def test_what_the_cache_cannot_watch_is_inspected_every_time(inspections):
         rp.step(fn, name="s")
         rp.step(fn, name="s")
     assert 4 == len(inspections)
+
+
+def test_the_cache_does_not_keep_the_classes_annotations_name_alive():
+    """Functions annotated with classes made at run time (one def, so one code object):
+    once the functions and their steps are gone, the cache keeps at most the few
+    inspections it keeps per code object, not every class."""
+    import gc
+    import weakref
+
+    def make() -> tuple[Any, weakref.ref[type]]:
+        local = type("Local", (), {})
+
+        def fn(x):  # type: ignore[no-untyped-def]
+            return x
+
+        fn.__annotations__ = {"x": list[local], "return": local}  # objects, not strings
+        return fn, weakref.ref(local)
+
+    refs = []
+    for _ in range(40):
+        fn, ref = make()
+        rp.step(fn)
+        refs.append(ref)
+        del fn
+    gc.collect()
+    assert sum(1 for ref in refs if ref() is not None) <= 8

@@ -68,12 +68,14 @@ class Durable:
     """
 
     __slots__ = (
+        "_places",
         "entries",
         "entry_type",
         "failed",
         "in_flight",
         "journal",
         "queued",
+        "reserved",
         "rollbacks",
         "run_id",
         "seq",
@@ -101,6 +103,8 @@ class Durable:
             e.key[len(ROLLED_BACK) :]: e.seq for e in entries if e.key.startswith(ROLLED_BACK)
         }
         self.seq = 1 + max((e.seq for e in entries), default=0)
+        self._places: dict[str, tuple[int, int]] | None = None
+        self.reserved: dict[str, int] = {}  # keys of steps in flight -> their seq
         self.in_flight = False  # an append of this run's is in flight
         self.queued: list[Write] = []  # what goes in the next append
 
@@ -128,9 +132,11 @@ class Durable:
                     f"step {key!r}: its arguments, kept for its undo ({kinds}), cannot be "
                     f"recorded in the journal: {exc}"
                 ) from exc
-        entry = self.entry_type(key, self.seq, result, record)
-        self.seq += 1
-        return entry
+        seq = self.reserved.pop(key, None)
+        if seq is None:
+            seq = self.seq
+            self.seq += 1
+        return self.entry_type(key, seq, result, record)
 
     def write(self, run: Run, entry: Entry, ready: list[int]) -> None:
         """Append `entry`; once it is durable, start `ready` (steps it made ready). While a
@@ -252,11 +258,37 @@ class Durable:
         self.undone.add(key)
         await self.journal.mark_undone(self.run_id, key)
 
+    def reserve(self, key: str) -> None:
+        """The step `key` returned new steps: its completion, written when they end, takes
+        its place in the order now (`encode`), before theirs, as its undo on the stack."""
+        self.reserved[key] = self.seq
+        self.seq += 1
+
+    def place(self, entry: Entry) -> tuple[int, int]:
+        """Where `entry` is in the order its steps completed: its seq; but a step whose
+        children (the new steps it returned, a composite's child runs: keys under its name
+        and a dot) were recorded before it goes just before the first of them, as its undo
+        on the stack did (a step resumed by id records its seq only as it completes)."""
+        places = self._places
+        if places is None:
+            first = {k: e.seq for k, e in self.entries.items()}
+            for e in self.entries.values():
+                key = e.key
+                dot = key.find(".")
+                while dot > 0:
+                    head = key[:dot]
+                    if head in first and e.seq < first[head]:
+                        first[head] = e.seq
+                    dot = key.find(".", dot + 1)
+            # (a step before its children at one seq: fewer dots first)
+            places = self._places = {k: (first[k], k.count(".")) for k in self.entries}
+        return places.get(entry.key, (entry.seq, 0))
+
     def records(self, run: Run) -> list[UndoRecord]:
         """Every undo record the journal holds that is not undone, oldest first (a run
         whose undo a crash interrupted, or that `recover(undo=True)` undoes)."""
         out = []
-        for entry in sorted(self.entries.values(), key=lambda e: e.seq):
+        for entry in sorted(self.entries.values(), key=self.place):
             if entry.undo is not None and entry.key not in self.undone:
                 out.append(_record(self, entry))
         return out
@@ -318,8 +350,9 @@ def _record(durable: Durable, entry: Entry, prefix: str = "", depth: int = 0) ->
 def restore_recovered(run: Run) -> list[UndoRecord]:
     """Rebuild `run` from its journal's entries (a recovered run, or a child of one whose
     composite runs again): steps with an entry are completed with its result; the undo
-    records of those steps, and of what completed inside composite steps that completed,
-    go onto its undo stack in completion order. A composite that was running at the crash
+    records of those steps, and of what completed inside steps that completed (in a
+    composite's child runs, among the new steps a step returned), go onto its undo stack
+    in completion order (`Durable.place`). A composite that was running at the crash
     runs again, and its child restores its own from the same entries.
 
     Entries an earlier run of this child rolled back (`Durable.rolling_back`) are not
@@ -353,7 +386,8 @@ def restore_recovered(run: Run) -> list[UndoRecord]:
         for j in plan.reads[i]:
             st.readers_left[j] -= 1
     roots = tuple(run.names[i] for i in done)
-    composites = tuple(f"{run.names[i]}." for i in done if plan.steps[i].composite)
+    # What completed under a done step: a composite's children, the new steps it returned.
+    composites = tuple(f"{run.names[i]}." for i in done)
     mine = [
         e
         for e in entries.values()
@@ -362,7 +396,7 @@ def restore_recovered(run: Run) -> list[UndoRecord]:
         and (e.key in roots or e.key.startswith(composites))
         and not (marks and void(e))
     ]
-    mine.sort(key=lambda e: e.seq)
+    mine.sort(key=durable.place)
     depth = len(run.route) if run.route else 0
     run.ledger.entries = [_record(durable, e, run.prefix, depth) for e in mine]
     if not (marks and run.prefix):
@@ -372,7 +406,7 @@ def restore_recovered(run: Run) -> list[UndoRecord]:
         for e in entries.values()
         if e.undo is not None and e.key not in undone and e.key.startswith(run.prefix) and void(e)
     ]
-    cut.sort(key=lambda e: e.seq, reverse=True)
+    cut.sort(key=durable.place, reverse=True)
     return [_record(durable, e, run.prefix, depth) for e in cut]
 
 
@@ -418,11 +452,11 @@ def to_undo(run: Run) -> list[UndoRecord]:
     if not left:
         return stack
     entries = durable.entries
-    late = 1 + durable.seq  # (a record without an entry keeps its place in the stack)
+    late = (1 + durable.seq, 0)  # (a record without an entry keeps its place in the stack)
 
-    def seq(record: UndoRecord) -> int:
+    def seq(record: UndoRecord) -> tuple[int, int]:
         entry = entries.get(record.step)
-        return late if entry is None else entry.seq
+        return late if entry is None else durable.place(entry)
 
     merged: list[UndoRecord] = []
     k = 0

@@ -161,22 +161,30 @@ def ungate(run: Run, i: int) -> None:
 
 
 def record(
-    run: Run, i: int, value: Any, arguments: dict[str, Any] | None, *, undoable: bool = True
+    run: Run,
+    i: int,
+    value: Any,
+    arguments: dict[str, Any] | None,
+    *,
+    undoable: bool = True,
+    pushed: UndoRecord | None = None,
 ) -> list[int]:
     """Step `i` completed with `value`: store it, push its undo (and its children's, for a
-    composite), release results no remaining step reads, and count down its dependents.
+    composite; not if `undoable` is false, or if it is `pushed` already: a step that
+    returned new steps), release results no remaining step reads, and count down its
+    dependents.
 
     Returns the dependents that became ready, most critical first (none once stopping).
     """
     if run.durable is not None:
-        return record_durably(run, i, value, arguments, undoable)
+        return record_durably(run, i, value, arguments, undoable, pushed)
     st = run.st
     st.status[i] = DONE
     vals = st.vals
     vals[i] = value
     st.n_done += 1
     plan = run.plan
-    if undoable and run.modes.undo[i]:
+    if undoable and pushed is None and run.modes.undo[i]:
         if arguments is not None:
             run.ledger.push(UndoRecord(plan.order[i], value, arguments))
         elif (fetch := plan.fetch[i]) is not None:
@@ -206,17 +214,23 @@ def record(
 
 
 def record_durably(
-    run: Run, i: int, value: Any, arguments: dict[str, Any] | None, undoable: bool
+    run: Run,
+    i: int,
+    value: Any,
+    arguments: dict[str, Any] | None,
+    undoable: bool,
+    pushed: UndoRecord | None,
 ) -> list[int]:
-    """`record` for a journaled run: the completion is written first (a value that cannot
-    be serialized fails the step instead), and the steps it made ready start once the
-    write is durable (`Durable.write`); returns none to start now."""
+    """`record` for a journaled run: the completion is written first, with its undo
+    record (`pushed`'s, on the stack already), and the steps it made ready start once the
+    write is durable (`Durable.write`); returns none to start now. A value that cannot be
+    serialized fails the step instead."""
     durable = run.durable
     assert durable is not None
     st = run.st
     plan = run.plan
-    undo = None
-    if undoable and run.modes.undo[i]:
+    undo = pushed
+    if undo is None and undoable and run.modes.undo[i]:
         named = arguments
         if named is None:
             named = run.named_args(i, st.attempts[i] or 1)
@@ -235,7 +249,7 @@ def record_durably(
     st.status[i] = DONE
     st.vals[i] = value
     st.n_done += 1
-    if undo is not None:
+    if undo is not None and pushed is None:
         run.ledger.push(undo)
     if run.kept:
         children = run.kept.pop(i, None)

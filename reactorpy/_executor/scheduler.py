@@ -308,31 +308,31 @@ async def settle_later(
     ctx: contextvars.Context,
     stack: list[int],
     *,
-    own: bool | None = None,
+    own: Any = _UNSET,
 ) -> None:
-    """Step `i` returned `value`: new steps to run first, or an awaitable to await (from
-    a plain def), or its result. With async hooks, its completion is reported here. Then
-    `finish` it. `own`: whether its own undo is on the stack already (`push_own`, done
-    here if None)."""
-    undoable = True
+    """Step `i` returned `value`: new steps to run first (its place in a journal taken
+    now), or an awaitable to await (from a plain def), or its result. With async hooks,
+    its completion is reported here. Then `finish` it. `own`: its own undo record if on
+    the stack already, else None (`push_own`, done here if not given)."""
+    pushed: UndoRecord | None = None
     if type(value) is NewSteps or isinstance(value, _AWAITABLE):
         if stack:
             spawn(run, stack[:])
             stack.clear()
         if run.async_ or type(value) is not NewSteps:
             end_slot(run, i, None)  # no slot is held while new steps wait for slots
-        # (one step at a time, the step keeps the run's one slot while its new steps run
-        # on a slot of their own: nothing else of the run runs meanwhile)
-        if own is None:
-            own = push_own(run, i, value, arguments)
-        undoable = not own
+        # (one step at a time, it keeps the run's one slot while its new steps run on one
+        # of their own: nothing else of the run runs meanwhile)
+        pushed = push_own(run, i, value, arguments) if own is _UNSET else own
+        if run.durable is not None and type(value) is NewSteps:
+            run.durable.reserve(run.names[i])
         try:
             if type(value) is NewSteps:
                 value = await drive(run.new_steps(i, value), ctx)
             else:
                 value = await drive(_awaited(value), ctx)  # type: ignore[arg-type]
         except BaseException as exc:
-            if own and _runs_again(run, i, exc):
+            if pushed is not None and _runs_again(run, i, exc):
                 exc = await _undo_own(run, i, exc)
             ended_badly(run, i, exc, ctx, reported=run.observed)
             return
@@ -340,25 +340,26 @@ async def settle_later(
         try:
             failed = await drive(run.completed_async(i, value), ctx)
         except asyncio.CancelledError:  # it completed all the same: nothing is lost
-            finish(run, i, value, arguments, ctx, stack, reported=True, undoable=undoable)
+            finish(run, i, value, arguments, ctx, stack, reported=True, pushed=pushed)
             raise
         if failed is not None:
             ended_badly(run, i, failed, ctx, reported=True)
             end_slot(run, i, stack)
             return
-    finish(run, i, value, arguments, ctx, stack, reported=run.observed, undoable=undoable)
+    finish(run, i, value, arguments, ctx, stack, reported=run.observed, pushed=pushed)
 
 
-def push_own(run: Run, i: int, value: Any, arguments: dict[str, Any] | None) -> bool:
+def push_own(run: Run, i: int, value: Any, args: dict[str, Any] | None) -> UndoRecord | None:
     """Step `i` returned `value`. New steps that do not replace it: its own work is done
     (Elixir's Reactor counts it complete then), so its undo goes on the stack now, even if
-    they fail, before what completes after. Returns whether it did (its completion then
-    pushes none)."""
+    they fail, before what completes after. Returns the record it pushed, if it did (its
+    completion then journals it, and pushes none)."""
     if not _owns(run, i, value):
-        return False
-    named = arguments if arguments is not None else run.named_args(i, run.st.attempts[i] or 1)
-    run.ledger.push(UndoRecord(run.plan.order[i], value.value, named))
-    return True
+        return None
+    named = args if args is not None else run.named_args(i, run.st.attempts[i] or 1)
+    own = UndoRecord(run.plan.order[i], value.value, named)
+    run.ledger.push(own)
+    return own
 
 
 def _owns(run: Run, i: int, value: Any) -> bool:
@@ -381,19 +382,21 @@ def _runs_again(run: Run, i: int, exc: BaseException) -> bool:
 async def _undo_own(run: Run, i: int, ending: BaseException) -> BaseException:
     """Step `i` runs again on resume (`_runs_again`), and its new steps undid what they
     completed: its own work is undone now too. Returns `ending`, or what undoing raised."""
-    entries = run.ledger.entries
-    name = run.plan.order[i]
-    for at in range(len(entries) - 1, -1, -1):  # its own record (`push_own`), newest first
-        own = entries[at]
-        if isinstance(own, UndoRecord) and own.step == name and own.route is None:
-            break
-    else:
+    own = _own_record(run, i)
+    if own is None:
         return ending  # the run undid it already
-    del entries[at]
+    run.ledger.entries.remove(own)
     errors, cancelled = await shielded(run.undoer.undo_all([own]))
     if cancelled:
         return asyncio.CancelledError()
     return errors[0] if errors else ending
+
+
+def _own_record(run: Run, i: int) -> UndoRecord | None:
+    """Step `i`'s own undo record on the stack (`push_own`), if it is there."""
+    name, entries = run.plan.order[i], reversed(run.ledger.entries)
+    mine = (e for e in entries if isinstance(e, UndoRecord) and e.step == name)
+    return next((e for e in mine if e.route is None), None)
 
 
 def resume_inside(run: Run, ready: list[int]) -> list[int]:
@@ -438,14 +441,13 @@ async def _continued(run: Run, i: int, new: NewSteps, stack: list[int]) -> None:
     if run.st.stopping:  # checked after the last await: the new steps take over at once
         put_back(run, i)
         return
-    # Its own undo is on the stack since it returned, before the halt.
-    await settle_later(run, i, new, None, ctx, stack, own=_owns(run, i, new))
+    own = _own_record(run, i) if _owns(run, i, new) else None  # (pushed before the halt)
+    await settle_later(run, i, new, None, ctx, stack, own=own)
 
 
 def _replaces(run: Run, i: int, new: NewSteps) -> bool:
     """Whether one of `new`'s steps replaces step `i` (its result is then theirs)."""
-    own = run.plan.order[i]
-    return any(s.name == own for s in new.steps)
+    return any(s.name == run.plan.order[i] for s in new.steps)
 
 
 async def _awaited(awaitable: Awaitable[Any]) -> Any:
@@ -470,10 +472,11 @@ def finish(
     stack: list[int],
     *,
     reported: bool,
-    undoable: bool = True,
+    pushed: UndoRecord | None = None,
 ) -> None:
     """Step `i` completed with `value`: tell middleware (unless `reported`), record it
-    (its undo too, if `undoable`), start what became ready, and give back its slot."""
+    (its undo too, unless `pushed` already), start what became ready, and give back its
+    slot."""
     if value is SKIPPED or type(value) is Skip:  # a guard said no: never undone
         skipped = value.value if type(value) is Skip else None
         ready = record(run, i, skipped, None, undoable=False)
@@ -484,7 +487,7 @@ def finish(
                 ended_badly(run, i, StepFailed(failed, run.st.attempts[i] or 1), ctx, reported=True)
                 end_slot(run, i, stack)
                 return
-        ready = record(run, i, value, arguments, undoable=undoable)
+        ready = record(run, i, value, arguments, pushed=pushed)
     ungate(run, i)
     if ready:
         dispatch(run, ready, stack)
