@@ -299,10 +299,16 @@ async def ungift(result: Made, ctx: rp.Context) -> None:
 
 @saga.step
 async def gifts(charge: Made, order: str, ctx: rp.Context) -> rp.NewSteps:
-    """Its own effect (no undo), then two new steps made from `gift`, undone from the
-    journal by `ungift` (found by its module and name)."""
+    """Its own effect (undone by `ungifts`, on the stack from when it returns), then two
+    new steps made from `gift`, undone from the journal by `ungift` (found by its module
+    and name)."""
     made = await effect(order, ctx)
     return rp.NewSteps(made, [gift.evolve(name=f"g{k}") for k in range(2)])
+
+
+@gifts.undo
+async def ungifts(result: Made, ctx: rp.Context) -> None:
+    await undo_effect(result, ctx)
 
 
 @saga.step
@@ -326,7 +332,9 @@ async def finish(audit: Made, packed: list[Made], order: str, ctx: rp.Context) -
     return {"order": order, "packed": len(packed)}
 
 
-UNDOABLE = frozenset({"reserve", "charge", "ship", "points", "sub.book", "gifts.g0", "gifts.g1"})
+UNDOABLE = frozenset(
+    {"reserve", "charge", "ship", "points", "sub.book", "gifts", "gifts.g0", "gifts.g1"}
+)
 # (and the packs)
 
 
