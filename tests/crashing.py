@@ -33,7 +33,8 @@ A trial (`run_trial`):
    - a step started only once its dependencies' completions were durable, and an undo
      ran only for a recorded completion (what the journal held once the process that ran
      them was dead says so);
-   - a recovery that undoes a run undoes newest completion first;
+   - a recovery that undoes a run undoes newest completion first (a step that returned
+     new steps counting as completed before them: `places`);
    - every execution and undo of a step in a run saw one `rp.Context.idempotency_key`,
      which no other step of the run saw;
    - a run the journal never recorded ran no step;
@@ -937,19 +938,35 @@ def _check_order(
             )
 
 
+def places(entries: dict[str, int]) -> dict[str, tuple[int, int]]:
+    """Each key's place in completion order: its seq; but a step with entries under its
+    name and a dot (the new steps it returned: they depend on it) comes before the first
+    of them, whenever its own entry was written (after them when it ran again in a
+    recovery, its earlier new steps restored). Ties: fewer dots first."""
+    first = dict(entries)
+    for key, seq in entries.items():
+        parts = key.split(".")
+        for n in range(1, len(parts)):
+            head = ".".join(parts[:n])
+            if head in first and seq < first[head]:
+                first[head] = seq
+    return {k: (first[k], k.count(".")) for k in entries}
+
+
 def _check_undo_order(
     report: TrialReport,
     phases: list[Phase],
     executions: list[Execution],
 ) -> None:
     """A recovery that undoes a run (asked to, or continuing its undo) undoes what the
-    journal held newest first (by completion order), across crashes."""
+    journal held newest first (by completion order, `places`), across crashes."""
     for phase, before, undo in phases:
         for run_id, state in before.items():
             if state.status != "running" or not (undo or state.undo_requested):
                 continue
+            place = places(state.entries)
             seqs = [
-                (state.entries.get(e.step, 0), e.step)
+                (place.get(e.step, (0, 0)), e.step)
                 for e in executions
                 if e.phase == phase and e.run_id == run_id and e.kind == "undo"
             ]

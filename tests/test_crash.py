@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from .crashing import Backend, Execution, RunState, TrialReport, check, run_trial
+from .crashing import Backend, Execution, RunState, TrialReport, check, places, run_trial
 from .test_journal import postgres_dsn
 
 SQLITE_SEEDS = (1, 2, 3, 4, 5)
@@ -160,3 +160,22 @@ def test_the_checker_flags_an_unfinished_run() -> None:
     """A run still running after the last recovery is a violation."""
     [violation] = checked(state("running", ["reserve"]), ["reserve"])
     assert "'running' after the last recovery" in violation
+
+
+def test_the_checker_holds_an_undoing_recovery_to_newest_first_new_steps_after_their_step() -> None:
+    """Newest first by seq, but ``gifts`` (which returned ``gifts.g0`` and ``g1``) comes
+    before them even when a recovery ran it again after ``g0`` was recorded: undoing it
+    before ``g0`` is flagged, after is not."""
+    keys = ["reserve", "charge", "gifts.g0", "gifts", "gifts.g1"]
+    assert places(dict(zip(keys, range(1, 6), strict=True)))["gifts"] == (3, 0)
+    before = RunState("running", True, {k: n for n, k in enumerate(keys, 1)}, frozenset())
+
+    def flagged(order: list[str]) -> list[str]:
+        ran = [Execution("recovery-1", "undo", "r", s, s, f"r:{s}") for s in order]
+        report = TrialReport(0)
+        final = {"r": state("undone", keys, tuple(keys))}
+        check(report, [RUN], [("recovery-1", {"r": before}, True)], final, {}, ran)
+        return [v for v in report.violations if "newest first" in v]
+
+    assert [] == flagged(["gifts.g1", "gifts.g0", "gifts", "charge", "reserve"])
+    assert flagged(["gifts.g1", "gifts", "gifts.g0", "charge", "reserve"])

@@ -268,7 +268,8 @@ class Durable:
         """Where `entry` is in the order its steps completed: its seq; but a step whose
         children (the new steps it returned, a composite's child runs: keys under its name
         and a dot) were recorded before it goes just before the first of them, as its undo
-        on the stack did (a step resumed by id records its seq only as it completes)."""
+        on the stack did: they depend on it. (Its seq comes after theirs when it was
+        resumed by id, or ran again in a recovery, its earlier new steps restored.)"""
         places = self._places
         if places is None:
             first = {k: e.seq for k, e in self.entries.items()}
