@@ -385,7 +385,8 @@ async def _undo_own(run: Run, i: int, ending: BaseException) -> BaseException:
     own = _own_record(run, i)
     if own is None:
         return ending  # the run undid it already
-    run.ledger.entries.remove(own)
+    entries = run.ledger.entries
+    del entries[max(k for k, e in enumerate(entries) if e is own)]
     errors, cancelled = await shielded(run.undoer.undo_all([own]))
     if cancelled:
         return asyncio.CancelledError()
@@ -475,8 +476,7 @@ def finish(
     pushed: UndoRecord | None = None,
 ) -> None:
     """Step `i` completed with `value`: tell middleware (unless `reported`), record it
-    (its undo too, unless `pushed` already), start what became ready, and give back its
-    slot."""
+    (its undo too, unless `pushed`), start what became ready, give back its slot."""
     if value is SKIPPED or type(value) is Skip:  # a guard said no: never undone
         skipped = value.value if type(value) is Skip else None
         ready = record(run, i, skipped, None, undoable=False)
