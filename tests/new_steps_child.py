@@ -309,6 +309,70 @@ async def unsplit(value: str) -> None:
     await touch("undo", "unsplit")
 
 
+# --- ``retried``: the composite ``sub`` (``retries=1``) runs ``once_new``: ``g`` returns new
+# step ``bad`` the first time in the process (which fails: ``sub`` rolls back and runs
+# again), a plain value the second; then ``h``; then ``tail``. ``deeper``: ``retried``'s
+# composite and ``hh`` composed as ``outer``, then ``end``. (A reservation ``g`` made
+# for its first completion, never used, must not be the second's: it would come before
+# the rollback mark, as if rolled back.)
+async def bad() -> str:
+    await touch("do", "bad")
+    raise RuntimeError("bad fails")
+
+
+bad_step = rp.step(bad)
+once_new: rp.Reactor[str] = rp.Reactor("once_new", returns="h")
+
+
+@once_new.step
+async def g() -> Any:
+    await touch("do", "g")
+    if sum(1 for line in _lines() if line == "do g") == 1:
+        return rp.NewSteps("g-new", [bad_step])
+    return "g-plain"
+
+
+@g.undo
+async def ung(value: Any) -> None:
+    await touch("undo", "g")
+
+
+@once_new.step
+async def h(g: str) -> str:
+    await touch("do", "h")
+    return g
+
+
+retried: rp.Reactor[str] = rp.Reactor("retried", returns="tail")
+retried.compose("sub", once_new, retries=1, retry_on=Exception)
+
+
+@retried.step(name="tail")
+async def retried_tail(sub: str) -> str:
+    await touch("do", "tail")
+    return sub
+
+
+mid: rp.Reactor[str] = rp.Reactor("mid", returns="hh")
+mid.compose("sub", once_new, retries=1, retry_on=Exception)
+
+
+@mid.step
+async def hh(sub: str) -> str:
+    await touch("do", "hh")
+    return sub
+
+
+deeper: rp.Reactor[str] = rp.Reactor("deeper", returns="end")
+deeper.compose("outer", mid)
+
+
+@deeper.step
+async def end(outer: str) -> str:
+    await touch("do", "end")
+    return outer
+
+
 REACTORS: dict[str, rp.Reactor[Any]] = {
     "nested": nested,
     "countdown": countdown,
@@ -316,6 +380,8 @@ REACTORS: dict[str, rp.Reactor[Any]] = {
     "mapped": mapped,
     "interleaved": interleaved,
     "halting": halting,
+    "retried": retried,
+    "deeper": deeper,
 }
 
 

@@ -309,3 +309,25 @@ def test_new_steps_resumed_by_id_are_undone_before_the_step_that_returned_them(
 
     asyncio.run(main())
     assert undos(ledger) == ["unh2", "unh1", "unsplit"]
+
+
+# --- 6. a reservation for a completion that never came -------------------------------------
+
+
+@pytest.mark.parametrize(("reactor", "hang"), [("retried", "h"), ("deeper", "hh")])
+def test_a_step_whose_new_steps_failed_keeps_its_completion_after_the_rollback(
+    tmp_path: Path, ledger: Path, reactor: str, hang: str
+) -> None:
+    """``g`` returns new steps that fail: ``sub`` rolls back (its mark in the journal) and
+    runs again, ``g`` completing plainly after the mark. The crash comes after ``sub``'s
+    child completed ``g`` (in ``h``), or after ``sub`` (in ``hh``, one composite up).
+    Recovered, ``g`` is neither undone nor run again: its completion is no rolled-back
+    one (the seq ``g`` took for the completion that never came is not used by the next)."""
+    db = tmp_path / "runs.db"
+    crash(db, ledger, reactor, "r-1", HANG=hang)
+    before = len(lines(ledger))
+    (record,) = recover(db, reactor, undo=False)
+    assert record.status == "completed"
+    after = lines(ledger)[before:]
+    assert "undo g" not in after
+    assert "do g" not in after

@@ -75,7 +75,6 @@ class Durable:
         "in_flight",
         "journal",
         "queued",
-        "reserved",
         "rollbacks",
         "run_id",
         "seq",
@@ -104,12 +103,13 @@ class Durable:
         }
         self.seq = 1 + max((e.seq for e in entries), default=0)
         self._places: dict[str, tuple[int, int]] | None = None
-        self.reserved: dict[str, int] = {}  # keys of steps in flight -> their seq
         self.in_flight = False  # an append of this run's is in flight
         self.queued: list[Write] = []  # what goes in the next append
 
-    def encode(self, key: str, value: Any, undo: UndoRecord | None, route: Any) -> Entry:
-        """The entry of a step's completion.
+    def encode(
+        self, key: str, value: Any, undo: UndoRecord | None, route: Any, seq: int | None = None
+    ) -> Entry:
+        """The entry of a step's completion (at `seq` if reserved, else the next).
 
         Raises:
             TypeError: the value or the undo's arguments cannot be serialized (naming the
@@ -132,7 +132,6 @@ class Durable:
                     f"step {key!r}: its arguments, kept for its undo ({kinds}), cannot be "
                     f"recorded in the journal: {exc}"
                 ) from exc
-        seq = self.reserved.pop(key, None)
         if seq is None:
             seq = self.seq
             self.seq += 1
@@ -158,6 +157,7 @@ class Durable:
             batch.redone.append(entry.key)
         if self.entries:
             self.entries[entry.key] = entry
+            self._places = None
         if st.batch is None:
             self._submit(batch)
 
@@ -258,11 +258,13 @@ class Durable:
         self.undone.add(key)
         await self.journal.mark_undone(self.run_id, key)
 
-    def reserve(self, key: str) -> None:
-        """The step `key` returned new steps: its completion, written when they end, takes
-        its place in the order now (`encode`), before theirs, as its undo on the stack."""
-        self.reserved[key] = self.seq
+    def reserve(self) -> int:
+        """A seq for a step that returned new steps: its completion, written when they end
+        (`encode`), takes its place in the order now, before theirs, as its undo on the
+        stack. Given to that completion only (`endings.record_durably`): a step whose new
+        steps fail leaves it unused."""
         self.seq += 1
+        return self.seq - 1
 
     def place(self, entry: Entry) -> tuple[int, int]:
         """Where `entry` is in the order its steps completed: its seq; but a step whose

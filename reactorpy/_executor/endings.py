@@ -168,16 +168,15 @@ def record(
     *,
     undoable: bool = True,
     pushed: UndoRecord | None = None,
+    seq: int | None = None,
 ) -> list[int]:
     """Step `i` completed with `value`: store it, push its undo (and its children's, for a
-    composite; not if `undoable` is false, or if it is `pushed` already: a step that
-    returned new steps), release results no remaining step reads, and count down its
-    dependents.
-
-    Returns the dependents that became ready, most critical first (none once stopping).
-    """
+    composite; not if `undoable` is false, or if `pushed` already: a step that returned new
+    steps, journaled at the `seq` it reserved), release results no remaining step reads,
+    and count down its dependents. Returns the dependents that became ready, most critical
+    first (none once stopping)."""
     if run.durable is not None:
-        return record_durably(run, i, value, arguments, undoable, pushed)
+        return record_durably(run, i, value, arguments, undoable, pushed, seq)
     st = run.st
     st.status[i] = DONE
     vals = st.vals
@@ -220,6 +219,7 @@ def record_durably(
     arguments: dict[str, Any] | None,
     undoable: bool,
     pushed: UndoRecord | None,
+    seq: int | None,
 ) -> list[int]:
     """`record` for a journaled run: the completion is written first, with its undo
     record (`pushed`'s, on the stack already), and the steps it made ready start once the
@@ -242,7 +242,7 @@ def record_durably(
         elif undo is not None:  # a new step: its undo found again by where it is defined
             callback = plan.steps[i].undo_callback
             route = reference_route(callback.fn) if callback is not None else None
-        entry = durable.encode(run.names[i], value, undo, route)
+        entry = durable.encode(run.names[i], value, undo, route, seq)
     except TypeError as exc:
         fail(run, i, exc, st.attempts[i] or 1)
         return []

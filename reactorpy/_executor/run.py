@@ -30,8 +30,8 @@ from .inputs import check_inputs
 from .modes import Modes, modes_of
 from .observe import called, completed_async, run_info
 from .resume import finished_checkpoint, make_checkpoint, restore, resumable, revert
-from .saga import Undoer, UndoLedger
-from .scheduler import push_own, resume_inside, settle_later, spawn
+from .saga import Undoer, UndoLedger, push_own
+from .scheduler import resume_inside, settle_later, spawn
 from .scope import ChildScope
 from .slots import SLOT, StepSlot
 from .state import RunState

@@ -2,10 +2,11 @@
 
 Owns: `UndoLedger` (the undo stack of one run: push a completion, splice the records of a
 composite's children as one unit, keep the records of children that halted inside a step
-where they halted, pop newest first) and `Undoer` (undo one record, with retries, events
-and errors collected; undo everything newest first). Undo never raises: every error of an
-undo callback, or of a hook that watches it, is returned to the caller, which reports it
-with the run's own errors.
+where they halted, pop newest first), `Undoer` (undo one record, with retries, events
+and errors collected; undo everything newest first), and the own undo record of a step
+that returned new steps (`push_own`, `owns`, `own_record`). Undo never raises: every error
+of an undo callback, or of a hook that watches it, is returned to the caller, which reports
+it with the run's own errors.
 Must not import: the scheduler, the composites.
 """
 
@@ -21,14 +22,24 @@ from .._checkpoint import BY_REFERENCE, UndoRecord, by_reference
 from .._errors import DefinitionError, Retry, annotate
 from .._events import make_event
 from .._signature import Callback
+from .._step import NewSteps
 
 if TYPE_CHECKING:
     from .._events import Middleware
     from .._plan import Plan
     from .._reactor import Reactor
     from .durable import Durable
+    from .run import Run
 
-__all__ = ["UNDO_ATTEMPTS", "UndoLedger", "Undoer", "routed_callback"]
+__all__ = [
+    "UNDO_ATTEMPTS",
+    "UndoLedger",
+    "Undoer",
+    "own_record",
+    "owns",
+    "push_own",
+    "routed_callback",
+]
 
 UNDO_ATTEMPTS: Final = 5
 
@@ -269,3 +280,36 @@ def _gave_up(retry: Retry, name: str) -> BaseException:
     if isinstance(retry.reason, BaseException):
         return retry.reason
     return RuntimeError(f"undo of step {name!r} asked to retry {UNDO_ATTEMPTS} times")
+
+
+# --------------------------------------------------------------- a step's own undo record
+
+
+def push_own(run: Run, i: int, value: Any, args: dict[str, Any] | None) -> UndoRecord | None:
+    """Step `i` returned `value`. New steps that do not replace it: its own work is done
+    (Elixir's Reactor counts it complete then), so its undo goes on the stack now, even if
+    they fail, before what completes after. Returns the record it pushed, if it did (its
+    completion then journals it, and pushes none)."""
+    if not owns(run, i, value):
+        return None
+    named = args if args is not None else run.named_args(i, run.st.attempts[i] or 1)
+    own = UndoRecord(run.plan.order[i], value.value, named)
+    run.ledger.push(own)
+    return own
+
+
+def owns(run: Run, i: int, value: Any) -> bool:
+    """Whether step `i`, returning `value`, has an undo of its own before it completes."""
+    return type(value) is NewSteps and bool(run.modes.undo[i]) and not _replaces(run, i, value)
+
+
+def own_record(run: Run, i: int) -> UndoRecord | None:
+    """Step `i`'s own undo record on the stack (`push_own`), if it is there."""
+    name, entries = run.plan.order[i], reversed(run.ledger.entries)
+    mine = (e for e in entries if isinstance(e, UndoRecord) and e.step == name)
+    return next((e for e in mine if e.route is None), None)
+
+
+def _replaces(run: Run, i: int, new: NewSteps) -> bool:
+    """Whether one of `new`'s steps replaces step `i` (its result is then theirs)."""
+    return any(s.name == run.plan.order[i] for s in new.steps)

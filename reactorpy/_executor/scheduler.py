@@ -36,6 +36,7 @@ from .inflight import NewStepsHalted
 from .inline import SUSPENDED, InContext, start
 from .modes import ATTEMPTS, TRY
 from .observe import completed_event, started_async, started_event
+from .saga import own_record, owns, push_own
 from .slots import outer_slot
 from .state import DONE, PENDING, QUEUED, RUNNING
 
@@ -44,7 +45,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "finish",
-    "push_own",
     "resume_inside",
     "run_fast",
     "run_one",
@@ -315,6 +315,7 @@ async def settle_later(
     its completion is reported here. Then `finish` it. `own`: its own undo record if on
     the stack already, else None (`push_own`, done here if not given)."""
     pushed: UndoRecord | None = None
+    seq: int | None = None
     if type(value) is NewSteps or isinstance(value, _AWAITABLE):
         if stack:
             spawn(run, stack[:])
@@ -325,7 +326,7 @@ async def settle_later(
         # of their own: nothing else of the run runs meanwhile)
         pushed = push_own(run, i, value, arguments) if own is _UNSET else own
         if run.durable is not None and type(value) is NewSteps:
-            run.durable.reserve(run.names[i])
+            seq = run.durable.reserve()  # (its completion's place: before its new steps)
         try:
             if type(value) is NewSteps:
                 value = await drive(run.new_steps(i, value), ctx)
@@ -340,31 +341,13 @@ async def settle_later(
         try:
             failed = await drive(run.completed_async(i, value), ctx)
         except asyncio.CancelledError:  # it completed all the same: nothing is lost
-            finish(run, i, value, arguments, ctx, stack, reported=True, pushed=pushed)
+            finish(run, i, value, arguments, ctx, stack, reported=True, pushed=pushed, seq=seq)
             raise
         if failed is not None:
             ended_badly(run, i, failed, ctx, reported=True)
             end_slot(run, i, stack)
             return
-    finish(run, i, value, arguments, ctx, stack, reported=run.observed, pushed=pushed)
-
-
-def push_own(run: Run, i: int, value: Any, args: dict[str, Any] | None) -> UndoRecord | None:
-    """Step `i` returned `value`. New steps that do not replace it: its own work is done
-    (Elixir's Reactor counts it complete then), so its undo goes on the stack now, even if
-    they fail, before what completes after. Returns the record it pushed, if it did (its
-    completion then journals it, and pushes none)."""
-    if not _owns(run, i, value):
-        return None
-    named = args if args is not None else run.named_args(i, run.st.attempts[i] or 1)
-    own = UndoRecord(run.plan.order[i], value.value, named)
-    run.ledger.push(own)
-    return own
-
-
-def _owns(run: Run, i: int, value: Any) -> bool:
-    """Whether step `i`, returning `value`, has an undo of its own before it completes."""
-    return type(value) is NewSteps and bool(run.modes.undo[i]) and not _replaces(run, i, value)
+    finish(run, i, value, arguments, ctx, stack, reported=run.observed, pushed=pushed, seq=seq)
 
 
 def _runs_again(run: Run, i: int, exc: BaseException) -> bool:
@@ -382,7 +365,7 @@ def _runs_again(run: Run, i: int, exc: BaseException) -> bool:
 async def _undo_own(run: Run, i: int, ending: BaseException) -> BaseException:
     """Step `i` runs again on resume (`_runs_again`), and its new steps undid what they
     completed: its own work is undone now too. Returns `ending`, or what undoing raised."""
-    own = _own_record(run, i)
+    own = own_record(run, i)
     if own is None:
         return ending  # the run undid it already
     entries = run.ledger.entries
@@ -391,13 +374,6 @@ async def _undo_own(run: Run, i: int, ending: BaseException) -> BaseException:
     if cancelled:
         return asyncio.CancelledError()
     return errors[0] if errors else ending
-
-
-def _own_record(run: Run, i: int) -> UndoRecord | None:
-    """Step `i`'s own undo record on the stack (`push_own`), if it is there."""
-    name, entries = run.plan.order[i], reversed(run.ledger.entries)
-    mine = (e for e in entries if isinstance(e, UndoRecord) and e.step == name)
-    return next((e for e in mine if e.route is None), None)
 
 
 def resume_inside(run: Run, ready: list[int]) -> list[int]:
@@ -442,13 +418,8 @@ async def _continued(run: Run, i: int, new: NewSteps, stack: list[int]) -> None:
     if run.st.stopping:  # checked after the last await: the new steps take over at once
         put_back(run, i)
         return
-    own = _own_record(run, i) if _owns(run, i, new) else None  # (pushed before the halt)
+    own = own_record(run, i) if owns(run, i, new) else None  # (pushed before the halt)
     await settle_later(run, i, new, None, ctx, stack, own=own)
-
-
-def _replaces(run: Run, i: int, new: NewSteps) -> bool:
-    """Whether one of `new`'s steps replaces step `i` (its result is then theirs)."""
-    return any(s.name == run.plan.order[i] for s in new.steps)
 
 
 async def _awaited(awaitable: Awaitable[Any]) -> Any:
@@ -474,9 +445,11 @@ def finish(
     *,
     reported: bool,
     pushed: UndoRecord | None = None,
+    seq: int | None = None,
 ) -> None:
     """Step `i` completed with `value`: tell middleware (unless `reported`), record it
-    (its undo too, unless `pushed`), start what became ready, give back its slot."""
+    (its undo too, unless `pushed`; `seq`: its place reserved in the journal), start what
+    became ready, give back its slot."""
     if value is SKIPPED or type(value) is Skip:  # a guard said no: never undone
         skipped = value.value if type(value) is Skip else None
         ready = record(run, i, skipped, None, undoable=False)
@@ -487,7 +460,7 @@ def finish(
                 ended_badly(run, i, StepFailed(failed, run.st.attempts[i] or 1), ctx, reported=True)
                 end_slot(run, i, stack)
                 return
-        ready = record(run, i, value, arguments, pushed=pushed)
+        ready = record(run, i, value, arguments, pushed=pushed, seq=seq)
     ungate(run, i)
     if ready:
         dispatch(run, ready, stack)
