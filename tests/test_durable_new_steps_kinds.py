@@ -2,9 +2,11 @@
 in its process (every completed undoable step once, newest first), with real SIGKILLs
 (tests/new_steps_child.py): new steps that return new steps, a step replacing itself
 round after round, new steps inside a composed reactor and inside map elements whose
-failure is compensated after a recovery, crashes in an undo. (Written by a helper trying
-to break them: the step's own undo was not journaled, the journal's order put a step
-after the new steps it returned, and a recovered child run left out their records.)"""
+failure is compensated after a recovery, crashes in an undo, a step completed beside new
+steps, new steps resumed by id, a step whose new steps failed run again. (Most written by
+helpers trying to break them: the step's own undo was not journaled, the journal's order
+put a step after the new steps it returned, a recovered child run left out their records,
+and a seq reserved for a completion that never came went to the next one.)"""
 
 from __future__ import annotations
 
@@ -16,7 +18,6 @@ import pytest
 
 import reactorpy as rp
 
-from . import new_steps_child
 from .composite_child import fresh_ledger
 from .killing import lines
 from .new_steps_child import REACTORS, crash, journal_at
@@ -254,10 +255,6 @@ def test_recover_undo_killed_then_recovered_again(
     assert sorted(after) == sorted(["une1", "une2", "une2", "une3"])
     assert after.count("une3") == 1
     assert after.count("une1") == 1
-
-
-def test_module_is_importable() -> None:
-    assert new_steps_child.tick.undo_callback is not None
 
 
 # --- 5. a step beside one whose new steps run; a halt resumed by id ------------------------
