@@ -450,6 +450,8 @@ class RunState:
     result: Any = None
     made: dict[str, int] = field(default_factory=dict)  # key -> the execution recorded
     rollbacks: dict[str, int] = field(default_factory=dict)  # a child's prefix -> seq
+    # Keys of steps that returned new steps, their undo recorded, not their completion.
+    returned: frozenset[str] = frozenset()
 
     def completed(self) -> set[str]:
         """The keys whose completion is recorded, not undone since, nor void: a child
@@ -459,6 +461,7 @@ class RunState:
             k
             for k, seq in self.entries.items()
             if k not in self.undone
+            and k not in self.returned
             and not any(k.startswith(p) and seq < mark for p, mark in self.rollbacks.items())
         }
 
@@ -614,6 +617,7 @@ async def snapshot(spec: dict[str, Any], run_ids: list[str]) -> dict[str, RunSta
                 result=stored.record.result,
                 made=_made(journal, steps),
                 rollbacks={e.key[len(ROLLED_BACK) :]: e.seq for e in marks},
+                returned=frozenset(e.key for e in steps if e.result is None),
             )
     return out
 
@@ -918,14 +922,16 @@ def _check_order(
     executions: list[Execution],
 ) -> None:
     """A step starts only once its dependencies' completions are durable, and an undo
-    runs only for a recorded completion: what the journal held when the process that
-    ran them was gone says so (entries are replaced, never removed)."""
+    runs only for a recorded completion (or the undo a step that returned new steps
+    recorded then): what the journal held when the process that ran them was gone says so
+    (entries are replaced, never removed)."""
     after = _after(phases, final)
     for e in executions:
         held = after.get(e.phase, final).get(e.run_id)
         entries = held.entries if held is not None else {}
-        if e.kind == "do":
-            missing = sorted(dependencies(e.step) - set(entries))
+        if e.kind == "do":  # (a step that returned new steps is no dependency's completion)
+            done = set(entries) - (held.returned if held is not None else frozenset())
+            missing = sorted(dependencies(e.step) - done)
             if missing:
                 report.violations.append(
                     f"{e.run_id}: {e.step!r} ran in {e.phase} before its dependencies "

@@ -328,3 +328,42 @@ def test_a_step_whose_new_steps_failed_keeps_its_completion_after_the_rollback(
     after = lines(ledger)[before:]
     assert "undo g" not in after
     assert "do g" not in after
+
+
+# --- 7. a crash while a step's new steps run: its own undo is in the journal -----------------
+
+
+@pytest.mark.parametrize(
+    ("how", "expected"),
+    [
+        ("recover-undo", ["unm1", "unspawn"]),  # m2 never completed
+        ("forward-fails", ["unm1", "unspawn"]),  # spawn fails when it runs again
+        ("forward-then-by-id", NESTED),  # the completions replace what they returned
+    ],
+)
+def test_a_crash_while_new_steps_run_leaves_the_steps_own_undo_in_the_journal(
+    tmp_path: Path, ledger: Path, monkeypatch: pytest.MonkeyPatch, how: str, expected: list[str]
+) -> None:
+    """The crash comes in ``m2``, the new step of ``m1``, itself the new step of ``spawn``:
+    neither ``spawn`` nor ``m1`` has completed, both did their work and returned. Undone
+    from the journal, each is undone once, newest first; run again and completed, each
+    is undone once too (its completion replaced what it recorded when it returned)."""
+    db = tmp_path / "runs.db"
+    crash(db, ledger, "nested", "n-9", HANG="m2")
+    if how == "recover-undo":
+        (record,) = recover(db, "nested", undo=True)
+        assert record.status == "undone"
+    elif how == "forward-fails":
+        monkeypatch.setenv("CHILD_FAIL", "spawn")
+        (record,) = recover(db, "nested", undo=False)
+        assert record.status == "failed"
+    else:
+        (record,) = recover(db, "nested", undo=False)
+        assert record.status == "completed"
+
+        async def undo() -> None:
+            async with journal_at(db) as journal:
+                await REACTORS["nested"].undo("n-9", journal=journal)
+
+        asyncio.run(undo())
+    assert undos(ledger) == expected

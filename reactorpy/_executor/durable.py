@@ -31,6 +31,7 @@ from .._errors import annotate
 from .attempts import shielded
 from .endings import fatal, stop
 from .resume import undo_records
+from .saga import undo_route
 from .state import DONE
 
 if TYPE_CHECKING:
@@ -258,11 +259,20 @@ class Durable:
         self.undone.add(key)
         await self.journal.mark_undone(self.run_id, key)
 
+    def returned(self, run: Run, i: int, own: UndoRecord, seq: int) -> None:
+        """Step `i` of `run` returned new steps, its own undo `own` on the stack now: to
+        the journal at `seq`, in an entry with no result (not complete: a recovery runs it
+        again) that its completion replaces, so an undo from the journal undoes its work
+        even if a crash cuts its new steps short. (Unserializable: its completion says so.)"""
+        try:
+            undo = self.serializer.dumps([own.value, own.arguments, undo_route(run, i)])
+        except Exception:
+            return
+        self.write(run, self.entry_type(run.names[i], seq, None, undo), [])
+
     def reserve(self) -> int:
-        """A seq for a step that returned new steps: its completion, written when they end
-        (`encode`), takes its place in the order now, before theirs, as its undo on the
-        stack. Given to that completion only (`endings.record_durably`): a step whose new
-        steps fail leaves it unused."""
+        """A seq for a step that returned new steps, before theirs, as its undo on the stack:
+        its completion's, written when they end (`encode`); unused if they fail."""
         self.seq += 1
         return self.seq - 1
 
@@ -270,8 +280,7 @@ class Durable:
         """Where `entry` is in the order its steps completed: its seq; but a step whose
         children (the new steps it returned, a composite's child runs: keys under its name
         and a dot) were recorded before it goes just before the first of them, as its undo
-        on the stack did: they depend on it. (Its seq comes after theirs when it was
-        resumed by id, or ran again in a recovery, its earlier new steps restored.)"""
+        on the stack did (they depend on it): resumed by id, or run again in a recovery."""
         places = self._places
         if places is None:
             first = {k: e.seq for k, e in self.entries.items()}
@@ -353,10 +362,10 @@ def _record(durable: Durable, entry: Entry, prefix: str = "", depth: int = 0) ->
 def restore_recovered(run: Run) -> list[UndoRecord]:
     """Rebuild `run` from its journal's entries (a recovered run, or a child of one whose
     composite runs again): steps with an entry are completed with its result; the undo
-    records of those steps, and of what completed inside steps that completed (in a
-    composite's child runs, among the new steps a step returned), go onto its undo stack
-    in completion order (`Durable.place`). A composite that was running at the crash
-    runs again, and its child restores its own from the same entries.
+    records of those steps, and of what completed inside them (a composite's child runs,
+    the new steps a step returned), go onto its undo stack in completion order
+    (`Durable.place`). A composite in flight at the crash runs again, and its child
+    restores its own from the same entries.
 
     Entries an earlier run of this child rolled back (`Durable.rolling_back`) are not
     completions: returned, newest first, are the undo records among them not marked
@@ -378,9 +387,11 @@ def restore_recovered(run: Run) -> list[UndoRecord]:
     done: list[int] = []
     for i, name in enumerate(run.names):
         entry = entries.get(name)
-        if entry is not None and name not in undone and not (marks and void(entry)):
+        if entry is None or entry.result is None:  # (None: returned new steps, not done)
+            continue
+        if name not in undone and not (marks and void(entry)):
             st.status[i] = DONE
-            st.vals[i] = loads(entry.result) if entry.result is not None else None
+            st.vals[i] = loads(entry.result)
             done.append(i)
     st.n_done += len(done)
     for i in done:

@@ -18,7 +18,7 @@ import asyncio
 import contextvars
 from typing import TYPE_CHECKING, Any
 
-from .._checkpoint import UndoRecord, reference_route
+from .._checkpoint import UndoRecord
 from .._errors import _UNSET, Halt, RunFailed, annotate
 from .attempts import (
     CompletedThenCancelled,
@@ -29,6 +29,7 @@ from .attempts import (
     standing_error,
 )
 from .observe import failed_event
+from .saga import undo_route
 from .state import DONE, PENDING, QUEUED
 
 if TYPE_CHECKING:
@@ -236,12 +237,7 @@ def record_durably(
             named = run.named_args(i, st.attempts[i] or 1)
         undo = UndoRecord(plan.order[i], value, named)
     try:
-        route: tuple[str, ...] | None = None
-        if run.route is not None:
-            route = (*run.route, plan.order[i])
-        elif undo is not None:  # a new step: its undo found again by where it is defined
-            callback = plan.steps[i].undo_callback
-            route = reference_route(callback.fn) if callback is not None else None
+        route = undo_route(run, i) if undo is not None else None
         entry = durable.encode(run.names[i], value, undo, route, seq)
     except TypeError as exc:
         fail(run, i, exc, st.attempts[i] or 1)

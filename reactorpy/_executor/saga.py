@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from .._arguments import Context
-from .._checkpoint import BY_REFERENCE, UndoRecord, by_reference
+from .._checkpoint import BY_REFERENCE, UndoRecord, by_reference, reference_route
 from .._errors import DefinitionError, Retry, annotate
 from .._events import make_event
 from .._signature import Callback
@@ -39,6 +39,7 @@ __all__ = [
     "owns",
     "push_own",
     "routed_callback",
+    "undo_route",
 ]
 
 UNDO_ATTEMPTS: Final = 5
@@ -283,6 +284,16 @@ def _gave_up(retry: Retry, name: str) -> BaseException:
 
 
 # --------------------------------------------------------------- a step's own undo record
+
+
+def undo_route(run: Run, i: int) -> tuple[str, ...] | None:
+    """The route the journal keeps with step `i`'s undo record (`UndoRecord.route`): from
+    the root reactor to the step; for a step made at run time, where its undo callback is
+    defined (`reference_route`), or None."""
+    if run.route is not None:
+        return (*run.route, run.plan.order[i])
+    callback = run.plan.steps[i].undo_callback
+    return reference_route(callback.fn) if callback is not None else None
 
 
 def push_own(run: Run, i: int, value: Any, args: dict[str, Any] | None) -> UndoRecord | None:

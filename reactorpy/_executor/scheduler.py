@@ -327,6 +327,8 @@ async def settle_later(
         pushed = push_own(run, i, value, arguments) if own is _UNSET else own
         if run.durable is not None and type(value) is NewSteps:
             seq = run.durable.reserve()  # (its completion's place: before its new steps)
+            if pushed is not None:
+                run.durable.returned(run, i, pushed, seq)
         try:
             if type(value) is NewSteps:
                 value = await drive(run.new_steps(i, value), ctx)
