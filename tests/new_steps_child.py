@@ -22,7 +22,7 @@ import reactorpy as rp
 
 from .composite_child import touch
 from .journal_child import open_journal
-from .killing import crash_child
+from .killing import crash_child, lines
 
 
 def crash(db: Path, ledger: Path, reactor: str, run_id: str, **env: str) -> None:
@@ -266,8 +266,7 @@ async def join(lead: str, x: str) -> str:
 
 
 def _lines() -> list[str]:
-    path = Path(os.environ["REACTORPY_TEST_LEDGER"])
-    return path.read_text().splitlines() if path.exists() else []
+    return lines(Path(os.environ["REACTORPY_TEST_LEDGER"]))
 
 
 # --- ``halting``: ``split`` returns ``h1`` then ``h2`` (``HALT=h2``: it halts); resumed by
