@@ -318,7 +318,8 @@ def _check_versions(reactor: Any, plan: Plan, ser: Serializer, stored: StoredRun
     composed = _composed(plan) if composed_then is not None else None
     if stored.record.fingerprint == plan.fingerprint and composed_then == composed:
         return
-    completed = {e.key for e in stored.entries if e.key in then}
+    # (an entry with no result: a step that returned new steps, which runs again)
+    completed = {e.key for e in stored.entries if e.key in then and e.result is not None}
     changed = sorted(
         k for k in completed if k not in plan.structure or list(plan.structure[k]) != list(then[k])
     )

@@ -367,3 +367,30 @@ def test_a_crash_while_new_steps_run_leaves_the_steps_own_undo_in_the_journal(
 
         asyncio.run(undo())
     assert undos(ledger) == expected
+
+
+def test_a_step_that_only_returned_new_steps_may_be_rewired_before_a_recovery(
+    tmp_path: Path, ledger: Path
+) -> None:
+    """The crash comes in ``spawn``'s new steps: ``spawn`` returned, its undo is in the
+    journal, but it did not complete. A reactor whose ``spawn`` is rewired since (it reads
+    a new step ``pre``) still recovers the run: ``spawn`` runs again, as before (only the
+    wiring of completed steps must stay)."""
+    db = tmp_path / "runs.db"
+    crash(db, ledger, "nested", "n-10", HANG="m2")
+    rewired: rp.Reactor[str] = rp.Reactor("nested", returns="spawn")
+
+    @rewired.step
+    async def pre() -> int:
+        return 1
+
+    @rewired.step
+    async def spawn(pre: int) -> str:
+        return "ran again"
+
+    async def recover_rewired() -> list[rp.RunRecord]:
+        async with journal_at(db) as journal:
+            return await rewired.recover(journal)
+
+    (record,) = asyncio.run(recover_rewired())
+    assert (record.status, record.result) == ("completed", "ran again")
