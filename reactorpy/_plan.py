@@ -45,6 +45,7 @@ The arrays, for step index ``i`` (indices follow ``Plan.order``):
 
 from __future__ import annotations
 
+from abc import ABCMeta, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
@@ -348,9 +349,10 @@ def _compile_arguments(
 _T = TypeVar("_T")
 
 
-class _ByStep(dict[int, _T]):
-    """A value per step by plan index, made from the step's wires the first time it is
-    looked up (by ``__missing__``: after that, a lookup is a dict's)."""
+class _ByStep(dict[int, _T], metaclass=ABCMeta):
+    """A value per step by plan index, made from the step's wires (by `_make`, which each
+    kind says) the first time it is looked up (by ``__missing__``: after that, a lookup is
+    a dict's)."""
 
     __slots__ = ("_order", "_wires")
 
@@ -365,8 +367,9 @@ class _ByStep(dict[int, _T]):
         made = self[i] = self._make(self._wires[self._order[i]])
         return made
 
+    @abstractmethod
     def _make(self, wires: list[Wire]) -> _T:
-        raise NotImplementedError
+        """The value of the step whose wires are `wires`."""
 
 
 class Argv(_ByStep[tuple[ArgSpec, ...]]):
