@@ -44,6 +44,7 @@ __all__ = [
     "deeper_spawning",
     "solo",
     "spawning",
+    "undo_fails",
 ]
 
 _SETTINGS = ("FAIL", "FAIL_ONCE", "HANG", "SLOW", "HALT", "FAILSTART", "TUPLES", "CLOSURE")
@@ -89,6 +90,30 @@ def crash(db: Path, ledger: Path, reactor: str, run_id: str, **env: str) -> None
     """Run `reactor` as `run_id` on the SQLite journal `db` in a process of its own, with
     the settings `env` (``HANG="b"``), and SIGKILL it once it writes a ``hang`` line."""
     crash_child("tests.composite_child", db, ledger, reactor, run_id, "CHILD_", **env)
+
+
+def undo_fails(calls: list[str], name: str = "inner") -> rp.Reactor[str]:
+    """A child reactor, for tests that run it in their own process, that completes ``a``,
+    whose undo fails, then waits in ``b`` until cancelled; `calls` gets ``do a`` and
+    ``undo a``."""
+    child: rp.Reactor[str] = rp.Reactor(name, returns="b")
+
+    @child.step
+    async def a() -> str:
+        calls.append("do a")
+        return "a"
+
+    @a.undo
+    async def unda(value: str) -> None:
+        calls.append("undo a")
+        raise RuntimeError("the undo of a failed")
+
+    @child.step
+    async def b(a: str) -> str:
+        await asyncio.Event().wait()
+        return "never"
+
+    return child
 
 
 class FailsToStart:

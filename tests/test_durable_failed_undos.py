@@ -15,7 +15,15 @@ import pytest
 import reactorpy as rp
 from reactorpy.testing import run_virtual
 
-from .composite_child import FailsToStart, TupleJson, chained, crash, fresh_ledger, solo
+from .composite_child import (
+    FailsToStart,
+    TupleJson,
+    chained,
+    crash,
+    fresh_ledger,
+    solo,
+    undo_fails,
+)
 from .killing import calls, lines
 
 
@@ -186,29 +194,6 @@ def test_recovery_with_a_serializer_that_loads_sequences_as_tuples(
     assert (calls(ledger, "do", "a"), calls(ledger, "do", "b")) == (1, 2)
 
 
-def _child_cut_by_a_timeout(calls: list[str]) -> rp.Reactor[str]:
-    """A child that completes ``a`` (whose undo fails), then waits forever in ``b``."""
-    inner: rp.Reactor[str] = rp.Reactor("inner", returns="b")
-
-    @inner.step
-    async def a() -> str:
-        calls.append("do a")
-        return "a"
-
-    @a.undo
-    async def unda(value: str) -> None:
-        calls.append("undo a")
-        raise RuntimeError("undo of a failed")
-
-    @inner.step
-    async def b(a: str) -> str:
-        calls.append("do b")
-        await asyncio.Event().wait()
-        return "never"
-
-    return inner
-
-
 @pytest.mark.parametrize("how", ["retry_on", "compensate"])
 def test_a_composite_cut_by_its_timeout_whose_child_undo_failed_is_not_retried(
     how: str,
@@ -221,11 +206,9 @@ def test_a_composite_cut_by_its_timeout_whose_child_undo_failed_is_not_retried(
     calls: list[str] = []
     r: rp.Reactor[Any] = rp.Reactor("outer", returns="c")
     if how == "retry_on":
-        r.compose(
-            "c", _child_cut_by_a_timeout(calls), timeout=0.05, retries=1, retry_on=TimeoutError
-        )
+        r.compose("c", undo_fails(calls), timeout=0.05, retries=1, retry_on=TimeoutError)
     else:
-        c = r.compose("c", _child_cut_by_a_timeout(calls), timeout=0.05, retries=1)
+        c = r.compose("c", undo_fails(calls), timeout=0.05, retries=1)
 
         @c.compensate
         def again(error: BaseException) -> None:

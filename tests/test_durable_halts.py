@@ -14,7 +14,7 @@ import pytest
 import reactorpy as rp
 from reactorpy.testing import run_virtual
 
-from .composite_child import crash, fresh_ledger, halting
+from .composite_child import crash, fresh_ledger, halting, undo_fails
 from .killing import calls, lines
 
 
@@ -50,25 +50,8 @@ def test_a_recovered_run_that_halts_keeps_what_a_composite_in_flight_completed(
 
 
 def _composite_whose_undo_fails(calls: list[str]) -> rp.Reactor[str]:
-    child: rp.Reactor[str] = rp.Reactor("child3", returns="b")
-
-    @child.step
-    async def a() -> str:
-        calls.append("do a")
-        return "a"
-
-    @a.undo
-    async def unda(value: str) -> None:
-        calls.append("undo a")
-        raise RuntimeError("unda failed")
-
-    @child.step
-    async def b(a: str) -> str:
-        await asyncio.sleep(100)
-        return "b"
-
     root: rp.Reactor[str] = rp.Reactor("root3", returns="sub")
-    root.compose("sub", child)
+    root.compose("sub", undo_fails(calls, "child3"))
     return root
 
 

@@ -52,6 +52,14 @@ def recover(db: Path, reactor: str, undo: bool, json_: bool = False) -> list[rp.
     return asyncio.run(main())
 
 
+def undo_by_id(db: Path, reactor: str, run_id: str, json_: bool = False) -> None:
+    async def main() -> None:
+        async with journal_at(db, json_) as journal:
+            await REACTORS[reactor].undo(run_id, journal=journal)
+
+    asyncio.run(main())
+
+
 NESTED = ["unm2", "unm1", "unspawn"]  # newest first, as the run undoes them in its process
 
 
@@ -76,11 +84,7 @@ def test_nested_undone_by_id(tmp_path: Path, ledger: Path, json_: bool) -> None:
     db = tmp_path / "runs.db"
     assert run_in_process(db, "nested", "n-1", json_) == "spawned"
 
-    async def undo() -> None:
-        async with journal_at(db, json_) as journal:
-            await REACTORS["nested"].undo("n-1", journal=journal)
-
-    asyncio.run(undo())
+    undo_by_id(db, "nested", "n-1", json_)
     assert undos(ledger) == NESTED
 
 
@@ -123,11 +127,7 @@ def test_countdown_undone_by_id_same_order(tmp_path: Path, ledger: Path) -> None
     db = tmp_path / "runs.db"
     assert run_in_process(db, "countdown", "c-1") == "liftoff"
 
-    async def undo() -> None:
-        async with journal_at(db) as journal:
-            await REACTORS["countdown"].undo("c-1", journal=journal)
-
-    asyncio.run(undo())
+    undo_by_id(db, "countdown", "c-1")
     assert undos(ledger) == COUNTDOWN_IN_PROCESS
 
 
@@ -158,11 +158,7 @@ def test_countdown_crash_mid_rounds_forward(tmp_path: Path, ledger: Path) -> Non
     (record,) = recover(db, "countdown", undo=False)
     assert record.status == "completed"
 
-    async def undo() -> None:
-        async with journal_at(db) as journal:
-            await REACTORS["countdown"].undo("c-4", journal=journal)
-
-    asyncio.run(undo())
+    undo_by_id(db, "countdown", "c-4")
     assert sorted(undos(ledger)) == sorted(COUNTDOWN_IN_PROCESS)
 
 
@@ -274,11 +270,7 @@ def test_a_step_completed_while_new_steps_ran_is_undone_in_completion_order(
     elif how == "by-id":
         assert run_in_process(db, "interleaved", "i-1") == "lead+x"
 
-        async def undo() -> None:
-            async with journal_at(db) as journal:
-                await REACTORS["interleaved"].undo("i-1", journal=journal)
-
-        asyncio.run(undo())
+        undo_by_id(db, "interleaved", "i-1")
     else:
         crash(db, ledger, "interleaved", "i-1", HANG="join")
         (record,) = recover(db, "interleaved", undo=True)
@@ -361,11 +353,7 @@ def test_a_crash_while_new_steps_run_leaves_the_steps_own_undo_in_the_journal(
         (record,) = recover(db, "nested", undo=False)
         assert record.status == "completed"
 
-        async def undo() -> None:
-            async with journal_at(db) as journal:
-                await REACTORS["nested"].undo("n-9", journal=journal)
-
-        asyncio.run(undo())
+        undo_by_id(db, "nested", "n-9")
     assert undos(ledger) == expected
 
 
